@@ -1,0 +1,7 @@
+//! tollgate's userspace: loading and driving the XDP program, the daemon and the CLI.
+
+pub mod kernel;
+
+/// The compiled XDP object, embedded at build time by build.rs.
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tollgate"));

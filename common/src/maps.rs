@@ -1,0 +1,420 @@
+//! `#[repr(C)]` types stored in the BPF maps, and the constants both sides agree on.
+//! Map names are part of the pinned layout: a daemon adopting pins checks
+//! [`LAYOUT_VERSION`] before trusting them.
+
+use crate::gcra::{INTERVAL_SHIFT, TICK_SHIFT};
+
+/// Bumped whenever a map's key, value or meaning changes. Stored in the
+/// `TG_META` map so a new daemon can tell a compatible pinned program from an
+/// incompatible one.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Tiers are indices into `TG_TIERS` (an array map).
+pub const MAX_TIERS: u32 = 64;
+
+/// Limit kinds, in the order of [`TierConfig::limits`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitKind {
+    Packets = 0,
+    Bytes = 1,
+    Connections = 2,
+    Requests = 3,
+}
+
+impl LimitKind {
+    pub const ALL: [LimitKind; 4] = [
+        LimitKind::Packets,
+        LimitKind::Bytes,
+        LimitKind::Connections,
+        LimitKind::Requests,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            LimitKind::Packets => "packets",
+            LimitKind::Bytes => "bytes",
+            LimitKind::Connections => "connections",
+            LimitKind::Requests => "requests",
+        }
+    }
+
+    /// The verdict counted when this limit drops a packet.
+    pub const fn drop_verdict(self) -> Verdict {
+        match self {
+            LimitKind::Packets => Verdict::DroppedPackets,
+            LimitKind::Bytes => Verdict::DroppedBytes,
+            LimitKind::Connections => Verdict::DroppedConnections,
+            LimitKind::Requests => Verdict::DroppedRequests,
+        }
+    }
+}
+
+/// What happened to a packet; indexes the counters together with its tier.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within every limit: XDP_PASS.
+    Passed = 0,
+    DroppedPackets = 1,
+    DroppedBytes = 2,
+    DroppedConnections = 3,
+    DroppedRequests = 4,
+    /// The tier's aggregate packets/s ceiling was reached.
+    DroppedAggregate = 5,
+    /// Source matched a `deny` rule: XDP_DROP.
+    Denied = 6,
+    /// Source matched an `allow` rule: XDP_PASS without any limit.
+    Allowed = 7,
+    /// A shadow tier would have dropped it; passed.
+    ShadowWouldDrop = 8,
+    /// Headers could not be parsed (truncated, bad lengths, too many extension
+    /// headers): XDP_DROP. Counted under the source's tier when the source is known.
+    Malformed = 9,
+    /// Not IPv4 or IPv6 (ARP, LLDP, ...): XDP_PASS, never limited.
+    NotIp = 10,
+}
+
+pub const VERDICT_COUNT: u32 = 11;
+
+impl Verdict {
+    pub const ALL: [Verdict; VERDICT_COUNT as usize] = [
+        Verdict::Passed,
+        Verdict::DroppedPackets,
+        Verdict::DroppedBytes,
+        Verdict::DroppedConnections,
+        Verdict::DroppedRequests,
+        Verdict::DroppedAggregate,
+        Verdict::Denied,
+        Verdict::Allowed,
+        Verdict::ShadowWouldDrop,
+        Verdict::Malformed,
+        Verdict::NotIp,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::Passed => "passed",
+            Verdict::DroppedPackets => "dropped_packets",
+            Verdict::DroppedBytes => "dropped_bytes",
+            Verdict::DroppedConnections => "dropped_connections",
+            Verdict::DroppedRequests => "dropped_requests",
+            Verdict::DroppedAggregate => "dropped_aggregate",
+            Verdict::Denied => "denied",
+            Verdict::Allowed => "allowed",
+            Verdict::ShadowWouldDrop => "shadow_would_drop",
+            Verdict::Malformed => "malformed",
+            Verdict::NotIp => "not_ip",
+        }
+    }
+
+    /// Whether the packet leaves XDP with XDP_DROP.
+    pub const fn drops(self) -> bool {
+        matches!(
+            self,
+            Verdict::DroppedPackets
+                | Verdict::DroppedBytes
+                | Verdict::DroppedConnections
+                | Verdict::DroppedRequests
+                | Verdict::DroppedAggregate
+                | Verdict::Denied
+                | Verdict::Malformed
+        )
+    }
+
+    /// Index into `TG_COUNTERS` for this verdict in `tier`.
+    #[inline(always)]
+    pub const fn counter_index(self, tier: u32) -> u32 {
+        tier * VERDICT_COUNT + self as u32
+    }
+}
+
+/// Number of slots in the counters array.
+pub const COUNTER_SLOTS: u32 = MAX_TIERS * VERDICT_COUNT;
+
+/// One rate limit as the kernel applies it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limit {
+    /// Nanoseconds per unit (packet, byte, connection, request) in fixed point
+    /// with [`INTERVAL_SHIFT`] fractional bits. Zero means unlimited.
+    pub interval_fp: u64,
+    /// Bucket depth in nanoseconds: burst × interval.
+    pub capacity_ns: u64,
+}
+
+impl Limit {
+    pub const UNLIMITED: Limit = Limit {
+        interval_fp: 0,
+        capacity_ns: 0,
+    };
+
+    /// A limit of `rate` units per `period_ns` with a burst of `burst` units.
+    /// Returns `None` for a zero rate, a zero burst, or values that overflow.
+    pub fn per_period(rate: u64, period_ns: u64, burst: u64) -> Option<Limit> {
+        if rate == 0 || burst == 0 {
+            return None;
+        }
+        let interval_fp = ((period_ns as u128) << INTERVAL_SHIFT) / rate as u128;
+        if interval_fp == 0 || interval_fp > u64::MAX as u128 {
+            return None;
+        }
+        let capacity = (interval_fp * burst as u128) >> INTERVAL_SHIFT;
+        if capacity > u64::MAX as u128 / 2 {
+            return None;
+        }
+        Some(Limit {
+            interval_fp: interval_fp as u64,
+            capacity_ns: capacity as u64,
+        })
+    }
+
+    #[inline(always)]
+    pub const fn is_unlimited(&self) -> bool {
+        self.interval_fp == 0
+    }
+
+    /// Emission time of `cost` units, in nanoseconds.
+    ///
+    /// Single units need no multiplication. Multi-unit costs (bytes) are
+    /// clamped to [`MAX_COST`] and intervals to [`MAX_BYTE_INTERVAL_FP`] so the
+    /// product fits 64 bits: BPF has no 128-bit multiply for an overflow check.
+    #[inline(always)]
+    pub const fn increment_ns(&self, cost: u64) -> u64 {
+        if cost == 1 {
+            return self.interval_fp >> INTERVAL_SHIFT;
+        }
+        let cost = if cost > MAX_COST { MAX_COST } else { cost };
+        let fp = if self.interval_fp > MAX_BYTE_INTERVAL_FP {
+            MAX_BYTE_INTERVAL_FP
+        } else {
+            self.interval_fp
+        };
+        (cost * fp) >> INTERVAL_SHIFT
+    }
+
+    /// Emission time of `cost` units in 32-bit ticks, rounded down (with
+    /// [`Limit::capacity_ticks`] rounded up, a full burst always fits). The
+    /// rounding over-admits by at most one tick per event: under 1% below
+    /// 10,000 events/s.
+    #[inline(always)]
+    pub const fn increment_ticks(&self) -> u32 {
+        let ticks = self.interval_fp >> (INTERVAL_SHIFT + TICK_SHIFT);
+        if ticks > u32::MAX as u64 {
+            u32::MAX
+        } else {
+            ticks as u32
+        }
+    }
+
+    #[inline(always)]
+    pub const fn capacity_ticks(&self) -> u32 {
+        let ticks = (self.capacity_ns + (1 << TICK_SHIFT) - 1) >> TICK_SHIFT;
+        if ticks > MAX_CAPACITY_TICKS as u64 {
+            MAX_CAPACITY_TICKS
+        } else {
+            ticks as u32
+        }
+    }
+
+    /// Units per second, for display.
+    pub fn rate_per_second(&self) -> f64 {
+        if self.is_unlimited() {
+            return f64::INFINITY;
+        }
+        (1_000_000_000f64 * (1u64 << INTERVAL_SHIFT) as f64) / self.interval_fp as f64
+    }
+
+    /// Burst in units, for display.
+    pub fn burst(&self) -> u64 {
+        if self.is_unlimited() {
+            return 0;
+        }
+        (((self.capacity_ns as u128) << INTERVAL_SHIFT) / self.interval_fp as u128) as u64
+    }
+}
+
+/// Largest multi-unit cost: an XDP frame is shorter than 64 KiB.
+pub const MAX_COST: u64 = 0xFFFF;
+/// Largest interval a multi-unit (bytes) limit may have: 2^31 ns per byte with
+/// 16 fractional bits, i.e. byte rates of at least 1 B/s.
+pub const MAX_BYTE_INTERVAL_FP: u64 = 1 << 47;
+
+/// The longest bucket the 32-bit (connections, requests) form can hold: under
+/// half the 2^32-tick wrap. See [`crate::gcra::admit_wrapping`].
+pub const MAX_CAPACITY_TICKS: u32 = (1 << 31) - 1;
+
+/// `TierConfig::flags`: the tier is configured (unconfigured slots pass traffic
+/// uncounted against limits).
+pub const TIER_ACTIVE: u32 = 1 << 0;
+/// `TierConfig::flags`: count would-drops but pass everything.
+pub const TIER_SHADOW: u32 = 1 << 1;
+
+/// One usage tier (value of `TG_TIERS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TierConfig {
+    /// Per-source limits, indexed by [`LimitKind`].
+    pub limits: [Limit; 4],
+    /// Packets/s ceiling for all sources of the tier together.
+    pub aggregate: Limit,
+    /// IPv6 sources are grouped by this prefix length (1..=64).
+    pub ipv6_prefix: u32,
+    pub flags: u32,
+}
+
+impl TierConfig {
+    #[inline(always)]
+    pub const fn is_shadow(&self) -> bool {
+        self.flags & TIER_SHADOW != 0
+    }
+    #[inline(always)]
+    pub const fn is_active(&self) -> bool {
+        self.flags & TIER_ACTIVE != 0
+    }
+}
+
+/// Rule actions (value of `TG_RULES_V4` / `TG_RULES_V6`).
+pub const RULE_TIER: u32 = 0;
+pub const RULE_ALLOW: u32 = 1;
+pub const RULE_DENY: u32 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleValue {
+    /// One of [`RULE_TIER`], [`RULE_ALLOW`], [`RULE_DENY`].
+    pub action: u32,
+    /// The tier, for [`RULE_TIER`]; for allow/deny, the tier they are counted under.
+    pub tier: u32,
+}
+
+/// Per-source bucket state (value of `TG_SOURCES_V4` / `TG_SOURCES_V6`). 24 bytes
+/// so a tracked source costs under 100 bytes of kernel memory including the LRU
+/// hash's own element header (48 bytes) and bucket array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceState {
+    /// Nanosecond TAT of the packets bucket.
+    pub packets_tat: u64,
+    /// Nanosecond TAT of the bytes bucket.
+    pub bytes_tat: u64,
+    /// Two wrapping 32-bit tick TATs in one word (BPF compare-and-swap is
+    /// 64-bit): new connections in the low half, HTTP requests in the high half.
+    pub l7_tats: u64,
+}
+
+impl SourceState {
+    pub const CONNECTIONS_SHIFT: u32 = 0;
+    pub const REQUESTS_SHIFT: u32 = 32;
+
+    pub const fn connections_tat(&self) -> u32 {
+        (self.l7_tats >> Self::CONNECTIONS_SHIFT) as u32
+    }
+
+    pub const fn requests_tat(&self) -> u32 {
+        (self.l7_tats >> Self::REQUESTS_SHIFT) as u32
+    }
+}
+
+/// Per-CPU counter slot (value of `TG_COUNTERS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Global settings (single entry of `TG_SETTINGS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Tier of sources that match no rule.
+    pub default_tier: u32,
+    pub flags: u32,
+}
+
+/// `Settings::flags`: consult `TG_RULES_V4` (skipped while empty, to save a lookup).
+pub const SETTINGS_RULES_V4: u32 = 1 << 0;
+/// `Settings::flags`: consult `TG_RULES_V6`.
+pub const SETTINGS_RULES_V6: u32 = 1 << 1;
+
+/// Layout identification (single entry of `TG_META`), written by the daemon that
+/// loaded the program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub layout_version: u32,
+    pub _reserved: u32,
+}
+
+/// Map names, shared by the program and the daemon that pins them.
+pub mod names {
+    pub const SETTINGS: &str = "TG_SETTINGS";
+    pub const TIERS: &str = "TG_TIERS";
+    pub const AGGREGATE: &str = "TG_AGGREGATE";
+    pub const RULES_V4: &str = "TG_RULES_V4";
+    pub const RULES_V6: &str = "TG_RULES_V6";
+    pub const SOURCES_V4: &str = "TG_SOURCES_V4";
+    pub const SOURCES_V6: &str = "TG_SOURCES_V6";
+    pub const COUNTERS: &str = "TG_COUNTERS";
+    pub const META: &str = "TG_META";
+    pub const PROGRAM: &str = "tollgate";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all are #[repr(C)] plain integers with no padding holes that the
+    // kernel would read as meaningful.
+    unsafe impl aya::Pod for Limit {}
+    unsafe impl aya::Pod for TierConfig {}
+    unsafe impl aya::Pod for RuleValue {}
+    unsafe impl aya::Pod for SourceState {}
+    unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for Meta {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_is_24_bytes() {
+        assert_eq!(core::mem::size_of::<SourceState>(), 24);
+        assert_eq!(core::mem::size_of::<TierConfig>(), 88);
+    }
+
+    #[test]
+    fn limit_round_trips_rate_and_burst() {
+        let l = Limit::per_period(100, 1_000_000_000, 20).unwrap();
+        assert_eq!(l.increment_ns(1), 10_000_000);
+        assert_eq!(l.capacity_ns, 200_000_000);
+        assert!((l.rate_per_second() - 100.0).abs() < 1e-6);
+        assert_eq!(l.burst(), 20);
+        // 10 MB/s: 100 ns per byte.
+        let b = Limit::per_period(10_000_000, 1_000_000_000, 1_000_000).unwrap();
+        assert_eq!(b.increment_ns(1500), 150_000);
+        // 3 GB/s keeps sub-nanosecond precision per byte.
+        let g = Limit::per_period(3_000_000_000, 1_000_000_000, 1 << 20).unwrap();
+        assert!(g.increment_ns(3000).abs_diff(1000) <= 1);
+    }
+
+    #[test]
+    fn rejects_degenerate_limits() {
+        assert!(Limit::per_period(0, 1_000_000_000, 1).is_none());
+        assert!(Limit::per_period(1, 1_000_000_000, 0).is_none());
+        assert!(Limit::per_period(u64::MAX, 1, 1).is_none());
+    }
+
+    #[test]
+    fn counter_indices_are_dense_and_disjoint() {
+        let mut seen = std::collections::HashSet::new();
+        for t in 0..MAX_TIERS {
+            for v in Verdict::ALL {
+                assert!(seen.insert(v.counter_index(t)));
+                assert!(v.counter_index(t) < COUNTER_SLOTS);
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! `cargo xtask`: developer tasks for tollgate.
+//!
+//! * `cargo xtask setup [--check]`: install (or just check for) everything a
+//!   fresh Debian 12 machine needs to build and test tollgate.
+//! * `cargo xtask build [--release]`: build the agent (and, through its build
+//!   script, the XDP program).
+//! * `cargo xtask test [--no-lint] [-- <cargo test args>]`: setup, the whole
+//!   test suite, then fmt and clippy (host crates and the eBPF crate).
+
+mod build;
+mod setup;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "tollgate developer tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install (idempotently) the system packages, toolchains and bpffs mount
+    /// tollgate needs.
+    Setup(setup::Args),
+    /// Build the agent binary (which embeds the XDP program).
+    Build(build::Args),
+    /// Run setup, the workspace tests, then the lints.
+    Test(test::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup(args) => setup::run(args),
+        Command::Build(args) => build::run(args),
+        Command::Test(args) => test::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
