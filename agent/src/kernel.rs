@@ -11,10 +11,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{
-        Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray,
-        lpm_trie::Key,
-    },
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
     programs::{ProgramError, Xdp, XdpMode},
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -26,7 +23,9 @@ use tollgate_common::{
 /// Errors from the kernel side, each naming what it was doing.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error("loading the XDP object failed (is this root with CAP_BPF, on a kernel with BTF?): {0}")]
+    #[error(
+        "loading the XDP object failed (is this root with CAP_BPF, on a kernel with BTF?): {0}"
+    )]
     Load(#[from] aya::EbpfError),
     #[error("the XDP object has no map named {0}")]
     MissingMap(&'static str),
@@ -134,7 +133,8 @@ where
 impl Maps {
     /// Takes the maps out of a freshly loaded object.
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Maps> {
-        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(KernelError::MissingMap(name));
+        let mut take =
+            |name: &'static str| ebpf.take_map(name).ok_or(KernelError::MissingMap(name));
         Ok(Maps {
             settings: typed(names::SETTINGS, take(names::SETTINGS)?)?,
             meta: typed(names::META, take(names::META)?)?,
@@ -180,7 +180,10 @@ impl Maps {
         Ok(self
             .meta
             .get(&0, 0)
-            .map_err(|source| KernelError::Map { name: names::META, source })?
+            .map_err(|source| KernelError::Map {
+                name: names::META,
+                source,
+            })?
             .layout_version)
     }
 
@@ -192,19 +195,26 @@ impl Maps {
         };
         self.meta
             .set(0, meta, 0)
-            .map_err(|source| KernelError::Map { name: names::META, source })
+            .map_err(|source| KernelError::Map {
+                name: names::META,
+                source,
+            })
     }
 
     pub fn settings(&self) -> Result<Settings> {
-        self.settings
-            .get(&0, 0)
-            .map_err(|source| KernelError::Map { name: names::SETTINGS, source })
+        self.settings.get(&0, 0).map_err(|source| KernelError::Map {
+            name: names::SETTINGS,
+            source,
+        })
     }
 
     pub fn set_settings(&mut self, settings: Settings) -> Result<()> {
         self.settings
             .set(0, settings, 0)
-            .map_err(|source| KernelError::Map { name: names::SETTINGS, source })
+            .map_err(|source| KernelError::Map {
+                name: names::SETTINGS,
+                source,
+            })
     }
 
     /// Sets the default tier, keeping the rule flags.
@@ -219,14 +229,20 @@ impl Maps {
         check_tier(index)?;
         self.tiers
             .get(&index, 0)
-            .map_err(|source| KernelError::Map { name: names::TIERS, source })
+            .map_err(|source| KernelError::Map {
+                name: names::TIERS,
+                source,
+            })
     }
 
     pub fn set_tier(&mut self, index: u32, tier: &TierConfig) -> Result<()> {
         check_tier(index)?;
         self.tiers
             .set(index, tier, 0)
-            .map_err(|source| KernelError::Map { name: names::TIERS, source })
+            .map_err(|source| KernelError::Map {
+                name: names::TIERS,
+                source,
+            })
     }
 
     /// Adds or replaces the rule for `net`, and turns on rule lookups for its family.
@@ -236,11 +252,17 @@ impl Maps {
             IpNet::V4(n) => self
                 .rules_v4
                 .insert(&v4_key(n), rule, 0)
-                .map_err(|source| KernelError::Map { name: names::RULES_V4, source })?,
+                .map_err(|source| KernelError::Map {
+                    name: names::RULES_V4,
+                    source,
+                })?,
             IpNet::V6(n) => self
                 .rules_v6
                 .insert(&v6_key(n), rule, 0)
-                .map_err(|source| KernelError::Map { name: names::RULES_V6, source })?,
+                .map_err(|source| KernelError::Map {
+                    name: names::RULES_V6,
+                    source,
+                })?,
         }
         self.refresh_rule_flags()
     }
@@ -254,7 +276,9 @@ impl Maps {
         let removed = match removed {
             Ok(()) => true,
             Err(MapError::KeyNotFound) => false,
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => false,
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                false
+            }
             Err(source) => {
                 return Err(KernelError::Map {
                     name: names::RULES_V4,
@@ -270,15 +294,19 @@ impl Maps {
     pub fn rules(&self) -> Result<Vec<(IpNet, RuleValue)>> {
         let mut out = Vec::new();
         for entry in self.rules_v4.iter() {
-            let (key, value) =
-                entry.map_err(|source| KernelError::Map { name: names::RULES_V4, source })?;
+            let (key, value) = entry.map_err(|source| KernelError::Map {
+                name: names::RULES_V4,
+                source,
+            })?;
             let net = Ipv4Net::new(Ipv4Addr::from(key.data()), key.prefix_len() as u8)
                 .expect("kernel returned a valid prefix");
             out.push((IpNet::V4(net), value));
         }
         for entry in self.rules_v6.iter() {
-            let (key, value) =
-                entry.map_err(|source| KernelError::Map { name: names::RULES_V6, source })?;
+            let (key, value) = entry.map_err(|source| KernelError::Map {
+                name: names::RULES_V6,
+                source,
+            })?;
             let net = Ipv6Net::new(Ipv6Addr::from(key.data()), key.prefix_len() as u8)
                 .expect("kernel returned a valid prefix");
             out.push((IpNet::V6(net), value));
@@ -309,8 +337,14 @@ impl Maps {
             let per_cpu = self
                 .counters
                 .get(&slot, 0)
-                .map_err(|source| KernelError::Map { name: names::COUNTERS, source })?;
-            let (tier, verdict) = ((slot / VERDICT_COUNT) as usize, (slot % VERDICT_COUNT) as usize);
+                .map_err(|source| KernelError::Map {
+                    name: names::COUNTERS,
+                    source,
+                })?;
+            let (tier, verdict) = (
+                (slot / VERDICT_COUNT) as usize,
+                (slot % VERDICT_COUNT) as usize,
+            );
             for c in per_cpu.iter() {
                 out[tier][verdict].packets += c.packets;
                 out[tier][verdict].bytes += c.bytes;
@@ -325,11 +359,27 @@ impl Maps {
         let per_cpu = self
             .counters
             .get(&verdict.counter_index(tier), 0)
-            .map_err(|source| KernelError::Map { name: names::COUNTERS, source })?;
+            .map_err(|source| KernelError::Map {
+                name: names::COUNTERS,
+                source,
+            })?;
         Ok(per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
             packets: acc.packets + c.packets,
             bytes: acc.bytes + c.bytes,
         }))
+    }
+
+    /// One counter per CPU (to see which CPUs ran the program).
+    pub fn counter_per_cpu(&self, tier: u32, verdict: Verdict) -> Result<Vec<Counter>> {
+        check_tier(tier)?;
+        let per_cpu = self
+            .counters
+            .get(&verdict.counter_index(tier), 0)
+            .map_err(|source| KernelError::Map {
+                name: names::COUNTERS,
+                source,
+            })?;
+        Ok(per_cpu.iter().copied().collect())
     }
 
     /// Number of tracked sources per family (walks the LRU maps' keys).
@@ -365,7 +415,9 @@ fn v6_key(net: Ipv6Net) -> Key<[u8; 16]> {
 }
 
 /// The XDP attach mode an operator asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     /// Native (driver) mode, falling back to generic with a warning.
@@ -377,7 +429,11 @@ pub enum AttachMode {
 }
 
 /// Attaches `program` to `iface`; returns the mode actually used.
-pub fn attach(program: &mut Xdp, iface: &str, mode: AttachMode) -> Result<(aya::programs::xdp::XdpLinkId, AttachMode)> {
+pub fn attach(
+    program: &mut Xdp,
+    iface: &str,
+    mode: AttachMode,
+) -> Result<(aya::programs::xdp::XdpLinkId, AttachMode)> {
     match mode {
         AttachMode::Native => Ok((program.attach(iface, XdpMode::Driver)?, AttachMode::Native)),
         AttachMode::Generic => Ok((program.attach(iface, XdpMode::Skb)?, AttachMode::Generic)),

@@ -19,18 +19,15 @@ mod imp {
         if ok { Ok(seen) } else { Err(seen) }
     }
 
-
     #[inline(always)]
     pub unsafe fn add_u64(p: *mut u64, v: u64) {
         unsafe { atomic_xadd::<u64, u64, { Relaxed }>(p, v) };
     }
 
-
     #[inline(always)]
     pub unsafe fn load_u64(p: *mut u64) -> u64 {
         unsafe { core::ptr::read_volatile(p) }
     }
-
 }
 
 #[cfg(not(target_arch = "bpf"))]
@@ -42,18 +39,15 @@ mod imp {
         unsafe { AtomicU64::from_ptr(p) }.compare_exchange(old, new, Relaxed, Relaxed)
     }
 
-
     #[inline(always)]
     pub unsafe fn add_u64(p: *mut u64, v: u64) {
         unsafe { AtomicU64::from_ptr(p) }.fetch_add(v, Relaxed);
     }
 
-
     #[inline(always)]
     pub unsafe fn load_u64(p: *mut u64) -> u64 {
         unsafe { AtomicU64::from_ptr(p) }.load(Relaxed)
     }
-
 }
 
 // SAFETY (all): `p` must be valid and naturally aligned for the call, and every

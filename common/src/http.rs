@@ -77,7 +77,11 @@ mod tests {
         for m in METHODS {
             let mut line = m.to_vec();
             line.extend_from_slice(b"/x HTTP/1.1\r\n");
-            assert!(starts_request(prefix(&line)), "{:?}", core::str::from_utf8(m));
+            assert!(
+                starts_request(prefix(&line)),
+                "{:?}",
+                core::str::from_utf8(m)
+            );
         }
     }
 
@@ -94,7 +98,11 @@ mod tests {
             b"CONNECTX",
             b"DELETE/",
         ] {
-            assert!(!starts_request(prefix(s)), "{:?}", String::from_utf8_lossy(s));
+            assert!(
+                !starts_request(prefix(s)),
+                "{:?}",
+                String::from_utf8_lossy(s)
+            );
         }
     }
 }

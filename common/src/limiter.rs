@@ -10,9 +10,8 @@
 //! packet dropped for its bytes does not also eat its packets budget.
 
 use crate::{
-    atomic,
+    Limit, LimitKind, SourceState, TierConfig, atomic,
     gcra::{self, TICK_SHIFT},
-    Limit, LimitKind, SourceState, TierConfig,
 };
 
 /// CAS attempts per bucket before the packet is treated as over the limit.
@@ -183,7 +182,8 @@ pub unsafe fn charge_source(
 /// As [`charge_u64`].
 #[inline(always)]
 pub unsafe fn charge_aggregate(tat: *mut u64, limit: &Limit, now_ns: u64) -> bool {
-    limit.is_unlimited() || unsafe { charge_u64(tat, now_ns, limit.increment_ns(1), limit.capacity_ns) }
+    limit.is_unlimited()
+        || unsafe { charge_u64(tat, now_ns, limit.increment_ns(1), limit.capacity_ns) }
 }
 
 /// A fresh bucket state for a source first seen at `now_ns`: every bucket idle.
@@ -206,7 +206,11 @@ mod tests {
 
     const SEC: u64 = 1_000_000_000;
 
-    fn tier(packets: Option<(u64, u64)>, bytes: Option<(u64, u64)>, conns: Option<(u64, u64)>) -> TierConfig {
+    fn tier(
+        packets: Option<(u64, u64)>,
+        bytes: Option<(u64, u64)>,
+        conns: Option<(u64, u64)>,
+    ) -> TierConfig {
         let mk = |l: Option<(u64, u64)>| {
             l.map(|(r, b)| Limit::per_period(r, SEC, b).unwrap())
                 .unwrap_or(Limit::UNLIMITED)
@@ -224,7 +228,10 @@ mod tests {
         let t = tier(Some((10, 10)), Some((1000, 1000)), None);
         let mut s = fresh_state(SEC);
         let p = &mut s as *mut SourceState;
-        let big = Costs { bytes: 800, ..Default::default() };
+        let big = Costs {
+            bytes: 800,
+            ..Default::default()
+        };
         unsafe {
             assert_eq!(charge_source(p, &t, SEC, &big), Ok(()));
             let before = (*p).packets_tat;
@@ -238,8 +245,16 @@ mod tests {
         let t = tier(None, None, Some((1, 2)));
         let mut s = fresh_state(SEC);
         let p = &mut s as *mut SourceState;
-        let syn = Costs { bytes: 60, connection: true, request: false };
-        let data = Costs { bytes: 60, connection: false, request: false };
+        let syn = Costs {
+            bytes: 60,
+            connection: true,
+            request: false,
+        };
+        let data = Costs {
+            bytes: 60,
+            connection: false,
+            request: false,
+        };
         unsafe {
             assert!(charge_source(p, &t, SEC, &syn).is_ok());
             assert!(charge_source(p, &t, SEC, &syn).is_ok());

@@ -61,7 +61,10 @@ pub enum SourceAddr {
 pub enum Transport {
     /// A complete TCP header. `new_connection`: SYN without ACK. `payload`:
     /// offset of the first payload byte in the frame.
-    Tcp { new_connection: bool, payload: usize },
+    Tcp {
+        new_connection: bool,
+        payload: usize,
+    },
     Udp,
     /// A non-first fragment: no transport header to read.
     Fragment,
@@ -250,9 +253,7 @@ pub fn ipv6_key(addr: &[u8; 16], prefix: u32) -> u64 {
     let hi = u64::from_be_bytes([
         addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
     ]);
-    let prefix = if prefix == 0 {
-        64
-    } else if prefix > 64 {
+    let prefix = if prefix == 0 || prefix > 64 {
         64
     } else {
         prefix
@@ -339,7 +340,13 @@ mod tests {
             if len < 14 + 24 {
                 assert_eq!(p, Parsed::Malformed, "len {len}");
             } else if len < 14 + 24 + 24 {
-                assert!(matches!(p, Parsed::Ip(IpPacket { transport: Transport::Malformed, .. })));
+                assert!(matches!(
+                    p,
+                    Parsed::Ip(IpPacket {
+                        transport: Transport::Malformed,
+                        ..
+                    })
+                ));
             }
         }
     }
@@ -370,7 +377,24 @@ mod tests {
         let mut f = eth(ETH_P_IPV6);
         f.extend(ipv6(IPPROTO_HOPOPTS));
         f.extend_from_slice(&[IPPROTO_ROUTING, 0, 0, 0, 0, 0, 0, 0]);
-        f.extend_from_slice(&[IPPROTO_FRAGMENT, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        f.extend_from_slice(&[
+            IPPROTO_FRAGMENT,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ]);
         f.extend_from_slice(&[IPPROTO_DSTOPTS, 0, 0, 1, 0, 0, 0, 0]); // first fragment (offset 0, M=1)
         f.extend_from_slice(&[IPPROTO_UDP, 0, 0, 0, 0, 0, 0, 0]);
         f.extend_from_slice(&[0u8; 8]);

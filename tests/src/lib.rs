@@ -7,6 +7,7 @@
 pub mod net;
 pub mod packet;
 pub mod program;
+pub mod traffic;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

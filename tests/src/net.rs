@@ -64,7 +64,9 @@ pub fn enter_netns(path: &str) -> Result<()> {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -92,8 +94,25 @@ impl Veth {
         let peer = format!("tg-n{id}");
         let q = queues.to_string();
         sh(&[
-            "ip", "link", "add", &host, "numtxqueues", &q, "numrxqueues", &q, "type", "veth",
-            "peer", "name", &peer, "numtxqueues", &q, "numrxqueues", &q, "netns", &ns.name,
+            "ip",
+            "link",
+            "add",
+            &host,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "netns",
+            &ns.name,
         ])?;
         let mut veth = Veth {
             host: host.clone(),
@@ -102,9 +121,27 @@ impl Veth {
             peer_ip,
             ifindex: 0,
         };
+        // No IPv6 on the test link: router solicitations and MLD reports would
+        // be extra sources in the counters.
+        sh(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{host}.disable_ipv6=1"),
+        ])?;
+        let peer_key = format!("net.ipv6.conf.{peer}.disable_ipv6=1");
+        sh(&["ip", "netns", "exec", &ns.name, "sysctl", "-qw", &peer_key])?;
         sh(&["ip", "addr", "add", &format!("{host_ip}/24"), "dev", &host])?;
         sh(&["ip", "link", "set", &host, "up"])?;
-        sh(&["ip", "-n", &ns.name, "addr", "add", &format!("{peer_ip}/24"), "dev", &peer])?;
+        sh(&[
+            "ip",
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            &format!("{peer_ip}/24"),
+            "dev",
+            &peer,
+        ])?;
         sh(&["ip", "-n", &ns.name, "link", "set", &peer, "up"])?;
         veth.ifindex = std::fs::read_to_string(format!("/sys/class/net/{host}/ifindex"))?
             .trim()
@@ -113,10 +150,34 @@ impl Veth {
     }
 }
 
+impl Veth {
+    /// Steers the namespace side's TX queue `q` to CPU `q` (XPS), so a sender
+    /// thread on CPU q feeds RX queue q of the host side, whose NAPI (and so the
+    /// XDP program) then runs on CPU q.
+    pub fn steer_queues_to_cpus(&self, ns: &Netns, queues: u32) -> Result<()> {
+        for q in 0..queues {
+            let mask = format!("{:x}", 1u64 << q);
+            let path = format!("/sys/class/net/{}/queues/tx-{q}/xps_cpus", self.peer);
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns.name,
+                "sh",
+                "-c",
+                &format!("echo {mask} > {path}"),
+            ])?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Veth {
     fn drop(&mut self) {
         // Deleting one end removes both.
-        let _ = Command::new("ip").args(["link", "del", &self.host]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host])
+            .status();
     }
 }
 
@@ -146,7 +207,10 @@ pub fn pin_to_cpu(cpu: usize) -> Result<()> {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!("sched_setaffinity({cpu}): {}", std::io::Error::last_os_error());
+            bail!(
+                "sched_setaffinity({cpu}): {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
     Ok(())

@@ -30,7 +30,10 @@ impl Ext {
 #[derive(Clone, Copy, Debug)]
 pub enum L4 {
     /// TCP with these flags and this many bytes of options (multiple of 4).
-    Tcp { flags: u8, options: usize },
+    Tcp {
+        flags: u8,
+        options: usize,
+    },
     Udp,
     Icmp,
 }
@@ -121,7 +124,13 @@ impl Packet {
         let l4_proto = match self.l4 {
             L4::Tcp { .. } => 6,
             L4::Udp => 17,
-            L4::Icmp => if self.src.is_ipv4() { 1 } else { 58 },
+            L4::Icmp => {
+                if self.src.is_ipv4() {
+                    1
+                } else {
+                    58
+                }
+            }
         };
         match self.src {
             IpAddr::V4(src) => {
@@ -147,7 +156,11 @@ impl Packet {
             IpAddr::V6(src) => {
                 let mut exts = Vec::new();
                 for (i, e) in self.ipv6_ext.iter().enumerate() {
-                    let next = self.ipv6_ext.get(i + 1).map(|n| n.proto()).unwrap_or(l4_proto);
+                    let next = self
+                        .ipv6_ext
+                        .get(i + 1)
+                        .map(|n| n.proto())
+                        .unwrap_or(l4_proto);
                     let mut h = vec![0u8; 8];
                     h[0] = next;
                     if let Ext::Fragment(off) = e {
@@ -162,7 +175,8 @@ impl Packet {
                 h[6] = first;
                 h[7] = 64;
                 h[8..24].copy_from_slice(&src.octets());
-                h[24..40].copy_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+                h[24..40]
+                    .copy_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
                 f.extend(h);
                 f.extend(exts);
                 f.extend(l4);

@@ -31,7 +31,8 @@ impl TestProgram {
     }
 
     pub fn load_sized(sizes: &MapSizes) -> Result<TestProgram> {
-        let mut ebpf = kernel::load(tollgate::EBPF_OBJECT, sizes, None).context("loading XDP program")?;
+        let mut ebpf =
+            kernel::load(tollgate::EBPF_OBJECT, sizes, None).context("loading XDP program")?;
         let mut maps = Maps::from_ebpf(&mut ebpf)?;
         maps.stamp_layout()?;
         Ok(TestProgram { ebpf, maps })
@@ -48,7 +49,11 @@ impl TestProgram {
             repeat: 1,
             ..Default::default()
         };
-        Ok(self.xdp().test_run(opts).context("BPF_PROG_TEST_RUN")?.return_value)
+        Ok(self
+            .xdp()
+            .test_run(opts)
+            .context("BPF_PROG_TEST_RUN")?
+            .return_value)
     }
 
     /// Runs `frame` `repeat` times in the kernel; returns (action, mean ns/run).
@@ -89,7 +94,11 @@ impl TierSpec {
         TierConfig {
             limits,
             aggregate: mk(self.aggregate),
-            ipv6_prefix: if self.ipv6_prefix == 0 { 64 } else { self.ipv6_prefix },
+            ipv6_prefix: if self.ipv6_prefix == 0 {
+                64
+            } else {
+                self.ipv6_prefix
+            },
             flags: TIER_ACTIVE | if self.shadow { TIER_SHADOW } else { 0 },
         }
     }

@@ -44,20 +44,54 @@ fn parser_paths_pass_under_no_limits() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("ipv4 udp", Packet::from(A).udp().payload(b"hi").build()),
         ("ipv4 tcp syn", Packet::from(A).tcp(TCP_SYN).build()),
-        ("ipv4 tcp options", Packet::from(A).tcp_options(TCP_ACK, 12).payload(b"x").build()),
-        ("ipv4 options", Packet::from(A).ipv4_options(8).udp().build()),
+        (
+            "ipv4 tcp options",
+            Packet::from(A)
+                .tcp_options(TCP_ACK, 12)
+                .payload(b"x")
+                .build(),
+        ),
+        (
+            "ipv4 options",
+            Packet::from(A).ipv4_options(8).udp().build(),
+        ),
         ("ipv4 icmp", Packet::from(A).icmp().build()),
         ("802.1Q", Packet::from(A).vlan(0x8100).udp().build()),
         ("802.1ad", Packet::from(A).vlan(0x88a8).udp().build()),
-        ("QinQ", Packet::from(A).vlan(0x88a8).vlan(0x8100).tcp(TCP_SYN).build()),
-        ("ipv4 non-first fragment", Packet::from(A).ipv4_fragment(100).payload(&[0; 32]).build()),
+        (
+            "QinQ",
+            Packet::from(A)
+                .vlan(0x88a8)
+                .vlan(0x8100)
+                .tcp(TCP_SYN)
+                .build(),
+        ),
+        (
+            "ipv4 non-first fragment",
+            Packet::from(A).ipv4_fragment(100).payload(&[0; 32]).build(),
+        ),
         ("ipv6 udp", Packet::from(v6).udp().build()),
         ("ipv6 tcp", Packet::from(v6).tcp(TCP_SYN).build()),
-        ("ipv6 hop-by-hop", Packet::from(v6).ext(Ext::HopByHop).udp().build()),
-        ("ipv6 routing", Packet::from(v6).ext(Ext::Routing).tcp(TCP_ACK).build()),
-        ("ipv6 dstopts", Packet::from(v6).ext(Ext::DstOpts).udp().build()),
-        ("ipv6 first fragment", Packet::from(v6).ext(Ext::Fragment(0)).udp().build()),
-        ("ipv6 non-first fragment", Packet::from(v6).ext(Ext::Fragment(10)).udp().build()),
+        (
+            "ipv6 hop-by-hop",
+            Packet::from(v6).ext(Ext::HopByHop).udp().build(),
+        ),
+        (
+            "ipv6 routing",
+            Packet::from(v6).ext(Ext::Routing).tcp(TCP_ACK).build(),
+        ),
+        (
+            "ipv6 dstopts",
+            Packet::from(v6).ext(Ext::DstOpts).udp().build(),
+        ),
+        (
+            "ipv6 first fragment",
+            Packet::from(v6).ext(Ext::Fragment(0)).udp().build(),
+        ),
+        (
+            "ipv6 non-first fragment",
+            Packet::from(v6).ext(Ext::Fragment(10)).udp().build(),
+        ),
         (
             "ipv6 six extension headers",
             Packet::from(v6)
@@ -70,7 +104,14 @@ fn parser_paths_pass_under_no_limits() {
                 .tcp(TCP_SYN)
                 .build(),
         ),
-        ("vlan + ipv6 ext", Packet::from(v6).vlan(0x8100).ext(Ext::Routing).udp().build()),
+        (
+            "vlan + ipv6 ext",
+            Packet::from(v6)
+                .vlan(0x8100)
+                .ext(Ext::Routing)
+                .udp()
+                .build(),
+        ),
     ];
     for (name, frame) in &cases {
         assert_eq!(p.run(frame).unwrap(), XDP_PASS, "{name}");
@@ -103,11 +144,22 @@ fn malformed_and_truncated_frames_have_defined_verdicts() {
     // (test_run refuses frames shorter than an Ethernet header.)
     let l3_end = 14 + 8 + 28;
     for len in 14..l3_end {
-        assert_eq!(p.run(&frame[..len]).unwrap(), XDP_DROP, "truncated at {len}");
+        assert_eq!(
+            p.run(&frame[..len]).unwrap(),
+            XDP_DROP,
+            "truncated at {len}"
+        );
     }
-    assert!(p.maps.source_v4(A).is_none(), "no source is invented from a cut IP header");
+    assert!(
+        p.maps.source_v4(A).is_none(),
+        "no source is invented from a cut IP header"
+    );
     for len in l3_end..frame.len() {
-        assert_eq!(p.run(&frame[..len]).unwrap(), XDP_DROP, "truncated at {len}");
+        assert_eq!(
+            p.run(&frame[..len]).unwrap(),
+            XDP_DROP,
+            "truncated at {len}"
+        );
     }
     // Cuts after the IP header were charged to the source (it has state now).
     assert!(p.maps.source_v4(A).is_some());
@@ -122,7 +174,12 @@ fn malformed_and_truncated_frames_have_defined_verdicts() {
     bad_version[14] = 0x55;
     let mut bad_doff = Packet::from(A).tcp(TCP_ACK).build();
     bad_doff[14 + 20 + 12] = 0x40;
-    let three_tags = Packet::from(A).vlan(0x88a8).vlan(0x8100).vlan(0x8100).udp().build();
+    let three_tags = Packet::from(A)
+        .vlan(0x88a8)
+        .vlan(0x8100)
+        .vlan(0x8100)
+        .udp()
+        .build();
     let mut seven = Packet::from("2001:db8::1".parse::<Ipv6Addr>().unwrap());
     for _ in 0..7 {
         seven = seven.ext(Ext::DstOpts);
@@ -147,25 +204,65 @@ fn rules_allow_deny_and_tiers() {
         return;
     }
     // Default tier 0: 1 packet burst; tier 1: unlimited-ish.
-    let mut p = program(TierSpec { packets: Some((1, 1)), ..Default::default() });
+    let mut p = program(TierSpec {
+        packets: Some((1, 1)),
+        ..Default::default()
+    });
     p.maps
-        .set_tier(1, &TierSpec { packets: Some((1000, 1000)), ..Default::default() }.config())
+        .set_tier(
+            1,
+            &TierSpec {
+                packets: Some((1000, 1000)),
+                ..Default::default()
+            }
+            .config(),
+        )
         .unwrap();
     let rule = |action, tier| RuleValue { action, tier };
-    p.maps.set_rule("198.51.100.0/24".parse::<IpNet>().unwrap(), rule(RULE_TIER, 1)).unwrap();
-    p.maps.set_rule("198.51.100.64/26".parse::<IpNet>().unwrap(), rule(RULE_DENY, 1)).unwrap();
-    p.maps.set_rule("192.0.2.0/24".parse::<IpNet>().unwrap(), rule(RULE_ALLOW, 0)).unwrap();
-    p.maps.set_rule("2001:db8:aa::/48".parse::<IpNet>().unwrap(), rule(RULE_DENY, 0)).unwrap();
+    p.maps
+        .set_rule(
+            "198.51.100.0/24".parse::<IpNet>().unwrap(),
+            rule(RULE_TIER, 1),
+        )
+        .unwrap();
+    p.maps
+        .set_rule(
+            "198.51.100.64/26".parse::<IpNet>().unwrap(),
+            rule(RULE_DENY, 1),
+        )
+        .unwrap();
+    p.maps
+        .set_rule(
+            "192.0.2.0/24".parse::<IpNet>().unwrap(),
+            rule(RULE_ALLOW, 0),
+        )
+        .unwrap();
+    p.maps
+        .set_rule(
+            "2001:db8:aa::/48".parse::<IpNet>().unwrap(),
+            rule(RULE_DENY, 0),
+        )
+        .unwrap();
 
     let tiered = Packet::from(Ipv4Addr::new(198, 51, 100, 5)).udp().build();
     assert_eq!(passes(&mut p, &tiered, 50), 50, "tier 1 has room for 50");
     let denied = Packet::from(Ipv4Addr::new(198, 51, 100, 70)).udp().build();
     assert_eq!(passes(&mut p, &denied, 5), 0, "longest prefix (deny) wins");
     let allowed = Packet::from(Ipv4Addr::new(192, 0, 2, 1)).udp().build();
-    assert_eq!(passes(&mut p, &allowed, 50), 50, "allow bypasses the 1-packet default");
+    assert_eq!(
+        passes(&mut p, &allowed, 50),
+        50,
+        "allow bypasses the 1-packet default"
+    );
     let default = Packet::from(A).udp().build();
-    assert_eq!(passes(&mut p, &default, 5), 1, "unmatched: default tier, burst 1");
-    let denied6 = Packet::from("2001:db8:aa:1::1".parse::<Ipv6Addr>().unwrap()).udp().build();
+    assert_eq!(
+        passes(&mut p, &default, 5),
+        1,
+        "unmatched: default tier, burst 1"
+    );
+    let denied6 = Packet::from("2001:db8:aa:1::1".parse::<Ipv6Addr>().unwrap())
+        .udp()
+        .build();
     assert_eq!(passes(&mut p, &denied6, 3), 0);
 
     assert_eq!(count(&p, 1, Verdict::Passed), 50);
@@ -176,7 +273,11 @@ fn rules_allow_deny_and_tiers() {
     assert_eq!(count(&p, 0, Verdict::Denied), 3);
 
     // Removing the deny rule restores the /24's tier.
-    assert!(p.maps.remove_rule("198.51.100.64/26".parse().unwrap()).unwrap());
+    assert!(
+        p.maps
+            .remove_rule("198.51.100.64/26".parse().unwrap())
+            .unwrap()
+    );
     assert_eq!(passes(&mut p, &denied, 5), 5);
     // Moving the default tier.
     p.maps.set_default_tier(1).unwrap();
@@ -189,27 +290,63 @@ fn ipv6_sources_are_grouped_by_tier_prefix() {
     if !privileged("ipv6_sources_are_grouped_by_tier_prefix") {
         return;
     }
-    let mut p = program(TierSpec { packets: Some((1, 3)), ipv6_prefix: 64, ..Default::default() });
+    let mut p = program(TierSpec {
+        packets: Some((1, 3)),
+        ipv6_prefix: 64,
+        ..Default::default()
+    });
     // Three packets from three addresses of one /64 exhaust a burst of 3...
-    for host in ["2001:db8:5:6::1", "2001:db8:5:6:ffff::2", "2001:db8:5:6:1:2:3:4"] {
-        let f = Packet::from(host.parse::<Ipv6Addr>().unwrap()).udp().build();
+    for host in [
+        "2001:db8:5:6::1",
+        "2001:db8:5:6:ffff::2",
+        "2001:db8:5:6:1:2:3:4",
+    ] {
+        let f = Packet::from(host.parse::<Ipv6Addr>().unwrap())
+            .udp()
+            .build();
         assert_eq!(p.run(&f).unwrap(), XDP_PASS, "{host}");
     }
-    let rotated = Packet::from("2001:db8:5:6:dead:beef::9".parse::<Ipv6Addr>().unwrap()).udp().build();
-    assert_eq!(p.run(&rotated).unwrap(), XDP_DROP, "rotating within the /64 does not help");
+    let rotated = Packet::from("2001:db8:5:6:dead:beef::9".parse::<Ipv6Addr>().unwrap())
+        .udp()
+        .build();
+    assert_eq!(
+        p.run(&rotated).unwrap(),
+        XDP_DROP,
+        "rotating within the /64 does not help"
+    );
     // ...while the neighbouring /64 has its own bucket.
-    let other = Packet::from("2001:db8:5:7::1".parse::<Ipv6Addr>().unwrap()).udp().build();
+    let other = Packet::from("2001:db8:5:7::1".parse::<Ipv6Addr>().unwrap())
+        .udp()
+        .build();
     assert_eq!(p.run(&other).unwrap(), XDP_PASS);
 
     // A /48 tier groups the two /64s together.
     p.maps
-        .set_tier(2, &TierSpec { packets: Some((1, 2)), ipv6_prefix: 48, ..Default::default() }.config())
+        .set_tier(
+            2,
+            &TierSpec {
+                packets: Some((1, 2)),
+                ipv6_prefix: 48,
+                ..Default::default()
+            }
+            .config(),
+        )
         .unwrap();
     p.maps
-        .set_rule("2001:db8:77::/48".parse().unwrap(), RuleValue { action: RULE_TIER, tier: 2 })
+        .set_rule(
+            "2001:db8:77::/48".parse().unwrap(),
+            RuleValue {
+                action: RULE_TIER,
+                tier: 2,
+            },
+        )
         .unwrap();
-    let a = Packet::from("2001:db8:77:1::1".parse::<Ipv6Addr>().unwrap()).udp().build();
-    let b = Packet::from("2001:db8:77:2::1".parse::<Ipv6Addr>().unwrap()).udp().build();
+    let a = Packet::from("2001:db8:77:1::1".parse::<Ipv6Addr>().unwrap())
+        .udp()
+        .build();
+    let b = Packet::from("2001:db8:77:2::1".parse::<Ipv6Addr>().unwrap())
+        .udp()
+        .build();
     assert_eq!(p.run(&a).unwrap(), XDP_PASS);
     assert_eq!(p.run(&b).unwrap(), XDP_PASS);
     assert_eq!(p.run(&a).unwrap(), XDP_DROP);
@@ -222,33 +359,61 @@ fn each_limit_kind_drops_with_its_own_reason() {
         return;
     }
     // Packets: burst 5.
-    let mut p = program(TierSpec { packets: Some((1, 5)), ..Default::default() });
+    let mut p = program(TierSpec {
+        packets: Some((1, 5)),
+        ..Default::default()
+    });
     let f = Packet::from(A).udp().build();
     assert_eq!(passes(&mut p, &f, 20), 5);
     assert_eq!(count(&p, 0, Verdict::DroppedPackets), 15);
 
     // Bytes: 1000-byte burst, 300-byte frames -> 3 pass.
-    let mut p = program(TierSpec { bytes: Some((1, 1000)), ..Default::default() });
+    let mut p = program(TierSpec {
+        bytes: Some((1, 1000)),
+        ..Default::default()
+    });
     let f = Packet::from(A).udp().payload(&[0u8; 300 - 42]).build();
     assert_eq!(f.len(), 300);
     assert_eq!(passes(&mut p, &f, 10), 3);
     assert_eq!(count(&p, 0, Verdict::DroppedBytes), 7);
 
     // Connections: SYNs limited, established traffic is not.
-    let mut p = program(TierSpec { connections: Some((1, 2)), ..Default::default() });
+    let mut p = program(TierSpec {
+        connections: Some((1, 2)),
+        ..Default::default()
+    });
     let syn = Packet::from(A).tcp(TCP_SYN).build();
     let synack = Packet::from(A).tcp(TCP_SYN | TCP_ACK).build();
-    let data = Packet::from(A).tcp(TCP_ACK | TCP_PSH).payload(b"hello world").build();
+    let data = Packet::from(A)
+        .tcp(TCP_ACK | TCP_PSH)
+        .payload(b"hello world")
+        .build();
     assert_eq!(passes(&mut p, &syn, 6), 2);
-    assert_eq!(passes(&mut p, &synack, 6), 6, "SYN+ACK is not a new connection");
+    assert_eq!(
+        passes(&mut p, &synack, 6),
+        6,
+        "SYN+ACK is not a new connection"
+    );
     assert_eq!(passes(&mut p, &data, 6), 6);
     assert_eq!(count(&p, 0, Verdict::DroppedConnections), 4);
 
     // Requests: HTTP request starts limited; other payloads are not.
-    let mut p = program(TierSpec { requests: Some((1, 3)), ..Default::default() });
-    let get = Packet::from(A).tcp(TCP_ACK | TCP_PSH).payload(b"GET /api/v1/x HTTP/1.1\r\nHost: a\r\n\r\n").build();
-    let post = Packet::from(A).tcp(TCP_ACK | TCP_PSH).payload(b"POST /login HTTP/1.1\r\n").build();
-    let body = Packet::from(A).tcp(TCP_ACK | TCP_PSH).payload(b"{\"json\": \"GET / \"}").build();
+    let mut p = program(TierSpec {
+        requests: Some((1, 3)),
+        ..Default::default()
+    });
+    let get = Packet::from(A)
+        .tcp(TCP_ACK | TCP_PSH)
+        .payload(b"GET /api/v1/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .build();
+    let post = Packet::from(A)
+        .tcp(TCP_ACK | TCP_PSH)
+        .payload(b"POST /login HTTP/1.1\r\n")
+        .build();
+    let body = Packet::from(A)
+        .tcp(TCP_ACK | TCP_PSH)
+        .payload(b"{\"json\": \"GET / \"}")
+        .build();
     let get_vlan6 = Packet::from("2001:db8::5".parse::<Ipv6Addr>().unwrap())
         .vlan(0x8100)
         .ext(Ext::DstOpts)
@@ -268,7 +433,13 @@ fn each_limit_kind_drops_with_its_own_reason() {
         ..Default::default()
     });
     let admitted: usize = (0..40u8)
-        .map(|i| passes(&mut p, &Packet::from(Ipv4Addr::new(100, 64, 0, i)).udp().build(), 1))
+        .map(|i| {
+            passes(
+                &mut p,
+                &Packet::from(Ipv4Addr::new(100, 64, 0, i)).udp().build(),
+                1,
+            )
+        })
         .sum();
     assert_eq!(admitted, 10);
     assert_eq!(count(&p, 0, Verdict::DroppedAggregate), 30);
@@ -279,13 +450,26 @@ fn shadow_mode_counts_but_passes() {
     if !privileged("shadow_mode_counts_but_passes") {
         return;
     }
-    let mut p = program(TierSpec { packets: Some((1, 2)), shadow: true, ..Default::default() });
+    let mut p = program(TierSpec {
+        packets: Some((1, 2)),
+        shadow: true,
+        ..Default::default()
+    });
     let f = Packet::from(A).udp().build();
     assert_eq!(passes(&mut p, &f, 10), 10);
     assert_eq!(count(&p, 0, Verdict::Passed), 2);
     assert_eq!(count(&p, 0, Verdict::ShadowWouldDrop), 8);
     // Switching to enforce keeps the bucket: the source is already over.
-    p.maps.set_tier(0, &TierSpec { packets: Some((1, 2)), ..Default::default() }.config()).unwrap();
+    p.maps
+        .set_tier(
+            0,
+            &TierSpec {
+                packets: Some((1, 2)),
+                ..Default::default()
+            }
+            .config(),
+        )
+        .unwrap();
     assert_eq!(passes(&mut p, &f, 3), 0);
 }
 
@@ -294,14 +478,25 @@ fn non_first_fragments_and_unknown_protocols_are_charged_to_their_source() {
     if !privileged("non_first_fragments_and_unknown_protocols_are_charged_to_their_source") {
         return;
     }
-    let mut p = program(TierSpec { packets: Some((1, 4)), ..Default::default() });
+    let mut p = program(TierSpec {
+        packets: Some((1, 4)),
+        ..Default::default()
+    });
     let frag = Packet::from(A).ipv4_fragment(64).payload(&[0; 64]).build();
     let icmp = Packet::from(A).icmp().build();
     let udp = Packet::from(A).udp().build();
     assert_eq!(passes(&mut p, &frag, 2), 2);
     assert_eq!(passes(&mut p, &icmp, 2), 2);
-    assert_eq!(passes(&mut p, &udp, 1), 0, "fragments and ICMP used the burst");
+    assert_eq!(
+        passes(&mut p, &udp, 1),
+        0,
+        "fragments and ICMP used the burst"
+    );
     let v6 = "2001:db8:9::1".parse::<Ipv6Addr>().unwrap();
-    let frag6 = Packet::from(v6).ext(Ext::HopByHop).ext(Ext::Fragment(3)).payload(&[1; 16]).build();
+    let frag6 = Packet::from(v6)
+        .ext(Ext::HopByHop)
+        .ext(Ext::Fragment(3))
+        .payload(&[1; 16])
+        .build();
     assert_eq!(passes(&mut p, &frag6, 6), 4);
 }

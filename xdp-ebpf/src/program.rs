@@ -165,7 +165,11 @@ fn lookup_rule(settings: &Settings, src: &SourceAddr) -> Option<RuleValue> {
 /// The source's bucket state, created idle on first sight. Two CPUs may race to
 /// create it: BPF_NOEXIST makes one insert win and both then use that entry.
 #[inline(always)]
-fn source_state(src: &SourceAddr, ipv6_prefix: u32, now: u64) -> Result<*mut SourceState, Internal> {
+fn source_state(
+    src: &SourceAddr,
+    ipv6_prefix: u32,
+    now: u64,
+) -> Result<*mut SourceState, Internal> {
     match src {
         SourceAddr::V4(addr) => {
             let key = u32::from_ne_bytes(*addr);

@@ -53,3 +53,51 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_passes_extra_args_to_cargo_test() {
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "test",
+            "--no-lint",
+            "--",
+            "-p",
+            "tollgate-common",
+            "--",
+            "--nocapture",
+        ])
+        .unwrap();
+        let Command::Test(args) = cli.command else {
+            panic!("not test: {cli:?}");
+        };
+        assert!(args.no_lint);
+        assert_eq!(
+            args.cargo_test_args,
+            ["-p", "tollgate-common", "--", "--nocapture"]
+        );
+    }
+
+    #[test]
+    fn flags_default_off() {
+        let cli = Cli::try_parse_from(["xtask", "test"]).unwrap();
+        let Command::Test(args) = cli.command else {
+            panic!("not test: {cli:?}");
+        };
+        assert!(!args.no_lint && args.cargo_test_args.is_empty());
+        let cli = Cli::try_parse_from(["xtask", "setup", "--check"]).unwrap();
+        assert!(matches!(cli.command, Command::Setup(a) if a.check));
+        let cli = Cli::try_parse_from(["xtask", "build", "--release"]).unwrap();
+        assert!(matches!(cli.command, Command::Build(a) if a.release));
+    }
+}

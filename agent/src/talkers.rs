@@ -1,0 +1,187 @@
+//! Heavy hitters without unbounded memory: the Space-Saving algorithm
+//! (Metwally, Agrawal, El Abbadi 2005) over the kernel's sampled verdicts.
+//!
+//! Keeps at most `capacity` sources. A new source evicts the one with the
+//! smallest count and inherits that count as its error bound, so any source
+//! whose true weight exceeds total/capacity is guaranteed to be present.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use tollgate_common::Verdict;
+
+/// What `tollgate top` ranks by.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TopBy {
+    Packets,
+    Drops,
+    Requests,
+}
+
+/// One row of `tollgate top`: estimated counts (already scaled by the sampling
+/// rate) and the estimate's upper error bound.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TalkerRow {
+    pub source: IpAddr,
+    pub tier: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub drops: u64,
+    pub requests: u64,
+    /// The ranked count may overstate the truth by at most this much.
+    pub error: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Entry {
+    tier: u32,
+    packets: u64,
+    bytes: u64,
+    drops: u64,
+    requests: u64,
+    error: [u64; 3],
+}
+
+impl Entry {
+    fn count(&self, by: TopBy) -> u64 {
+        match by {
+            TopBy::Packets => self.packets,
+            TopBy::Drops => self.drops,
+            TopBy::Requests => self.requests,
+        }
+    }
+}
+
+/// Space-saving summaries of sources, one per ranking, sharing one table.
+pub struct Talkers {
+    capacity: usize,
+    entries: HashMap<IpAddr, Entry>,
+}
+
+impl Talkers {
+    pub fn new(capacity: usize) -> Talkers {
+        Talkers {
+            capacity: capacity.max(1),
+            entries: HashMap::with_capacity(capacity.max(1) + 1),
+        }
+    }
+
+    /// Records one sample standing for `scale` packets of `bytes` bytes each.
+    pub fn observe(
+        &mut self,
+        source: IpAddr,
+        tier: u32,
+        verdict: Verdict,
+        request: bool,
+        bytes: u64,
+        scale: u64,
+    ) {
+        if !self.entries.contains_key(&source) && self.entries.len() >= self.capacity {
+            // Evict the minimum by packets; the newcomer inherits its counts as error.
+            if let Some((&victim, _)) = self.entries.iter().min_by_key(|(_, e)| e.packets) {
+                let old = self.entries.remove(&victim).unwrap_or_default();
+                self.entries.insert(
+                    source,
+                    Entry {
+                        tier,
+                        packets: old.packets,
+                        bytes: 0,
+                        drops: old.drops,
+                        requests: old.requests,
+                        error: [old.packets, old.drops, old.requests],
+                    },
+                );
+            }
+        }
+        let e = self.entries.entry(source).or_default();
+        e.tier = tier;
+        e.packets += scale;
+        e.bytes += bytes * scale;
+        if verdict.drops() {
+            e.drops += scale;
+        }
+        if request {
+            e.requests += scale;
+        }
+    }
+
+    /// The `n` heaviest sources by `by`, heaviest first.
+    pub fn top(&self, by: TopBy, n: usize) -> Vec<TalkerRow> {
+        let mut rows: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.count(by) > 0)
+            .map(|(src, e)| TalkerRow {
+                source: *src,
+                tier: e.tier,
+                packets: e.packets,
+                bytes: e.bytes,
+                drops: e.drops,
+                requests: e.requests,
+                error: e.error[by as usize],
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            let key = |r: &TalkerRow| match by {
+                TopBy::Packets => r.packets,
+                TopBy::Drops => r.drops,
+                TopBy::Requests => r.requests,
+            };
+            key(b).cmp(&key(a)).then(a.source.cmp(&b.source))
+        });
+        rows.truncate(n);
+        rows
+    }
+
+    /// Halves every count, so the summary follows what is heavy *now*
+    /// (call periodically; exponential decay with a half-life of one period).
+    pub fn decay(&mut self) {
+        self.entries.retain(|_, e| {
+            e.packets /= 2;
+            e.bytes /= 2;
+            e.drops /= 2;
+            e.requests /= 2;
+            for x in &mut e.error {
+                *x /= 2;
+            }
+            e.packets > 0
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heavy_sources_survive_a_flood_of_singletons() {
+        let mut t = Talkers::new(64);
+        let heavy: Vec<IpAddr> = (1..=5)
+            .map(|i| format!("10.0.0.{i}").parse().unwrap())
+            .collect();
+        for round in 0..2000u32 {
+            for (i, h) in heavy.iter().enumerate() {
+                if round % (i as u32 + 1) == 0 {
+                    t.observe(*h, 1, Verdict::DroppedPackets, false, 100, 1);
+                }
+            }
+            let noise: IpAddr = std::net::Ipv4Addr::from(0x0a01_0000 + round).into();
+            t.observe(noise, 0, Verdict::Passed, false, 60, 1);
+        }
+        assert!(t.len() <= 64);
+        let top = t.top(TopBy::Drops, 5);
+        let got: Vec<IpAddr> = top.iter().map(|r| r.source).collect();
+        assert_eq!(got, heavy);
+        assert_eq!(top[0].drops, 2000);
+    }
+}

@@ -1,0 +1,117 @@
+//! Bounded traffic generators and receivers for end-to-end tests.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+/// What a paced sender did.
+#[derive(Clone, Copy, Debug)]
+pub struct Sent {
+    pub packets: u64,
+    /// Time from the first to the last packet.
+    pub span: Duration,
+}
+
+/// Sends `rate` UDP datagrams per second to `dst` for `duration` (bounded by
+/// `rate × duration` packets), from the calling thread. Pacing catches up in
+/// small batches, so the offered load is steady at the millisecond scale.
+pub fn send_udp_paced(
+    socket: &UdpSocket,
+    dst: SocketAddr,
+    rate: u64,
+    duration: Duration,
+) -> Result<Sent> {
+    let total = (rate as f64 * duration.as_secs_f64()).round() as u64;
+    let payload = [0x5au8; 32];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut last = start;
+    while sent < total {
+        let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(total);
+        while sent < due {
+            // ENOBUFS/EAGAIN from a full qdisc is not a send; try again next tick.
+            if socket.send_to(&payload, dst).is_ok() {
+                sent += 1;
+                last = Instant::now();
+            } else {
+                break;
+            }
+        }
+        if start.elapsed() > duration * 2 {
+            break; // bounded in time even if the host is starved
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(Sent {
+        packets: sent,
+        span: last.duration_since(start),
+    })
+}
+
+/// Counts datagrams arriving on a UDP socket until stopped.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    count: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    pub fn bind(addr: SocketAddr) -> Result<Receiver> {
+        let socket = UdpSocket::bind(addr).with_context(|| format!("binding {addr}"))?;
+        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let addr = socket.local_addr()?;
+        let count = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (count, stop) = (count.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if socket.recv_from(&mut buf).is_ok() {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        Ok(Receiver {
+            addr,
+            count,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Waits until no datagram has arrived for `quiet`, then returns the count.
+    pub fn settle(&self, quiet: Duration) -> u64 {
+        let mut last = self.count();
+        loop {
+            std::thread::sleep(quiet);
+            let now = self.count();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
