@@ -42,6 +42,14 @@ impl TestProgram {
         kernel::program_mut(&mut self.ebpf).expect("program present")
     }
 
+    pub fn xdp_ref(&self) -> &Xdp {
+        self.ebpf
+            .program(tollgate_common::names::PROGRAM)
+            .expect("program present")
+            .try_into()
+            .expect("an XDP program")
+    }
+
     /// Runs the program once on `frame`; returns the XDP action.
     pub fn run(&mut self, frame: &[u8]) -> Result<u32> {
         let opts = TestRunOptions {

@@ -200,3 +200,54 @@ fn count(tier: u32, verdict: Verdict, len: u64) {
         }
     }
 }
+
+/// Reference program for benchmarks: the cheapest possible XDP_PASS, the floor
+/// that `cargo xtask bench micro` divides by. Loaded only by benchmarks.
+#[xdp]
+pub fn floor_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// Reference program for benchmarks: the cheapest possible XDP_DROP, the floor
+/// of `cargo xtask bench flood`. Loaded only by benchmarks.
+#[xdp]
+pub fn floor_drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
+/// Benchmark probe: one `bpf_ktime_get_ns` call, to price the clock read.
+#[xdp]
+pub fn probe_clock(_ctx: XdpContext) -> u32 {
+    // SAFETY: a BPF helper with no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now == 0 {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// Benchmark probe: one `bpf_jiffies64` call (inlined by the verifier), the
+/// cheap but 1/HZ-coarse clock tollgate does not use.
+#[xdp]
+pub fn probe_jiffies(_ctx: XdpContext) -> u32 {
+    // SAFETY: a BPF helper with no preconditions.
+    let now = unsafe { aya_ebpf::helpers::bpf_jiffies64() };
+    if now == 0 {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// Benchmark probe: one lookup of a present key in the IPv4 source LRU map.
+#[xdp]
+pub fn probe_source_lookup(_ctx: XdpContext) -> u32 {
+    match TG_SOURCES_V4.get_ptr_mut(PROBE_SOURCE) {
+        Some(_) => xdp_action::XDP_PASS,
+        None => xdp_action::XDP_DROP,
+    }
+}
+
+/// The source key `probe_source_lookup` looks up (100.64.1.1 as read from a packet).
+pub const PROBE_SOURCE: u32 = u32::from_ne_bytes([100, 64, 1, 1]);

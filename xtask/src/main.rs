@@ -6,7 +6,9 @@
 //!   script, the XDP program).
 //! * `cargo xtask test [--no-lint] [-- <cargo test args>]`: setup, the whole
 //!   test suite, then fmt and clippy (host crates and the eBPF crate).
+//! * `cargo xtask bench micro`: data-path ns/packet in the real kernel.
 
+mod bench;
 mod build;
 mod setup;
 mod test;
@@ -36,6 +38,8 @@ enum Command {
     Build(build::Args),
     /// Run setup, the workspace tests, then the lints.
     Test(test::Args),
+    /// Run setup, then a benchmark in the real kernel (root).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
         Command::Setup(args) => setup::run(args),
         Command::Build(args) => build::run(args),
         Command::Test(args) => test::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,313 @@
+//! Benchmarks that need the real kernel (run through `cargo xtask bench`).
+//!
+//! `micro`: BPF_PROG_TEST_RUN ns/packet for each data-path case, next to the
+//! minimal XDP_PASS program from the same object, in one run.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use anyhow::{Context, Result, bail};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use ipnet::IpNet;
+use tollgate_common::{RULE_ALLOW, RuleValue};
+use tollgate_tests::{
+    packet::Packet,
+    program::{TestProgram, TierSpec, XDP_DROP, XDP_PASS},
+};
+
+const REPEAT: u32 = 1_000_000;
+const ROUNDS: usize = 7;
+const NEW_SOURCES: u32 = 200_000;
+
+fn main() -> Result<()> {
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    match mode.as_str() {
+        "micro" => micro(),
+        _ => bail!("usage: tollgate-bench micro"),
+    }
+}
+
+fn run(xdp: &Xdp, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
+    let r = xdp
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    // The kernel reports the mean duration per repetition.
+    Ok((r.return_value, r.duration.as_nanos() as f64))
+}
+
+fn median(mut xs: Vec<f64>) -> (f64, f64, f64) {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
+}
+
+/// ns/packet over `ROUNDS` rounds of `REPEAT` runs of one frame.
+fn repeated(xdp: &Xdp, frame: &[u8], expect: u32) -> Result<(f64, f64, f64)> {
+    let mut samples = Vec::new();
+    for _ in 0..ROUNDS {
+        let (action, ns) = run(xdp, frame, REPEAT)?;
+        if action != expect {
+            bail!("expected action {expect}, got {action}");
+        }
+        samples.push(ns);
+    }
+    Ok(median(samples))
+}
+
+/// ns/packet with a fresh source every packet: one run per frame.
+fn fresh_sources(xdp: &Xdp, frames: &[Vec<u8>]) -> Result<(f64, f64, f64)> {
+    let mut rounds = Vec::new();
+    for chunk in frames.chunks(frames.len() / ROUNDS) {
+        let mut total = 0.0;
+        for f in chunk {
+            total += run(xdp, f, 1)?.1;
+        }
+        rounds.push(total / chunk.len() as f64);
+    }
+    Ok(median(rounds))
+}
+
+fn micro() -> Result<()> {
+    let mut p = TestProgram::load_sized(&tollgate::kernel::MapSizes {
+        sources_v4: 1 << 20,
+        sources_v6: 1 << 16,
+        rules_v4: 1024,
+        rules_v6: 1024,
+    })?;
+    // A realistic policy: default tier with all four limits and an aggregate,
+    // one allow rule and one tier rule, so every lookup a real host pays is paid.
+    let generous = TierSpec {
+        packets: Some((1_000_000_000, 1_000_000_000)),
+        bytes: Some((1 << 40, 1 << 40)),
+        connections: Some((1000, 1000)),
+        requests: Some((1000, 1000)),
+        aggregate: Some((1_000_000_000, 1_000_000_000)),
+        ipv6_prefix: 64,
+        shadow: false,
+    };
+    p.maps.set_tier(0, &generous.config())?;
+    p.maps.set_tier(
+        1,
+        &TierSpec {
+            packets: Some((1, 1)),
+            ..generous
+        }
+        .config(),
+    )?;
+    p.maps.set_rule(
+        "192.0.2.0/24".parse::<IpNet>()?,
+        RuleValue {
+            action: RULE_ALLOW,
+            tier: 0,
+        },
+    )?;
+    p.maps.set_rule(
+        "198.51.100.0/24".parse::<IpNet>()?,
+        RuleValue {
+            action: tollgate_common::RULE_TIER,
+            tier: 1,
+        },
+    )?;
+    p.maps.set_rule(
+        "2001:db8:ffff::/48".parse::<IpNet>()?,
+        RuleValue {
+            action: RULE_ALLOW,
+            tier: 0,
+        },
+    )?;
+
+    let floor_prog: &mut Xdp = p
+        .ebpf
+        .program_mut("floor_pass")
+        .context("floor_pass program")?
+        .try_into()?;
+    floor_prog.load()?;
+    let floor: &Xdp = p
+        .ebpf
+        .program("floor_pass")
+        .context("floor_pass")?
+        .try_into()?;
+
+    let v4 = Packet::from(Ipv4Addr::new(203, 0, 113, 10))
+        .udp()
+        .payload(&[0; 18])
+        .build();
+    let over = Packet::from(Ipv4Addr::new(198, 51, 100, 10))
+        .udp()
+        .payload(&[0; 18])
+        .build();
+    let v6 = Packet::from("2001:db8:1:2::10".parse::<Ipv6Addr>()?)
+        .udp()
+        .payload(&[0; 18])
+        .build();
+    let allowed = Packet::from(Ipv4Addr::new(192, 0, 2, 10))
+        .udp()
+        .payload(&[0; 18])
+        .build();
+    let mut malformed = v4.clone();
+    malformed[14] = 0x43; // IHL 3
+    let fresh: Vec<Vec<u8>> = (0..NEW_SOURCES)
+        .map(|i| {
+            Packet::from(Ipv4Addr::from(0x0a00_0000u32 + i))
+                .udp()
+                .payload(&[0; 18])
+                .build()
+        })
+        .collect();
+
+    let xdp = p.xdp_ref();
+    let cases: Vec<(&str, (f64, f64, f64), (f64, f64, f64))> = vec![
+        (
+            "IPv4 known source, under limit",
+            repeated(xdp, &v4, XDP_PASS)?,
+            repeated(floor, &v4, XDP_PASS)?,
+        ),
+        (
+            "IPv4 over limit (drop)",
+            repeated(xdp, &over, XDP_DROP)?,
+            repeated(floor, &over, XDP_PASS)?,
+        ),
+        (
+            "IPv6 /64 source, under limit",
+            repeated(xdp, &v6, XDP_PASS)?,
+            repeated(floor, &v6, XDP_PASS)?,
+        ),
+        (
+            "allow-listed source",
+            repeated(xdp, &allowed, XDP_PASS)?,
+            repeated(floor, &allowed, XDP_PASS)?,
+        ),
+        (
+            "new source (LRU insert)",
+            fresh_sources(xdp, &fresh)?,
+            fresh_sources(floor, &fresh)?,
+        ),
+        (
+            "malformed (IHL 3)",
+            repeated(xdp, &malformed, XDP_DROP)?,
+            repeated(floor, &malformed, XDP_PASS)?,
+        ),
+    ];
+
+    // Ablations: the same known-source frame under cheaper policies, to show
+    // what each step costs (no rebuild: the policy is configuration).
+    let abl_frame = Packet::from(Ipv4Addr::new(100, 64, 1, 1))
+        .udp()
+        .payload(&[0; 18])
+        .build();
+    let mut ablations = Vec::new();
+    let active = |t: TierSpec| Some(t.config());
+    let none = TierSpec::default();
+    let steps: [(&str, Option<tollgate_common::TierConfig>, bool); 6] = [
+        ("parse + count (inactive tier, no rules)", None, false),
+        ("+ rule lookup (LPM trie, v4 rules present)", None, true),
+        (
+            "+ source lookup + clock (active tier, no limits)",
+            Some(tollgate_common::TierConfig {
+                flags: tollgate_common::TIER_ACTIVE,
+                ..Default::default()
+            }),
+            true,
+        ),
+        (
+            "+ packets bucket (one CAS)",
+            active(TierSpec {
+                packets: generous.packets,
+                ..none
+            }),
+            true,
+        ),
+        (
+            "+ bytes bucket",
+            active(TierSpec {
+                packets: generous.packets,
+                bytes: generous.bytes,
+                ..none
+            }),
+            true,
+        ),
+        ("+ aggregate ceiling (full policy)", active(generous), true),
+    ];
+    for (name, tier, rules) in steps {
+        let cfg = tier.unwrap_or_default();
+        p.maps.set_tier(0, &cfg)?;
+        let mut settings = p.maps.settings()?;
+        if rules {
+            settings.flags |= tollgate_common::SETTINGS_RULES_V4;
+        } else {
+            settings.flags &= !tollgate_common::SETTINGS_RULES_V4;
+        }
+        p.maps.set_settings(settings)?;
+        let xdp = p.xdp_ref();
+        let floor: &Xdp = p
+            .ebpf
+            .program("floor_pass")
+            .context("floor_pass")?
+            .try_into()?;
+        ablations.push((
+            name,
+            repeated(xdp, &abl_frame, XDP_PASS)?,
+            repeated(floor, &abl_frame, XDP_PASS)?,
+        ));
+    }
+
+    // Single-operation probes from the same object, priced the same way.
+    let mut probes = Vec::new();
+    for name in ["probe_clock", "probe_jiffies", "probe_source_lookup"] {
+        let prog: &mut Xdp = p
+            .ebpf
+            .program_mut(name)
+            .context("probe program")?
+            .try_into()?;
+        prog.load()?;
+    }
+    for (name, what) in [
+        ("probe_clock", "bpf_ktime_get_ns()"),
+        ("probe_jiffies", "bpf_jiffies64() (inlined)"),
+        ("probe_source_lookup", "LRU hash lookup, key present"),
+    ] {
+        let prog: &Xdp = p.ebpf.program(name).context("probe")?.try_into()?;
+        let floor: &Xdp = p
+            .ebpf
+            .program("floor_pass")
+            .context("floor_pass")?
+            .try_into()?;
+        let t = repeated(prog, &abl_frame, XDP_PASS)?.0;
+        let f = repeated(floor, &abl_frame, XDP_PASS)?.0;
+        probes.push((what, t, f));
+    }
+
+    println!(
+        "| path | tollgate ns/pkt (median, min–max of {ROUNDS}) | minimal XDP_PASS ns/pkt | ratio |"
+    );
+    println!("|---|---|---|---|");
+    for (name, (t, tmin, tmax), (f, fmin, fmax)) in &cases {
+        println!(
+            "| {name} | {t:.1} ({tmin:.1}–{tmax:.1}) | {f:.1} ({fmin:.1}–{fmax:.1}) | {:.2}x |",
+            t / f
+        );
+    }
+    println!("\nWhere the time goes (same known IPv4 source, policy switched step by step):\n");
+    println!(
+        "| step | tollgate ns/pkt median (min) | minimal ns/pkt median (min) | ratio of medians |"
+    );
+    println!("|---|---|---|---|");
+    for (name, (t, tmin, _), (f, fmin, _)) in &ablations {
+        println!(
+            "| {name} | {t:.1} ({tmin:.1}) | {f:.1} ({fmin:.1}) | {:.2}x |",
+            t / f
+        );
+    }
+    println!("\nSingle operations (probe programs in the same object):\n");
+    println!("| operation | probe ns/pkt | minimal ns/pkt | cost of the operation |");
+    println!("|---|---|---|---|");
+    for (what, t, f) in &probes {
+        println!("| {what} | {t:.1} | {f:.1} | {:.1} ns |", t - f);
+    }
+    println!(
+        "\n{REPEAT} test_run repetitions per round for repeated paths; {NEW_SOURCES} distinct sources, one run each, for the new-source path."
+    );
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! `cargo xtask bench <suite>`: benchmarks that need the real kernel.
+//!
+//! * `micro`: BPF_PROG_TEST_RUN ns/packet for each data-path case against the
+//!   minimal XDP_PASS program, plus ablations and single-operation probes.
+
+use anyhow::{Result, ensure};
+
+use crate::{
+    setup,
+    util::{self, cargo, is_root, target_dir},
+};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Suite {
+    /// test_run ns/packet per data path, vs the minimal XDP program.
+    Micro,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Which benchmark to run.
+    #[arg(value_enum)]
+    pub suite: Suite,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    setup::run(setup::Args { check: false })?;
+    ensure!(is_root(), "benchmarks load BPF programs: run as root");
+    let path = setup::preflight()?;
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--release",
+        "--package",
+        "tollgate-tests",
+        "--bin",
+        "tollgate-bench",
+    ]);
+    if let Some(path) = &path {
+        build.env("PATH", path);
+    }
+    util::run(&mut build)?;
+    let suite = match args.suite {
+        Suite::Micro => "micro",
+    };
+    let bin = target_dir().join("release").join("tollgate-bench");
+    util::run(std::process::Command::new(bin).arg(suite))
+}
