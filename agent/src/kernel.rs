@@ -11,13 +11,14 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{ProgramError, Xdp, XdpMode},
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tollgate_common::{
     COUNTER_SLOTS, Counter, LAYOUT_VERSION, MAX_TIERS, Meta, RuleValue, SETTINGS_RULES_V4,
-    SETTINGS_RULES_V6, Settings, SourceState, TierConfig, VERDICT_COUNT, Verdict, names,
+    SETTINGS_RULES_V6, SamplerState, Settings, SourceState, TierConfig, VERDICT_COUNT, Verdict,
+    names,
 };
 
 /// Errors from the kernel side, each naming what it was doing.
@@ -56,6 +57,13 @@ pub struct MapSizes {
     pub sources_v6: u32,
     pub rules_v4: u32,
     pub rules_v6: u32,
+    /// Bytes of the sample ring buffer (a power of two, at least a page).
+    #[serde(default = "default_sample_ring_bytes")]
+    pub sample_ring_bytes: u32,
+}
+
+fn default_sample_ring_bytes() -> u32 {
+    4 << 20
 }
 
 impl Default for MapSizes {
@@ -65,12 +73,13 @@ impl Default for MapSizes {
             sources_v6: 1 << 18,
             rules_v4: 1 << 16,
             rules_v6: 1 << 16,
+            sample_ring_bytes: default_sample_ring_bytes(),
         }
     }
 }
 
 /// Every map the program uses, in the order they are pinned.
-pub const MAP_NAMES: [&str; 9] = [
+pub const MAP_NAMES: [&str; 11] = [
     names::SETTINGS,
     names::META,
     names::TIERS,
@@ -80,6 +89,8 @@ pub const MAP_NAMES: [&str; 9] = [
     names::SOURCES_V4,
     names::SOURCES_V6,
     names::COUNTERS,
+    names::SAMPLES,
+    names::SAMPLER,
 ];
 
 /// Loads the embedded XDP object. With `pin_dir`, every map is pinned there, and
@@ -90,7 +101,8 @@ pub fn load(object: &[u8], sizes: &MapSizes, pin_dir: Option<&Path>) -> Result<E
         .map_max_entries(names::SOURCES_V4, sizes.sources_v4)
         .map_max_entries(names::SOURCES_V6, sizes.sources_v6)
         .map_max_entries(names::RULES_V4, sizes.rules_v4)
-        .map_max_entries(names::RULES_V6, sizes.rules_v6);
+        .map_max_entries(names::RULES_V6, sizes.rules_v6)
+        .map_max_entries(names::SAMPLES, sizes.sample_ring_bytes);
     if let Some(dir) = pin_dir {
         std::fs::create_dir_all(dir)?;
         for name in MAP_NAMES {
@@ -121,6 +133,10 @@ pub struct Maps {
     pub sources_v4: HashMap<MapData, u32, SourceState>,
     pub sources_v6: HashMap<MapData, u64, SourceState>,
     pub counters: PerCpuArray<MapData, Counter>,
+    /// Not a field: the sample ring has a single consumer, so whoever drains it
+    /// takes it with [`Maps::take_samples`].
+    samples: Option<RingBuf<MapData>>,
+    pub sampler: PerCpuArray<MapData, SamplerState>,
 }
 
 fn typed<T>(name: &'static str, map: Map) -> Result<T>
@@ -145,6 +161,8 @@ impl Maps {
             sources_v4: typed(names::SOURCES_V4, take(names::SOURCES_V4)?)?,
             sources_v6: typed(names::SOURCES_V6, take(names::SOURCES_V6)?)?,
             counters: typed(names::COUNTERS, take(names::COUNTERS)?)?,
+            samples: Some(typed(names::SAMPLES, take(names::SAMPLES)?)?),
+            sampler: typed(names::SAMPLER, take(names::SAMPLER)?)?,
         })
     }
 
@@ -165,6 +183,8 @@ impl Maps {
             sources_v4: typed(names::SOURCES_V4, open(names::SOURCES_V4)?)?,
             sources_v6: typed(names::SOURCES_V6, open(names::SOURCES_V6)?)?,
             counters: typed(names::COUNTERS, open(names::COUNTERS)?)?,
+            samples: Some(typed(names::SAMPLES, open(names::SAMPLES)?)?),
+            sampler: typed(names::SAMPLER, open(names::SAMPLER)?)?,
         };
         let found = maps.layout_version()?;
         if found != LAYOUT_VERSION {
@@ -174,6 +194,32 @@ impl Maps {
             });
         }
         Ok(maps)
+    }
+
+    /// Takes the consumer end of the sample ring buffer (once).
+    pub fn take_samples(&mut self) -> Option<RingBuf<MapData>> {
+        self.samples.take()
+    }
+
+    /// Sampler accounting summed over CPUs (the per-CPU 1-in-K and budget
+    /// state fields are summed too and mean little).
+    pub fn sampler_totals(&self) -> Result<SamplerState> {
+        let per_cpu = self.sampler.get(&0, 0).map_err(|source| KernelError::Map {
+            name: names::SAMPLER,
+            source,
+        })?;
+        Ok(per_cpu
+            .iter()
+            .fold(SamplerState::default(), |a, c| SamplerState {
+                http_seen: a.http_seen + c.http_seen,
+                verdict_seen: a.verdict_seen + c.verdict_seen,
+                budget_tat: a.budget_tat.max(c.budget_tat),
+                http_sampled: a.http_sampled + c.http_sampled,
+                http_budget_skipped: a.http_budget_skipped + c.http_budget_skipped,
+                http_ring_full: a.http_ring_full + c.http_ring_full,
+                verdict_sampled: a.verdict_sampled + c.verdict_sampled,
+                verdict_ring_full: a.verdict_ring_full + c.verdict_ring_full,
+            }))
     }
 
     pub fn layout_version(&self) -> Result<u32> {
@@ -288,6 +334,45 @@ impl Maps {
         };
         self.refresh_rule_flags()?;
         Ok(removed)
+    }
+
+    /// Inserts or replaces every rule of `upsert`, then removes every rule of
+    /// `remove` (absent ones are ignored), refreshing the rule flags once:
+    /// [`Maps::set_rule`] and [`Maps::remove_rule`] refresh them per call,
+    /// which walks the tries and makes bulk changes quadratic.
+    pub fn update_rules(&mut self, upsert: &[(IpNet, RuleValue)], remove: &[IpNet]) -> Result<()> {
+        for (net, rule) in upsert {
+            check_tier(rule.tier)?;
+            match net.trunc() {
+                IpNet::V4(n) => self
+                    .rules_v4
+                    .insert(&v4_key(n), rule, 0)
+                    .map_err(|source| KernelError::Map {
+                        name: names::RULES_V4,
+                        source,
+                    })?,
+                IpNet::V6(n) => self
+                    .rules_v6
+                    .insert(&v6_key(n), rule, 0)
+                    .map_err(|source| KernelError::Map {
+                        name: names::RULES_V6,
+                        source,
+                    })?,
+            }
+        }
+        for net in remove {
+            let (name, removed) = match net.trunc() {
+                IpNet::V4(n) => (names::RULES_V4, self.rules_v4.remove(&v4_key(n))),
+                IpNet::V6(n) => (names::RULES_V6, self.rules_v6.remove(&v6_key(n))),
+            };
+            match removed {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(source) => return Err(KernelError::Map { name, source }),
+            }
+        }
+        self.refresh_rule_flags()
     }
 
     /// All rules, as CIDR and value.

@@ -1,6 +1,7 @@
 //! tollgate's userspace: loading and driving the XDP program, the daemon and the CLI.
 
 pub mod kernel;
+pub mod samples;
 pub mod talkers;
 
 /// The compiled XDP object, embedded at build time by build.rs.

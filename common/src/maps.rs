@@ -324,6 +324,9 @@ pub struct Counter {
     pub bytes: u64,
 }
 
+/// Destination ports whose HTTP requests are sampled (0 = unused slot).
+pub const MAX_HTTP_PORTS: usize = 8;
+
 /// Global settings (single entry of `TG_SETTINGS`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -331,6 +334,98 @@ pub struct Settings {
     /// Tier of sources that match no rule.
     pub default_tier: u32,
     pub flags: u32,
+    /// HTTP requests to these TCP ports are sampled; all zero disables sampling.
+    pub http_ports: [u16; MAX_HTTP_PORTS],
+    /// Payload bytes captured per HTTP sample (1..=[`MAX_SNAP_LEN`]).
+    pub http_snap_len: u32,
+    /// Sample one HTTP request in this many (per CPU); 0 disables.
+    pub http_sample_every: u32,
+    /// Per-CPU HTTP sample budget (samples/s with a burst), a GCRA limit.
+    pub http_budget: Limit,
+    /// Sample one judged packet in this many (per CPU) for the top-talkers
+    /// summary; 0 disables.
+    pub verdict_sample_every: u32,
+    pub _reserved: u32,
+}
+
+impl Settings {
+    #[inline(always)]
+    pub fn samples_port(&self, port: u16) -> bool {
+        let mut i = 0;
+        while i < MAX_HTTP_PORTS {
+            if self.http_ports[i] == port && port != 0 {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+/// Largest HTTP payload capture.
+pub const MAX_SNAP_LEN: u32 = 1024;
+
+/// Ring-buffer record kinds (`SampleHeader::kind`).
+pub const SAMPLE_HTTP: u8 = 1;
+pub const SAMPLE_VERDICT: u8 = 2;
+
+/// Header of every record in `TG_SAMPLES`; HTTP records are followed by
+/// `captured` payload bytes (the record itself is padded to a size class).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleHeader {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the packet was judged.
+    pub time_ns: u64,
+    /// Source address; IPv4 in the first four bytes.
+    pub src: [u8; 16],
+    /// [`SAMPLE_HTTP`] or [`SAMPLE_VERDICT`].
+    pub kind: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// A [`Verdict`] as u8.
+    pub verdict: u8,
+    /// [`SAMPLE_FLAG_REQUEST`]: the packet starts an HTTP request.
+    pub flags: u8,
+    pub tier: u32,
+    pub ifindex: u32,
+    pub dst_port: u16,
+    /// Payload bytes that follow the header.
+    pub captured: u16,
+    pub frame_len: u32,
+    /// Packets this sample stands for (the 1-in-K period).
+    pub scale: u32,
+}
+
+pub const SAMPLE_FLAG_REQUEST: u8 = 1;
+
+/// An HTTP sample record of one size class.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct HttpSample<const N: usize> {
+    pub header: SampleHeader,
+    pub payload: [u8; N],
+}
+
+/// Per-CPU sampler state and its accounting (single entry of `TG_SAMPLER`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SamplerState {
+    /// HTTP requests seen on sampled ports (for 1-in-K).
+    pub http_seen: u64,
+    /// Packets judged (for verdict 1-in-K).
+    pub verdict_seen: u64,
+    /// TAT of this CPU's HTTP sample budget.
+    pub budget_tat: u64,
+    /// HTTP samples written.
+    pub http_sampled: u64,
+    /// HTTP samples skipped because the budget was spent.
+    pub http_budget_skipped: u64,
+    /// HTTP samples lost because the ring buffer was full.
+    pub http_ring_full: u64,
+    /// Verdict samples written.
+    pub verdict_sampled: u64,
+    /// Verdict samples lost because the ring buffer was full.
+    pub verdict_ring_full: u64,
 }
 
 /// `Settings::flags`: consult `TG_RULES_V4` (skipped while empty, to save a lookup).
@@ -357,6 +452,8 @@ pub mod names {
     pub const SOURCES_V4: &str = "TG_SOURCES_V4";
     pub const SOURCES_V6: &str = "TG_SOURCES_V6";
     pub const COUNTERS: &str = "TG_COUNTERS";
+    pub const SAMPLES: &str = "TG_SAMPLES";
+    pub const SAMPLER: &str = "TG_SAMPLER";
     pub const META: &str = "TG_META";
     pub const PROGRAM: &str = "tollgate";
 }
@@ -373,6 +470,8 @@ mod pod {
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for Meta {}
+    unsafe impl aya::Pod for SampleHeader {}
+    unsafe impl aya::Pod for SamplerState {}
 }
 
 #[cfg(test)]

@@ -64,6 +64,7 @@ pub enum Transport {
     Tcp {
         new_connection: bool,
         payload: usize,
+        dst_port: u16,
     },
     Udp,
     /// A non-first fragment: no transport header to read.
@@ -227,6 +228,7 @@ fn parse_transport<R: PacketReader + ?Sized>(r: &R, proto: u8, cursor: usize) ->
             Transport::Tcp {
                 new_connection: flags & TCP_FLAG_SYN != 0 && flags & TCP_FLAG_ACK == 0,
                 payload: cursor + header_len,
+                dst_port: be16([tcp[2], tcp[3]]),
             }
         }
         IPPROTO_UDP => match r.bytes::<8>(cursor) {
@@ -300,7 +302,8 @@ mod tests {
                 src: SourceAddr::V4([10, 0, 0, 1]),
                 transport: Transport::Tcp {
                     new_connection: true,
-                    payload: 54
+                    payload: 54,
+                    dst_port: 0,
                 }
             })
         );

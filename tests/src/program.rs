@@ -27,6 +27,7 @@ impl TestProgram {
             sources_v6: 4096,
             rules_v4: 1024,
             rules_v6: 1024,
+            ..Default::default()
         })
     }
 

@@ -46,6 +46,7 @@ fn a_tracked_source_costs_under_100_bytes_of_kernel_memory() {
         sources_v6: MAX_ENTRIES,
         rules_v4: 16,
         rules_v6: 16,
+        ..Default::default()
     })
     .unwrap();
     let state = limiter::fresh_state(1);

@@ -1,13 +1,16 @@
 use aya_ebpf::{
+    EbpfContext,
     bindings::{BPF_NOEXIST, xdp_action},
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
 use tollgate_common::{
-    COUNTER_SLOTS, Counter, MAX_TIERS, Meta, RULE_ALLOW, RULE_DENY, RuleValue, SETTINGS_RULES_V4,
-    SETTINGS_RULES_V6, Settings, SourceState, TierConfig, Verdict,
+    COUNTER_SLOTS, Counter, HttpSample, MAX_SNAP_LEN, MAX_TIERS, Meta, RULE_ALLOW, RULE_DENY,
+    RuleValue, SAMPLE_FLAG_REQUEST, SAMPLE_HTTP, SAMPLE_VERDICT, SETTINGS_RULES_V4,
+    SETTINGS_RULES_V6, SampleHeader, SamplerState, Settings, SourceState, TierConfig, Verdict,
+    gcra,
     limiter::{self, Costs},
     parse::{self, IpPacket, PacketReader, Parsed, SourceAddr, Transport},
 };
@@ -39,6 +42,13 @@ static TG_SOURCES_V6: LruHashMap<u64, SourceState> =
     LruHashMap::with_max_entries(DEFAULT_SOURCES, 0);
 #[map(name = "TG_COUNTERS")]
 static TG_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+/// HTTP request samples and verdict samples for the daemon.
+#[map(name = "TG_SAMPLES")]
+static TG_SAMPLES: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+#[map(name = "TG_SAMPLER")]
+static TG_SAMPLER: PerCpuArray<SamplerState> = PerCpuArray::with_max_entries(1, 0);
+
+const DEFAULT_RING_BYTES: u32 = 4 << 20;
 
 /// A map lookup that cannot fail did (an index out of range, an LRU insert
 /// refused): the program fails open rather than dropping traffic it cannot judge.
@@ -82,7 +92,15 @@ fn try_tollgate(ctx: &XdpContext) -> Result<u32, Internal> {
     let (tier, verdict) = match parse::parse(&frame) {
         Parsed::NotIp => (settings.default_tier, Verdict::NotIp),
         Parsed::Malformed => (settings.default_tier, Verdict::Malformed),
-        Parsed::Ip(packet) => judge(&frame, settings, &packet, len)?,
+        Parsed::Ip(packet) => {
+            let request = match packet.transport {
+                Transport::Tcp { payload, .. } => parse::is_http_request(&frame, payload),
+                _ => false,
+            };
+            let judged = judge(settings, &packet, len, request)?;
+            sample(ctx, settings, &packet, judged, len, request);
+            judged
+        }
     };
     count(tier, verdict, len);
     Ok(if verdict.drops() {
@@ -95,10 +113,10 @@ fn try_tollgate(ctx: &XdpContext) -> Result<u32, Internal> {
 /// Rules, then the source's buckets, then the tier's aggregate ceiling.
 #[inline(always)]
 fn judge(
-    frame: &Frame,
     settings: &Settings,
     packet: &IpPacket,
     len: u64,
+    request: bool,
 ) -> Result<(u32, Verdict), Internal> {
     let tier_index = match lookup_rule(settings, &packet.src) {
         Some(rule) if rule.action == RULE_ALLOW => return Ok((rule.tier, Verdict::Allowed)),
@@ -119,10 +137,7 @@ fn judge(
                 ..
             }
         ),
-        request: match packet.transport {
-            Transport::Tcp { payload, .. } => parse::is_http_request(frame, payload),
-            _ => false,
-        },
+        request,
     };
     // SAFETY: a BPF helper with no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -147,6 +162,160 @@ fn judge(
         verdict = Verdict::ShadowWouldDrop;
     }
     Ok((tier_index, verdict))
+}
+
+/// Feeds the daemon: 1-in-K verdict samples (top talkers) and budgeted 1-in-K
+/// HTTP request samples with the first bytes of the payload. Every skip for
+/// budget and every full-ring loss is counted in `TG_SAMPLER`.
+#[inline(always)]
+fn sample(
+    ctx: &XdpContext,
+    settings: &Settings,
+    packet: &IpPacket,
+    (tier, verdict): (u32, Verdict),
+    len: u64,
+    request: bool,
+) {
+    let Some(state) = TG_SAMPLER.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot; XDP runs with preemption disabled.
+    let state = unsafe { &mut *state };
+    let header = |kind: u8, dst_port: u16, captured: u16, scale: u32| {
+        let (family, src) = match packet.src {
+            SourceAddr::V4(a) => (
+                4,
+                [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ),
+            SourceAddr::V6(a) => (6, a),
+        };
+        SampleHeader {
+            // SAFETY: a BPF helper with no preconditions.
+            time_ns: unsafe { bpf_ktime_get_ns() },
+            src,
+            kind,
+            family,
+            verdict: verdict as u8,
+            flags: if request { SAMPLE_FLAG_REQUEST } else { 0 },
+            tier,
+            ifindex: ctx.ingress_ifindex() as u32,
+            dst_port,
+            captured,
+            frame_len: len as u32,
+            scale,
+        }
+    };
+
+    let every = settings.verdict_sample_every;
+    if every != 0 {
+        state.verdict_seen += 1;
+        if state.verdict_seen % every as u64 == 0 {
+            match TG_SAMPLES.reserve::<SampleHeader>(0) {
+                Some(mut entry) => {
+                    entry.write(header(SAMPLE_VERDICT, 0, 0, every));
+                    entry.submit(0);
+                    state.verdict_sampled += 1;
+                }
+                None => state.verdict_ring_full += 1,
+            }
+        }
+    }
+
+    let Transport::Tcp {
+        payload, dst_port, ..
+    } = packet.transport
+    else {
+        return;
+    };
+    let every = settings.http_sample_every;
+    if !request || every == 0 || !settings.samples_port(dst_port) {
+        return;
+    }
+    state.http_seen += 1;
+    if state.http_seen % every as u64 != 0 {
+        return;
+    }
+    // SAFETY: a BPF helper with no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let budget = &settings.http_budget;
+    if !budget.is_unlimited() {
+        match gcra::admit(
+            state.budget_tat,
+            now,
+            budget.increment_ns(1),
+            budget.capacity_ns,
+        ) {
+            Some(tat) => state.budget_tat = tat,
+            None => {
+                state.http_budget_skipped += 1;
+                return;
+            }
+        }
+    }
+    let available = len.saturating_sub(payload as u64);
+    let snap = settings.http_snap_len.min(MAX_SNAP_LEN) as u64;
+    let want = if available < snap { available } else { snap } as u32;
+    let written = if want <= 128 {
+        write_http::<128>(ctx, payload as u32, want, || {
+            header(SAMPLE_HTTP, dst_port, want as u16, every)
+        })
+    } else if want <= 256 {
+        write_http::<256>(ctx, payload as u32, want, || {
+            header(SAMPLE_HTTP, dst_port, want as u16, every)
+        })
+    } else if want <= 512 {
+        write_http::<512>(ctx, payload as u32, want, || {
+            header(SAMPLE_HTTP, dst_port, want as u16, every)
+        })
+    } else {
+        write_http::<1024>(ctx, payload as u32, want, || {
+            header(SAMPLE_HTTP, dst_port, want as u16, every)
+        })
+    };
+    if written {
+        state.http_sampled += 1;
+    } else {
+        state.http_ring_full += 1;
+    }
+}
+
+/// Reserves an N-byte-payload record, copies `want` (<= N) payload bytes with
+/// `bpf_xdp_load_bytes` (safe for any offset, also on multi-buffer frames).
+/// Returns false when the ring is full.
+#[inline(always)]
+fn write_http<const N: usize>(
+    ctx: &XdpContext,
+    offset: u32,
+    want: u32,
+    header: impl FnOnce() -> SampleHeader,
+) -> bool {
+    let Some(mut entry) = TG_SAMPLES.reserve::<HttpSample<N>>(0) else {
+        return false;
+    };
+    let record = entry.as_mut_ptr();
+    let mut h = header();
+    // Bound the length for the verifier: 1..=N.
+    let len = if want == 0 || want as usize > N {
+        0
+    } else {
+        want
+    };
+    let copied = len != 0
+        && unsafe {
+            bpf_xdp_load_bytes(
+                ctx.as_ptr() as *mut _,
+                offset,
+                (&raw mut (*record).payload) as *mut _,
+                len,
+            )
+        } == 0;
+    if !copied {
+        h.captured = 0;
+    }
+    // SAFETY: `record` points to the reserved entry.
+    unsafe { (&raw mut (*record).header).write(h) };
+    entry.submit(0);
+    true
 }
 
 #[inline(always)]
