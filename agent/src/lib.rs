@@ -1,5 +1,6 @@
 //! tollgate's userspace: loading and driving the XDP program, the daemon and the CLI.
 
+pub mod apikeys;
 pub mod http;
 pub mod kernel;
 pub mod samples;
