@@ -218,13 +218,14 @@ mod tests {
             PinChange::Refreshed
         );
         assert!(matches!(
-            pins.observe(t0, a, "silver").0,
+            pins.observe(t0 + Duration::from_secs(5), a, "silver").0,
             PinChange::Install { .. }
         ));
         pins.observe(t0, b, "gold");
         let c = source_prefix("10.0.0.3".parse().unwrap(), 64);
         let (_, evicted) = pins.observe(t0 + Duration::from_secs(1), c, "gold");
         assert_eq!(evicted, Some(b));
+        assert_eq!(pins.get(&a).unwrap().tier, "silver");
         assert_eq!(pins.expire(t0 + Duration::from_secs(11)), vec![c]);
         assert_eq!(pins.expire(t0 + Duration::from_secs(16)), vec![a]);
         assert!(pins.is_empty());
