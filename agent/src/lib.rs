@@ -3,6 +3,7 @@
 pub mod apikeys;
 pub mod http;
 pub mod kernel;
+pub mod metrics;
 pub mod samples;
 pub mod talkers;
 

@@ -1,0 +1,445 @@
+//! Prometheus exposition of everything the daemon knows, rendered from a
+//! [`Snapshot`] on each scrape with the `prometheus` crate's text encoder.
+//!
+//! Kernel counters are absolute and per-CPU summed, so each scrape builds a
+//! fresh registry from the snapshot instead of incrementing long-lived
+//! counters: values are exactly the kernel's, and a counter can never drift
+//! from them. Every label set is bounded: tiers (<= 64), verdicts (11), HTTP
+//! dimensions (capped in `http::stats`), top talkers (K, off by default).
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use tollgate_common::{Counter, SamplerState, VERDICT_COUNT, Verdict};
+
+use crate::{http::HttpKey, talkers::TalkerRow};
+
+/// Per-tier numbers.
+#[derive(Clone, Debug, Default)]
+pub struct TierSnapshot {
+    pub name: String,
+    pub counters: Vec<Counter>,
+    /// Packets/s admitted (passed, allowed, shadow) over the last second.
+    pub admitted_pps: f64,
+    /// Packets/s dropped over the last second.
+    pub dropped_pps: f64,
+    /// Usage over the last second.
+    pub usage: Usage,
+}
+
+/// What a tier used over the last aggregation period.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    pub packets_per_second: f64,
+    pub bytes_per_second: f64,
+    /// Estimated HTTP requests/s (sampled requests × their scale).
+    pub requests_per_second: f64,
+    /// Sources of the tier with bucket activity in the period.
+    pub active_sources: u64,
+    /// Sources whose packets bucket is full right now (their next packet drops).
+    pub limited_sources: u64,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct InterfaceInfo {
+    pub name: String,
+    pub mode: String,
+    pub program_id: u32,
+}
+
+/// Everything one scrape shows.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub version: &'static str,
+    pub tiers: Vec<TierSnapshot>,
+    pub tracked_v4: u64,
+    pub tracked_v6: u64,
+    pub capacity_v4: u64,
+    pub capacity_v6: u64,
+    pub rules_v4: u64,
+    pub rules_v6: u64,
+    pub sampler: SamplerState,
+    /// Ring records the daemon could not decode.
+    pub samples_undecodable: u64,
+    pub http: Vec<(HttpKey, u64)>,
+    pub http_malformed: u64,
+    pub interfaces: Vec<InterfaceInfo>,
+    pub reloads: u64,
+    pub reload_failures: u64,
+    pub uptime_seconds: f64,
+    /// Heavy hitters, when the top-K metric is enabled.
+    pub top: Vec<TalkerRow>,
+    /// `Some` when cluster sync is configured.
+    pub cluster_up: Option<bool>,
+}
+
+fn verdict_reason(v: Verdict) -> (&'static str, &'static str) {
+    // (verdict, reason): drops carry the limit that dropped them.
+    match v {
+        Verdict::Passed => ("passed", "within_limits"),
+        Verdict::Allowed => ("passed", "allow_rule"),
+        Verdict::ShadowWouldDrop => ("passed", "shadow_would_drop"),
+        Verdict::NotIp => ("passed", "not_ip"),
+        Verdict::DroppedPackets => ("dropped", "packets_limit"),
+        Verdict::DroppedBytes => ("dropped", "bytes_limit"),
+        Verdict::DroppedConnections => ("dropped", "connections_limit"),
+        Verdict::DroppedRequests => ("dropped", "requests_limit"),
+        Verdict::DroppedAggregate => ("dropped", "aggregate_limit"),
+        Verdict::Denied => ("dropped", "deny_rule"),
+        Verdict::Malformed => ("dropped", "malformed"),
+    }
+}
+
+/// Renders the snapshot in the Prometheus text exposition format.
+pub fn render(s: &Snapshot) -> Result<String, prometheus::Error> {
+    let r = Registry::new();
+    let counter =
+        |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+    let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<GaugeVec, prometheus::Error> {
+        let g = GaugeVec::new(Opts::new(name, help), labels)?;
+        r.register(Box::new(g.clone()))?;
+        Ok(g)
+    };
+    let int_gauge =
+        |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            r.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+
+    let packets = counter(
+        "tollgate_packets_total",
+        "Packets judged by the XDP program, by tier, verdict and reason.",
+        &["tier", "verdict", "reason"],
+    )?;
+    let bytes = counter(
+        "tollgate_bytes_total",
+        "Bytes judged by the XDP program, by tier, verdict and reason.",
+        &["tier", "verdict", "reason"],
+    )?;
+    let admitted = gauge(
+        "tollgate_tier_admitted_packets_per_second",
+        "Packets per second admitted in the tier over the last second.",
+        &["tier"],
+    )?;
+    let dropped = gauge(
+        "tollgate_tier_dropped_packets_per_second",
+        "Packets per second dropped in the tier over the last second.",
+        &["tier"],
+    )?;
+    let usage_pps = gauge(
+        "tollgate_tier_usage_packets_per_second",
+        "Tier usage: packets per second.",
+        &["tier"],
+    )?;
+    let usage_bps = gauge(
+        "tollgate_tier_usage_bytes_per_second",
+        "Tier usage: bytes per second.",
+        &["tier"],
+    )?;
+    let usage_rps = gauge(
+        "tollgate_tier_usage_requests_per_second",
+        "Tier usage: estimated HTTP requests per second (from samples).",
+        &["tier"],
+    )?;
+    let active = int_gauge(
+        "tollgate_tier_active_sources",
+        "Sources of the tier active in the last period.",
+        &["tier"],
+    )?;
+    let limited = int_gauge(
+        "tollgate_tier_limited_sources",
+        "Sources of the tier whose packets bucket is full now.",
+        &["tier"],
+    )?;
+    for t in &s.tiers {
+        for (i, c) in t.counters.iter().enumerate().take(VERDICT_COUNT as usize) {
+            let (verdict, reason) = verdict_reason(Verdict::ALL[i]);
+            packets
+                .with_label_values(&[&t.name, verdict, reason])
+                .inc_by(c.packets);
+            bytes
+                .with_label_values(&[&t.name, verdict, reason])
+                .inc_by(c.bytes);
+        }
+        admitted.with_label_values(&[&t.name]).set(t.admitted_pps);
+        dropped.with_label_values(&[&t.name]).set(t.dropped_pps);
+        usage_pps
+            .with_label_values(&[&t.name])
+            .set(t.usage.packets_per_second);
+        usage_bps
+            .with_label_values(&[&t.name])
+            .set(t.usage.bytes_per_second);
+        usage_rps
+            .with_label_values(&[&t.name])
+            .set(t.usage.requests_per_second);
+        active
+            .with_label_values(&[&t.name])
+            .set(t.usage.active_sources as i64);
+        limited
+            .with_label_values(&[&t.name])
+            .set(t.usage.limited_sources as i64);
+    }
+
+    let tracked = int_gauge(
+        "tollgate_tracked_sources",
+        "Sources with bucket state in the kernel.",
+        &["family"],
+    )?;
+    tracked
+        .with_label_values(&["ipv4"])
+        .set(s.tracked_v4 as i64);
+    tracked
+        .with_label_values(&["ipv6"])
+        .set(s.tracked_v6 as i64);
+    let fill = gauge(
+        "tollgate_source_map_fill_ratio",
+        "Tracked sources over the source map's capacity (LRU evicts beyond it).",
+        &["family"],
+    )?;
+    fill.with_label_values(&["ipv4"])
+        .set(ratio(s.tracked_v4, s.capacity_v4));
+    fill.with_label_values(&["ipv6"])
+        .set(ratio(s.tracked_v6, s.capacity_v6));
+    let rules = int_gauge(
+        "tollgate_rules",
+        "CIDR rules installed in the kernel.",
+        &["family"],
+    )?;
+    rules.with_label_values(&["ipv4"]).set(s.rules_v4 as i64);
+    rules.with_label_values(&["ipv6"]).set(s.rules_v6 as i64);
+
+    let samples = counter(
+        "tollgate_samples_total",
+        "Ring-buffer samples written by the XDP program, by kind.",
+        &["kind"],
+    )?;
+    samples
+        .with_label_values(&["http"])
+        .inc_by(s.sampler.http_sampled);
+    samples
+        .with_label_values(&["verdict"])
+        .inc_by(s.sampler.verdict_sampled);
+    let skipped = counter(
+        "tollgate_samples_skipped_total",
+        "HTTP samples not taken because the per-CPU sample budget was spent.",
+        &["kind"],
+    )?;
+    skipped
+        .with_label_values(&["http"])
+        .inc_by(s.sampler.http_budget_skipped);
+    let lost = counter(
+        "tollgate_samples_lost_total",
+        "Samples lost: ring buffer full (kernel) or undecodable (daemon).",
+        &["kind", "cause"],
+    )?;
+    lost.with_label_values(&["http", "ring_full"])
+        .inc_by(s.sampler.http_ring_full);
+    lost.with_label_values(&["verdict", "ring_full"])
+        .inc_by(s.sampler.verdict_ring_full);
+    lost.with_label_values(&["any", "undecodable"])
+        .inc_by(s.samples_undecodable);
+
+    let http = counter(
+        "tollgate_http_requests_total",
+        "Estimated HTTP requests (sampled × 1-in-K scale) by tier, method, route template, host and verdict.",
+        &["tier", "method", "route", "host", "verdict"],
+    )?;
+    for (k, v) in &s.http {
+        http.with_label_values(&[&k.tier, &k.method, &k.route, &k.host, &k.verdict])
+            .inc_by(*v);
+    }
+    let http_bad = IntCounter::new(
+        "tollgate_http_malformed_samples_total",
+        "Sampled request heads that did not parse as HTTP/1.x.",
+    )?;
+    http_bad.inc_by(s.http_malformed);
+    r.register(Box::new(http_bad))?;
+
+    let info = int_gauge(
+        "tollgate_program_info",
+        "The attached XDP program: interface, mode and program id (value 1).",
+        &["interface", "mode", "program_id"],
+    )?;
+    for i in &s.interfaces {
+        info.with_label_values(&[&i.name, &i.mode, &i.program_id.to_string()])
+            .set(1);
+    }
+    let reloads = counter(
+        "tollgate_config_reloads_total",
+        "Configuration reloads, by result.",
+        &["result"],
+    )?;
+    reloads.with_label_values(&["success"]).inc_by(s.reloads);
+    reloads
+        .with_label_values(&["failure"])
+        .inc_by(s.reload_failures);
+    let build = int_gauge(
+        "tollgate_build_info",
+        "tollgate build (value 1).",
+        &["version"],
+    )?;
+    build.with_label_values(&[s.version]).set(1);
+    let uptime = Gauge::new(
+        "tollgate_uptime_seconds",
+        "Seconds since the daemon started.",
+    )?;
+    uptime.set(s.uptime_seconds);
+    r.register(Box::new(uptime))?;
+
+    if !s.top.is_empty() {
+        let top = int_gauge(
+            "tollgate_top_source_packets",
+            "Heaviest sources now (space-saving estimate, bounded to K rows).",
+            &["rank", "source", "tier"],
+        )?;
+        let tier_name = |i: u32| {
+            s.tiers
+                .get(i as usize)
+                .map(|t| t.name.as_str())
+                .unwrap_or("?")
+        };
+        for (rank, row) in s.top.iter().enumerate() {
+            top.with_label_values(&[
+                &(rank + 1).to_string(),
+                &row.source.to_string(),
+                tier_name(row.tier),
+            ])
+            .set(row.packets as i64);
+        }
+    }
+    if let Some(up) = s.cluster_up {
+        let g = IntGauge::new(
+            "tollgate_cluster_up",
+            "1 when the cluster store (Redis) is reachable.",
+        )?;
+        g.set(up as i64);
+        r.register(Box::new(g))?;
+    }
+
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&r.gather(), &mut out)?;
+    Ok(String::from_utf8(out).expect("the text encoder writes UTF-8"))
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// Serves `GET /metrics` on `addr` until the listener fails, rendering a fresh
+/// snapshot from `snapshot` on every scrape.
+pub async fn serve<F>(listener: tokio::net::TcpListener, snapshot: F) -> std::io::Result<()>
+where
+    F: Fn() -> Snapshot + Clone + Send + Sync + 'static,
+{
+    use axum::{http::header, response::IntoResponse, routing::get};
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let snapshot = snapshot.clone();
+            async move {
+                match render(&snapshot()) {
+                    Ok(body) => (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        body,
+                    )
+                        .into_response(),
+                    Err(e) => (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("rendering metrics failed: {e}\n"),
+                    )
+                        .into_response(),
+                }
+            }
+        }),
+    );
+    axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_bounded_labels() {
+        let mut counters = vec![Counter::default(); VERDICT_COUNT as usize];
+        counters[Verdict::Passed as usize] = Counter {
+            packets: 10,
+            bytes: 1000,
+        };
+        counters[Verdict::DroppedPackets as usize] = Counter {
+            packets: 5,
+            bytes: 500,
+        };
+        let s = Snapshot {
+            version: "0.1.0",
+            tiers: vec![TierSnapshot {
+                name: "default".into(),
+                counters,
+                ..Default::default()
+            }],
+            http: vec![(
+                HttpKey {
+                    method: "GET".into(),
+                    route: "/users/{id}".into(),
+                    host: "api".into(),
+                    tier: "default".into(),
+                    verdict: "passed".into(),
+                },
+                7,
+            )],
+            cluster_up: Some(true),
+            ..Default::default()
+        };
+        let text = render(&s).unwrap();
+        assert!(text.contains(r#"tollgate_packets_total{reason="within_limits",tier="default",verdict="passed"} 10"#), "{text}");
+        assert!(text.contains(
+            r#"tollgate_packets_total{reason="packets_limit",tier="default",verdict="dropped"} 5"#
+        ));
+        assert!(text.contains(r#"route="/users/{id}""#));
+        assert!(text.contains("tollgate_cluster_up 1"));
+        assert!(text.contains("# TYPE tollgate_bytes_total counter"));
+        promtool_accepts(&text);
+    }
+
+    /// `promtool check metrics` (from the prometheus package `cargo xtask setup`
+    /// installs) lints names, units, `_total` suffixes and help strings.
+    pub(crate) fn promtool_accepts(text: &str) {
+        use std::io::Write;
+        let child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) if std::env::var("CI").is_err() => {
+                eprintln!("!!!! promtool not found ({e}); run `cargo xtask setup` !!!!");
+                return;
+            }
+            Err(e) => panic!("promtool is required under CI: {e}"),
+        };
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
