@@ -6,10 +6,15 @@
 //!   script, the XDP program).
 //! * `cargo xtask test [--no-lint] [-- <cargo test args>]`: setup, the whole
 //!   test suite, then fmt and clippy (host crates and the eBPF crate).
+//! * `cargo xtask demo`: the limiter at work on a throwaway veth, ~20 s.
 //! * `cargo xtask bench micro`: data-path ns/packet in the real kernel.
+//! * `cargo xtask fuzz [--packets N] [--seed S]`: a long packet-fuzzing run
+//!   against the reference model in the real kernel.
 
 mod bench;
 mod build;
+mod demo;
+mod fuzz;
 mod setup;
 mod test;
 mod util;
@@ -38,8 +43,14 @@ enum Command {
     Build(build::Args),
     /// Run setup, the workspace tests, then the lints.
     Test(test::Args),
+    /// Run setup, build, and show tollgate limiting simulated clients on a
+    /// throwaway namespace and veth for about 20 seconds (root).
+    Demo,
     /// Run setup, then a benchmark in the real kernel (root).
     Bench(bench::Args),
+    /// Run setup, then a long packet-fuzzing run against the reference model
+    /// in the real kernel (root).
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +60,8 @@ fn main() -> ExitCode {
         Command::Build(args) => build::run(args),
         Command::Test(args) => test::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
+        Command::Demo => demo::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
