@@ -12,6 +12,9 @@ pub mod gcra;
 pub mod http;
 pub mod limiter;
 pub mod maps;
+/// Userspace reference model of the policy (feature `model`).
+#[cfg(any(test, feature = "model"))]
+pub mod model;
 pub mod parse;
 
 pub use maps::*;

@@ -82,28 +82,52 @@ unsafe fn refund_u64(tat: *mut u64, amount: u64) {
     }
 }
 
-/// Gives back `amount` ticks to one half of a packed word (best effort: a
-/// refund that keeps losing the race is dropped, which only under-admits).
+/// Gives back `amount` ticks to one half of a packed word with one atomic
+/// add (no retry loop: the verifier explores every loop iteration on every
+/// path, and refunds sit on several). Subtracting from the low half borrows one
+/// tick from the high half when the low clock has just wrapped (every 73
+/// minutes): the request bucket then admits up to 1.024 µs early, once.
 #[inline(always)]
 unsafe fn refund_half(word: *mut u64, shift: u32, amount: u32) {
-    if amount == 0 {
-        return;
+    if amount != 0 {
+        unsafe { atomic::add_u64(word, ((amount as u64) << shift).wrapping_neg()) };
     }
-    let mut current = unsafe { atomic::load_u64(word) };
-    for _ in 0..MAX_CAS_RETRIES {
-        let tat = ((current >> shift) as u32).wrapping_sub(amount);
-        let updated = (current & !(0xFFFF_FFFFu64 << shift)) | ((tat as u64) << shift);
-        match unsafe { atomic::cas_u64(word, current, updated) } {
-            Ok(_) => return,
-            Err(seen) => current = seen,
-        }
+}
+
+/// What [`charge_source`] charged, so a later rejection (the tier's aggregate
+/// ceiling) can give it back with [`refund_source`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Charges {
+    pub packets_ns: u64,
+    pub bytes_ns: u64,
+    pub connections_ticks: u32,
+    pub requests_ticks: u32,
+}
+
+/// Gives back what [`charge_source`] charged.
+///
+/// # Safety
+/// As [`charge_source`].
+#[inline(always)]
+pub unsafe fn refund_source(state: *mut SourceState, charges: &Charges) {
+    unsafe {
+        refund_u64(&raw mut (*state).packets_tat, charges.packets_ns);
+        refund_u64(&raw mut (*state).bytes_tat, charges.bytes_ns);
+        let l7_tats = &raw mut (*state).l7_tats;
+        refund_half(
+            l7_tats,
+            SourceState::CONNECTIONS_SHIFT,
+            charges.connections_ticks,
+        );
+        refund_half(l7_tats, SourceState::REQUESTS_SHIFT, charges.requests_ticks);
     }
 }
 
 /// Charges one packet to a source's buckets under `tier`'s limits.
 ///
 /// Returns the first limit that rejects it; everything charged before that is
-/// refunded. Unlimited kinds cost nothing.
+/// refunded. Unlimited kinds cost nothing. On success, returns what was
+/// charged.
 ///
 /// # Safety
 /// `state` must point to a valid, 8-byte aligned [`SourceState`] for the whole
@@ -115,7 +139,7 @@ pub unsafe fn charge_source(
     tier: &TierConfig,
     now_ns: u64,
     costs: &Costs,
-) -> Result<(), LimitKind> {
+) -> Result<Charges, LimitKind> {
     let packets_tat = unsafe { &raw mut (*state).packets_tat };
     let bytes_tat = unsafe { &raw mut (*state).bytes_tat };
     let l7_tats = unsafe { &raw mut (*state).l7_tats };
@@ -161,7 +185,9 @@ pub unsafe fn charge_source(
     };
 
     let requests = &tier.limits[LimitKind::Requests as usize];
-    if costs.request && !requests.is_unlimited() {
+    let requests_charged = if !costs.request || requests.is_unlimited() {
+        0
+    } else {
         let inc = requests.increment_ticks();
         let cap = requests.capacity_ticks();
         if !unsafe { charge_half(l7_tats, SourceState::REQUESTS_SHIFT, now_ticks, inc, cap) } {
@@ -172,8 +198,14 @@ pub unsafe fn charge_source(
             }
             return Err(LimitKind::Requests);
         }
-    }
-    Ok(())
+        inc
+    };
+    Ok(Charges {
+        packets_ns: packets_charged,
+        bytes_ns: bytes_charged,
+        connections_ticks: connections_charged,
+        requests_ticks: requests_charged,
+    })
 }
 
 /// Charges one packet to a tier's aggregate ceiling.
@@ -233,7 +265,7 @@ mod tests {
             ..Default::default()
         };
         unsafe {
-            assert_eq!(charge_source(p, &t, SEC, &big), Ok(()));
+            assert!(charge_source(p, &t, SEC, &big).is_ok());
             let before = (*p).packets_tat;
             assert_eq!(charge_source(p, &t, SEC, &big), Err(LimitKind::Bytes));
             assert_eq!((*p).packets_tat, before);

@@ -4,6 +4,7 @@
 //! directories, processes) is named `tg-<unique id>` and removed when its guard
 //! drops, which also happens while a failing test unwinds.
 
+pub mod fuzz;
 pub mod net;
 pub mod packet;
 pub mod program;

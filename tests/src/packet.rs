@@ -71,7 +71,7 @@ impl Packet {
     }
 
     pub fn ipv4_options(mut self, bytes: usize) -> Self {
-        assert!(bytes % 4 == 0 && bytes <= 40);
+        assert!(bytes.is_multiple_of(4) && bytes <= 40);
         self.ipv4_options = bytes;
         self
     }
@@ -92,7 +92,7 @@ impl Packet {
     }
 
     pub fn tcp_options(mut self, flags: u8, options: usize) -> Self {
-        assert!(options % 4 == 0 && options <= 40);
+        assert!(options.is_multiple_of(4) && options <= 40);
         self.l4 = L4::Tcp { flags, options };
         self
     }

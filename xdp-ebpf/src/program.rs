@@ -146,11 +146,13 @@ fn judge(
     // only ever changed through the limiter's atomics.
     let mut verdict = match unsafe { limiter::charge_source(state, tier, now, &costs) } {
         Err(kind) => kind.drop_verdict(),
-        Ok(()) => {
+        Ok(charges) => {
             let aggregate = TG_AGGREGATE.get_ptr_mut(tier_index).ok_or(Internal)?;
             if unsafe { limiter::charge_aggregate(aggregate, &tier.aggregate, now) } {
                 Verdict::Passed
             } else {
+                // Not admitted: the source keeps its budget for its next packet.
+                unsafe { limiter::refund_source(state, &charges) };
                 Verdict::DroppedAggregate
             }
         }

@@ -1,0 +1,683 @@
+//! Userspace reference model of the data path's policy, for differential tests
+//! (`tests/tests/fuzz_packets.rs` runs the same frames through the kernel
+//! program and through this model and compares verdicts and counters).
+//!
+//! It is a plain restatement of the policy, deliberately not the kernel's
+//! control flow: rules are a list searched linearly for the longest matching
+//! prefix, source buckets live in a `HashMap`, a packet's charges are computed
+//! on a copy of its buckets and committed only when every per-source limit
+//! admits it (which is what the kernel's refunds amount to), and time is a
+//! constant `now` (see [`Model::new`]).
+//!
+//! It reuses the shared header walk ([`crate::parse`], tested separately) and
+//! the one-bucket GCRA steps ([`crate::gcra`]) with the [`Limit`] unit
+//! conversions, so a disagreement points at the data path's decisions, not at
+//! arithmetic both sides share.
+//!
+//! The policy, for a frame of `len` bytes:
+//!
+//! 1. Not IPv4/IPv6: [`Verdict::NotIp`]; no trustworthy source address:
+//!    [`Verdict::Malformed`]. Both counted under the default tier.
+//! 2. The longest rule prefix containing the source: `allow` gives
+//!    [`Verdict::Allowed`], `deny` [`Verdict::Denied`], counted under the rule's
+//!    tier; a tier rule selects the tier. No rule: the default tier.
+//! 3. An inactive tier passes the packet ([`Verdict::Passed`]) and tracks nothing.
+//! 4. The source's buckets (IPv4: the address; IPv6: the first 64 bits masked to
+//!    the tier's prefix length), created idle, are charged in order: one packet,
+//!    `len` bytes, one connection (TCP SYN without ACK), one request (a TCP
+//!    payload starting an HTTP request). Unlimited kinds cost nothing. The first
+//!    limit that rejects gives its drop verdict and nothing is charged.
+//! 5. Otherwise the tier's aggregate takes one packet, and the source's charges
+//!    are kept; or it gives [`Verdict::DroppedAggregate`] and nothing is charged.
+//! 6. An admitted packet whose transport header is malformed is
+//!    [`Verdict::Malformed`] (dropped, but charged to its source).
+//! 7. In a shadow tier every dropping verdict of steps 4-6 becomes
+//!    [`Verdict::ShadowWouldDrop`].
+
+extern crate std;
+
+use std::{collections::HashMap, vec, vec::Vec};
+
+use crate::{
+    Counter, Limit, LimitKind, MAX_TIERS, RULE_ALLOW, RULE_DENY, RuleValue, TierConfig,
+    VERDICT_COUNT, Verdict, gcra,
+    gcra::TICK_SHIFT,
+    parse::{self, Parsed, SourceAddr, Transport},
+};
+
+/// A rule's network: the address with the host bits cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+/// One rule: a prefix and what to do with sources inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub network: Network,
+    pub prefix_len: u32,
+    pub value: RuleValue,
+}
+
+/// Whether the first `prefix_len` bits of `a` and `b` are equal.
+fn same_prefix(a: &[u8], b: &[u8], prefix_len: u32) -> bool {
+    (0..prefix_len as usize).all(|bit| {
+        let mask = 0x80u8 >> (bit % 8);
+        a[bit / 8] & mask == b[bit / 8] & mask
+    })
+}
+
+/// `addr` with every bit after the first `prefix_len` cleared.
+fn truncate<const N: usize>(addr: [u8; N], prefix_len: u32) -> [u8; N] {
+    let mut out = [0u8; N];
+    for bit in 0..(prefix_len as usize).min(N * 8) {
+        out[bit / 8] |= addr[bit / 8] & (0x80 >> (bit % 8));
+    }
+    out
+}
+
+impl Rule {
+    /// Whether `src` lies inside this rule's network.
+    pub fn contains(&self, src: &SourceAddr) -> bool {
+        match (self.network, src) {
+            (Network::V4(net), SourceAddr::V4(a)) => same_prefix(&net, a, self.prefix_len),
+            (Network::V6(net), SourceAddr::V6(a)) => same_prefix(&net, a, self.prefix_len),
+            _ => false,
+        }
+    }
+}
+
+/// Everything configuration decides: default tier, tiers, rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub default_tier: u32,
+    pub tiers: [TierConfig; MAX_TIERS as usize],
+    rules: Vec<Rule>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::new()
+    }
+}
+
+impl Policy {
+    /// Default tier 0, every tier inactive, no rules (what a fresh load has).
+    pub fn new() -> Policy {
+        Policy {
+            default_tier: 0,
+            tiers: [TierConfig::default(); MAX_TIERS as usize],
+            rules: Vec::new(),
+        }
+    }
+
+    /// Adds or replaces the rule for `network/prefix_len` (host bits ignored).
+    ///
+    /// # Panics
+    /// On a prefix longer than the address or a tier out of range (the daemon
+    /// refuses both).
+    pub fn set_rule(&mut self, network: Network, prefix_len: u32, value: RuleValue) {
+        assert!(value.tier < MAX_TIERS, "tier {} out of range", value.tier);
+        let network = match network {
+            Network::V4(a) => {
+                assert!(prefix_len <= 32);
+                Network::V4(truncate(a, prefix_len))
+            }
+            Network::V6(a) => {
+                assert!(prefix_len <= 128);
+                Network::V6(truncate(a, prefix_len))
+            }
+        };
+        let rule = Rule {
+            network,
+            prefix_len,
+            value,
+        };
+        match self
+            .rules
+            .iter_mut()
+            .find(|r| r.network == network && r.prefix_len == prefix_len)
+        {
+            Some(existing) => *existing = rule,
+            None => self.rules.push(rule),
+        }
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The rule with the longest prefix containing `src`, if any.
+    pub fn lookup(&self, src: &SourceAddr) -> Option<RuleValue> {
+        let mut best: Option<&Rule> = None;
+        for rule in &self.rules {
+            if rule.contains(src) && best.is_none_or(|b| rule.prefix_len > b.prefix_len) {
+                best = Some(rule);
+            }
+        }
+        best.map(|r| r.value)
+    }
+}
+
+/// Key of a source's buckets, as the kernel keys them: the IPv4 address, or the
+/// first 64 bits of the IPv6 address masked to the tier's prefix
+/// ([`parse::ipv6_key`]). One key space per family, shared by all tiers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SourceKey {
+    V4([u8; 4]),
+    V6(u64),
+}
+
+/// A source's four buckets, unpacked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Buckets {
+    /// Nanosecond TATs.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Wrapping tick TATs.
+    pub connections: u32,
+    pub requests: u32,
+}
+
+impl Buckets {
+    /// Idle buckets for a source first seen at `now_ns`, by the convention of
+    /// [`crate::limiter::fresh_state`]: 64-bit TATs at zero (far in the past),
+    /// 32-bit TATs at `now` in ticks (equal to now means idle).
+    pub fn idle(now_ns: u64) -> Buckets {
+        let ticks = (now_ns >> TICK_SHIFT) as u32;
+        Buckets {
+            packets: 0,
+            bytes: 0,
+            connections: ticks,
+            requests: ticks,
+        }
+    }
+
+    /// These buckets as the kernel stores them.
+    pub fn to_state(self) -> crate::SourceState {
+        crate::SourceState {
+            packets_tat: self.packets,
+            bytes_tat: self.bytes,
+            l7_tats: (self.connections as u64) << crate::SourceState::CONNECTIONS_SHIFT
+                | (self.requests as u64) << crate::SourceState::REQUESTS_SHIFT,
+        }
+    }
+}
+
+/// The verdict of one frame and the tier it is counted under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Judgement {
+    pub tier: u32,
+    pub verdict: Verdict,
+}
+
+impl Judgement {
+    /// The XDP action: `XDP_DROP` (1) or `XDP_PASS` (2).
+    pub fn action(&self) -> u32 {
+        if self.verdict.drops() { 1 } else { 2 }
+    }
+}
+
+/// The policy plus everything it accumulates: buckets, aggregates, counters.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub policy: Policy,
+    now_ns: u64,
+    sources: HashMap<SourceKey, Buckets>,
+    aggregate: [u64; MAX_TIERS as usize],
+    counters: Vec<[Counter; VERDICT_COUNT as usize]>,
+}
+
+impl Model {
+    /// A model whose clock stands still at `now_ns`.
+    ///
+    /// The kernel reads a real clock, so the two agree exactly only while no
+    /// bucket refills between the packets compared: every limit's interval
+    /// (per packet, per byte, per connection, per request) must be longer than
+    /// the wall time the compared packets take, and every capacity a whole
+    /// number of intervals (in ticks, for connections and requests).
+    pub fn new(policy: Policy, now_ns: u64) -> Model {
+        Model {
+            policy,
+            now_ns,
+            sources: HashMap::new(),
+            aggregate: [0; MAX_TIERS as usize],
+            counters: vec![[Counter::default(); VERDICT_COUNT as usize]; MAX_TIERS as usize],
+        }
+    }
+
+    /// Forgets every source's buckets and every aggregate (as deleting the
+    /// kernel's source entries and zeroing its aggregates does); keeps counters.
+    pub fn clear_buckets(&mut self) {
+        self.sources.clear();
+        self.aggregate = [0; MAX_TIERS as usize];
+    }
+
+    /// `counters()[tier][verdict]`: packets and bytes judged so far.
+    pub fn counters(&self) -> &[[Counter; VERDICT_COUNT as usize]] {
+        &self.counters
+    }
+
+    /// Replaces the counters (to resynchronise with the kernel after a
+    /// reported disagreement).
+    pub fn set_counters(&mut self, counters: Vec<[Counter; VERDICT_COUNT as usize]>) {
+        assert_eq!(counters.len(), MAX_TIERS as usize);
+        self.counters = counters;
+    }
+
+    /// Every tracked source.
+    pub fn sources(&self) -> &HashMap<SourceKey, Buckets> {
+        &self.sources
+    }
+
+    pub fn aggregate_tat(&self, tier: u32) -> u64 {
+        self.aggregate[tier as usize]
+    }
+
+    /// Judges one frame, updating buckets and counters.
+    pub fn judge(&mut self, frame: &[u8]) -> Judgement {
+        let judgement = self.decide(frame);
+        let counter = &mut self.counters[judgement.tier as usize][judgement.verdict as usize];
+        counter.packets += 1;
+        counter.bytes += frame.len() as u64;
+        judgement
+    }
+
+    fn decide(&mut self, frame: &[u8]) -> Judgement {
+        let default_tier = self.policy.default_tier;
+        let packet = match parse::parse(frame) {
+            Parsed::NotIp => return judgement(default_tier, Verdict::NotIp),
+            Parsed::Malformed => return judgement(default_tier, Verdict::Malformed),
+            Parsed::Ip(packet) => packet,
+        };
+
+        let tier_index = match self.policy.lookup(&packet.src) {
+            Some(rule) if rule.action == RULE_ALLOW => {
+                return judgement(rule.tier, Verdict::Allowed);
+            }
+            Some(rule) if rule.action == RULE_DENY => {
+                return judgement(rule.tier, Verdict::Denied);
+            }
+            Some(rule) => rule.tier,
+            None => default_tier,
+        };
+        let tier = self.policy.tiers[tier_index as usize];
+        if !tier.is_active() {
+            return judgement(tier_index, Verdict::Passed);
+        }
+
+        let (connection, request) = match packet.transport {
+            Transport::Tcp {
+                new_connection,
+                payload,
+                ..
+            } => (new_connection, parse::is_http_request(frame, payload)),
+            _ => (false, false),
+        };
+        let key = match packet.src {
+            SourceAddr::V4(a) => SourceKey::V4(a),
+            SourceAddr::V6(a) => SourceKey::V6(parse::ipv6_key(&a, tier.ipv6_prefix)),
+        };
+        let now = self.now_ns;
+        let buckets = self
+            .sources
+            .entry(key)
+            .or_insert_with(|| Buckets::idle(now));
+
+        let per_source = charge(
+            *buckets,
+            &tier,
+            now,
+            frame.len() as u64,
+            connection,
+            request,
+        );
+        let mut verdict = match per_source {
+            Err(kind) => kind.drop_verdict(),
+            Ok(charged) => {
+                let aggregate = &mut self.aggregate[tier_index as usize];
+                match step_ns(*aggregate, now, &tier.aggregate, 1) {
+                    Some(tat) => {
+                        *buckets = charged;
+                        *aggregate = tat;
+                        Verdict::Passed
+                    }
+                    None => Verdict::DroppedAggregate,
+                }
+            }
+        };
+        if verdict == Verdict::Passed && packet.transport == Transport::Malformed {
+            verdict = Verdict::Malformed;
+        }
+        if tier.is_shadow() && verdict.drops() {
+            verdict = Verdict::ShadowWouldDrop;
+        }
+        judgement(tier_index, verdict)
+    }
+}
+
+fn judgement(tier: u32, verdict: Verdict) -> Judgement {
+    Judgement { tier, verdict }
+}
+
+/// `buckets` after charging one packet, or the first limit that rejects it.
+fn charge(
+    mut buckets: Buckets,
+    tier: &TierConfig,
+    now: u64,
+    len: u64,
+    connection: bool,
+    request: bool,
+) -> Result<Buckets, LimitKind> {
+    let limit = |kind: LimitKind| &tier.limits[kind as usize];
+    let now_ticks = (now >> TICK_SHIFT) as u32;
+
+    buckets.packets =
+        step_ns(buckets.packets, now, limit(LimitKind::Packets), 1).ok_or(LimitKind::Packets)?;
+    buckets.bytes =
+        step_ns(buckets.bytes, now, limit(LimitKind::Bytes), len).ok_or(LimitKind::Bytes)?;
+    if connection {
+        buckets.connections = step_ticks(
+            buckets.connections,
+            now_ticks,
+            limit(LimitKind::Connections),
+        )
+        .ok_or(LimitKind::Connections)?;
+    }
+    if request {
+        buckets.requests = step_ticks(buckets.requests, now_ticks, limit(LimitKind::Requests))
+            .ok_or(LimitKind::Requests)?;
+    }
+    Ok(buckets)
+}
+
+/// One nanosecond-bucket step costing `cost` units; unlimited costs nothing.
+fn step_ns(tat: u64, now: u64, limit: &Limit, cost: u64) -> Option<u64> {
+    if limit.is_unlimited() {
+        return Some(tat);
+    }
+    gcra::admit(tat, now, limit.increment_ns(cost), limit.capacity_ns)
+}
+
+/// One tick-bucket step costing one unit; unlimited costs nothing.
+fn step_ticks(tat: u32, now: u32, limit: &Limit) -> Option<u32> {
+    if limit.is_unlimited() {
+        return Some(tat);
+    }
+    gcra::admit_wrapping(tat, now, limit.increment_ticks(), limit.capacity_ticks())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{RULE_TIER, TIER_ACTIVE, TIER_SHADOW};
+
+    const HOUR: u64 = 3_600_000_000_000;
+    const NOW: u64 = 1 << 40;
+
+    fn eth(proto: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&proto.to_be_bytes());
+        f
+    }
+
+    fn v4(src: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+        let mut f = eth(0x0800);
+        let mut h = [0u8; 20];
+        h[0] = 0x45;
+        h[9] = proto;
+        h[12..16].copy_from_slice(&src);
+        f.extend_from_slice(&h);
+        f.extend_from_slice(l4);
+        f
+    }
+
+    fn udp(src: [u8; 4]) -> Vec<u8> {
+        v4(src, 17, &[0; 8])
+    }
+
+    fn tcp(src: [u8; 4], flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut t = vec![0u8; 20];
+        t[12] = 5 << 4;
+        t[13] = flags;
+        t.extend_from_slice(payload);
+        v4(src, 6, &t)
+    }
+
+    fn v6(src: [u8; 16]) -> Vec<u8> {
+        let mut f = eth(0x86dd);
+        let mut h = [0u8; 40];
+        h[0] = 0x60;
+        h[6] = 17;
+        h[8..24].copy_from_slice(&src);
+        f.extend_from_slice(&h);
+        f.extend_from_slice(&[0; 8]);
+        f
+    }
+
+    fn per_hour(burst: u64) -> Limit {
+        Limit::per_period(1, HOUR, burst).unwrap()
+    }
+
+    fn tier(limits: [Option<Limit>; 4], aggregate: Option<Limit>, flags: u32) -> TierConfig {
+        TierConfig {
+            limits: limits.map(|l| l.unwrap_or(Limit::UNLIMITED)),
+            aggregate: aggregate.unwrap_or(Limit::UNLIMITED),
+            ipv6_prefix: 64,
+            flags: TIER_ACTIVE | flags,
+        }
+    }
+
+    fn verdicts(m: &mut Model, frame: &[u8], n: usize) -> Vec<Verdict> {
+        (0..n).map(|_| m.judge(frame).verdict).collect()
+    }
+
+    #[test]
+    fn longest_prefix_wins_regardless_of_insertion_order() {
+        let mut p = Policy::new();
+        let rule = |action, tier| RuleValue { action, tier };
+        p.set_rule(Network::V4([10, 1, 2, 3]), 8, rule(RULE_DENY, 0));
+        p.set_rule(Network::V4([10, 1, 2, 0]), 24, rule(RULE_ALLOW, 3));
+        p.set_rule(Network::V4([10, 1, 0, 0]), 16, rule(RULE_TIER, 2));
+        p.set_rule(Network::V4([0, 0, 0, 0]), 0, rule(RULE_TIER, 9));
+        let at = |p: &Policy, a| p.lookup(&SourceAddr::V4(a));
+        assert_eq!(at(&p, [10, 1, 2, 200]), Some(rule(RULE_ALLOW, 3)));
+        assert_eq!(at(&p, [10, 1, 3, 1]), Some(rule(RULE_TIER, 2)));
+        assert_eq!(at(&p, [10, 2, 0, 1]), Some(rule(RULE_DENY, 0)));
+        assert_eq!(at(&p, [11, 0, 0, 1]), Some(rule(RULE_TIER, 9)));
+        assert_eq!(p.lookup(&SourceAddr::V6([0; 16])), None);
+        // Same network and length (host bits differ): replaced, not added.
+        p.set_rule(Network::V4([10, 1, 2, 99]), 24, rule(RULE_DENY, 1));
+        assert_eq!(p.rules().len(), 4);
+        assert_eq!(at(&p, [10, 1, 2, 200]), Some(rule(RULE_DENY, 1)));
+    }
+
+    #[test]
+    fn rules_and_inactive_tiers() {
+        let mut p = Policy::new();
+        p.tiers[0] = tier([Some(per_hour(1)), None, None, None], None, 0);
+        p.set_rule(
+            Network::V4([1, 1, 1, 1]),
+            32,
+            RuleValue {
+                action: RULE_ALLOW,
+                tier: 4,
+            },
+        );
+        p.set_rule(
+            Network::V4([2, 2, 2, 0]),
+            24,
+            RuleValue {
+                action: RULE_DENY,
+                tier: 5,
+            },
+        );
+        p.set_rule(
+            Network::V4([3, 3, 3, 3]),
+            32,
+            RuleValue {
+                action: RULE_TIER,
+                tier: 6,
+            },
+        );
+        let mut m = Model::new(p, NOW);
+        assert_eq!(m.judge(&udp([1, 1, 1, 1])), judgement(4, Verdict::Allowed));
+        assert_eq!(m.judge(&udp([2, 2, 2, 9])), judgement(5, Verdict::Denied));
+        // Tier 6 is not configured: passed, nothing tracked.
+        assert_eq!(
+            verdicts(&mut m, &udp([3, 3, 3, 3]), 3),
+            [Verdict::Passed; 3]
+        );
+        assert!(m.sources().is_empty());
+        assert_eq!(
+            verdicts(&mut m, &udp([4, 4, 4, 4]), 2),
+            [Verdict::Passed, Verdict::DroppedPackets]
+        );
+        assert_eq!(m.counters()[6][Verdict::Passed as usize].packets, 3);
+        assert_eq!(m.counters()[0][Verdict::DroppedPackets as usize].packets, 1);
+        assert_eq!(
+            m.counters()[0][Verdict::DroppedPackets as usize].bytes,
+            udp([4, 4, 4, 4]).len() as u64
+        );
+    }
+
+    #[test]
+    fn a_rejecting_limit_charges_nothing() {
+        let frame = udp([5, 5, 5, 5]);
+        let bytes = Limit::per_period(1, 1 << 31, 2 * frame.len() as u64).unwrap();
+        let mut p = Policy::new();
+        p.tiers[0] = tier([Some(per_hour(3)), Some(bytes), None, None], None, 0);
+        let mut m = Model::new(p, NOW);
+        assert_eq!(
+            verdicts(&mut m, &frame, 4),
+            [
+                Verdict::Passed,
+                Verdict::Passed,
+                Verdict::DroppedBytes,
+                Verdict::DroppedBytes
+            ]
+        );
+        // The packets bucket holds the two admitted packets only.
+        let state = m.sources()[&SourceKey::V4([5, 5, 5, 5])];
+        assert_eq!(state.packets, NOW + 2 * HOUR);
+    }
+
+    #[test]
+    fn connections_and_requests_count_only_their_packets() {
+        let minute = 60_000_000_000;
+        let mut p = Policy::new();
+        let one = Limit::per_period(1, minute, 1).unwrap();
+        p.tiers[0] = tier([None, None, Some(one), Some(one)], None, 0);
+        let mut m = Model::new(p, NOW);
+        let syn = tcp([6, 6, 6, 6], 0x02, b"");
+        let synack = tcp([6, 6, 6, 6], 0x12, b"");
+        let get = tcp([6, 6, 6, 6], 0x18, b"GET / HTTP/1.1\r\n");
+        let body = tcp([6, 6, 6, 6], 0x18, b"GETX / HTTP/1.1\r\n");
+        assert_eq!(
+            verdicts(&mut m, &syn, 2),
+            [Verdict::Passed, Verdict::DroppedConnections]
+        );
+        assert_eq!(verdicts(&mut m, &synack, 2), [Verdict::Passed; 2]);
+        assert_eq!(
+            verdicts(&mut m, &get, 2),
+            [Verdict::Passed, Verdict::DroppedRequests]
+        );
+        assert_eq!(verdicts(&mut m, &body, 2), [Verdict::Passed; 2]);
+        // A SYN carrying a request that the request limit rejects gives its
+        // connection back: two more SYNs fit a burst of two.
+        let mut p = Policy::new();
+        let two = Limit::per_period(1, minute, 2).unwrap();
+        p.tiers[0] = tier([None, None, Some(two), Some(one)], None, 0);
+        let mut m = Model::new(p, NOW);
+        let syn_get = tcp([6, 6, 6, 6], 0x02, b"GET / HTTP/1.1\r\n");
+        assert_eq!(m.judge(&get).verdict, Verdict::Passed);
+        assert_eq!(m.judge(&syn_get).verdict, Verdict::DroppedRequests);
+        assert_eq!(
+            verdicts(&mut m, &syn, 3),
+            [
+                Verdict::Passed,
+                Verdict::Passed,
+                Verdict::DroppedConnections
+            ]
+        );
+    }
+
+    #[test]
+    fn aggregate_shadow_and_malformed_transport() {
+        let mut p = Policy::new();
+        p.tiers[0] = tier([Some(per_hour(2)), None, None, None], Some(per_hour(3)), 0);
+        let mut m = Model::new(p.clone(), NOW);
+        let a = verdicts(&mut m, &udp([8, 0, 0, 1]), 3);
+        let b = verdicts(&mut m, &udp([8, 0, 0, 2]), 3);
+        assert_eq!(
+            a,
+            [Verdict::Passed, Verdict::Passed, Verdict::DroppedPackets]
+        );
+        // The aggregate's drops charge nothing to the source, so b never
+        // reaches its own packets limit.
+        assert_eq!(
+            b,
+            [
+                Verdict::Passed,
+                Verdict::DroppedAggregate,
+                Verdict::DroppedAggregate
+            ]
+        );
+
+        p.tiers[0].flags |= TIER_SHADOW;
+        let mut m = Model::new(p, NOW);
+        // Truncated UDP header: admitted but malformed, so a shadow would-drop.
+        let mut short = udp([8, 0, 0, 3]);
+        short.truncate(14 + 20 + 4);
+        assert_eq!(
+            verdicts(&mut m, &short, 3),
+            [
+                Verdict::ShadowWouldDrop,
+                Verdict::ShadowWouldDrop,
+                Verdict::ShadowWouldDrop
+            ]
+        );
+        assert_eq!(
+            m.sources()[&SourceKey::V4([8, 0, 0, 3])].packets,
+            NOW + 2 * HOUR
+        );
+    }
+
+    #[test]
+    fn unparsable_frames_count_under_the_default_tier() {
+        let mut p = Policy::new();
+        p.default_tier = 7;
+        p.tiers[7] = tier([Some(per_hour(1)), None, None, None], None, 0);
+        let mut m = Model::new(p, NOW);
+        assert_eq!(m.judge(&eth(0x0806)), judgement(7, Verdict::NotIp));
+        assert_eq!(m.judge(&eth(0x0800)), judgement(7, Verdict::Malformed));
+        assert!(m.sources().is_empty());
+    }
+
+    #[test]
+    fn ipv6_sources_share_buckets_by_prefix() {
+        let mut p = Policy::new();
+        p.tiers[0] = tier([Some(per_hour(1)), None, None, None], None, 0);
+        p.tiers[0].ipv6_prefix = 48;
+        let mut m = Model::new(p, NOW);
+        let mut a = [0u8; 16];
+        a[..6].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 1]);
+        let mut b = a;
+        b[6] = 0xff; // same /48, different /64
+        let mut c = a;
+        c[5] = 2; // different /48
+        assert_eq!(m.judge(&v6(a)).verdict, Verdict::Passed);
+        assert_eq!(m.judge(&v6(b)).verdict, Verdict::DroppedPackets);
+        assert_eq!(m.judge(&v6(c)).verdict, Verdict::Passed);
+        assert_eq!(m.sources().len(), 2);
+    }
+
+    #[test]
+    fn idle_buckets_match_the_kernels_fresh_state() {
+        assert_eq!(
+            Buckets::idle(NOW + 12_345).to_state(),
+            crate::limiter::fresh_state(NOW + 12_345)
+        );
+    }
+}
