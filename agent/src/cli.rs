@@ -1,0 +1,924 @@
+//! The `tollgate` command line: argument definitions, talking to the daemon,
+//! and rendering its answers as aligned tables with human units (or JSON).
+
+use std::{
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use serde::Serialize;
+use tollgate_common::Verdict;
+
+use crate::{
+    config::{self, TierMode},
+    control::{
+        self, ClientError, Done, Fill, LimitRow, Request, RuleAction, RuleRow, StatsData,
+        StatusData, TierRow, TierSetArgs, TopData,
+    },
+    daemon::{self, RunOptions},
+    kernel::AttachMode,
+    talkers::TopBy,
+    units::{human_byte_rate, human_bytes, human_count, human_duration, human_rate},
+};
+
+const AFTER_HELP: &str = "\
+Examples:
+  tollgate run --iface eth0          protect eth0 with the built-in default tier
+  tollgate run --config /etc/tollgate/tollgate.toml
+  tollgate status
+  tollgate tier set gold --packets 500/s --burst 1000 --requests 100/s
+  tollgate rule add 203.0.113.0/24 --tier gold
+  tollgate rule add 198.51.100.7 --deny
+  tollgate stats --tier gold
+  tollgate top --by drops -n 10
+  tollgate --json tier list
+  tollgate reload                    re-read the config file (same as SIGHUP)
+  tollgate detach                    remove the program from every interface
+
+Changes made with `tier set/rm` and `rule add/rm` are saved in the state file
+and survive reloads and restarts; they take precedence over the config file.";
+
+/// tollgate: a kernel-level (XDP) API rate limiter.
+///
+/// `tollgate run` is the daemon: it attaches an XDP program that enforces
+/// per-source token buckets (packets, bytes, new connections, HTTP requests)
+/// grouped in tiers, and serves a control socket. Every other command talks
+/// to the running daemon through that socket.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// The daemon's control socket [default: from the config, else /run/tollgate/tollgate.sock].
+    /// Example: --socket /tmp/tg/tollgate.sock
+    #[arg(
+        long,
+        global = true,
+        env = "TOLLGATE_SOCKET",
+        value_name = "PATH",
+        help_heading = "Global options"
+    )]
+    pub socket: Option<PathBuf>,
+
+    /// The config file. For `run`, what to enforce (without it, the embedded
+    /// default); for other commands, where to find the socket and pin dir
+    /// [default for those: /etc/tollgate/tollgate.toml if it exists].
+    /// Example: --config /etc/tollgate/tollgate.toml
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        help_heading = "Global options"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Print JSON instead of tables (for scripts). Example: tollgate --json stats
+    #[arg(long, global = true, help_heading = "Global options")]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: attach the XDP program and serve the control socket
+    /// until SIGTERM/SIGINT (the program stays attached; see `detach`).
+    /// SIGHUP reloads the config. Example: tollgate run --iface eth0
+    Run(RunArgs),
+    /// Show interfaces, XDP mode, program id, uptime, map fill levels and
+    /// where the config comes from. Example: tollgate status
+    Status,
+    /// List, create, change or remove tiers. Example: tollgate tier list
+    #[command(subcommand)]
+    Tier(TierCommand),
+    /// List, add or remove rules that map source CIDRs to tiers, or allow or
+    /// deny them outright. Example: tollgate rule list
+    #[command(subcommand)]
+    Rule(RuleCommand),
+    /// Passed and dropped packets and bytes per tier, by verdict, with
+    /// current rates. Example: tollgate stats --tier gold
+    Stats(StatsArgs),
+    /// The heaviest sources right now. Example: tollgate top --by drops -n 10
+    Top(TopArgs),
+    /// Re-read the config file and apply it (tiers, rules, default tier)
+    /// without detaching or resetting any bucket. A bad file changes nothing.
+    /// Example: tollgate reload
+    Reload,
+    /// Remove the XDP program from every interface, delete its pins and stop
+    /// the daemon. Works without a running daemon given --pin-dir or --config.
+    /// Example: tollgate detach
+    Detach(DetachArgs),
+    /// Check a config file without touching the kernel.
+    /// Example: tollgate check --config /etc/tollgate/tollgate.toml
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// An interface to protect; repeat for several. Overrides `interfaces` in
+    /// the config. Example: --iface eth0 --iface eth1
+    #[arg(long = "iface", value_name = "IF")]
+    pub ifaces: Vec<String>,
+
+    /// XDP attach mode [default: from the config, else auto]. Example: --mode generic
+    #[arg(long, value_enum)]
+    pub mode: Option<AttachMode>,
+
+    /// bpffs directory for the pinned program, maps and links [default: from
+    /// the config, else /sys/fs/bpf/tollgate/default]. Example: --pin-dir /sys/fs/bpf/tollgate/edge
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+
+    /// State file keeping CLI changes and tier indices [default: from the
+    /// config, else /var/lib/tollgate/state.json]. Example: --state /var/lib/tollgate/state.json
+    #[arg(long = "state", value_name = "PATH")]
+    pub state: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TierCommand {
+    /// List the tiers and their limits (`*` marks the default tier).
+    /// Example: tollgate tier list
+    List,
+    /// Create a tier, or change the given limits of an existing one (the
+    /// others keep their values). Rates are N/s, N/min or N/h, or "unlimited".
+    /// Example: tollgate tier set gold --packets 500/s --burst 1000 --bytes 50MB/s
+    Set(Box<TierSetCli>),
+    /// Remove a tier. The default tier and tiers used by rules cannot be
+    /// removed. Example: tollgate tier rm gold
+    Rm {
+        /// The tier to remove. Example: gold
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TierSetCli {
+    /// Tier name (letters, digits, '-', '_', '.'). Example: gold
+    pub name: String,
+    /// Packets per source. Example: --packets 1000/s
+    #[arg(long, value_name = "RATE")]
+    pub packets: Option<String>,
+    /// Burst of the packets limit, in packets [default: one second's worth].
+    /// Example: --burst 2000
+    #[arg(long, value_name = "N")]
+    pub burst: Option<u64>,
+    /// Bytes per source; units B, KB, MB, GB, KiB, MiB, GiB. Example: --bytes 10MB/s
+    #[arg(long, value_name = "RATE")]
+    pub bytes: Option<String>,
+    /// Burst of the bytes limit [default: one second's worth, at least 64KiB].
+    /// Example: --bytes-burst 1MiB
+    #[arg(long, value_name = "SIZE")]
+    pub bytes_burst: Option<String>,
+    /// New TCP connections per source. Example: --connections 20/s
+    #[arg(long, value_name = "RATE")]
+    pub connections: Option<String>,
+    /// Burst of the connections limit. Example: --connections-burst 40
+    #[arg(long, value_name = "N")]
+    pub connections_burst: Option<u64>,
+    /// HTTP requests per source. Example: --requests 50/s
+    #[arg(long, value_name = "RATE")]
+    pub requests: Option<String>,
+    /// Burst of the requests limit. Example: --requests-burst 100
+    #[arg(long, value_name = "N")]
+    pub requests_burst: Option<u64>,
+    /// Packets for all sources of the tier together. Example: --aggregate 100000/s
+    #[arg(long, value_name = "RATE")]
+    pub aggregate: Option<String>,
+    /// Burst of the aggregate limit. Example: --aggregate-burst 200000
+    #[arg(long, value_name = "N")]
+    pub aggregate_burst: Option<u64>,
+    /// IPv6 sources share one bucket per prefix of this length (1-64).
+    /// Example: --ipv6-prefix 56
+    #[arg(long, value_name = "LEN")]
+    pub ipv6_prefix: Option<u32>,
+    /// Count what would be dropped, but pass everything. Example: --shadow
+    #[arg(long, conflicts_with = "enforce")]
+    pub shadow: bool,
+    /// Drop what is over the limits (the default for new tiers). Example: --enforce
+    #[arg(long)]
+    pub enforce: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RuleCommand {
+    /// List the rules. Example: tollgate rule list
+    List,
+    /// Add the rule for a CIDR (or replace it). The longest matching prefix
+    /// wins. Example: tollgate rule add 10.0.0.0/8 --tier gold
+    Add(RuleAddCli),
+    /// Remove the rule for exactly this CIDR. Example: tollgate rule rm 10.0.0.0/8
+    Rm {
+        /// The rule's CIDR, as listed. Example: 10.0.0.0/8
+        cidr: String,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("action").required(true).args(["tier", "allow", "deny"])))]
+pub struct RuleAddCli {
+    /// Source CIDR, or a single address. Example: 203.0.113.0/24, 2001:db8::/32, 198.51.100.7
+    pub cidr: String,
+    /// Limit matching sources with this tier. Example: --tier gold
+    #[arg(long, value_name = "NAME")]
+    pub tier: Option<String>,
+    /// Pass matching sources without any limit. Example: --allow
+    #[arg(long)]
+    pub allow: bool,
+    /// Drop everything from matching sources. Example: --deny
+    #[arg(long)]
+    pub deny: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Only this tier. Example: --tier gold
+    #[arg(long, value_name = "NAME")]
+    pub tier: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// What to rank sources by. Example: --by drops
+    #[arg(long, value_enum, default_value = "packets")]
+    pub by: TopBy,
+    /// How many sources to show. Example: -n 10
+    #[arg(short = 'n', default_value_t = 20)]
+    pub n: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// Pin directory to clean up when no daemon is running [default: from the
+    /// config, else /sys/fs/bpf/tollgate/default]. Example: --pin-dir /sys/fs/bpf/tollgate/default
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// Runs a parsed command line.
+pub fn execute(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Run(args) => daemon::run(RunOptions {
+            config: cli.config.clone(),
+            interfaces: args.ifaces.clone(),
+            mode: args.mode,
+            pin_dir: args.pin_dir.clone(),
+            socket: cli.socket.clone(),
+            state_file: args.state.clone(),
+        }),
+        Command::Check => {
+            let path = cli
+                .config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_PATH));
+            let c = config::load_file(&path)?;
+            let msg = format!(
+                "{}: OK ({} tiers, default tier {}, {} rules, interfaces: {})",
+                path.display(),
+                c.tiers.len(),
+                c.default_tier,
+                c.rules.len(),
+                if c.interfaces.is_empty() {
+                    "none (give --iface to run)".to_owned()
+                } else {
+                    c.interfaces.join(", ")
+                }
+            );
+            emit(
+                cli.json,
+                &Done {
+                    message: msg.clone(),
+                },
+                || msg,
+            )
+        }
+        Command::Status => {
+            let s: StatusData = call(&cli, &Request::Status {})?;
+            emit(cli.json, &s, || render_status(&s))
+        }
+        Command::Tier(TierCommand::List) => {
+            let rows: Vec<TierRow> = call(&cli, &Request::TierList {})?;
+            emit(cli.json, &rows, || render_tiers(&rows))
+        }
+        Command::Tier(TierCommand::Set(a)) => {
+            let req = Request::TierSet(TierSetArgs {
+                name: a.name.clone(),
+                packets: a.packets.clone(),
+                packets_burst: a.burst,
+                bytes: a.bytes.clone(),
+                bytes_burst: a.bytes_burst.clone(),
+                connections: a.connections.clone(),
+                connections_burst: a.connections_burst,
+                requests: a.requests.clone(),
+                requests_burst: a.requests_burst,
+                aggregate: a.aggregate.clone(),
+                aggregate_burst: a.aggregate_burst,
+                ipv6_prefix: a.ipv6_prefix,
+                mode: if a.shadow {
+                    Some(TierMode::Shadow)
+                } else if a.enforce {
+                    Some(TierMode::Enforce)
+                } else {
+                    None
+                },
+            });
+            mutate(&cli, &req)
+        }
+        Command::Tier(TierCommand::Rm { name }) => {
+            mutate(&cli, &Request::TierRm { name: name.clone() })
+        }
+        Command::Rule(RuleCommand::List) => {
+            let rows: Vec<RuleRow> = call(&cli, &Request::RuleList {})?;
+            emit(cli.json, &rows, || render_rules(&rows))
+        }
+        Command::Rule(RuleCommand::Add(a)) => {
+            let action = if a.allow {
+                Some(RuleAction::Allow)
+            } else if a.deny {
+                Some(RuleAction::Deny)
+            } else {
+                None
+            };
+            mutate(
+                &cli,
+                &Request::RuleAdd {
+                    cidr: a.cidr.clone(),
+                    tier: a.tier.clone(),
+                    action,
+                },
+            )
+        }
+        Command::Rule(RuleCommand::Rm { cidr }) => {
+            mutate(&cli, &Request::RuleRm { cidr: cidr.clone() })
+        }
+        Command::Stats(a) => {
+            let s: StatsData = call(
+                &cli,
+                &Request::Stats {
+                    tier: a.tier.clone(),
+                },
+            )?;
+            emit(cli.json, &s, || render_stats(&s))
+        }
+        Command::Top(a) => {
+            let t: TopData = call(&cli, &Request::Top { by: a.by, n: a.n })?;
+            emit(cli.json, &t, || render_top(&t))
+        }
+        Command::Reload => mutate(&cli, &Request::Reload {}),
+        Command::Detach(a) => {
+            let socket = socket_path(&cli)?;
+            match control::request_as::<Done>(&socket, &Request::Detach {}) {
+                Ok(d) => emit(cli.json, &d, || d.message.clone()),
+                Err(e) if e.not_running() => {
+                    let pin_dir = match &a.pin_dir {
+                        Some(p) => p.clone(),
+                        None => client_config(&cli)?
+                            .map(|c| c.pin_dir)
+                            .unwrap_or_else(|| config::DEFAULT_PIN_DIR.into()),
+                    };
+                    let msg = daemon::detach_offline(&pin_dir)?;
+                    emit(
+                        cli.json,
+                        &Done {
+                            message: msg.clone(),
+                        },
+                        || msg,
+                    )
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// The config the CLI reads for paths: --config, else the default file if present.
+fn client_config(cli: &Cli) -> Result<Option<config::Config>> {
+    match &cli.config {
+        Some(p) => Ok(Some(config::load_file(p)?)),
+        None => {
+            let p = Path::new(config::DEFAULT_CONFIG_PATH);
+            if p.exists() {
+                Ok(config::load_file(p).ok())
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn socket_path(cli: &Cli) -> Result<PathBuf> {
+    if let Some(s) = &cli.socket {
+        return Ok(s.clone());
+    }
+    Ok(client_config(cli)?
+        .map(|c| c.socket)
+        .unwrap_or_else(|| config::DEFAULT_SOCKET.into()))
+}
+
+fn call<T: serde::de::DeserializeOwned>(cli: &Cli, req: &Request) -> Result<T> {
+    let socket = socket_path(cli)?;
+    control::request_as(&socket, req).map_err(|e: ClientError| anyhow!(e))
+}
+
+fn mutate(cli: &Cli, req: &Request) -> Result<()> {
+    let d: Done = call(cli, req)?;
+    emit(cli.json, &d, || d.message.clone())
+}
+
+fn emit<T: Serialize>(json: bool, data: &T, human: impl FnOnce() -> String) -> Result<()> {
+    let text = if json {
+        serde_json::to_string_pretty(data).context("encoding JSON")?
+    } else {
+        human()
+    };
+    let mut out = io::stdout().lock();
+    match writeln!(out, "{}", text.trim_end()) {
+        // `tollgate ... | head` is fine.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}
+
+/// A text table: columns padded to their widest cell, numbers right-aligned.
+pub struct Table {
+    headers: Vec<&'static str>,
+    right: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// Columns whose header starts with '>' are right-aligned.
+    pub fn new(headers: &[&'static str]) -> Table {
+        Table {
+            right: headers.iter().map(|h| h.starts_with('>')).collect(),
+            headers: headers.iter().map(|h| h.trim_start_matches('>')).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self) -> String {
+        let n = self.headers.len();
+        let width = |s: &str| s.chars().count();
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| width(h)).collect();
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate().take(n) {
+                widths[i] = widths[i].max(width(c));
+            }
+        }
+        let mut out = String::new();
+        let line = |cells: Vec<&str>, out: &mut String| {
+            let mut l = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                let pad = widths[i].saturating_sub(width(c));
+                if i > 0 {
+                    l.push_str("  ");
+                }
+                if self.right[i] {
+                    l.push_str(&" ".repeat(pad));
+                    l.push_str(c);
+                } else {
+                    l.push_str(c);
+                    l.push_str(&" ".repeat(pad));
+                }
+            }
+            out.push_str(l.trim_end());
+            out.push('\n');
+        };
+        line(self.headers.clone(), &mut out);
+        for r in &self.rows {
+            line(r.iter().map(String::as_str).collect(), &mut out);
+        }
+        out
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn fill_row(name: &str, f: &Fill) -> Vec<String> {
+    let pct = if f.max > 0 {
+        format!("{:.1}%", f.used as f64 * 100.0 / f.max as f64)
+    } else {
+        "-".to_owned()
+    };
+    vec![name.to_owned(), thousands(f.used), thousands(f.max), pct]
+}
+
+pub fn render_status(s: &StatusData) -> String {
+    let start = match s.start.as_str() {
+        "fresh" => "loaded a fresh program",
+        "adopted" => "adopted the pinned program",
+        "repaired" => "adopted the pinned maps, re-attached",
+        "upgraded" => "upgraded the pinned program",
+        other => other,
+    };
+    let mut out = format!(
+        "tollgate {}: running for {} (pid {}; {start})\n",
+        s.version,
+        human_duration(s.uptime_secs),
+        s.pid
+    );
+    let mut kv = Table::new(&["", ""]);
+    kv.row(vec![
+        "program".into(),
+        match s.program_id {
+            Some(id) => format!("id {id}, pinned in {}", s.pin_dir.display()),
+            None => format!("not pinned (expected in {})", s.pin_dir.display()),
+        },
+    ]);
+    kv.row(vec![
+        "config".into(),
+        if s.cli_changes > 0 {
+            format!(
+                "{} + {} change{} made with the CLI (saved in {})",
+                s.config_source,
+                s.cli_changes,
+                if s.cli_changes == 1 { "" } else { "s" },
+                s.state_file.display()
+            )
+        } else {
+            s.config_source.clone()
+        },
+    ]);
+    kv.row(vec!["default tier".into(), s.default_tier.clone()]);
+    kv.row(vec!["socket".into(), s.socket.display().to_string()]);
+    // Skip the empty header line of the key/value table.
+    out.push_str(kv.render().split_once('\n').map_or("", |(_, rest)| rest));
+    out.push('\n');
+    let mut ifs = Table::new(&["INTERFACE", "MODE", "ATTACHED", ">LINK", ">PROGRAM"]);
+    for i in &s.interfaces {
+        ifs.row(vec![
+            i.name.clone(),
+            i.mode
+                .map_or("unknown".to_owned(), |m| format!("{m:?}").to_lowercase()),
+            if i.attached { "yes" } else { "NO" }.to_owned(),
+            i.link_id.map_or("-".into(), |v| v.to_string()),
+            i.program_id.map_or("-".into(), |v| v.to_string()),
+        ]);
+    }
+    out.push_str(&ifs.render());
+    out.push('\n');
+    let mut maps = Table::new(&["MAP", ">USED", ">MAX", ">FILL"]);
+    maps.row(fill_row("sources v4", &s.sources_v4));
+    maps.row(fill_row("sources v6", &s.sources_v6));
+    maps.row(fill_row("rules v4", &s.rules_v4));
+    maps.row(fill_row("rules v6", &s.rules_v6));
+    maps.row(fill_row("tiers", &s.tiers));
+    out.push_str(&maps.render());
+    out
+}
+
+fn limit_cell(l: &Option<LimitRow>, bytes: bool) -> String {
+    match l {
+        None => "-".to_owned(),
+        Some(l) => {
+            let burst = if bytes {
+                human_bytes(l.burst as f64)
+            } else {
+                human_count(l.burst as f64)
+            };
+            format!("{} ({burst})", l.rate)
+        }
+    }
+}
+
+pub fn render_tiers(rows: &[TierRow]) -> String {
+    let mut t = Table::new(&[
+        "TIER",
+        ">IDX",
+        "MODE",
+        "PACKETS (BURST)",
+        "BYTES (BURST)",
+        "CONNECTIONS",
+        "REQUESTS",
+        "AGGREGATE",
+        ">IPV6",
+        ">RULES",
+        "SOURCE",
+    ]);
+    for r in rows {
+        t.row(vec![
+            format!("{}{}", r.name, if r.default { "*" } else { "" }),
+            r.index.to_string(),
+            r.mode.name().to_owned(),
+            limit_cell(&r.packets, false),
+            limit_cell(&r.bytes, true),
+            limit_cell(&r.connections, false),
+            limit_cell(&r.requests, false),
+            limit_cell(&r.aggregate, false),
+            format!("/{}", r.ipv6_prefix),
+            r.rules.to_string(),
+            r.source.clone(),
+        ]);
+    }
+    format!(
+        "{}\n* default tier (sources no rule matches); \"-\": unlimited; bursts in parentheses",
+        t.render()
+    )
+}
+
+pub fn render_rules(rows: &[RuleRow]) -> String {
+    if rows.is_empty() {
+        return "no rules: every source is limited by the default tier".to_owned();
+    }
+    let mut t = Table::new(&["CIDR", "ACTION", "TIER", "SOURCE"]);
+    for r in rows {
+        let tier = if r.action == "tier" {
+            r.tier.clone()
+        } else {
+            format!("({})", r.tier)
+        };
+        t.row(vec![
+            r.cidr.clone(),
+            r.action.clone(),
+            tier,
+            r.source.clone(),
+        ]);
+    }
+    format!(
+        "{}\nallow/deny traffic is counted under the tier in parentheses",
+        t.render()
+    )
+}
+
+pub fn render_stats(s: &StatsData) -> String {
+    let mut t = Table::new(&[
+        "TIER",
+        "VERDICT",
+        ">PACKETS",
+        ">BYTES",
+        ">PACKETS/S",
+        ">BYTES/S",
+    ]);
+    for tier in &s.tiers {
+        let mut first = true;
+        for v in Verdict::ALL {
+            let verdict = v.name();
+            let Some(c) = tier.verdicts.get(verdict) else {
+                continue;
+            };
+            if c.packets == 0 && v != Verdict::Passed {
+                continue;
+            }
+            t.row(vec![
+                if first {
+                    tier.name.clone()
+                } else {
+                    String::new()
+                },
+                verdict.to_owned(),
+                human_count(c.packets as f64),
+                human_bytes(c.bytes as f64),
+                human_rate(c.packets_per_sec),
+                human_byte_rate(c.bytes_per_sec),
+            ]);
+            first = false;
+        }
+        t.row(vec![
+            String::new(),
+            "(all drops)".to_owned(),
+            human_count(tier.dropped.packets as f64),
+            human_bytes(tier.dropped.bytes as f64),
+            human_rate(tier.dropped.packets_per_sec),
+            human_byte_rate(tier.dropped.bytes_per_sec),
+        ]);
+    }
+    let rates = if s.sample_interval_secs > 0.0 {
+        format!("rates over the last {:.1}s", s.sample_interval_secs)
+    } else {
+        "rates appear after two samples (one second)".to_owned()
+    };
+    format!(
+        "{}\ntotals since the program was loaded; {rates}",
+        t.render()
+    )
+}
+
+pub fn render_top(t: &TopData) -> String {
+    if t.rows.is_empty() {
+        return format!(
+            "no sources observed yet (tracking {}): top talkers come from the kernel's sampled verdicts",
+            t.tracked
+        );
+    }
+    let mut table = Table::new(&[
+        "SOURCE",
+        "TIER",
+        ">PACKETS",
+        ">BYTES",
+        ">DROPS",
+        ">REQUESTS",
+        ">±",
+    ]);
+    for r in &t.rows {
+        table.row(vec![
+            r.source.to_string(),
+            r.tier.clone(),
+            human_count(r.packets as f64),
+            human_bytes(r.bytes as f64),
+            human_count(r.drops as f64),
+            human_count(r.requests as f64),
+            human_count(r.error as f64),
+        ]);
+    }
+    let by = match t.by {
+        TopBy::Packets => "packets",
+        TopBy::Drops => "drops",
+        TopBy::Requests => "requests",
+    };
+    format!(
+        "{}\nranked by {by} (estimates; ± is the largest possible overcount; counts halve every 10s)",
+        table.render()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+    use crate::control::{InterfaceStatus, TierStats, Traffic};
+
+    #[test]
+    fn cli_is_consistent_and_every_item_has_an_example() {
+        Cli::command().debug_assert();
+        fn walk(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                if matches!(arg.get_id().as_str(), "help" | "version") {
+                    continue;
+                }
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default()
+                    + &arg
+                        .get_long_help()
+                        .map(|h| h.to_string())
+                        .unwrap_or_default();
+                assert!(
+                    help.contains("Example"),
+                    "{path} {}: no example in {help:?}",
+                    arg.get_id()
+                );
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_name() == "help" {
+                    continue;
+                }
+                let about = sub.get_about().map(|h| h.to_string()).unwrap_or_default()
+                    + &sub
+                        .get_long_about()
+                        .map(|h| h.to_string())
+                        .unwrap_or_default();
+                assert!(
+                    about.contains("Example"),
+                    "{path} {}: no example",
+                    sub.get_name()
+                );
+                walk(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        walk(&Cli::command(), "tollgate");
+    }
+
+    #[test]
+    fn parses_the_documented_command_lines() {
+        let p = |args: &[&str]| Cli::try_parse_from(args).map_err(|e| e.to_string());
+        let c = p(&[
+            "tollgate",
+            "tier",
+            "set",
+            "default",
+            "--packets",
+            "10/s",
+            "--burst",
+            "10",
+        ])
+        .unwrap();
+        assert!(matches!(c.command, Command::Tier(TierCommand::Set(ref a)) if a.burst == Some(10)));
+        assert!(
+            p(&["tollgate", "rule", "add", "10.0.0.0/8"]).is_err(),
+            "needs an action"
+        );
+        assert!(p(&["tollgate", "rule", "add", "10.0.0.0/8", "--allow", "--deny"]).is_err());
+        assert!(p(&["tollgate", "tier", "set", "x", "--shadow", "--enforce"]).is_err());
+        let c = p(&["tollgate", "--json", "top", "--by", "drops", "-n", "3"]).unwrap();
+        assert!(
+            c.json
+                && matches!(
+                    c.command,
+                    Command::Top(TopArgs {
+                        by: TopBy::Drops,
+                        n: 3
+                    })
+                )
+        );
+        let c = p(&[
+            "tollgate", "run", "--iface", "a", "--iface", "b", "--mode", "generic", "--socket",
+            "/s",
+        ])
+        .unwrap();
+        assert_eq!(c.socket, Some(PathBuf::from("/s")));
+        assert!(matches!(c.command, Command::Run(ref r) if r.ifaces == ["a", "b"]));
+        let c = p(&["tollgate", "stats", "--json"]).unwrap();
+        assert!(c.json, "--json is accepted after the subcommand too");
+    }
+
+    #[test]
+    fn tables_align() {
+        let mut t = Table::new(&["A", ">NUM"]);
+        t.row(vec!["long name".into(), "1".into()]);
+        t.row(vec!["x".into(), "1000".into()]);
+        assert_eq!(
+            t.render(),
+            "A           NUM\nlong name     1\nx          1000\n"
+        );
+        assert_eq!(thousands(1_048_576), "1,048,576");
+        assert_eq!(thousands(12), "12");
+    }
+
+    #[test]
+    fn renders_human_units() {
+        let mut verdicts = BTreeMap::new();
+        verdicts.insert(
+            "passed".to_owned(),
+            Traffic {
+                packets: 1234,
+                bytes: 10_000_000,
+                packets_per_sec: 1200.0,
+                bytes_per_sec: 10_000_000.0,
+            },
+        );
+        let s = StatsData {
+            sample_interval_secs: 1.0,
+            tiers: vec![TierStats {
+                name: "default".into(),
+                index: 0,
+                passed: Traffic::default(),
+                dropped: Traffic::default(),
+                verdicts,
+            }],
+        };
+        let out = render_stats(&s);
+        assert!(
+            out.contains("1.2k/s") && out.contains("10 MB/s") && out.contains("1.2k"),
+            "{out}"
+        );
+        let st = StatusData {
+            version: "0".into(),
+            pid: 1,
+            uptime_secs: 75,
+            start: "adopted".into(),
+            program_id: Some(7),
+            interfaces: vec![InterfaceStatus {
+                name: "eth0".into(),
+                mode: Some(AttachMode::Native),
+                attached: true,
+                link_id: Some(3),
+                program_id: Some(7),
+            }],
+            config_source: "embedded default".into(),
+            pin_dir: "/sys/fs/bpf/x".into(),
+            socket: "/run/x.sock".into(),
+            state_file: "/var/lib/x".into(),
+            default_tier: "default".into(),
+            tiers: Fill { used: 1, max: 64 },
+            sources_v4: Fill {
+                used: 3,
+                max: 1 << 20,
+            },
+            sources_v6: Fill {
+                used: 0,
+                max: 1 << 18,
+            },
+            rules_v4: Fill {
+                used: 0,
+                max: 1 << 16,
+            },
+            rules_v6: Fill {
+                used: 0,
+                max: 1 << 16,
+            },
+            cli_changes: 0,
+        };
+        let out = render_status(&st);
+        assert!(out.contains("running for 1m 15s"), "{out}");
+        assert!(
+            out.contains("eth0") && out.contains("native") && out.contains("1,048,576"),
+            "{out}"
+        );
+    }
+
+    use std::collections::BTreeMap;
+}

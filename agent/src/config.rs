@@ -1,0 +1,1189 @@
+//! The configuration file (TOML), its validation and its conversion into what
+//! the kernel maps hold.
+//!
+//! Every error names the file, the line and the field with its value, e.g.
+//! `tollgate.toml:7: tier "gold": packets = "100/x": unknown period "x" (use /s, /min or /h)`.
+//! See `deploy/tollgate.toml` for a commented example.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    fmt,
+    net::SocketAddr,
+    ops::Range,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use tollgate_common::{Limit, LimitKind, MAX_TIERS, TIER_ACTIVE, TIER_SHADOW, TierConfig};
+use toml::Spanned;
+
+use crate::{
+    kernel::{AttachMode, MapSizes},
+    units::{self, Rate},
+};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/tollgate/tollgate.toml";
+pub const DEFAULT_SOCKET: &str = "/run/tollgate/tollgate.sock";
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/tollgate/default";
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/tollgate/state.json";
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9810";
+/// Byte bursts default to at least this much, so a full-size frame (and a
+/// little more) always fits in a fresh bucket.
+pub const MIN_DEFAULT_BYTES_BURST: u64 = 64 * 1024;
+/// Largest map size accepted (entries).
+pub const MAX_MAP_ENTRIES: i64 = 1 << 24;
+
+/// The configuration used when `tollgate run` gets no `--config`: one tier,
+/// "default", with limits that only bite on abusive sources.
+pub const EMBEDDED_DEFAULT: &str = r#"
+[[tier]]
+name = "default"
+packets = "1000/s"
+packets_burst = 2000
+bytes = "10MB/s"
+connections = "50/s"
+requests = "100/s"
+aggregate = "100000/s"
+ipv6_prefix = 64
+mode = "enforce"
+"#;
+
+/// What a tier does with traffic over its limits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TierMode {
+    /// Drop what is over the limits.
+    #[default]
+    Enforce,
+    /// Count what would be dropped, pass everything.
+    Shadow,
+}
+
+impl TierMode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            TierMode::Enforce => "enforce",
+            TierMode::Shadow => "shadow",
+        }
+    }
+}
+
+/// The five limits of a tier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitField {
+    Packets,
+    Bytes,
+    Connections,
+    Requests,
+    Aggregate,
+}
+
+impl LimitField {
+    pub const ALL: [LimitField; 5] = [
+        LimitField::Packets,
+        LimitField::Bytes,
+        LimitField::Connections,
+        LimitField::Requests,
+        LimitField::Aggregate,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            LimitField::Packets => "packets",
+            LimitField::Bytes => "bytes",
+            LimitField::Connections => "connections",
+            LimitField::Requests => "requests",
+            LimitField::Aggregate => "aggregate",
+        }
+    }
+
+    pub const fn is_bytes(self) -> bool {
+        matches!(self, LimitField::Bytes)
+    }
+
+    /// Parses a rate for this limit ("10MB/s" for bytes, "100/s" otherwise).
+    pub fn parse_rate(self, s: &str) -> Result<Rate, units::UnitError> {
+        if self.is_bytes() {
+            units::parse_byte_rate(s)
+        } else {
+            units::parse_count_rate(s)
+        }
+    }
+
+    /// The canonical spelling of a rate for this limit.
+    pub fn format_rate(self, rate: &Rate) -> String {
+        if self.is_bytes() {
+            units::format_byte_rate(rate)
+        } else {
+            units::format_count_rate(rate)
+        }
+    }
+}
+
+/// One limit as configured: a rate and an optional explicit burst.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSpec {
+    /// Canonical rate: "100/s", "6000/min", bytes "10MB/s".
+    pub rate: String,
+    /// Burst in units (bytes for the bytes limit); absent = one second's worth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+}
+
+/// A limit resolved to numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResolvedLimit {
+    pub rate: Rate,
+    pub burst: u64,
+    pub limit: Limit,
+}
+
+impl LimitSpec {
+    /// The rate and burst in effect, and the kernel's form of them. The error
+    /// is the problem only (callers add the field and value).
+    pub fn resolve(&self, field: LimitField) -> Result<ResolvedLimit, String> {
+        let rate = field.parse_rate(&self.rate).map_err(|e| e.to_string())?;
+        if field.is_bytes() && rate.amount < rate.period.seconds() {
+            return Err("byte rates must be at least 1B/s".to_owned());
+        }
+        let burst = match self.burst {
+            Some(b) => b,
+            None if field.is_bytes() => rate.one_second_worth().max(MIN_DEFAULT_BYTES_BURST),
+            None => rate.one_second_worth(),
+        };
+        if burst == 0 {
+            return Err("burst must be at least 1".to_owned());
+        }
+        let limit = Limit::per_period(rate.amount, rate.period.nanos(), burst)
+            .ok_or_else(|| format!("rate {} with a burst of {burst} is out of range", self.rate))?;
+        Ok(ResolvedLimit { rate, burst, limit })
+    }
+}
+
+/// One tier as configured (also the form CLI changes are stored in).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets: Option<LimitSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<LimitSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<LimitSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<LimitSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<LimitSpec>,
+    pub ipv6_prefix: u32,
+    pub mode: TierMode,
+}
+
+impl TierSpec {
+    /// A tier with no limits (everything passes, counted).
+    pub fn unlimited(name: &str) -> TierSpec {
+        TierSpec {
+            name: name.to_owned(),
+            packets: None,
+            bytes: None,
+            connections: None,
+            requests: None,
+            aggregate: None,
+            ipv6_prefix: 64,
+            mode: TierMode::Enforce,
+        }
+    }
+
+    pub fn limit(&self, field: LimitField) -> Option<&LimitSpec> {
+        match field {
+            LimitField::Packets => self.packets.as_ref(),
+            LimitField::Bytes => self.bytes.as_ref(),
+            LimitField::Connections => self.connections.as_ref(),
+            LimitField::Requests => self.requests.as_ref(),
+            LimitField::Aggregate => self.aggregate.as_ref(),
+        }
+    }
+
+    pub fn limit_mut(&mut self, field: LimitField) -> &mut Option<LimitSpec> {
+        match field {
+            LimitField::Packets => &mut self.packets,
+            LimitField::Bytes => &mut self.bytes,
+            LimitField::Connections => &mut self.connections,
+            LimitField::Requests => &mut self.requests,
+            LimitField::Aggregate => &mut self.aggregate,
+        }
+    }
+
+    /// Checks everything and builds the kernel's form. Errors read
+    /// `tier "gold": packets = "100/x": unknown period ...`.
+    pub fn to_kernel(&self) -> Result<TierConfig, String> {
+        check_tier_name(&self.name).map_err(|e| format!("tier name \"{}\": {e}", self.name))?;
+        if !(1..=64).contains(&self.ipv6_prefix) {
+            return Err(format!(
+                "tier \"{}\": ipv6_prefix = {}: must be between 1 and 64",
+                self.name, self.ipv6_prefix
+            ));
+        }
+        let mut limits = [Limit::UNLIMITED; 4];
+        let mut aggregate = Limit::UNLIMITED;
+        for field in LimitField::ALL {
+            let Some(spec) = self.limit(field) else {
+                continue;
+            };
+            let resolved = spec.resolve(field).map_err(|problem| {
+                let what = match spec.burst {
+                    Some(b) if problem.contains("burst") => format!("{}_burst = {b}", field.name()),
+                    _ => format!("{} = \"{}\"", field.name(), spec.rate),
+                };
+                format!("tier \"{}\": {what}: {problem}", self.name)
+            })?;
+            match field {
+                LimitField::Packets => limits[LimitKind::Packets as usize] = resolved.limit,
+                LimitField::Bytes => limits[LimitKind::Bytes as usize] = resolved.limit,
+                LimitField::Connections => limits[LimitKind::Connections as usize] = resolved.limit,
+                LimitField::Requests => limits[LimitKind::Requests as usize] = resolved.limit,
+                LimitField::Aggregate => aggregate = resolved.limit,
+            }
+        }
+        Ok(TierConfig {
+            limits,
+            aggregate,
+            ipv6_prefix: self.ipv6_prefix,
+            flags: TIER_ACTIVE
+                | match self.mode {
+                    TierMode::Enforce => 0,
+                    TierMode::Shadow => TIER_SHADOW,
+                },
+        })
+    }
+}
+
+/// Tier names: 1 to 32 of letters, digits, '-', '_' and '.'.
+pub fn check_tier_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 32 {
+        return Err("names are 1 to 32 characters long");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err("use only letters, digits, '-', '_' and '.'");
+    }
+    Ok(())
+}
+
+/// What a rule does with matching sources.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleTarget {
+    /// Limit the sources with this tier.
+    Tier(String),
+    /// Pass without limits (counted under the default tier).
+    Allow,
+    /// Drop (counted under the default tier).
+    Deny,
+}
+
+impl fmt::Display for RuleTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleTarget::Tier(t) => write!(f, "tier {t}"),
+            RuleTarget::Allow => f.write_str("allow"),
+            RuleTarget::Deny => f.write_str("deny"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleSpec {
+    pub cidr: IpNet,
+    pub target: RuleTarget,
+}
+
+/// Parses a CIDR as operators write it: "10.0.0.0/8", "2001:db8::/32", or a
+/// bare address meaning just that host. Host bits must be zero.
+pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    let net = match IpNet::from_str(s) {
+        Ok(net) => net,
+        Err(_) => match std::net::IpAddr::from_str(s) {
+            Ok(addr) => IpNet::from(addr),
+            Err(_) => {
+                return Err("not a valid CIDR (write e.g. \"10.0.0.0/8\", \"192.0.2.7\" or \"2001:db8::/32\")".to_owned());
+            }
+        },
+    };
+    if net.trunc() != net {
+        return Err(format!(
+            "host bits are set (did you mean \"{}\"?)",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// Where the configuration came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Embedded,
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::File(p) => write!(f, "{}", p.display()),
+            ConfigSource::Embedded => f.write_str("embedded default"),
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub source: ConfigSource,
+    pub interfaces: Vec<String>,
+    pub mode: AttachMode,
+    pub tiers: Vec<TierSpec>,
+    pub default_tier: String,
+    pub rules: Vec<RuleSpec>,
+    pub maps: MapSizes,
+    pub socket: PathBuf,
+    pub pin_dir: PathBuf,
+    pub state_file: PathBuf,
+    pub metrics_address: SocketAddr,
+    pub allow_uids: Vec<u32>,
+}
+
+impl Config {
+    pub fn tier(&self, name: &str) -> Option<&TierSpec> {
+        self.tiers.iter().find(|t| t.name == name)
+    }
+
+    pub fn rule(&self, cidr: &IpNet) -> Option<&RuleSpec> {
+        self.rules.iter().find(|r| &r.cidr == cidr)
+    }
+
+    /// Checks the parts that relate to each other: tier names unique, at most
+    /// [`MAX_TIERS`] tiers, the default tier and rule tiers exist, every tier
+    /// converts to the kernel's form. (File parsing checks these with line
+    /// numbers first; this catches combinations made by CLI changes.)
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names = HashSet::new();
+        for t in &self.tiers {
+            if !names.insert(t.name.as_str()) {
+                return Err(format!("tier \"{}\" is defined twice", t.name));
+            }
+            t.to_kernel()?;
+        }
+        if self.tiers.len() > MAX_TIERS as usize {
+            return Err(format!(
+                "{} tiers configured: at most {MAX_TIERS} are supported",
+                self.tiers.len()
+            ));
+        }
+        if !names.contains(self.default_tier.as_str()) {
+            return Err(format!(
+                "default_tier = \"{}\": no such tier (tiers: {})",
+                self.default_tier,
+                self.tier_names()
+            ));
+        }
+        let mut cidrs = HashSet::new();
+        for r in &self.rules {
+            if !cidrs.insert(r.cidr) {
+                return Err(format!("rule {}: defined twice", r.cidr));
+            }
+            if let RuleTarget::Tier(t) = &r.target
+                && !names.contains(t.as_str())
+            {
+                return Err(format!(
+                    "rule {}: tier = \"{t}\": no such tier (tiers: {})",
+                    r.cidr,
+                    self.tier_names()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn tier_names(&self) -> String {
+        self.tiers
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A configuration error, already formatted for an operator.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Reads and validates the file at `path`.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "{}: cannot read the config file: {e}",
+            path.display()
+        ))
+    })?;
+    parse(&text, ConfigSource::File(path.to_owned()))
+}
+
+/// The built-in configuration (see [`EMBEDDED_DEFAULT`]).
+pub fn embedded_default() -> Config {
+    parse(EMBEDDED_DEFAULT, ConfigSource::Embedded).expect("the embedded default config is valid")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    interfaces: Option<Vec<Spanned<String>>>,
+    mode: Option<AttachMode>,
+    default_tier: Option<Spanned<String>>,
+    #[serde(default)]
+    tier: Vec<RawTier>,
+    #[serde(default)]
+    rule: Vec<RawRule>,
+    maps: Option<RawMaps>,
+    socket: Option<PathBuf>,
+    pin_dir: Option<PathBuf>,
+    state_file: Option<PathBuf>,
+    metrics_address: Option<Spanned<String>>,
+    allow_uids: Option<Vec<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTier {
+    name: Spanned<String>,
+    packets: Option<Spanned<String>>,
+    packets_burst: Option<Spanned<i64>>,
+    bytes: Option<Spanned<String>>,
+    /// Bytes, as an integer or a size string ("1MiB").
+    bytes_burst: Option<Spanned<toml::Value>>,
+    connections: Option<Spanned<String>>,
+    connections_burst: Option<Spanned<i64>>,
+    requests: Option<Spanned<String>>,
+    requests_burst: Option<Spanned<i64>>,
+    aggregate: Option<Spanned<String>>,
+    aggregate_burst: Option<Spanned<i64>>,
+    ipv6_prefix: Option<Spanned<i64>>,
+    mode: Option<TierMode>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    cidr: Spanned<String>,
+    tier: Option<Spanned<String>>,
+    action: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMaps {
+    sources_v4: Option<Spanned<i64>>,
+    sources_v6: Option<Spanned<i64>>,
+    rules_v4: Option<Spanned<i64>>,
+    rules_v6: Option<Spanned<i64>>,
+}
+
+/// Formats errors against the text they came from.
+struct Ctx<'a> {
+    file: String,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        (line, col)
+    }
+
+    /// `file:line: what: problem`.
+    fn at(
+        &self,
+        span: Range<usize>,
+        what: impl fmt::Display,
+        problem: impl fmt::Display,
+    ) -> ConfigError {
+        let (line, _) = self.line_of(span.start);
+        ConfigError(format!("{}:{line}: {what}: {problem}", self.file))
+    }
+
+    /// `file: what: problem` (for things with no place in the file).
+    fn whole(&self, what: impl fmt::Display) -> ConfigError {
+        ConfigError(format!("{}: {what}", self.file))
+    }
+
+    fn toml(&self, err: &toml::de::Error) -> ConfigError {
+        let message = err
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(": ");
+        let message = message.as_str();
+        match err.span() {
+            Some(span) => {
+                let (line, col) = self.line_of(span.start);
+                let text = self.text.lines().nth(line - 1).unwrap_or("").trim();
+                let key = text
+                    .split_once('=')
+                    .map(|(k, _)| k.trim())
+                    .filter(|k| !k.is_empty() && !message.contains(&format!("`{k}`")));
+                let context = if text.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (in `{text}`)")
+                };
+                match key {
+                    Some(key) => ConfigError(format!(
+                        "{}:{line}:{col}: {key}: {message}{context}",
+                        self.file
+                    )),
+                    None => ConfigError(format!("{}:{line}:{col}: {message}{context}", self.file)),
+                }
+            }
+            None => ConfigError(format!("{}: {message}", self.file)),
+        }
+    }
+}
+
+/// Parses and validates configuration text.
+pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
+    let ctx = Ctx {
+        file: source.to_string(),
+        text,
+    };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml(&e))?;
+
+    let mut interfaces = Vec::new();
+    for iface in raw.interfaces.unwrap_or_default() {
+        check_interface_name(iface.get_ref()).map_err(|p| {
+            ctx.at(
+                iface.span(),
+                format_args!("interfaces: \"{}\"", iface.get_ref()),
+                p,
+            )
+        })?;
+        if interfaces.contains(iface.get_ref()) {
+            return Err(ctx.at(
+                iface.span(),
+                format_args!("interfaces: \"{}\"", iface.get_ref()),
+                "listed twice",
+            ));
+        }
+        interfaces.push(iface.into_inner());
+    }
+
+    let tiers_from_file = !raw.tier.is_empty();
+    let mut tiers = Vec::new();
+    let mut tier_lines = BTreeMap::new();
+    for t in raw.tier {
+        let spec = parse_tier(&ctx, t, &tier_lines)?;
+        tier_lines.insert(spec.0.name.clone(), spec.1);
+        tiers.push(spec.0);
+    }
+    if tiers.len() > MAX_TIERS as usize {
+        return Err(ctx.whole(format_args!(
+            "{} tiers configured: at most {MAX_TIERS} are supported",
+            tiers.len()
+        )));
+    }
+    if !tiers_from_file {
+        tiers = embedded_tiers();
+    }
+
+    let default_tier = match raw.default_tier {
+        Some(d) => {
+            if !tiers.iter().any(|t| &t.name == d.get_ref()) {
+                let names: Vec<_> = tiers.iter().map(|t| t.name.as_str()).collect();
+                return Err(ctx.at(
+                    d.span(),
+                    format_args!("default_tier = \"{}\"", d.get_ref()),
+                    format_args!("no such tier (tiers: {})", names.join(", ")),
+                ));
+            }
+            d.into_inner()
+        }
+        None if tiers.iter().any(|t| t.name == "default") => "default".to_owned(),
+        None if tiers.len() == 1 => tiers[0].name.clone(),
+        None => {
+            let names: Vec<_> = tiers.iter().map(|t| t.name.as_str()).collect();
+            return Err(ctx.whole(format_args!(
+                "default_tier is missing: set it to one of the tiers ({})",
+                names.join(", ")
+            )));
+        }
+    };
+
+    let mut rules: Vec<RuleSpec> = Vec::new();
+    let mut rule_lines: BTreeMap<IpNet, usize> = BTreeMap::new();
+    for r in raw.rule {
+        let cidr = parse_cidr(r.cidr.get_ref()).map_err(|p| {
+            ctx.at(
+                r.cidr.span(),
+                format_args!("rule: cidr = \"{}\"", r.cidr.get_ref()),
+                p,
+            )
+        })?;
+        if let Some(first) = rule_lines.get(&cidr) {
+            return Err(ctx.at(
+                r.cidr.span(),
+                format_args!("rule: cidr = \"{}\"", r.cidr.get_ref()),
+                format_args!("{cidr} already has a rule (line {first})"),
+            ));
+        }
+        let target = match (r.tier, r.action) {
+            (Some(t), None) => {
+                if !tiers.iter().any(|x| &x.name == t.get_ref()) {
+                    let names: Vec<_> = tiers.iter().map(|t| t.name.as_str()).collect();
+                    return Err(ctx.at(
+                        t.span(),
+                        format_args!("rule {cidr}: tier = \"{}\"", t.get_ref()),
+                        format_args!("no such tier (tiers: {})", names.join(", ")),
+                    ));
+                }
+                RuleTarget::Tier(t.into_inner())
+            }
+            (None, Some(a)) => match a.get_ref().as_str() {
+                "allow" => RuleTarget::Allow,
+                "deny" => RuleTarget::Deny,
+                other => {
+                    return Err(ctx.at(
+                        a.span(),
+                        format_args!("rule {cidr}: action = \"{other}\""),
+                        "unknown action (use \"allow\" or \"deny\", or tier = \"NAME\")",
+                    ));
+                }
+            },
+            _ => {
+                return Err(ctx.at(
+                    r.cidr.span(),
+                    format_args!("rule {cidr}"),
+                    "set exactly one of tier = \"NAME\" or action = \"allow\"/\"deny\"",
+                ));
+            }
+        };
+        rule_lines.insert(cidr, ctx.line_of(r.cidr.span().start).0);
+        rules.push(RuleSpec { cidr, target });
+    }
+
+    let mut maps = MapSizes::default();
+    if let Some(m) = raw.maps {
+        for (name, value, slot) in [
+            ("sources_v4", m.sources_v4, &mut maps.sources_v4),
+            ("sources_v6", m.sources_v6, &mut maps.sources_v6),
+            ("rules_v4", m.rules_v4, &mut maps.rules_v4),
+            ("rules_v6", m.rules_v6, &mut maps.rules_v6),
+        ] {
+            if let Some(v) = value {
+                if !(1..=MAX_MAP_ENTRIES).contains(v.get_ref()) {
+                    return Err(ctx.at(
+                        v.span(),
+                        format_args!("maps: {name} = {}", v.get_ref()),
+                        format_args!("must be between 1 and {MAX_MAP_ENTRIES}"),
+                    ));
+                }
+                *slot = *v.get_ref() as u32;
+            }
+        }
+    }
+
+    let metrics_address = match raw.metrics_address {
+        Some(a) => SocketAddr::from_str(a.get_ref().trim()).map_err(|_| {
+            ctx.at(
+                a.span(),
+                format_args!("metrics_address = \"{}\"", a.get_ref()),
+                "not an IP address and port (write e.g. \"127.0.0.1:9810\" or \"[::1]:9810\")",
+            )
+        })?,
+        None => DEFAULT_METRICS_ADDRESS.parse().expect("valid default"),
+    };
+
+    let config = Config {
+        source,
+        interfaces,
+        mode: raw.mode.unwrap_or(AttachMode::Auto),
+        tiers,
+        default_tier,
+        rules,
+        maps,
+        socket: raw.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
+        pin_dir: raw.pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
+        state_file: raw.state_file.unwrap_or_else(|| DEFAULT_STATE_FILE.into()),
+        metrics_address,
+        allow_uids: raw.allow_uids.unwrap_or_default(),
+    };
+    for (name, path) in [
+        ("socket", &config.socket),
+        ("pin_dir", &config.pin_dir),
+        ("state_file", &config.state_file),
+    ] {
+        if !path.is_absolute() {
+            return Err(ctx.whole(format_args!(
+                "{name} = \"{}\": must be an absolute path",
+                path.display()
+            )));
+        }
+    }
+    // Anything the checks above missed (they have line numbers; this does not).
+    config.validate().map_err(|e| ctx.whole(e))?;
+    Ok(config)
+}
+
+fn embedded_tiers() -> Vec<TierSpec> {
+    let raw: RawConfig = toml::from_str(EMBEDDED_DEFAULT).expect("embedded default parses");
+    let ctx = Ctx {
+        file: "embedded default".to_owned(),
+        text: EMBEDDED_DEFAULT,
+    };
+    raw.tier
+        .into_iter()
+        .map(|t| {
+            parse_tier(&ctx, t, &BTreeMap::new())
+                .expect("embedded default is valid")
+                .0
+        })
+        .collect()
+}
+
+fn parse_tier(
+    ctx: &Ctx<'_>,
+    t: RawTier,
+    seen: &BTreeMap<String, usize>,
+) -> Result<(TierSpec, usize), ConfigError> {
+    let name = t.name.get_ref().clone();
+    let line = ctx.line_of(t.name.span().start).0;
+    check_tier_name(&name)
+        .map_err(|p| ctx.at(t.name.span(), format_args!("tier: name = \"{name}\""), p))?;
+    if let Some(first) = seen.get(&name) {
+        return Err(ctx.at(
+            t.name.span(),
+            format_args!("tier: name = \"{name}\""),
+            format_args!("a tier with this name is already defined (line {first})"),
+        ));
+    }
+    let mut spec = TierSpec::unlimited(&name);
+    spec.mode = t.mode.unwrap_or_default();
+    if let Some(p) = t.ipv6_prefix {
+        if !(1..=64).contains(p.get_ref()) {
+            return Err(ctx.at(
+                p.span(),
+                format_args!("tier \"{name}\": ipv6_prefix = {}", p.get_ref()),
+                "must be between 1 and 64",
+            ));
+        }
+        spec.ipv6_prefix = *p.get_ref() as u32;
+    }
+
+    let count_burst = |field: LimitField,
+                       b: Option<Spanned<i64>>|
+     -> Result<Option<(u64, Range<usize>)>, ConfigError> {
+        match b {
+            None => Ok(None),
+            Some(b) if *b.get_ref() >= 1 => Ok(Some((*b.get_ref() as u64, b.span()))),
+            Some(b) => Err(ctx.at(
+                b.span(),
+                format_args!("tier \"{name}\": {}_burst = {}", field.name(), b.get_ref()),
+                "must be at least 1",
+            )),
+        }
+    };
+    let bytes_burst = match t.bytes_burst {
+        None => None,
+        Some(b) => {
+            let what = format!("tier \"{name}\": bytes_burst = {}", b.get_ref());
+            let bytes = match b.get_ref() {
+                toml::Value::Integer(i) if *i >= 1 => *i as u64,
+                toml::Value::Integer(_) => {
+                    return Err(ctx.at(b.span(), what, "must be at least 1"));
+                }
+                toml::Value::String(s) => {
+                    units::parse_size(s).map_err(|e| ctx.at(b.span(), what, e))?
+                }
+                _ => {
+                    return Err(ctx.at(
+                        b.span(),
+                        what,
+                        "write a number of bytes or a size such as \"1MiB\"",
+                    ));
+                }
+            };
+            Some((bytes, b.span()))
+        }
+    };
+
+    let limits = [
+        (
+            LimitField::Packets,
+            t.packets,
+            count_burst(LimitField::Packets, t.packets_burst)?,
+        ),
+        (LimitField::Bytes, t.bytes, bytes_burst),
+        (
+            LimitField::Connections,
+            t.connections,
+            count_burst(LimitField::Connections, t.connections_burst)?,
+        ),
+        (
+            LimitField::Requests,
+            t.requests,
+            count_burst(LimitField::Requests, t.requests_burst)?,
+        ),
+        (
+            LimitField::Aggregate,
+            t.aggregate,
+            count_burst(LimitField::Aggregate, t.aggregate_burst)?,
+        ),
+    ];
+    for (field, rate, burst) in limits {
+        let Some(rate) = rate else {
+            if let Some((b, span)) = burst {
+                return Err(ctx.at(
+                    span,
+                    format_args!("tier \"{name}\": {}_burst = {b}", field.name()),
+                    format_args!("there is no {} rate to apply it to", field.name()),
+                ));
+            }
+            continue;
+        };
+        let what = format!("tier \"{name}\": {} = \"{}\"", field.name(), rate.get_ref());
+        if rate.get_ref().trim() == "unlimited" {
+            continue;
+        }
+        let parsed = field
+            .parse_rate(rate.get_ref())
+            .map_err(|e| ctx.at(rate.span(), &what, e))?;
+        let limit = LimitSpec {
+            rate: field.format_rate(&parsed),
+            burst: burst.as_ref().map(|(b, _)| *b),
+        };
+        if let Err(problem) = limit.resolve(field) {
+            let span = match &burst {
+                Some((_, span)) if problem.contains("burst") => span.clone(),
+                _ => rate.span(),
+            };
+            return Err(ctx.at(span, &what, problem));
+        }
+        *spec.limit_mut(field) = Some(limit);
+    }
+    Ok((spec, line))
+}
+
+/// Interface names: what the kernel accepts (1..=15 bytes, no '/', ':' or
+/// whitespace).
+pub fn check_interface_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 15 {
+        return Err("interface names are 1 to 15 characters long");
+    }
+    if name.contains(['/', ':'])
+        || name.chars().any(char::is_whitespace)
+        || name == "."
+        || name == ".."
+    {
+        return Err("not a valid interface name");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Config, String> {
+        parse(text, ConfigSource::File("tollgate.toml".into())).map_err(|e| e.0)
+    }
+
+    const GOOD: &str = r#"
+interfaces = ["eth0", "eth1"]
+mode = "native"
+default_tier = "free"
+socket = "/tmp/tg.sock"
+metrics_address = "127.0.0.1:9999"
+allow_uids = [1000]
+
+[maps]
+sources_v4 = 4096
+rules_v6 = 128
+
+[[tier]]
+name = "free"
+packets = "100/s"
+packets_burst = 200
+bytes = "10MB/s"
+connections = "20/s"
+requests = "6000/min"
+aggregate = "10000/s"
+ipv6_prefix = 56
+
+[[tier]]
+name = "gold"
+packets = "1000/s"
+bytes = "1GiB/h"
+bytes_burst = "4MiB"
+mode = "shadow"
+
+[[rule]]
+cidr = "10.0.0.0/8"
+tier = "gold"
+
+[[rule]]
+cidr = "192.0.2.7"
+action = "deny"
+
+[[rule]]
+cidr = "2001:db8::/32"
+action = "allow"
+"#;
+
+    #[test]
+    fn parses_a_full_config() {
+        let c = parse_str(GOOD).unwrap();
+        assert_eq!(c.interfaces, ["eth0", "eth1"]);
+        assert_eq!(c.mode, AttachMode::Native);
+        assert_eq!(c.default_tier, "free");
+        assert_eq!(c.socket, PathBuf::from("/tmp/tg.sock"));
+        assert_eq!(c.pin_dir, PathBuf::from(DEFAULT_PIN_DIR));
+        assert_eq!(c.metrics_address.port(), 9999);
+        assert_eq!(c.allow_uids, [1000]);
+        assert_eq!(c.maps.sources_v4, 4096);
+        assert_eq!(c.maps.rules_v6, 128);
+        assert_eq!(c.maps.sources_v6, MapSizes::default().sources_v6);
+        let free = c.tier("free").unwrap();
+        assert_eq!(free.ipv6_prefix, 56);
+        assert_eq!(free.requests.as_ref().unwrap().rate, "6000/min");
+        let k = free.to_kernel().unwrap();
+        assert_eq!(k.limits[LimitKind::Packets as usize].burst(), 200);
+        assert!((k.limits[LimitKind::Requests as usize].rate_per_second() - 100.0).abs() < 1e-6);
+        // bytes: default burst is one second's worth (10 MB) since that is above 64 KiB.
+        assert_eq!(k.limits[LimitKind::Bytes as usize].burst(), 10_000_000);
+        assert!(k.is_active() && !k.is_shadow());
+        let gold = c.tier("gold").unwrap().to_kernel().unwrap();
+        assert!(gold.is_shadow());
+        assert_eq!(gold.limits[LimitKind::Bytes as usize].burst(), 4 << 20);
+        assert!(gold.limits[LimitKind::Connections as usize].is_unlimited());
+        assert_eq!(c.rules.len(), 3);
+        assert_eq!(c.rules[1].cidr, "192.0.2.7/32".parse::<IpNet>().unwrap());
+        assert_eq!(c.rules[1].target, RuleTarget::Deny);
+        assert_eq!(c.rules[0].target, RuleTarget::Tier("gold".into()));
+    }
+
+    #[test]
+    fn embedded_default_has_sane_limits() {
+        let c = embedded_default();
+        assert_eq!(c.source, ConfigSource::Embedded);
+        assert_eq!(c.default_tier, "default");
+        let k = c.tier("default").unwrap().to_kernel().unwrap();
+        assert_eq!(k.limits[LimitKind::Packets as usize].burst(), 2000);
+        assert!((k.limits[LimitKind::Bytes as usize].rate_per_second() - 1e7).abs() < 1.0);
+        assert!((k.aggregate.rate_per_second() - 100_000.0).abs() < 1e-3);
+        assert_eq!(k.ipv6_prefix, 64);
+        assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.state_file, PathBuf::from(DEFAULT_STATE_FILE));
+    }
+
+    #[test]
+    fn a_file_without_tiers_uses_the_default_tier() {
+        let c = parse_str("interfaces = [\"eth0\"]\n").unwrap();
+        assert_eq!(c.tiers, embedded_default().tiers);
+        assert_eq!(c.default_tier, "default");
+    }
+
+    #[test]
+    fn default_bursts() {
+        let c = parse_str("[[tier]]\nname = \"t\"\npackets = \"6000/min\"\nbytes = \"1KB/s\"\nconnections = \"1/h\"\n")
+            .unwrap();
+        let k = c.tiers[0].to_kernel().unwrap();
+        assert_eq!(k.limits[LimitKind::Packets as usize].burst(), 100);
+        assert_eq!(
+            k.limits[LimitKind::Bytes as usize].burst(),
+            MIN_DEFAULT_BYTES_BURST
+        );
+        assert_eq!(k.limits[LimitKind::Connections as usize].burst(), 1);
+    }
+
+    #[track_caller]
+    fn assert_err(text: &str, expected: &[&str]) {
+        let err = parse_str(text).expect_err("should fail");
+        for e in expected {
+            assert!(err.contains(e), "error {err:?} should contain {e:?}");
+        }
+    }
+
+    #[test]
+    fn semantic_errors_name_file_line_field_and_value() {
+        assert_err(
+            "[[tier]]\nname = \"gold\"\npackets = \"100/x\"\n",
+            &[
+                "tollgate.toml:3: tier \"gold\": packets = \"100/x\": unknown period \"x\" (use /s, /min or /h)",
+            ],
+        );
+        assert_err(
+            "[[tier]]\nname = \"gold\"\n\nipv6_prefix = 65\n",
+            &["tollgate.toml:4: tier \"gold\": ipv6_prefix = 65: must be between 1 and 64"],
+        );
+        assert_err(
+            "[[tier]]\nname = \"gold\"\n[[rule]]\ncidr = \"10.0.0.0/8\"\ntier = \"silver\"\n",
+            &["tollgate.toml:5: rule 10.0.0.0/8: tier = \"silver\": no such tier (tiers: gold)"],
+        );
+        assert_err(
+            "[[rule]]\ncidr = \"10.0.0.300/8\"\naction = \"deny\"\n",
+            &["tollgate.toml:2: rule: cidr = \"10.0.0.300/8\": not a valid CIDR"],
+        );
+        assert_err(
+            "[[rule]]\ncidr = \"10.1.2.3/8\"\naction = \"deny\"\n",
+            &[
+                "tollgate.toml:2:",
+                "host bits are set (did you mean \"10.0.0.0/8\"?)",
+            ],
+        );
+        assert_err(
+            "[[rule]]\ncidr = \"10.0.0.0/8\"\naction = \"block\"\n",
+            &["tollgate.toml:3: rule 10.0.0.0/8: action = \"block\": unknown action"],
+        );
+        assert_err(
+            "[[rule]]\ncidr = \"10.0.0.0/8\"\n",
+            &["tollgate.toml:2: rule 10.0.0.0/8: set exactly one of"],
+        );
+        assert_err(
+            "[[rule]]\ncidr = \"10.0.0.0/8\"\naction = \"deny\"\n[[rule]]\ncidr = \"10.0.0.0/8\"\naction = \"allow\"\n",
+            &["tollgate.toml:5:", "already has a rule (line 2)"],
+        );
+        assert_err(
+            "[[tier]]\nname = \"a\"\n[[tier]]\nname = \"b\"\n",
+            &["tollgate.toml: default_tier is missing"],
+        );
+        assert_err(
+            "default_tier = \"gold\"\n",
+            &["tollgate.toml:1: default_tier = \"gold\": no such tier (tiers: default)"],
+        );
+        assert_err(
+            "[[tier]]\nname = \"a\"\nbytes = \"10XB/s\"\n",
+            &["tollgate.toml:3: tier \"a\": bytes = \"10XB/s\": unknown unit \"XB\""],
+        );
+        assert_err(
+            "[[tier]]\nname = \"a\"\npackets_burst = 5\n",
+            &["tollgate.toml:3: tier \"a\": packets_burst = 5: there is no packets rate"],
+        );
+        assert_err(
+            "[[tier]]\nname = \"a\"\npackets = \"10/s\"\npackets_burst = 0\n",
+            &["tollgate.toml:4: tier \"a\": packets_burst = 0: must be at least 1"],
+        );
+        assert_err(
+            "[[tier]]\nname = \"a b\"\n",
+            &["tollgate.toml:2: tier: name = \"a b\": use only letters"],
+        );
+        assert_err(
+            "[[tier]]\nname = \"a\"\n[[tier]]\nname = \"a\"\n",
+            &["tollgate.toml:4:", "already defined (line 2)"],
+        );
+        assert_err(
+            "metrics_address = \"localhost\"\n",
+            &["tollgate.toml:1: metrics_address = \"localhost\": not an IP address"],
+        );
+        assert_err(
+            "[maps]\nsources_v4 = 0\n",
+            &["tollgate.toml:2: maps: sources_v4 = 0: must be between"],
+        );
+        assert_err(
+            "interfaces = [\"a/b\"]\n",
+            &["tollgate.toml:1: interfaces: \"a/b\""],
+        );
+        assert_err(
+            "socket = \"relative.sock\"\n",
+            &["socket = \"relative.sock\": must be an absolute path"],
+        );
+    }
+
+    #[test]
+    fn syntax_and_type_errors_name_file_line_and_field() {
+        assert_err(
+            "interfaces = [\"eth0\"]\n[[tier]]\nname = \"a\"\npakets = \"1/s\"\n",
+            &["tollgate.toml:4:1:", "unknown field `pakets`"],
+        );
+        assert_err(
+            "[[tier]]\nname = \"a\"\npackets = 5\n",
+            &["tollgate.toml:3:", "packets", "invalid type: integer `5`"],
+        );
+        assert_err(
+            "mode = \"fast\"\n",
+            &["tollgate.toml:1:", "mode", "unknown variant `fast`"],
+        );
+        assert_err(
+            "interfaces = [\"eth0\"\n",
+            &["tollgate.toml:2:", "invalid array: expected `]`"],
+        );
+        assert_err(
+            "[[tier]]\nname = \"a\"\nmode = \"dry\"\n",
+            &[
+                "tollgate.toml:3:",
+                "unknown variant `dry`, expected `enforce` or `shadow`",
+            ],
+        );
+    }
+
+    #[test]
+    fn tier_spec_errors_name_tier_field_and_value() {
+        let mut t = TierSpec::unlimited("gold");
+        t.packets = Some(LimitSpec {
+            rate: "100/x".into(),
+            burst: None,
+        });
+        assert_eq!(
+            t.to_kernel().unwrap_err(),
+            "tier \"gold\": packets = \"100/x\": unknown period \"x\" (use /s, /min or /h)"
+        );
+        t.packets = None;
+        t.ipv6_prefix = 65;
+        assert_eq!(
+            t.to_kernel().unwrap_err(),
+            "tier \"gold\": ipv6_prefix = 65: must be between 1 and 64"
+        );
+    }
+
+    #[test]
+    fn validate_catches_cross_references() {
+        let mut c = parse_str(GOOD).unwrap();
+        c.rules.push(RuleSpec {
+            cidr: "172.16.0.0/12".parse().unwrap(),
+            target: RuleTarget::Tier("platinum".into()),
+        });
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .contains("rule 172.16.0.0/12: tier = \"platinum\": no such tier")
+        );
+    }
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(parse_cidr("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_cidr("192.0.2.1").unwrap().to_string(), "192.0.2.1/32");
+        assert_eq!(
+            parse_cidr("2001:db8::1").unwrap().to_string(),
+            "2001:db8::1/128"
+        );
+        assert!(
+            parse_cidr("10.0.0.300/8")
+                .unwrap_err()
+                .contains("not a valid CIDR")
+        );
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(
+            parse_cidr("2001:db8::1/32")
+                .unwrap_err()
+                .contains("did you mean \"2001:db8::/32\"")
+        );
+    }
+}

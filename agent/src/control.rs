@@ -1,0 +1,466 @@
+//! The control protocol between the CLI and the daemon, and its client.
+//!
+//! A Unix stream socket carrying newline-delimited JSON: one request object
+//! per line, answered by one response line, `{"ok":true,"data":...}` or
+//! `{"ok":false,"error":"message"}`. Requests are tagged by `"cmd"`, e.g.
+//! `{"cmd":"tier_set","name":"gold","packets":"100/s"}`; unknown commands and
+//! fields are rejected. A request line may be at most [`MAX_REQUEST_LINE`] bytes.
+
+use std::{
+    collections::BTreeMap,
+    io::{self, BufRead as _, BufReader, Read as _, Write as _},
+    net::IpAddr,
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::{
+    config::TierMode,
+    kernel::AttachMode,
+    talkers::{TalkerRow, TopBy},
+};
+
+/// Longest request line the daemon reads (bytes, newline included).
+pub const MAX_REQUEST_LINE: usize = 64 * 1024;
+/// Longest response line the client reads.
+pub const MAX_RESPONSE_LINE: usize = 256 * 1024 * 1024;
+/// How long the daemon waits for a request line on an open connection.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the client waits for the daemon's answer.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A request from the CLI.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    // Unit-like variants are written `{}` so unknown fields are rejected for
+    // them too (serde ignores extra fields on unit variants of tagged enums).
+    Status {},
+    TierList {},
+    TierSet(TierSetArgs),
+    TierRm {
+        name: String,
+    },
+    RuleList {},
+    RuleAdd {
+        cidr: String,
+        #[serde(default)]
+        tier: Option<String>,
+        #[serde(default)]
+        action: Option<RuleAction>,
+    },
+    RuleRm {
+        cidr: String,
+    },
+    Stats {
+        #[serde(default)]
+        tier: Option<String>,
+    },
+    Top {
+        by: TopBy,
+        n: usize,
+    },
+    Reload {},
+    Detach {},
+}
+
+/// `tier set`: every field but the name is optional; absent fields keep the
+/// tier's current value (or the default for a new tier). Rates are strings as
+/// in the config file; `"unlimited"` removes a limit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierSetArgs {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets_burst: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<String>,
+    /// Bytes, as a number or a size ("1MiB").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_burst: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_burst: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_burst: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate_burst: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_prefix: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<TierMode>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    Allow,
+    Deny,
+}
+
+/// The response envelope.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn success(data: impl Serialize) -> Response {
+        Response {
+            ok: true,
+            data: Some(serde_json::to_value(data).unwrap_or(serde_json::Value::Null)),
+            error: None,
+        }
+    }
+
+    pub fn failure(error: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            data: None,
+            error: Some(error.into()),
+        }
+    }
+
+    /// One JSON line, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self)
+            .unwrap_or_else(|_| br#"{"ok":false,"error":"unserializable response"}"#.to_vec());
+        v.push(b'\n');
+        v
+    }
+}
+
+/// `status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusData {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    /// How this daemon came up: "fresh" (loaded and attached), "adopted"
+    /// (took over pinned program and maps), "repaired" (adopted, re-attached
+    /// some interfaces), "upgraded" (replaced a pinned program of another layout).
+    pub start: String,
+    pub program_id: Option<u32>,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub config_source: String,
+    pub pin_dir: PathBuf,
+    pub socket: PathBuf,
+    pub state_file: PathBuf,
+    pub default_tier: String,
+    pub tiers: Fill,
+    pub sources_v4: Fill,
+    pub sources_v6: Fill,
+    pub rules_v4: Fill,
+    pub rules_v6: Fill,
+    /// Changes made with the CLI on top of the config file.
+    pub cli_changes: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    /// The XDP mode in use, when known.
+    pub mode: Option<AttachMode>,
+    /// Whether the pinned link is attached to this interface now.
+    pub attached: bool,
+    pub link_id: Option<u32>,
+    pub program_id: Option<u32>,
+}
+
+/// A fill level: `used` of `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fill {
+    pub used: u64,
+    pub max: u64,
+}
+
+/// One row of `tier list`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TierRow {
+    pub name: String,
+    pub index: u32,
+    pub default: bool,
+    /// "file", "embedded" or "cli" (set with `tollgate tier set`).
+    pub source: String,
+    pub mode: TierMode,
+    pub ipv6_prefix: u32,
+    pub packets: Option<LimitRow>,
+    pub bytes: Option<LimitRow>,
+    pub connections: Option<LimitRow>,
+    pub requests: Option<LimitRow>,
+    pub aggregate: Option<LimitRow>,
+    /// Rules that send sources to this tier.
+    pub rules: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LimitRow {
+    /// As configured: "100/s", "10MB/s".
+    pub rate: String,
+    pub per_second: f64,
+    /// Burst in effect (units; bytes for the bytes limit).
+    pub burst: u64,
+    /// Whether the burst was set explicitly (otherwise one second's worth).
+    pub burst_explicit: bool,
+}
+
+/// One row of `rule list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRow {
+    pub cidr: String,
+    /// "tier", "allow" or "deny".
+    pub action: String,
+    /// The tier (for allow/deny: the tier the traffic is counted under).
+    pub tier: String,
+    /// "file" or "cli".
+    pub source: String,
+}
+
+/// `stats`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatsData {
+    /// Seconds between the two samples the rates come from (0: no rates yet).
+    pub sample_interval_secs: f64,
+    pub tiers: Vec<TierStats>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TierStats {
+    /// Tier name; `#N` for an index no configured tier has now.
+    pub name: String,
+    pub index: u32,
+    pub passed: Traffic,
+    pub dropped: Traffic,
+    /// By verdict name (`passed`, `dropped_packets`, `denied`, ...).
+    pub verdicts: BTreeMap<String, Traffic>,
+}
+
+/// Totals since the program was loaded, and current per-second rates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+    pub packets_per_sec: f64,
+    pub bytes_per_sec: f64,
+}
+
+/// `top`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopData {
+    pub by: TopBy,
+    pub rows: Vec<TopRow>,
+    /// Sources the summary holds.
+    pub tracked: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopRow {
+    pub source: IpAddr,
+    pub tier: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub drops: u64,
+    pub requests: u64,
+    pub error: u64,
+}
+
+impl TopRow {
+    pub fn new(row: &TalkerRow, tier: String) -> TopRow {
+        TopRow {
+            source: row.source,
+            tier,
+            packets: row.packets,
+            bytes: row.bytes,
+            drops: row.drops,
+            requests: row.requests,
+            error: row.error,
+        }
+    }
+}
+
+/// What mutations return.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    pub message: String,
+}
+
+/// Why a request failed, as the CLI shows it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("tollgate daemon is not running (no socket at {}): start it with `tollgate run`", .0.display())]
+    NoSocket(PathBuf),
+    #[error(
+        "tollgate daemon is not running (stale socket at {}, nothing listening): start it with `tollgate run`", .0.display()
+    )]
+    Refused(PathBuf),
+    #[error("permission denied connecting to {}: run as root, or add your uid to allow_uids in the config", .0.display())]
+    Permission(PathBuf),
+    #[error("cannot talk to the daemon at {}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
+    #[error("the daemon at {} sent an invalid response: {detail}", path.display())]
+    Protocol { path: PathBuf, detail: String },
+    /// The daemon refused the request; the message is its explanation.
+    #[error("{0}")]
+    Daemon(String),
+}
+
+impl ClientError {
+    /// Whether there is no daemon to talk to.
+    pub fn not_running(&self) -> bool {
+        matches!(self, ClientError::NoSocket(_) | ClientError::Refused(_))
+    }
+}
+
+/// Sends one request to the daemon at `socket`; returns the response's `data`.
+pub fn request(socket: &Path, req: &Request) -> Result<serde_json::Value, ClientError> {
+    let io_err = |error: io::Error| ClientError::Io {
+        path: socket.to_owned(),
+        error,
+    };
+    let stream = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(match e.kind() {
+                io::ErrorKind::NotFound => ClientError::NoSocket(socket.to_owned()),
+                io::ErrorKind::ConnectionRefused => ClientError::Refused(socket.to_owned()),
+                io::ErrorKind::PermissionDenied => ClientError::Permission(socket.to_owned()),
+                _ => io_err(e),
+            });
+        }
+    };
+    stream
+        .set_read_timeout(Some(CLIENT_TIMEOUT))
+        .map_err(io_err)?;
+    stream
+        .set_write_timeout(Some(CLIENT_TIMEOUT))
+        .map_err(io_err)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| io_err(io::Error::other(e)))?;
+    line.push(b'\n');
+    // A daemon that refuses the connection answers and closes without
+    // reading: read its answer even if sending the request failed.
+    let sent = (&stream).write_all(&line);
+    let mut reader = BufReader::new((&stream).take(MAX_RESPONSE_LINE as u64));
+    let mut buf = Vec::new();
+    let read = reader.read_until(b'\n', &mut buf);
+    if buf.is_empty() {
+        sent.map_err(io_err)?;
+        read.map_err(io_err)?;
+        return Err(ClientError::Protocol {
+            path: socket.to_owned(),
+            detail: "connection closed without an answer (is the daemon shutting down?)".into(),
+        });
+    }
+    let resp: Response = serde_json::from_slice(&buf).map_err(|e| ClientError::Protocol {
+        path: socket.to_owned(),
+        detail: e.to_string(),
+    })?;
+    if resp.ok {
+        Ok(resp.data.unwrap_or(serde_json::Value::Null))
+    } else {
+        Err(ClientError::Daemon(resp.error.unwrap_or_else(|| {
+            "the daemon reported an unspecified error".into()
+        })))
+    }
+}
+
+/// Like [`request`], decoding `data` as `T`.
+pub fn request_as<T: DeserializeOwned>(socket: &Path, req: &Request) -> Result<T, ClientError> {
+    let data = request(socket, req)?;
+    serde_json::from_value(data).map_err(|e| ClientError::Protocol {
+        path: socket.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_reject_unknown_fields() {
+        let reqs = [
+            Request::Status {},
+            Request::TierSet(TierSetArgs {
+                name: "gold".into(),
+                packets: Some("100/s".into()),
+                packets_burst: Some(10),
+                mode: Some(TierMode::Shadow),
+                ..Default::default()
+            }),
+            Request::RuleAdd {
+                cidr: "10.0.0.0/8".into(),
+                tier: None,
+                action: Some(RuleAction::Deny),
+            },
+            Request::Top {
+                by: TopBy::Drops,
+                n: 5,
+            },
+        ];
+        for r in reqs {
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), r, "{json}");
+        }
+        assert_eq!(
+            serde_json::to_string(&Request::TierRm { name: "x".into() }).unwrap(),
+            r#"{"cmd":"tier_rm","name":"x"}"#
+        );
+        for bad in [
+            r#"{"cmd":"status","extra":1}"#,
+            r#"{"cmd":"tier_set","name":"x","packetz":"1/s"}"#,
+            r#"{"cmd":"launch_missiles"}"#,
+            r#"{"name":"x"}"#,
+            r#"{"cmd":"tier_rm"}"#,
+            r#"{"cmd":"top","by":"bytes","n":3}"#,
+            r#"{"cmd":"top","by":"drops","n":-3}"#,
+            r#"[]"#,
+            r#""status""#,
+        ] {
+            assert!(
+                serde_json::from_str::<Request>(bad).is_err(),
+                "{bad} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn responses_have_the_documented_shape() {
+        let ok = Response::success(Done {
+            message: "hi".into(),
+        });
+        assert_eq!(
+            String::from_utf8(ok.to_line()).unwrap(),
+            "{\"ok\":true,\"data\":{\"message\":\"hi\"}}\n"
+        );
+        assert_eq!(
+            String::from_utf8(Response::failure("nope").to_line()).unwrap(),
+            "{\"ok\":false,\"error\":\"nope\"}\n"
+        );
+    }
+
+    #[test]
+    fn a_missing_socket_says_the_daemon_is_not_running() {
+        let err =
+            request(Path::new("/nonexistent/tollgate.sock"), &Request::Status {}).unwrap_err();
+        assert!(err.not_running());
+        assert_eq!(
+            err.to_string(),
+            "tollgate daemon is not running (no socket at /nonexistent/tollgate.sock): start it with `tollgate run`"
+        );
+    }
+}

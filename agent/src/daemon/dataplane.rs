@@ -1,0 +1,579 @@
+//! Bringing the XDP program up without ever leaving an interface unprotected.
+//!
+//! Layout of the pin directory (bpffs), e.g. `/sys/fs/bpf/tollgate/default`:
+//!
+//! ```text
+//! TG_SETTINGS TG_TIERS ...   the maps (kernel::MAP_NAMES)
+//! prog                       the program
+//! link_<ifname>              one XDP bpf_link per interface
+//! next/                      only during an upgrade: the new program's maps
+//! ```
+//!
+//! A pinned link keeps the program attached while no process runs, so a daemon
+//! that dies (even `kill -9`) leaves enforcement in place, and the next one:
+//!
+//! * **adopts** when the pinned maps have this build's layout and every
+//!   interface has a live link: nothing is reloaded or reattached;
+//! * **repairs** when the maps are compatible but the program pin or a link is
+//!   missing or stale: loads a program over the pinned maps and replaces the
+//!   program of the existing links atomically (BPF_LINK_UPDATE), attaching only
+//!   where there is no link;
+//! * **upgrades** when the pinned layout differs: loads the program with fresh
+//!   maps pinned in `next/`, configures them, replaces the program on the
+//!   existing links atomically, then swaps the pins;
+//! * starts **fresh** when nothing is pinned.
+
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    fs, io,
+    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf,
+    programs::{
+        ProgramInfo,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use tracing::{debug, info, warn};
+
+use crate::kernel::{self, AttachMode, KernelError, MAP_NAMES, MapSizes, Maps};
+
+pub const PROG_PIN: &str = "prog";
+pub const NEXT_DIR: &str = "next";
+const LINK_PREFIX: &str = "link_";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPF_LINK_TYPE_XDP: u32 = 6;
+
+pub fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("{LINK_PREFIX}{iface}"))
+}
+
+/// How the daemon came up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartKind {
+    Fresh,
+    Adopted,
+    Repaired,
+    Upgraded,
+}
+
+impl StartKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            StartKind::Fresh => "fresh",
+            StartKind::Adopted => "adopted",
+            StartKind::Repaired => "repaired",
+            StartKind::Upgraded => "upgraded",
+        }
+    }
+}
+
+/// The running data path.
+pub struct Dataplane {
+    pub maps: Maps,
+    pub start: StartKind,
+    /// Interface -> XDP mode, where known.
+    pub modes: BTreeMap<String, AttachMode>,
+    /// Reader of the program's aya-log ring buffer, if the object has one.
+    pub logger: Option<ProgramLogger>,
+}
+
+/// Reader of the program's aya-log records.
+pub type ProgramLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+/// What [`install`] hands back: the maps, the mode of each interface, the logger.
+type Installed = (Maps, BTreeMap<String, AttachMode>, Option<ProgramLogger>);
+
+/// What to bring up.
+pub struct Plan<'a> {
+    pub pin_dir: &'a Path,
+    pub interfaces: &'a [String],
+    pub mode: AttachMode,
+    pub sizes: &'a MapSizes,
+    /// Modes recorded by an earlier daemon (for adopted links).
+    pub known_modes: &'a BTreeMap<String, AttachMode>,
+}
+
+/// Configures freshly created (or adopted) maps before any packet sees them.
+pub type Configure<'a> = &'a mut dyn FnMut(&mut Maps) -> Result<()>;
+
+/// What a link pin refers to now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    Missing,
+    /// Pinned, but not an XDP link attached to this interface (the interface
+    /// was deleted or recreated).
+    Stale,
+    Live {
+        link_id: u32,
+        prog_id: u32,
+    },
+}
+
+/// Brings the program up on every interface of `plan`.
+pub fn bring_up(plan: &Plan<'_>, configure: Configure<'_>) -> Result<Dataplane> {
+    for iface in plan.interfaces {
+        if ifindex(iface) == 0 {
+            bail!("interface {iface} does not exist (see `ip link`)");
+        }
+    }
+    fs::create_dir_all(plan.pin_dir)
+        .with_context(|| format!("creating the pin directory {}", plan.pin_dir.display()))?;
+    check_bpffs(plan.pin_dir)?;
+    recover_interrupted_upgrade(plan.pin_dir)?;
+
+    let any_map_pinned = MAP_NAMES.iter().any(|n| plan.pin_dir.join(n).exists());
+    let dp = if !any_map_pinned {
+        info!(pin_dir = %plan.pin_dir.display(), "no pinned program: loading a fresh one");
+        match install(plan, plan.pin_dir, None, configure) {
+            Ok((maps, modes, logger)) => Dataplane {
+                maps,
+                start: StartKind::Fresh,
+                modes,
+                logger,
+            },
+            Err(e) => {
+                // Leave nothing half-made behind.
+                if let Err(cleanup) = remove_pins(plan.pin_dir) {
+                    warn!(error = %cleanup, "cleaning up after a failed start");
+                }
+                return Err(e);
+            }
+        }
+    } else {
+        match Maps::from_pins(plan.pin_dir) {
+            Ok(mut maps) => {
+                configure(&mut maps)?;
+                let prog_id = ProgramInfo::from_pin(plan.pin_dir.join(PROG_PIN))
+                    .ok()
+                    .map(|p| p.id());
+                let all_live = plan.interfaces.iter().all(|iface| {
+                    matches!(link_state(plan.pin_dir, iface),
+                        LinkState::Live { prog_id: p, .. } if Some(p) == prog_id)
+                });
+                if all_live && prog_id.is_some() {
+                    info!(pin_dir = %plan.pin_dir.display(), ?prog_id,
+                        "adopting the pinned program, maps and links: state and counters kept");
+                    let modes = plan
+                        .interfaces
+                        .iter()
+                        .filter_map(|i| plan.known_modes.get(i).map(|m| (i.clone(), *m)))
+                        .collect();
+                    Dataplane {
+                        maps,
+                        start: StartKind::Adopted,
+                        modes,
+                        logger: None,
+                    }
+                } else {
+                    info!(pin_dir = %plan.pin_dir.display(),
+                        "pinned maps are compatible but the program or a link is missing: \
+                         loading a program over the pinned maps");
+                    let (_, modes, logger) =
+                        install(plan, plan.pin_dir, Some(()), &mut |_| Ok(()))?;
+                    Dataplane {
+                        maps,
+                        start: StartKind::Repaired,
+                        modes,
+                        logger,
+                    }
+                }
+            }
+            Err(e) => {
+                match &e {
+                    KernelError::LayoutMismatch { found, .. } => warn!(
+                        found,
+                        expected = tollgate_common::LAYOUT_VERSION,
+                        "pinned maps have another layout: upgrading (state and counters start afresh)"
+                    ),
+                    other => warn!(error = %other,
+                        "pinned maps cannot be used: replacing them (state and counters start afresh)"),
+                }
+                let next = plan.pin_dir.join(NEXT_DIR);
+                if next.exists() {
+                    remove_pins(&next)?;
+                }
+                let (maps, modes, logger) = install(plan, &next, None, configure)?;
+                // Every link runs the new program now; swap the pins.
+                for name in MAP_NAMES.iter().copied().chain([PROG_PIN]) {
+                    remove_if_exists(&plan.pin_dir.join(name))?;
+                }
+                for name in MAP_NAMES.iter().copied().chain([PROG_PIN]) {
+                    fs::rename(next.join(name), plan.pin_dir.join(name))
+                        .with_context(|| format!("moving the new pin {name} into place"))?;
+                }
+                fs::remove_dir(&next).with_context(|| format!("removing {}", next.display()))?;
+                Dataplane {
+                    maps,
+                    start: StartKind::Upgraded,
+                    modes,
+                    logger,
+                }
+            }
+        }
+    };
+
+    // Links of interfaces no longer configured.
+    for (iface, path) in pinned_links(plan.pin_dir)? {
+        if !plan.interfaces.contains(&iface) {
+            warn!(%iface, "interface is no longer configured: detaching from it");
+            remove_if_exists(&path)?;
+        }
+    }
+    let mut dp = dp;
+    for (iface, mode) in plan.known_modes {
+        if plan.interfaces.contains(iface) {
+            dp.modes.entry(iface.clone()).or_insert(*mode);
+        }
+    }
+    Ok(dp)
+}
+
+/// Loads the program with its maps pinned in `maps_dir` (reused where pinned
+/// already), points every interface's link at it (replacing the program of
+/// live links atomically, attaching where there is none) and pins it as
+/// `maps_dir/prog`. With `reuse` set the maps are already open and configured
+/// (repair); otherwise they are new and are stamped and configured here, before
+/// any link uses them.
+fn install(
+    plan: &Plan<'_>,
+    maps_dir: &Path,
+    reuse: Option<()>,
+    configure: Configure<'_>,
+) -> Result<Installed> {
+    let mut ebpf = kernel::load(crate::EBPF_OBJECT, plan.sizes, Some(maps_dir))?;
+    let logger = init_logger(&mut ebpf);
+    let mut maps = Maps::from_ebpf(&mut ebpf)?;
+    if reuse.is_none() {
+        maps.stamp_layout()?;
+        configure(&mut maps)?;
+    }
+    let program = kernel::program_mut(&mut ebpf)?;
+    let mut modes = BTreeMap::new();
+    for iface in plan.interfaces {
+        let pin = link_pin(plan.pin_dir, iface);
+        match link_state(plan.pin_dir, iface) {
+            LinkState::Live { link_id, .. } => {
+                let pinned = PinnedLink::from_pin(&pin)
+                    .with_context(|| format!("opening the pinned link {}", pin.display()))?;
+                let link = XdpLink::try_from(FdLink::from(pinned))
+                    .with_context(|| format!("{} is not an XDP link", pin.display()))?;
+                program.attach_to_link(link).with_context(|| {
+                    format!("replacing the program on {iface}'s link (BPF_LINK_UPDATE)")
+                })?;
+                info!(%iface, link_id, "replaced the program on the pinned link atomically");
+                if let Some(m) = plan.known_modes.get(iface) {
+                    modes.insert(iface.clone(), *m);
+                }
+            }
+            state => {
+                if state == LinkState::Stale {
+                    warn!(%iface, "pinned link is not attached to the interface (was it recreated?): re-attaching");
+                    remove_if_exists(&pin)?;
+                }
+                let (id, used) = kernel::attach(program, iface, plan.mode)
+                    .with_context(|| format!("attaching to {iface}"))?;
+                let link = program.take_link(id)?;
+                let fd = FdLink::try_from(link).map_err(|_| {
+                    anyhow!(
+                        "attaching to {iface}: the kernel attached through netlink, without a \
+                         bpf_link; tollgate needs XDP links (Linux 5.9 or later) to survive restarts"
+                    )
+                })?;
+                fd.pin(&pin)
+                    .with_context(|| format!("pinning the link at {}", pin.display()))?;
+                info!(%iface, mode = ?used, "attached");
+                modes.insert(iface.clone(), used);
+            }
+        }
+    }
+    let prog_pin = maps_dir.join(PROG_PIN);
+    remove_if_exists(&prog_pin)?;
+    program
+        .pin(&prog_pin)
+        .with_context(|| format!("pinning the program at {}", prog_pin.display()))?;
+    // Dropping the object closes our program and link fds; the pins keep them.
+    drop(ebpf);
+    Ok((maps, modes, logger))
+}
+
+fn init_logger(ebpf: &mut Ebpf) -> Option<ProgramLogger> {
+    match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => Some(logger),
+        Err(e) => {
+            debug!(error = %e, "the XDP program does not log (no aya-log map); continuing");
+            None
+        }
+    }
+}
+
+/// Finishes or discards an upgrade a crash interrupted.
+fn recover_interrupted_upgrade(pin_dir: &Path) -> Result<()> {
+    let next = pin_dir.join(NEXT_DIR);
+    if !next.is_dir() {
+        return Ok(());
+    }
+    let old_gone = MAP_NAMES.iter().all(|n| !pin_dir.join(n).exists());
+    let new_complete = MAP_NAMES.iter().all(|n| next.join(n).exists());
+    if old_gone && new_complete {
+        warn!("finishing an interrupted upgrade: moving the new pins into place");
+        for name in MAP_NAMES.iter().copied().chain([PROG_PIN]) {
+            if next.join(name).exists() {
+                fs::rename(next.join(name), pin_dir.join(name))?;
+            }
+        }
+        fs::remove_dir(&next)?;
+    } else {
+        warn!("discarding the leftovers of an interrupted upgrade");
+        remove_pins(&next)?;
+    }
+    Ok(())
+}
+
+/// `(interface, pin path)` of every link pinned in `pin_dir`.
+pub fn pinned_links(pin_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(pin_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", pin_dir.display())),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(iface) = name.strip_prefix(LINK_PREFIX) {
+            out.push((iface.to_owned(), entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Removes every tollgate pin in `pin_dir` (links first, so the interfaces are
+/// released before the program), then the directory. Refuses directories that
+/// are not on bpffs and leaves unknown entries alone. Returns how many pins
+/// were removed.
+pub fn remove_pins(pin_dir: &Path) -> Result<usize> {
+    if !pin_dir.exists() {
+        return Ok(0);
+    }
+    check_bpffs(pin_dir)?;
+    let mut removed = 0;
+    for (iface, path) in pinned_links(pin_dir)? {
+        // Detach synchronously: dropping the last reference (the pin) frees
+        // the link asynchronously, and the interface would keep the program
+        // for a moment after `tollgate detach` returned.
+        if let Err(e) = detach_link(&path) {
+            debug!(%iface, error = %e, "BPF_LINK_DETACH failed; removing the pin releases the link");
+        }
+        fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        removed += 1;
+    }
+    let next = pin_dir.join(NEXT_DIR);
+    if next.is_dir() {
+        removed += remove_pins(&next)?;
+    }
+    for name in [PROG_PIN].into_iter().chain(MAP_NAMES) {
+        if remove_if_exists(&pin_dir.join(name))? {
+            removed += 1;
+        }
+    }
+    match fs::remove_dir(pin_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
+            bail!(
+                "{} holds entries tollgate did not create; they were left in place",
+                pin_dir.display()
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("removing {}", pin_dir.display())),
+    }
+    Ok(removed)
+}
+
+fn remove_if_exists(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+/// Fails unless `path` is on a BPF filesystem (pins can only live there, and
+/// this keeps `detach` from deleting anything elsewhere).
+pub fn check_bpffs(path: &Path) -> Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: statfs writes into a zeroed struct we own; c is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("statfs {}", path.display()));
+    }
+    if st.f_type as i64 != BPF_FS_MAGIC {
+        bail!(
+            "{} is not on a BPF filesystem (mount one with `mount -t bpf bpf /sys/fs/bpf`)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn ifindex(iface: &str) -> u32 {
+    match CString::new(iface) {
+        // SAFETY: a NUL-terminated string.
+        Ok(c) => unsafe { libc::if_nametoindex(c.as_ptr()) },
+        Err(_) => 0,
+    }
+}
+
+/// Whether `iface`'s pinned link exists and is attached to it.
+pub fn link_state(pin_dir: &Path, iface: &str) -> LinkState {
+    let pin = link_pin(pin_dir, iface);
+    if !pin.exists() {
+        return LinkState::Missing;
+    }
+    match raw_link_info(&pin) {
+        Ok(info)
+            if info.link_type == BPF_LINK_TYPE_XDP
+                && info.ifindex != 0
+                && info.ifindex == ifindex(iface) =>
+        {
+            LinkState::Live {
+                link_id: info.id,
+                prog_id: info.prog_id,
+            }
+        }
+        Ok(_) => LinkState::Stale,
+        Err(e) => {
+            debug!(pin = %pin.display(), error = %e, "reading the pinned link");
+            LinkState::Stale
+        }
+    }
+}
+
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_DETACH: libc::c_long = 34;
+
+/// Opens a pinned BPF object.
+fn bpf_obj_get(pin: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    let path = CString::new(pin.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    #[repr(C, align(8))]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        _pad: u32,
+    }
+    let attr = ObjGet {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+        _pad: 0,
+    };
+    // SAFETY: BPF_OBJ_GET reads `attr` (size given) and returns a new fd.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &attr as *const ObjGet,
+            std::mem::size_of::<ObjGet>() as u32,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this fd; OwnedFd closes it.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// Detaches a pinned link from its hook now (BPF_LINK_DETACH, Linux 5.9+).
+fn detach_link(pin: &Path) -> io::Result<()> {
+    let fd = bpf_obj_get(pin)?;
+    #[repr(C, align(8))]
+    struct LinkDetach {
+        link_fd: u32,
+        _pad: u32,
+    }
+    let attr = LinkDetach {
+        link_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+    };
+    // SAFETY: BPF_LINK_DETACH reads `attr` (size given).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            &attr as *const LinkDetach,
+            std::mem::size_of::<LinkDetach>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+struct RawLinkInfo {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    ifindex: u32,
+}
+
+/// `bpf_link_info` of a pinned link, including the XDP interface index that
+/// aya's `LinkInfo` does not expose.
+fn raw_link_info(pin: &Path) -> io::Result<RawLinkInfo> {
+    let fd = bpf_obj_get(pin)?;
+
+    // struct bpf_link_info: type, id, prog_id, then an 8-aligned union whose
+    // `xdp.ifindex` is its first u32 (offset 16).
+    #[repr(C, align(8))]
+    struct Buf([u8; 256]);
+    let mut info = Buf([0; 256]);
+    #[repr(C, align(8))]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let attr = InfoByFd {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: info.0.len() as u32,
+        info: info.0.as_mut_ptr() as u64,
+    };
+    // SAFETY: the kernel writes at most info_len bytes into `info`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &attr as *const InfoByFd,
+            std::mem::size_of::<InfoByFd>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let u32_at = |o: usize| u32::from_ne_bytes(info.0[o..o + 4].try_into().expect("4 bytes"));
+    Ok(RawLinkInfo {
+        link_type: u32_at(0),
+        id: u32_at(4),
+        prog_id: u32_at(8),
+        ifindex: u32_at(16),
+    })
+}
+
+/// Program id of the pinned program, if any.
+pub fn pinned_program_id(pin_dir: &Path) -> Option<u32> {
+    ProgramInfo::from_pin(pin_dir.join(PROG_PIN))
+        .ok()
+        .map(|p| p.id())
+}

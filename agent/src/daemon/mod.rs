@@ -1,0 +1,1047 @@
+//! `tollgate run`: the daemon.
+//!
+//! Loads (or adopts) the XDP program, applies the effective configuration
+//! (config file + changes made with the CLI), serves the control socket, and
+//! reloads on SIGHUP. SIGTERM/SIGINT stop the daemon but leave the program
+//! attached and pinned: enforcement never stops. `tollgate detach` removes it.
+
+pub mod dataplane;
+mod server;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs::File,
+    net::IpAddr,
+    os::{fd::AsRawFd as _, unix::fs::DirBuilderExt as _},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use ipnet::IpNet;
+use tollgate_common::{
+    Counter, MAX_TIERS, RULE_ALLOW, RULE_DENY, RULE_TIER, RuleValue, TierConfig, VERDICT_COUNT,
+    Verdict, names,
+};
+use tracing::{error, info, warn};
+
+use crate::{
+    config::{
+        self, Config, ConfigError, ConfigSource, LimitField, LimitSpec, RuleSpec, RuleTarget,
+        TierSpec, check_tier_name, parse_cidr,
+    },
+    control::{
+        Done, Fill, InterfaceStatus, LimitRow, Request, Response, RuleAction, RuleRow, StatsData,
+        StatusData, TierRow, TierSetArgs, TierStats, TopData, TopRow, Traffic,
+    },
+    kernel::{AttachMode, Maps},
+    state::{self, Overlay, State},
+    talkers::{Talkers, TopBy},
+    units,
+};
+use dataplane::{Dataplane, LinkState, Plan, StartKind};
+
+/// Capacity of the top-talkers summary.
+pub const TALKERS_CAPACITY: usize = 1024;
+/// The top-talkers counts halve this often.
+pub const TALKERS_DECAY: Duration = Duration::from_secs(10);
+/// Counters are sampled this often for `stats` rates.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `tollgate run`'s options; anything set here overrides the config file.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub config: Option<PathBuf>,
+    pub interfaces: Vec<String>,
+    pub mode: Option<AttachMode>,
+    pub pin_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub state_file: Option<PathBuf>,
+}
+
+impl RunOptions {
+    /// The config file (or the embedded default) with the overrides applied.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        let mut c = match &self.config {
+            Some(path) => config::load_file(path)?,
+            None => config::embedded_default(),
+        };
+        if !self.interfaces.is_empty() {
+            for iface in &self.interfaces {
+                config::check_interface_name(iface)
+                    .map_err(|p| ConfigError(format!("--iface {iface}: {p}")))?;
+            }
+            c.interfaces = self.interfaces.clone();
+        }
+        if let Some(m) = self.mode {
+            c.mode = m;
+        }
+        if let Some(p) = &self.pin_dir {
+            c.pin_dir = absolute(p);
+        }
+        if let Some(p) = &self.socket {
+            c.socket = absolute(p);
+        }
+        if let Some(p) = &self.state_file {
+            c.state_file = absolute(p);
+        }
+        Ok(c)
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+/// Two most recent counter samples, for rates.
+#[derive(Default)]
+struct Samples {
+    prev: Option<(Instant, Vec<[Counter; VERDICT_COUNT as usize]>)>,
+    last: Option<(Instant, Vec<[Counter; VERDICT_COUNT as usize]>)>,
+}
+
+impl Samples {
+    fn push(&mut self, at: Instant, counters: Vec<[Counter; VERDICT_COUNT as usize]>) {
+        self.prev = self.last.take();
+        self.last = Some((at, counters));
+    }
+
+    /// Per-second (packets, bytes) of `tier`/`verdict` between the two samples.
+    fn rate(&self, tier: usize, verdict: usize) -> (f64, f64) {
+        match (&self.prev, &self.last) {
+            (Some((t0, c0)), Some((t1, c1))) => {
+                let dt = t1.duration_since(*t0).as_secs_f64();
+                if dt <= 0.0 {
+                    return (0.0, 0.0);
+                }
+                let (a, b) = (c0[tier][verdict], c1[tier][verdict]);
+                (
+                    b.packets.saturating_sub(a.packets) as f64 / dt,
+                    b.bytes.saturating_sub(a.bytes) as f64 / dt,
+                )
+            }
+            _ => (0.0, 0.0),
+        }
+    }
+
+    fn interval(&self) -> f64 {
+        match (&self.prev, &self.last) {
+            (Some((t0, _)), Some((t1, _))) => t1.duration_since(*t0).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+}
+
+/// The daemon's mutable state, behind one lock: every change is applied to the
+/// kernel and persisted under it, so changes are serialized.
+pub struct Daemon {
+    opts: RunOptions,
+    /// The config file (or embedded default), with run's overrides.
+    file: Config,
+    /// `file` + the CLI overlay: what the kernel holds.
+    effective: Config,
+    state: State,
+    maps: Maps,
+    start: StartKind,
+    started: Instant,
+    samples: Samples,
+}
+
+/// What the tasks of the daemon share.
+pub struct Shared {
+    daemon: Mutex<Daemon>,
+    talkers: Mutex<Talkers>,
+    shutdown: tokio::sync::Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock must not take the daemon down with it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    /// Hook for the kernel's sampled verdicts: records one sample standing for
+    /// `scale` packets of `bytes` bytes from `source` in tier index `tier`.
+    /// `request` is whether the packet carried an HTTP request. Feeds
+    /// `tollgate top`.
+    pub fn on_verdict_sample(
+        &self,
+        source: IpAddr,
+        tier: u32,
+        verdict: Verdict,
+        request: bool,
+        bytes: u64,
+        scale: u64,
+    ) {
+        lock(&self.talkers).observe(source, tier, verdict, request, bytes, scale);
+    }
+
+    /// Handles one control request. Returns the response and whether the
+    /// daemon should exit after sending it.
+    pub fn handle(&self, req: Request) -> (Response, bool) {
+        let mut d = lock(&self.daemon);
+        let result = match req {
+            Request::Status {} => d.status().map(Response::success),
+            Request::TierList {} => Ok(Response::success(d.tier_rows())),
+            Request::TierSet(args) => d.tier_set(args).map(done),
+            Request::TierRm { name } => d.tier_rm(&name).map(done),
+            Request::RuleList {} => Ok(Response::success(d.rule_rows())),
+            Request::RuleAdd { cidr, tier, action } => d.rule_add(&cidr, tier, action).map(done),
+            Request::RuleRm { cidr } => d.rule_rm(&cidr).map(done),
+            Request::Stats { tier } => d.stats(tier.as_deref()).map(Response::success),
+            Request::Top { by, n } => {
+                let names = d.index_names();
+                drop(d);
+                Ok(Response::success(self.top(by, n, &names)))
+            }
+            Request::Reload {} => d.reload().map(done),
+            Request::Detach {} => {
+                return match d.detach() {
+                    Ok(msg) => (done(msg), true),
+                    Err(e) => (Response::failure(e), false),
+                };
+            }
+        };
+        (result.unwrap_or_else(Response::failure), false)
+    }
+
+    fn top(&self, by: TopBy, n: usize, names: &BTreeMap<u32, String>) -> TopData {
+        let t = lock(&self.talkers);
+        let rows = t
+            .top(by, n.clamp(1, TALKERS_CAPACITY))
+            .iter()
+            .map(|r| {
+                let tier = names
+                    .get(&r.tier)
+                    .cloned()
+                    .unwrap_or_else(|| format!("#{}", r.tier));
+                TopRow::new(r, tier)
+            })
+            .collect();
+        TopData {
+            by,
+            rows,
+            tracked: t.len(),
+        }
+    }
+
+    /// Re-reads the config (SIGHUP); logs the outcome.
+    fn reload_from_signal(&self) {
+        match lock(&self.daemon).reload() {
+            Ok(msg) => info!("SIGHUP: {msg}"),
+            Err(e) => error!("SIGHUP: {e}"),
+        }
+    }
+
+    fn sample(&self) {
+        let mut d = lock(&self.daemon);
+        match d.maps.counters() {
+            Ok(c) => d.samples.push(Instant::now(), c),
+            Err(e) => warn!(error = %e, "sampling counters"),
+        }
+    }
+}
+
+fn done(message: String) -> Response {
+    Response::success(Done { message })
+}
+
+/// Writes `cfg` into the maps: tiers, default tier, rules; deactivates tier
+/// slots no configured tier uses. Only entries that differ are written, and
+/// bucket state (sources, aggregate) is never touched.
+fn apply(maps: &mut Maps, cfg: &Config, indices: &BTreeMap<String, u32>) -> Result<()> {
+    let index = |name: &str| {
+        indices
+            .get(name)
+            .copied()
+            .with_context(|| format!("tier {name} has no index"))
+    };
+    let mut active = BTreeSet::new();
+    for t in &cfg.tiers {
+        let i = index(&t.name)?;
+        active.insert(i);
+        let k = t.to_kernel().map_err(anyhow::Error::msg)?;
+        if maps.tier(i)? != k {
+            maps.set_tier(i, &k)?;
+        }
+    }
+    let default = index(&cfg.default_tier)?;
+    if maps.settings()?.default_tier != default {
+        maps.set_default_tier(default)?;
+    }
+    let mut desired = BTreeMap::new();
+    for r in &cfg.rules {
+        let v = match &r.target {
+            RuleTarget::Tier(t) => RuleValue {
+                action: RULE_TIER,
+                tier: index(t)?,
+            },
+            RuleTarget::Allow => RuleValue {
+                action: RULE_ALLOW,
+                tier: default,
+            },
+            RuleTarget::Deny => RuleValue {
+                action: RULE_DENY,
+                tier: default,
+            },
+        };
+        desired.insert(r.cidr, v);
+    }
+    let current: BTreeMap<IpNet, RuleValue> = maps.rules()?.into_iter().collect();
+    let upsert: Vec<(IpNet, RuleValue)> = desired
+        .iter()
+        .filter(|(net, v)| current.get(net) != Some(v))
+        .map(|(n, v)| (*n, *v))
+        .collect();
+    let remove: Vec<IpNet> = current
+        .keys()
+        .filter(|n| !desired.contains_key(n))
+        .copied()
+        .collect();
+    maps.update_rules(&upsert, &remove)?;
+    for i in 0..MAX_TIERS {
+        if !active.contains(&i) && maps.tier(i)?.is_active() {
+            maps.set_tier(i, &TierConfig::default())?;
+        }
+    }
+    Ok(())
+}
+
+impl Daemon {
+    fn state_path(&self) -> &Path {
+        &self.file.state_file
+    }
+
+    /// Makes `overlay` (and, for a reload, `new_file`) effective: validates,
+    /// applies to the kernel, persists, and only then commits in memory. On any
+    /// failure the kernel is put back as it was and nothing changes.
+    fn commit(&mut self, new_file: Option<Config>, overlay: Overlay) -> Result<(), String> {
+        let file = new_file.as_ref().unwrap_or(&self.file);
+        let effective = overlay.apply(file)?;
+        let mut state = self.state.clone();
+        state.overlay = overlay;
+        state.assign_indices(&effective)?;
+        if let Err(e) = apply(&mut self.maps, &effective, &state.tier_indices) {
+            self.rollback();
+            return Err(format!(
+                "applying the change to the kernel failed: {e:#}; the previous configuration is still in effect"
+            ));
+        }
+        if state != self.state
+            && let Err(e) = state::save(self.state_path(), &state)
+        {
+            self.rollback();
+            return Err(format!(
+                "could not save the change to {}: {e}; it was rolled back and is not in effect",
+                self.state_path().display()
+            ));
+        }
+        self.state = state;
+        self.effective = effective;
+        if let Some(f) = new_file {
+            self.file = f;
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        if let Err(e) = apply(&mut self.maps, &self.effective, &self.state.tier_indices) {
+            error!(error = %format!("{e:#}"), "rolling back a failed change also failed: the kernel may hold a partial change");
+        }
+    }
+
+    fn reload(&mut self) -> Result<String, String> {
+        let mut new_file = self
+            .opts
+            .load_config()
+            .map_err(|e| format!("reload failed, the running configuration is unchanged: {e}"))?;
+        // These only take effect on a restart; keep what is running.
+        for (what, changed) in [
+            ("interfaces", new_file.interfaces != self.file.interfaces),
+            ("mode", new_file.mode != self.file.mode),
+            ("maps", new_file.maps != self.file.maps),
+            ("socket", new_file.socket != self.file.socket),
+            ("pin_dir", new_file.pin_dir != self.file.pin_dir),
+            ("state_file", new_file.state_file != self.file.state_file),
+            ("allow_uids", new_file.allow_uids != self.file.allow_uids),
+        ] {
+            if changed {
+                warn!("reload: {what} changed in the config; restart the daemon to apply it");
+            }
+        }
+        new_file.interfaces = self.file.interfaces.clone();
+        new_file.mode = self.file.mode;
+        new_file.maps = self.file.maps;
+        new_file.socket = self.file.socket.clone();
+        new_file.pin_dir = self.file.pin_dir.clone();
+        new_file.state_file = self.file.state_file.clone();
+        new_file.allow_uids = self.file.allow_uids.clone();
+        let overlay = self.state.overlay.clone();
+        self.commit(Some(new_file), overlay)
+            .map_err(|e| format!("reload failed, the running configuration is unchanged: {e}"))?;
+        let msg = format!(
+            "reloaded {}: {} tiers, {} rules{}",
+            self.file.source,
+            self.effective.tiers.len(),
+            self.effective.rules.len(),
+            if self.state.overlay.is_empty() {
+                String::new()
+            } else {
+                " (including changes made with the CLI)".to_owned()
+            }
+        );
+        info!("{msg}");
+        Ok(msg)
+    }
+
+    fn tier_set(&mut self, args: TierSetArgs) -> Result<String, String> {
+        let name = args.name.trim().to_owned();
+        check_tier_name(&name).map_err(|e| format!("tier name \"{name}\": {e}"))?;
+        let existing = self.effective.tier(&name).cloned();
+        let creating = existing.is_none();
+        if creating && self.effective.tiers.len() >= MAX_TIERS as usize {
+            return Err(format!(
+                "cannot create tier \"{name}\": all {MAX_TIERS} tier slots are in use"
+            ));
+        }
+        let mut spec = existing.unwrap_or_else(|| TierSpec::unlimited(&name));
+        let bytes_burst = match &args.bytes_burst {
+            None => None,
+            Some(s) => Some(
+                units::parse_size(s)
+                    .map_err(|e| format!("tier \"{name}\": bytes_burst = \"{s}\": {e}"))?,
+            ),
+        };
+        let changes = [
+            (LimitField::Packets, &args.packets, args.packets_burst),
+            (LimitField::Bytes, &args.bytes, bytes_burst),
+            (
+                LimitField::Connections,
+                &args.connections,
+                args.connections_burst,
+            ),
+            (LimitField::Requests, &args.requests, args.requests_burst),
+            (LimitField::Aggregate, &args.aggregate, args.aggregate_burst),
+        ];
+        for (field, rate, burst) in changes {
+            if let Some(rate) = rate {
+                if rate.trim() == "unlimited" {
+                    *spec.limit_mut(field) = None;
+                } else {
+                    let parsed = field.parse_rate(rate).map_err(|e| {
+                        format!("tier \"{name}\": {} = \"{rate}\": {e}", field.name())
+                    })?;
+                    let old_burst = spec.limit(field).and_then(|l| l.burst);
+                    *spec.limit_mut(field) = Some(LimitSpec {
+                        rate: field.format_rate(&parsed),
+                        burst: old_burst,
+                    });
+                }
+            }
+            if let Some(b) = burst {
+                match spec.limit_mut(field) {
+                    Some(l) => l.burst = Some(b),
+                    None => {
+                        return Err(format!(
+                            "tier \"{name}\": {}_burst = {b}: the tier has no {} limit to apply it to (set one with --{} RATE)",
+                            field.name(),
+                            field.name(),
+                            field.name()
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(p) = args.ipv6_prefix {
+            spec.ipv6_prefix = p;
+        }
+        if let Some(m) = args.mode {
+            spec.mode = m;
+        }
+        spec.to_kernel()?;
+        if !creating && self.effective.tier(&name) == Some(&spec) {
+            return Ok(format!("tier {name} unchanged"));
+        }
+        let mut overlay = self.state.overlay.clone();
+        overlay.set_tier(spec);
+        self.commit(None, overlay)?;
+        let index = self.state.index_of(&name).unwrap_or_default();
+        Ok(format!(
+            "tier {name} {} (index {index})",
+            if creating { "created" } else { "updated" }
+        ))
+    }
+
+    fn tier_rm(&mut self, name: &str) -> Result<String, String> {
+        if self.effective.tier(name).is_none() {
+            return Err(format!(
+                "no tier named \"{name}\" (tiers: {})",
+                self.effective.tier_names()
+            ));
+        }
+        if self.effective.default_tier == name {
+            return Err(format!(
+                "tier \"{name}\" is the default tier and cannot be removed: set another default_tier in the config file and reload first"
+            ));
+        }
+        let users: Vec<String> = self
+            .effective
+            .rules
+            .iter()
+            .filter(|r| r.target == RuleTarget::Tier(name.to_owned()))
+            .map(|r| r.cidr.to_string())
+            .collect();
+        if !users.is_empty() {
+            return Err(format!(
+                "tier \"{name}\" is used by {} rule{} ({}): remove {} first with `tollgate rule rm CIDR`",
+                users.len(),
+                if users.len() == 1 { "" } else { "s" },
+                users.join(", "),
+                if users.len() == 1 { "it" } else { "them" },
+            ));
+        }
+        let mut overlay = self.state.overlay.clone();
+        overlay.remove_tier(name, self.file.tier(name).is_some());
+        self.commit(None, overlay)?;
+        Ok(format!("tier {name} removed"))
+    }
+
+    fn rule_add(
+        &mut self,
+        cidr: &str,
+        tier: Option<String>,
+        action: Option<RuleAction>,
+    ) -> Result<String, String> {
+        let net = parse_cidr(cidr).map_err(|e| format!("cidr = \"{cidr}\": {e}"))?;
+        let target = match (tier, action) {
+            (Some(t), None) => {
+                if self.effective.tier(&t).is_none() {
+                    return Err(format!(
+                        "rule {net}: tier = \"{t}\": no such tier (tiers: {})",
+                        self.effective.tier_names()
+                    ));
+                }
+                RuleTarget::Tier(t)
+            }
+            (None, Some(RuleAction::Allow)) => RuleTarget::Allow,
+            (None, Some(RuleAction::Deny)) => RuleTarget::Deny,
+            _ => return Err("give exactly one of --tier NAME, --allow or --deny".to_owned()),
+        };
+        let replaced = self.effective.rule(&net).map(|r| r.target.clone());
+        if replaced.as_ref() == Some(&target) {
+            return Ok(format!("rule {net} ({target}) unchanged"));
+        }
+        let rule = RuleSpec {
+            cidr: net,
+            target: target.clone(),
+        };
+        let mut overlay = self.state.overlay.clone();
+        overlay.add_rule(&rule);
+        self.commit(None, overlay)?;
+        Ok(match replaced {
+            Some(old) => format!("rule {net} changed from {old} to {target}"),
+            None => format!("rule {net} added ({target})"),
+        })
+    }
+
+    fn rule_rm(&mut self, cidr: &str) -> Result<String, String> {
+        let net = parse_cidr(cidr).map_err(|e| format!("cidr = \"{cidr}\": {e}"))?;
+        if self.effective.rule(&net).is_none() {
+            return Err(format!("no rule for {net} (see `tollgate rule list`)"));
+        }
+        let mut overlay = self.state.overlay.clone();
+        overlay.remove_rule(&net, self.file.rule(&net).is_some());
+        self.commit(None, overlay)?;
+        Ok(format!("rule {net} removed"))
+    }
+
+    fn detach(&mut self) -> Result<String, String> {
+        let pin_dir = self.file.pin_dir.clone();
+        let n = dataplane::remove_pins(&pin_dir).map_err(|e| format!("detach failed: {e:#}"))?;
+        let msg = format!(
+            "detached from {}; removed {n} pins and {}; the daemon exits",
+            if self.file.interfaces.is_empty() {
+                "no interfaces".to_owned()
+            } else {
+                self.file.interfaces.join(", ")
+            },
+            pin_dir.display()
+        );
+        info!("{msg}");
+        Ok(msg)
+    }
+
+    fn index_names(&self) -> BTreeMap<u32, String> {
+        self.effective
+            .tiers
+            .iter()
+            .filter_map(|t| self.state.index_of(&t.name).map(|i| (i, t.name.clone())))
+            .collect()
+    }
+
+    fn tier_source(&self, name: &str) -> &'static str {
+        if self.state.overlay.tiers.contains_key(name) {
+            "cli"
+        } else {
+            match self.file.source {
+                ConfigSource::File(_) if self.file.tier(name).is_some() => "file",
+                _ => "embedded",
+            }
+        }
+    }
+
+    fn tier_rows(&self) -> Vec<TierRow> {
+        let row = |spec: &TierSpec, field: LimitField| {
+            let l = spec.limit(field)?;
+            let r = l.resolve(field).ok()?;
+            Some(LimitRow {
+                rate: l.rate.clone(),
+                per_second: r.rate.per_second_f64(),
+                burst: r.burst,
+                burst_explicit: l.burst.is_some(),
+            })
+        };
+        let mut rows: Vec<TierRow> = self
+            .effective
+            .tiers
+            .iter()
+            .map(|t| TierRow {
+                name: t.name.clone(),
+                index: self.state.index_of(&t.name).unwrap_or_default(),
+                default: t.name == self.effective.default_tier,
+                source: self.tier_source(&t.name).to_owned(),
+                mode: t.mode,
+                ipv6_prefix: t.ipv6_prefix,
+                packets: row(t, LimitField::Packets),
+                bytes: row(t, LimitField::Bytes),
+                connections: row(t, LimitField::Connections),
+                requests: row(t, LimitField::Requests),
+                aggregate: row(t, LimitField::Aggregate),
+                rules: self
+                    .effective
+                    .rules
+                    .iter()
+                    .filter(|r| r.target == RuleTarget::Tier(t.name.clone()))
+                    .count(),
+            })
+            .collect();
+        rows.sort_by_key(|r| r.index);
+        rows
+    }
+
+    fn rule_rows(&self) -> Vec<RuleRow> {
+        let mut rules = self.effective.rules.clone();
+        rules.sort_by_key(|r| r.cidr);
+        rules
+            .iter()
+            .map(|r| {
+                let (action, tier) = match &r.target {
+                    RuleTarget::Tier(t) => ("tier", t.clone()),
+                    RuleTarget::Allow => ("allow", self.effective.default_tier.clone()),
+                    RuleTarget::Deny => ("deny", self.effective.default_tier.clone()),
+                };
+                RuleRow {
+                    cidr: r.cidr.to_string(),
+                    action: action.to_owned(),
+                    tier,
+                    source: if self.state.overlay.rules.contains_key(&r.cidr.to_string()) {
+                        "cli"
+                    } else {
+                        "file"
+                    }
+                    .to_owned(),
+                }
+            })
+            .collect()
+    }
+
+    fn stats(&self, only: Option<&str>) -> Result<StatsData, String> {
+        if let Some(t) = only
+            && self.effective.tier(t).is_none()
+        {
+            return Err(format!(
+                "no tier named \"{t}\" (tiers: {})",
+                self.effective.tier_names()
+            ));
+        }
+        let counters = self
+            .maps
+            .counters()
+            .map_err(|e| format!("reading counters: {e}"))?;
+        let names = self.index_names();
+        let mut tiers = Vec::new();
+        for (index, per_verdict) in counters.iter().enumerate() {
+            let index = index as u32;
+            let name = names.get(&index).cloned();
+            let any = per_verdict.iter().any(|c| c.packets > 0);
+            match (&name, only) {
+                (Some(n), Some(o)) if n != o => continue,
+                (None, Some(_)) => continue,
+                (None, None) if !any => continue,
+                _ => {}
+            }
+            let mut ts = TierStats {
+                name: name.unwrap_or_else(|| format!("#{index}")),
+                index,
+                passed: Traffic::default(),
+                dropped: Traffic::default(),
+                verdicts: BTreeMap::new(),
+            };
+            for v in Verdict::ALL {
+                let c = per_verdict[v as usize];
+                let (pps, bps) = self.samples.rate(index as usize, v as usize);
+                let t = Traffic {
+                    packets: c.packets,
+                    bytes: c.bytes,
+                    packets_per_sec: pps,
+                    bytes_per_sec: bps,
+                };
+                let sum = if v.drops() {
+                    &mut ts.dropped
+                } else {
+                    &mut ts.passed
+                };
+                sum.packets += t.packets;
+                sum.bytes += t.bytes;
+                sum.packets_per_sec += t.packets_per_sec;
+                sum.bytes_per_sec += t.bytes_per_sec;
+                ts.verdicts.insert(v.name().to_owned(), t);
+            }
+            tiers.push(ts);
+        }
+        Ok(StatsData {
+            sample_interval_secs: self.samples.interval(),
+            tiers,
+        })
+    }
+
+    fn status(&self) -> Result<StatusData, String> {
+        let pin_dir = &self.file.pin_dir;
+        let max = |name: &str| {
+            aya::maps::MapInfo::from_pin(pin_dir.join(name))
+                .map(|i| i.max_entries() as u64)
+                .unwrap_or(0)
+        };
+        let (v4, v6) = self.maps.tracked_sources();
+        let (r4, r6) = self
+            .effective
+            .rules
+            .iter()
+            .fold((0, 0), |(a, b), r| match r.cidr {
+                IpNet::V4(_) => (a + 1, b),
+                IpNet::V6(_) => (a, b + 1),
+            });
+        let interfaces = self
+            .file
+            .interfaces
+            .iter()
+            .map(|iface| {
+                let (attached, link_id, program_id) = match dataplane::link_state(pin_dir, iface) {
+                    LinkState::Live { link_id, prog_id } => (true, Some(link_id), Some(prog_id)),
+                    _ => (false, None, None),
+                };
+                InterfaceStatus {
+                    name: iface.clone(),
+                    mode: self.state.attachments.get(iface).copied(),
+                    attached,
+                    link_id,
+                    program_id,
+                }
+            })
+            .collect();
+        Ok(StatusData {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            start: self.start.name().to_owned(),
+            program_id: dataplane::pinned_program_id(pin_dir),
+            interfaces,
+            config_source: self.file.source.to_string(),
+            pin_dir: pin_dir.clone(),
+            socket: self.file.socket.clone(),
+            state_file: self.file.state_file.clone(),
+            default_tier: self.effective.default_tier.clone(),
+            tiers: Fill {
+                used: self.effective.tiers.len() as u64,
+                max: MAX_TIERS as u64,
+            },
+            sources_v4: Fill {
+                used: v4 as u64,
+                max: max(names::SOURCES_V4),
+            },
+            sources_v6: Fill {
+                used: v6 as u64,
+                max: max(names::SOURCES_V6),
+            },
+            rules_v4: Fill {
+                used: r4,
+                max: max(names::RULES_V4),
+            },
+            rules_v6: Fill {
+                used: r6,
+                max: max(names::RULES_V6),
+            },
+            cli_changes: {
+                let o = &self.state.overlay;
+                o.tiers.len() + o.removed_tiers.len() + o.rules.len() + o.removed_rules.len()
+            },
+        })
+    }
+}
+
+/// Takes an exclusive lock on the pin directory so two daemons never drive
+/// the same pins. Held for the daemon's life.
+fn lock_pin_dir(pin_dir: &Path) -> Result<File> {
+    std::fs::create_dir_all(pin_dir)
+        .with_context(|| format!("creating the pin directory {}", pin_dir.display()))?;
+    let dir = File::open(pin_dir).with_context(|| format!("opening {}", pin_dir.display()))?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            bail!(
+                "another tollgate daemon is using {} (stop it first, or give this one another --pin-dir)",
+                pin_dir.display()
+            );
+        }
+        warn!(error = %e, "could not lock the pin directory; continuing");
+    }
+    Ok(dir)
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (program stays attached) or
+/// `tollgate detach` (program removed).
+pub fn run(opts: RunOptions) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(opts))
+}
+
+async fn run_async(opts: RunOptions) -> Result<()> {
+    let file = opts.load_config()?;
+    raise_memlock_limit();
+    if file.interfaces.is_empty() {
+        bail!(
+            "no interfaces to protect: pass --iface IF (e.g. `tollgate run --iface eth0`) or set interfaces = [\"eth0\"] in the config"
+        );
+    }
+    for iface in &file.interfaces {
+        if dataplane::ifindex(iface) == 0 {
+            bail!("interface {iface} does not exist (see `ip link`)");
+        }
+    }
+    let mut state = state::load(&file.state_file)?;
+    state.version = state::STATE_VERSION;
+    let effective = state.overlay.apply(&file).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: the changes made with the CLI (saved in {}) do not fit the config: {e}",
+            file.source,
+            file.state_file.display()
+        )
+    })?;
+    state
+        .assign_indices(&effective)
+        .map_err(anyhow::Error::msg)?;
+    if let Some(dir) = file.state_file.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+
+    // The socket first: fails fast if another daemon serves it, before the
+    // kernel is touched.
+    let listener = server::bind(&file.socket, !file.allow_uids.is_empty())?;
+    let socket_path = file.socket.clone();
+    let result = async {
+        let _pin_lock = lock_pin_dir(&file.pin_dir)?;
+        let plan = Plan {
+            pin_dir: &file.pin_dir,
+            interfaces: &file.interfaces,
+            mode: file.mode,
+            sizes: &file.maps,
+            known_modes: &state.attachments,
+        };
+        let indices = state.tier_indices.clone();
+        let Dataplane {
+            maps,
+            start,
+            modes,
+            logger,
+        } = dataplane::bring_up(&plan, &mut |maps| apply(maps, &effective, &indices))?;
+        state.attachments = modes;
+        state::save(&file.state_file, &state)
+            .with_context(|| format!("writing the state file {}", file.state_file.display()))?;
+        info!(
+            start = start.name(),
+            interfaces = %file.interfaces.join(","),
+            config = %file.source,
+            socket = %file.socket.display(),
+            pin_dir = %file.pin_dir.display(),
+            "tollgate is enforcing"
+        );
+        if let Some(logger) = logger {
+            tokio::spawn(drain_program_logs(logger));
+        }
+        let allowed = file.allow_uids.clone();
+        // Hook point for the sampled-verdict drain: take `maps.take_samples()`
+        // before `maps` moves into the daemon, and call
+        // `shared.on_verdict_sample(..)` for each verdict record.
+        let shared = Arc::new(Shared {
+            daemon: Mutex::new(Daemon {
+                opts,
+                file,
+                effective,
+                state,
+                maps,
+                start,
+                started: Instant::now(),
+                samples: Samples::default(),
+            }),
+            talkers: Mutex::new(Talkers::new(TALKERS_CAPACITY)),
+            shutdown: tokio::sync::Notify::new(),
+        });
+        serve(shared, listener, allowed).await
+    }
+    .await;
+    let _ = std::fs::remove_file(&socket_path);
+    result
+}
+
+/// Kernels before 5.11 charge BPF map memory to RLIMIT_MEMLOCK (the reason
+/// the systemd unit grants CAP_SYS_RESOURCE); newer ones use memory cgroups.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    listener: tokio::net::UnixListener,
+    allowed: Vec<u32>,
+) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+
+    let server = tokio::spawn(server::serve(listener, shared.clone(), allowed));
+    let sampler = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+            loop {
+                tick.tick().await;
+                let s = shared.clone();
+                let _ = tokio::task::spawn_blocking(move || s.sample()).await;
+            }
+        })
+    };
+    let decay = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TALKERS_DECAY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                lock(&shared.talkers).decay();
+            }
+        })
+    };
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                info!("SIGTERM: exiting; the program stays attached and pinned (`tollgate detach` removes it)");
+                break;
+            }
+            _ = int.recv() => {
+                info!("SIGINT: exiting; the program stays attached and pinned (`tollgate detach` removes it)");
+                break;
+            }
+            _ = hup.recv() => {
+                let s = shared.clone();
+                let _ = tokio::task::spawn_blocking(move || s.reload_from_signal()).await;
+            }
+            _ = shared.shutdown.notified() => {
+                info!("detached: exiting");
+                break;
+            }
+        }
+    }
+    server.abort();
+    sampler.abort();
+    decay.abort();
+    Ok(())
+}
+
+async fn drain_program_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    use tokio::io::{Interest, unix::AsyncFd};
+    // SAFETY: the logger owns its ring buffer fd and keeps it open (and
+    // unreplaced) for as long as the AsyncFd owns the logger.
+    let mut fd = match unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn!(error = %e, "cannot poll the program's log ring buffer");
+            return;
+        }
+    };
+    loop {
+        match fd.readable_mut().await {
+            Ok(mut guard) => {
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+            Err(e) => {
+                warn!(error = %e, "polling the program's log ring buffer");
+                return;
+            }
+        }
+    }
+}
+
+/// `tollgate detach` when no daemon answers: removes the links, the program
+/// and every pin in `pin_dir`. Refuses while a daemon holds the directory.
+pub fn detach_offline(pin_dir: &Path) -> Result<String> {
+    if !pin_dir.exists() {
+        return Ok(format!(
+            "nothing to detach: {} does not exist",
+            pin_dir.display()
+        ));
+    }
+    let dir = File::open(pin_dir).with_context(|| format!("opening {}", pin_dir.display()))?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+    {
+        bail!(
+            "a tollgate daemon is using {} but is not answering on this socket: pass its --socket (or stop it) and retry",
+            pin_dir.display()
+        );
+    }
+    let links: Vec<String> = dataplane::pinned_links(pin_dir)?
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    let n = dataplane::remove_pins(pin_dir)?;
+    Ok(format!(
+        "detached from {} (no daemon was running); removed {n} pins and {}",
+        if links.is_empty() {
+            "no interfaces".to_owned()
+        } else {
+            links.join(", ")
+        },
+        pin_dir.display()
+    ))
+}
