@@ -101,6 +101,13 @@ pub enum Command {
     Stats(StatsArgs),
     /// The heaviest sources right now. Example: tollgate top --by drops -n 10
     Top(TopArgs),
+    /// The HTTP monitor: sampled plaintext HTTP/1.x requests by route, host,
+    /// method or tier, or a live redacted stream. Example: tollgate http top --by route
+    #[command(subcommand)]
+    Http(HttpCommand),
+    /// API keys that move a client to a tier. Example: tollgate api-key hash --salt pepper < key.txt
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
     /// Re-read the config file and apply it (tiers, rules, default tier)
     /// without detaching or resetting any bucket. A bad file changes nothing.
     /// Example: tollgate reload
@@ -248,6 +255,47 @@ pub struct TopArgs {
     pub n: usize,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum HttpCommand {
+    /// Estimated requests grouped by route template (ids become {id}), host,
+    /// method or tier, heaviest first. Example: tollgate http top --by host -n 5
+    Top(HttpTopArgs),
+    /// A live stream of sampled requests, redacted (no credential header
+    /// values, no query values), like tcpdump for HTTP. Ctrl-C stops it.
+    /// Example: tollgate http tail
+    Tail,
+}
+
+#[derive(Debug, Args)]
+pub struct HttpTopArgs {
+    /// What to group requests by. Example: --by route
+    #[arg(long, value_enum, default_value = "route")]
+    pub by: crate::http::stats::Group,
+    /// How many rows to show. Example: -n 10
+    #[arg(short = 'n', default_value_t = 20)]
+    pub n: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Print the salted SHA-256 of an API key, for an `[[api_keys.key]]`
+    /// entry in the config. The key is read from standard input unless given
+    /// (an argument ends up in shell history). Example: tollgate api-key hash --salt pepper --tier gold < key.txt
+    Hash(ApiKeyHashArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApiKeyHashArgs {
+    /// The salt from `[api_keys] salt` in the config. Example: --salt pepper
+    #[arg(long)]
+    pub salt: String,
+    /// The tier to print in the config snippet. Example: --tier gold
+    #[arg(long, default_value = "TIER")]
+    pub tier: String,
+    /// The key itself (default: read one line from standard input). Example: k-9f2c
+    pub key: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct DetachArgs {
     /// Pin directory to clean up when no daemon is running [default: from the
@@ -364,6 +412,52 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Top(a) => {
             let t: TopData = call(&cli, &Request::Top { by: a.by, n: a.n })?;
             emit(cli.json, &t, || render_top(&t))
+        }
+        Command::Http(HttpCommand::Top(a)) => {
+            let t: control::HttpTopData = call(&cli, &Request::HttpTop { by: a.by, n: a.n })?;
+            emit(cli.json, &t, || render_http_top(&t))
+        }
+        Command::Http(HttpCommand::Tail) => {
+            let socket = socket_path(&cli)?;
+            let json = cli.json;
+            let mut out = io::stdout().lock();
+            control::stream(&socket, &Request::HttpTail {}, |data| {
+                let line = if json {
+                    data.to_string()
+                } else {
+                    match serde_json::from_value::<crate::monitor::TailEvent>(data.clone()) {
+                        Ok(e) => render_tail_event(&e),
+                        Err(_) => data.to_string(),
+                    }
+                };
+                writeln!(out, "{line}").and_then(|_| out.flush()).is_ok()
+            })
+            .map_err(|e| anyhow!(e))
+        }
+        Command::ApiKey(ApiKeyCommand::Hash(a)) => {
+            let key = match &a.key {
+                Some(k) => k.clone(),
+                None => {
+                    let mut line = String::new();
+                    io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the key from standard input")?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            if key.is_empty() {
+                return Err(anyhow!("empty API key"));
+            }
+            let hash = crate::apikeys::hash_key(&a.salt, key.as_bytes());
+            let snippet = format!(
+                "[[api_keys.key]]\nsha256 = \"{hash}\"\ntier = \"{}\"",
+                a.tier
+            );
+            emit(
+                cli.json,
+                &serde_json::json!({ "sha256": hash, "tier": a.tier }),
+                || snippet,
+            )
         }
         Command::Reload => mutate(&cli, &Request::Reload {}),
         Command::Detach(a) => {
@@ -705,6 +799,46 @@ pub fn render_stats(s: &StatsData) -> String {
     format!(
         "{}\ntotals since the program was loaded; {rates}",
         t.render()
+    )
+}
+
+pub fn render_http_top(t: &control::HttpTopData) -> String {
+    if t.rows.is_empty() {
+        return "no HTTP requests sampled yet (plaintext HTTP/1.x to the ports in [http] ports)"
+            .to_owned();
+    }
+    let by = match t.by {
+        crate::http::stats::Group::Route => "ROUTE",
+        crate::http::stats::Group::Host => "HOST",
+        crate::http::stats::Group::Method => "METHOD",
+        crate::http::stats::Group::Tier => "TIER",
+    };
+    let mut table = Table::new(&[by, ">REQUESTS"]);
+    for (label, n) in &t.rows {
+        table.row(vec![label.clone(), human_count(*n as f64)]);
+    }
+    format!(
+        "{}\nestimated requests (samples × 1-in-K); {} sampled heads were not HTTP/1.x",
+        table.render(),
+        t.malformed
+    )
+}
+
+/// One `http tail` line: time, source, verdict, method, redacted target, host.
+pub fn render_tail_event(e: &crate::monitor::TailEvent) -> String {
+    let secs = e.unix_ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!(
+        "{h:02}:{m:02}:{s:02}.{:03} {} :{} {} [{}] {} {} host={}{}",
+        e.unix_ms % 1000,
+        e.source,
+        e.dst_port,
+        e.tier,
+        e.verdict,
+        e.method,
+        e.target,
+        e.host.as_deref().unwrap_or("-"),
+        if e.complete { "" } else { " (head truncated)" }
     )
 }
 

@@ -159,6 +159,13 @@ impl LimitSpec {
         }
         let limit = Limit::per_period(rate.amount, rate.period.nanos(), burst)
             .ok_or_else(|| format!("rate {} with a burst of {burst} is out of range", self.rate))?;
+        if matches!(field, LimitField::Connections | LimitField::Requests) && !limit.fits_ticks() {
+            return Err(format!(
+                "{} with a burst of {burst} does not fit the {} bucket, which counts in 1.024 µs ticks and holds at most 36 minutes (burst × interval) of work: use a faster rate or a smaller burst",
+                self.rate,
+                field.name()
+            ));
+        }
         Ok(ResolvedLimit { rate, burst, limit })
     }
 }
@@ -356,6 +363,58 @@ pub struct Config {
     pub state_file: PathBuf,
     pub metrics_address: SocketAddr,
     pub allow_uids: Vec<u32>,
+    pub http: HttpConfig,
+    pub api_keys: ApiKeysConfig,
+}
+
+/// `[http]`: the L7 monitor's sampling (kernel) and aggregation (daemon).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// TCP destination ports whose HTTP requests are sampled (at most 8; empty: off).
+    pub ports: Vec<u16>,
+    /// Payload bytes captured per sample (1..=1024).
+    pub snap_len: u32,
+    /// One sampled request in this many, per CPU (0: off).
+    pub sample_every: u32,
+    /// Per-CPU sample budget, samples per second, and its burst.
+    pub budget_per_second: u64,
+    pub budget_burst: u64,
+    /// One judged packet in this many feeds `tollgate top` (0: off).
+    pub verdict_sample_every: u32,
+    /// Header names redacted besides Authorization, Proxy-Authorization,
+    /// Cookie, Set-Cookie and X-Api-Key.
+    pub redact_headers: Vec<String>,
+    pub max_routes: usize,
+    pub max_hosts: usize,
+    /// Export the K heaviest sources as a metric (0: off).
+    pub top_sources_metric: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            ports: vec![80, 8080],
+            snap_len: 512,
+            sample_every: 1,
+            budget_per_second: 2000,
+            budget_burst: 2000,
+            verdict_sample_every: 64,
+            redact_headers: Vec::new(),
+            max_routes: 200,
+            max_hosts: 50,
+            top_sources_metric: 0,
+        }
+    }
+}
+
+/// `[api_keys]`: API keys (as salted SHA-256 hashes) that move a client to a tier.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApiKeysConfig {
+    pub salt: String,
+    /// How long a source stays pinned to its key's tier after its last sampled request.
+    pub ttl_seconds: u64,
+    /// (hex sha256 of salt || key, tier name).
+    pub keys: Vec<(String, String)>,
 }
 
 impl Config {
@@ -391,6 +450,14 @@ impl Config {
                 self.default_tier,
                 self.tier_names()
             ));
+        }
+        for (_, tier) in &self.api_keys.keys {
+            if !names.contains(tier.as_str()) {
+                return Err(format!(
+                    "api_keys: tier = \"{tier}\": no such tier (tiers: {})",
+                    self.tier_names()
+                ));
+            }
         }
         let mut cidrs = HashSet::new();
         for r in &self.rules {
@@ -456,6 +523,39 @@ struct RawConfig {
     state_file: Option<PathBuf>,
     metrics_address: Option<Spanned<String>>,
     allow_uids: Option<Vec<u32>>,
+    http: Option<RawHttp>,
+    api_keys: Option<RawApiKeys>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    ports: Option<Spanned<Vec<i64>>>,
+    snap_len: Option<Spanned<i64>>,
+    sample_every: Option<Spanned<i64>>,
+    budget: Option<Spanned<String>>,
+    budget_burst: Option<Spanned<i64>>,
+    verdict_sample_every: Option<Spanned<i64>>,
+    redact_headers: Option<Vec<String>>,
+    max_routes: Option<Spanned<i64>>,
+    max_hosts: Option<Spanned<i64>>,
+    top_sources_metric: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiKeys {
+    salt: Spanned<String>,
+    ttl_seconds: Option<Spanned<i64>>,
+    #[serde(default)]
+    key: Vec<RawApiKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiKey {
+    sha256: Spanned<String>,
+    tier: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -711,6 +811,49 @@ pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
         None => DEFAULT_METRICS_ADDRESS.parse().expect("valid default"),
     };
 
+    let http = parse_http(&ctx, raw.http)?;
+    let api_keys = match raw.api_keys {
+        None => ApiKeysConfig::default(),
+        Some(k) => {
+            let ttl_seconds = match k.ttl_seconds {
+                None => 300,
+                Some(t) if (1..=86_400).contains(t.get_ref()) => *t.get_ref() as u64,
+                Some(t) => {
+                    return Err(ctx.at(
+                        t.span(),
+                        format_args!("api_keys: ttl_seconds = {}", t.get_ref()),
+                        "must be between 1 and 86400",
+                    ));
+                }
+            };
+            let mut keys = Vec::new();
+            for key in k.key {
+                let hash = key.sha256.get_ref().trim().to_ascii_lowercase();
+                if hash.len() != 64 || !hash.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(ctx.at(
+                        key.sha256.span(),
+                        "api_keys.key: sha256",
+                        "must be 64 hex digits (make one with `tollgate api-key hash --salt SALT KEY`)",
+                    ));
+                }
+                if !tiers.iter().any(|t| &t.name == key.tier.get_ref()) {
+                    let names: Vec<_> = tiers.iter().map(|t| t.name.as_str()).collect();
+                    return Err(ctx.at(
+                        key.tier.span(),
+                        format_args!("api_keys.key: tier = \"{}\"", key.tier.get_ref()),
+                        format_args!("no such tier (tiers: {})", names.join(", ")),
+                    ));
+                }
+                keys.push((hash, key.tier.into_inner()));
+            }
+            ApiKeysConfig {
+                salt: k.salt.into_inner(),
+                ttl_seconds,
+                keys,
+            }
+        }
+    };
+
     let config = Config {
         source,
         interfaces,
@@ -724,6 +867,8 @@ pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
         state_file: raw.state_file.unwrap_or_else(|| DEFAULT_STATE_FILE.into()),
         metrics_address,
         allow_uids: raw.allow_uids.unwrap_or_default(),
+        http,
+        api_keys,
     };
     for (name, path) in [
         ("socket", &config.socket),
@@ -740,6 +885,84 @@ pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
     // Anything the checks above missed (they have line numbers; this does not).
     config.validate().map_err(|e| ctx.whole(e))?;
     Ok(config)
+}
+
+/// `[http]`, with defaults for what is left out.
+fn parse_http(ctx: &Ctx<'_>, raw: Option<RawHttp>) -> Result<HttpConfig, ConfigError> {
+    let mut http = HttpConfig::default();
+    let Some(raw) = raw else {
+        return Ok(http);
+    };
+    let ranged = |v: &Spanned<i64>, name: &str, lo: i64, hi: i64| -> Result<i64, ConfigError> {
+        if (lo..=hi).contains(v.get_ref()) {
+            Ok(*v.get_ref())
+        } else {
+            Err(ctx.at(
+                v.span(),
+                format_args!("http: {name} = {}", v.get_ref()),
+                format_args!("must be between {lo} and {hi}"),
+            ))
+        }
+    };
+    if let Some(ports) = raw.ports {
+        if ports.get_ref().len() > tollgate_common::MAX_HTTP_PORTS {
+            return Err(ctx.at(
+                ports.span(),
+                "http: ports",
+                format_args!(
+                    "at most {} ports can be sampled",
+                    tollgate_common::MAX_HTTP_PORTS
+                ),
+            ));
+        }
+        http.ports = Vec::new();
+        for p in ports.get_ref() {
+            if !(1..=65535).contains(p) {
+                return Err(ctx.at(
+                    ports.span(),
+                    format_args!("http: ports: {p}"),
+                    "not a TCP port (1-65535)",
+                ));
+            }
+            http.ports.push(*p as u16);
+        }
+    }
+    if let Some(v) = &raw.snap_len {
+        http.snap_len = ranged(v, "snap_len", 1, tollgate_common::MAX_SNAP_LEN as i64)? as u32;
+    }
+    if let Some(v) = &raw.sample_every {
+        http.sample_every = ranged(v, "sample_every", 0, 1 << 20)? as u32;
+    }
+    if let Some(b) = &raw.budget {
+        let rate = units::parse_count_rate(b.get_ref()).map_err(|e| {
+            ctx.at(
+                b.span(),
+                format_args!("http: budget = \"{}\"", b.get_ref()),
+                e,
+            )
+        })?;
+        http.budget_per_second = rate.one_second_worth().max(1);
+        http.budget_burst = http.budget_per_second;
+    }
+    if let Some(v) = &raw.budget_burst {
+        http.budget_burst = ranged(v, "budget_burst", 1, 1 << 24)? as u64;
+    }
+    if let Some(v) = &raw.verdict_sample_every {
+        http.verdict_sample_every = ranged(v, "verdict_sample_every", 0, 1 << 20)? as u32;
+    }
+    if let Some(h) = raw.redact_headers {
+        http.redact_headers = h;
+    }
+    if let Some(v) = &raw.max_routes {
+        http.max_routes = ranged(v, "max_routes", 1, 10_000)? as usize;
+    }
+    if let Some(v) = &raw.max_hosts {
+        http.max_hosts = ranged(v, "max_hosts", 1, 10_000)? as usize;
+    }
+    if let Some(v) = &raw.top_sources_metric {
+        http.top_sources_metric = ranged(v, "top_sources_metric", 0, 100)? as usize;
+    }
+    Ok(http)
 }
 
 fn embedded_tiers() -> Vec<TierSpec> {
@@ -1001,8 +1224,50 @@ action = "allow"
     }
 
     #[test]
+    fn connection_and_request_limits_must_fit_the_tick_bucket() {
+        // One per hour cannot be a 32-bit tick bucket (36 minutes at most).
+        let e = parse_str("[[tier]]\nname = \"t\"\nconnections = \"1/h\"\n").unwrap_err();
+        assert!(
+            e.contains("connections") && e.contains("1/h") && e.contains("36 minutes"),
+            "{e}"
+        );
+        let e = parse_str("[[tier]]\nname = \"t\"\nrequests = \"1/min\"\nrequests_burst = 40\n")
+            .unwrap_err();
+        assert!(e.contains("requests") && e.contains("36 minutes"), "{e}");
+        assert!(
+            parse_str("[[tier]]\nname = \"t\"\nrequests = \"1/min\"\nrequests_burst = 30\n")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn http_and_api_key_sections() {
+        let c = parse_str(
+            "[[tier]]\nname = \"default\"\n[[tier]]\nname = \"gold\"\n[http]\nports = [8080]\nsnap_len = 256\nbudget = \"100/s\"\n[api_keys]\nsalt = \"s\"\n[[api_keys.key]]\nsha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\ntier = \"gold\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.http.ports, [8080]);
+        assert_eq!(c.http.snap_len, 256);
+        assert_eq!(c.http.budget_per_second, 100);
+        assert_eq!(c.api_keys.keys.len(), 1);
+        let e = parse_str("[http]\nsnap_len = 4096\n").unwrap_err();
+        assert!(e.contains(":2: http: snap_len = 4096"), "{e}");
+        let e = parse_str(
+            "[api_keys]\nsalt = \"s\"\n[[api_keys.key]]\nsha256 = \"abc\"\ntier = \"default\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("sha256") && e.contains("64 hex digits"), "{e}");
+        let e = parse_str("[api_keys]\nsalt = \"s\"\n[[api_keys.key]]\nsha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\ntier = \"platinum\"\n")
+            .unwrap_err();
+        assert!(
+            e.contains("tier = \"platinum\"") && e.contains("no such tier"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn default_bursts() {
-        let c = parse_str("[[tier]]\nname = \"t\"\npackets = \"6000/min\"\nbytes = \"1KB/s\"\nconnections = \"1/h\"\n")
+        let c = parse_str("[[tier]]\nname = \"t\"\npackets = \"6000/min\"\nbytes = \"1KB/s\"\nconnections = \"1/min\"\n")
             .unwrap();
         let k = c.tiers[0].to_kernel().unwrap();
         assert_eq!(k.limits[LimitKind::Packets as usize].burst(), 100);

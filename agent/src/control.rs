@@ -65,6 +65,23 @@ pub enum Request {
     },
     Reload {},
     Detach {},
+    HttpTop {
+        by: crate::http::stats::Group,
+        n: usize,
+    },
+    /// Streams sampled requests (one `TailEvent` JSON per line) until the
+    /// client hangs up.
+    HttpTail {},
+}
+
+/// `http top`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HttpTopData {
+    pub by: crate::http::stats::Group,
+    /// (label, estimated requests), heaviest first.
+    pub rows: Vec<(String, u64)>,
+    /// Sampled heads that did not parse as HTTP/1.x (estimated requests).
+    pub malformed: u64,
 }
 
 /// `tier set`: every field but the name is optional; absent fields keep the
@@ -326,23 +343,26 @@ impl ClientError {
     }
 }
 
+/// Connects to the daemon's socket, naming why not in operator terms.
+fn connect(socket: &Path) -> Result<UnixStream, ClientError> {
+    UnixStream::connect(socket).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => ClientError::NoSocket(socket.to_owned()),
+        io::ErrorKind::ConnectionRefused => ClientError::Refused(socket.to_owned()),
+        io::ErrorKind::PermissionDenied => ClientError::Permission(socket.to_owned()),
+        _ => ClientError::Io {
+            path: socket.to_owned(),
+            error: e,
+        },
+    })
+}
+
 /// Sends one request to the daemon at `socket`; returns the response's `data`.
 pub fn request(socket: &Path, req: &Request) -> Result<serde_json::Value, ClientError> {
     let io_err = |error: io::Error| ClientError::Io {
         path: socket.to_owned(),
         error,
     };
-    let stream = match UnixStream::connect(socket) {
-        Ok(s) => s,
-        Err(e) => {
-            return Err(match e.kind() {
-                io::ErrorKind::NotFound => ClientError::NoSocket(socket.to_owned()),
-                io::ErrorKind::ConnectionRefused => ClientError::Refused(socket.to_owned()),
-                io::ErrorKind::PermissionDenied => ClientError::Permission(socket.to_owned()),
-                _ => io_err(e),
-            });
-        }
-    };
+    let stream = connect(socket)?;
     stream
         .set_read_timeout(Some(CLIENT_TIMEOUT))
         .map_err(io_err)?;
@@ -375,6 +395,44 @@ pub fn request(socket: &Path, req: &Request) -> Result<serde_json::Value, Client
         Err(ClientError::Daemon(resp.error.unwrap_or_else(|| {
             "the daemon reported an unspecified error".into()
         })))
+    }
+}
+
+/// Sends a streaming request (`http_tail`): calls `each` with the `data` of
+/// every line the daemon sends until it hangs up or `each` returns false.
+pub fn stream(
+    socket: &Path,
+    req: &Request,
+    mut each: impl FnMut(serde_json::Value) -> bool,
+) -> Result<(), ClientError> {
+    let stream = connect(socket)?;
+    let io_err = |error: io::Error| ClientError::Io {
+        path: socket.to_owned(),
+        error,
+    };
+    let mut line = serde_json::to_vec(req).map_err(|e| io_err(io::Error::other(e)))?;
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(io_err)?;
+    let mut reader = BufReader::new(&stream);
+    loop {
+        let mut buf = Vec::new();
+        let n = (&mut reader)
+            .take(MAX_RESPONSE_LINE as u64)
+            .read_until(b'\n', &mut buf)
+            .map_err(io_err)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let resp: Response = serde_json::from_slice(&buf).map_err(|e| ClientError::Protocol {
+            path: socket.to_owned(),
+            detail: e.to_string(),
+        })?;
+        if !resp.ok {
+            return Err(ClientError::Daemon(resp.error.unwrap_or_default()));
+        }
+        if !each(resp.data.unwrap_or(serde_json::Value::Null)) {
+            return Ok(());
+        }
     }
 }
 

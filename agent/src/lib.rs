@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod http;
 pub mod kernel;
 pub mod metrics;
+pub mod monitor;
 pub mod samples;
 pub mod state;
 pub mod talkers;

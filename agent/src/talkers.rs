@@ -107,6 +107,23 @@ impl Talkers {
         }
     }
 
+    /// Records a sampled HTTP request (its packet is counted by verdict samples).
+    pub fn observe_request(&mut self, source: IpAddr, tier: u32, scale: u64) {
+        if let Some(e) = self.entries.get_mut(&source) {
+            e.tier = tier;
+            e.requests += scale;
+        } else if self.entries.len() < self.capacity {
+            self.entries.insert(
+                source,
+                Entry {
+                    tier,
+                    requests: scale,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+
     /// The `n` heaviest sources by `by`, heaviest first.
     pub fn top(&self, by: TopBy, n: usize) -> Vec<TalkerRow> {
         let mut rows: Vec<_> = self

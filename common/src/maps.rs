@@ -217,6 +217,16 @@ impl Limit {
         }
     }
 
+    /// Whether this limit can run as a 32-bit tick bucket (connections,
+    /// requests): at least one tick per unit and a depth under half the wrap.
+    pub const fn fits_ticks(&self) -> bool {
+        let interval_ticks = self.interval_fp >> (INTERVAL_SHIFT + TICK_SHIFT);
+        self.is_unlimited()
+            || (interval_ticks >= 1
+                && interval_ticks <= MAX_CAPACITY_TICKS as u64
+                && (self.capacity_ns >> TICK_SHIFT) < MAX_CAPACITY_TICKS as u64)
+    }
+
     /// Units per second, for display.
     pub fn rate_per_second(&self) -> f64 {
         if self.is_unlimited() {

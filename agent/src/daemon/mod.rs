@@ -7,6 +7,7 @@
 
 pub mod dataplane;
 mod server;
+mod usage;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -27,6 +28,7 @@ use tollgate_common::{
 use tracing::{error, info, warn};
 
 use crate::{
+    apikeys::PinChange,
     config::{
         self, Config, ConfigError, ConfigSource, LimitField, LimitSpec, RuleSpec, RuleTarget,
         TierSpec, check_tier_name, parse_cidr,
@@ -36,6 +38,9 @@ use crate::{
         StatusData, TierRow, TierSetArgs, TierStats, TopData, TopRow, Traffic,
     },
     kernel::{AttachMode, Maps},
+    metrics::{self, Snapshot, TierSnapshot, Usage},
+    monitor::{Monitor, TierNames},
+    samples::Sample,
     state::{self, Overlay, State},
     talkers::{Talkers, TopBy},
     units,
@@ -146,12 +151,22 @@ pub struct Daemon {
     start: StartKind,
     started: Instant,
     samples: Samples,
+    /// Sources pinned to an API key's tier (kernel rules not in the config).
+    pinned: BTreeMap<IpNet, RuleValue>,
+    reloads: u64,
+    reload_failures: u64,
+    /// Per-tier usage over the last period, by tier index.
+    usage: Vec<Usage>,
+    /// Tracked sources per family, from the last usage scan.
+    tracked: (u64, u64),
 }
 
 /// What the tasks of the daemon share.
 pub struct Shared {
     daemon: Mutex<Daemon>,
     talkers: Mutex<Talkers>,
+    monitor: Mutex<Monitor>,
+    tiers: Mutex<TierNames>,
     shutdown: tokio::sync::Notify,
 }
 
@@ -195,7 +210,30 @@ impl Shared {
                 drop(d);
                 Ok(Response::success(self.top(by, n, &names)))
             }
-            Request::Reload {} => d.reload().map(done),
+            Request::Reload {} => {
+                let result = d.reload();
+                if result.is_ok() {
+                    let (http, keys) = (d.effective.http.clone(), d.effective.api_keys.clone());
+                    drop(d);
+                    if let Err(e) = lock(&self.monitor).reconfigure(&http, &keys) {
+                        warn!(error = %e, "reload: the HTTP monitor kept its previous settings");
+                    }
+                }
+                result.map(done)
+            }
+            Request::HttpTop { by, n } => {
+                drop(d);
+                let rows = lock(&self.monitor).stats().top(by, n.clamp(1, 1000));
+                let malformed = lock(&self.monitor).malformed;
+                Ok(Response::success(crate::control::HttpTopData {
+                    by,
+                    rows,
+                    malformed,
+                }))
+            }
+            Request::HttpTail {} => Err(
+                "http_tail streams: the control server handles it, not this function".to_owned(),
+            ),
             Request::Detach {} => {
                 return match d.detach() {
                     Ok(msg) => (done(msg), true),
@@ -228,18 +266,101 @@ impl Shared {
 
     /// Re-reads the config (SIGHUP); logs the outcome.
     fn reload_from_signal(&self) {
-        match lock(&self.daemon).reload() {
-            Ok(msg) => info!("SIGHUP: {msg}"),
+        let mut d = lock(&self.daemon);
+        match d.reload() {
+            Ok(msg) => {
+                info!("SIGHUP: {msg}");
+                let (http, keys) = (d.effective.http.clone(), d.effective.api_keys.clone());
+                drop(d);
+                if let Err(e) = lock(&self.monitor).reconfigure(&http, &keys) {
+                    warn!(error = %e, "SIGHUP: the HTTP monitor kept its previous settings");
+                }
+            }
             Err(e) => error!("SIGHUP: {e}"),
         }
     }
 
-    fn sample(&self) {
+    /// Subscribes to sampled requests for `http tail`.
+    pub fn tail(&self) -> tokio::sync::broadcast::Receiver<crate::monitor::TailEvent> {
+        lock(&self.monitor).subscribe()
+    }
+
+    /// Digests a batch of ring-buffer records; applies API-key pins.
+    fn ingest(&self, records: &[Vec<u8>]) {
+        let now = Instant::now();
+        let tiers = lock(&self.tiers).clone();
+        let mut pins = Vec::new();
+        {
+            let mut monitor = lock(&self.monitor);
+            let mut talkers = lock(&self.talkers);
+            for r in records {
+                match Sample::decode(r) {
+                    Err(_) => monitor.undecodable += 1,
+                    Ok(s) if s.is_http() => {
+                        talkers.observe_request(s.source(), s.header.tier, s.header.scale as u64);
+                        if let Some(change) = monitor.ingest_http(&s, &tiers, now) {
+                            pins.push(change);
+                        }
+                    }
+                    Ok(s) => talkers.observe(
+                        s.source(),
+                        s.header.tier,
+                        s.verdict(),
+                        s.is_request(),
+                        s.header.frame_len as u64,
+                        s.header.scale as u64,
+                    ),
+                }
+            }
+        }
+        if pins.is_empty() {
+            return;
+        }
         let mut d = lock(&self.daemon);
+        for (change, evicted) in pins {
+            if let Some(net) = evicted {
+                d.unpin(net);
+            }
+            if let PinChange::Install { net, tier } = change {
+                d.pin(net, &tier);
+            }
+        }
+    }
+
+    fn sample(&self) {
+        let expired = lock(&self.monitor).expire_pins(Instant::now());
+        let requests = lock(&self.monitor).take_requests();
+        let mut d = lock(&self.daemon);
+        for net in expired {
+            d.unpin(net);
+        }
         match d.maps.counters() {
             Ok(c) => d.samples.push(Instant::now(), c),
             Err(e) => warn!(error = %e, "sampling counters"),
         }
+        let names = d.tier_names();
+        d.update_usage(&requests, &names);
+        drop(d);
+        *lock(&self.tiers) = names;
+    }
+
+    /// What `/metrics` shows now.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = {
+            let d = lock(&self.daemon);
+            d.snapshot()
+        };
+        {
+            let m = lock(&self.monitor);
+            s.http = m.stats().counts().map(|(k, v)| (k.clone(), v)).collect();
+            s.http_malformed = m.malformed;
+            s.samples_undecodable = m.undecodable;
+        }
+        let k = lock(&self.daemon).effective.http.top_sources_metric;
+        if k > 0 {
+            s.top = lock(&self.talkers).top(TopBy::Packets, k);
+        }
+        s
     }
 }
 
@@ -250,7 +371,12 @@ fn done(message: String) -> Response {
 /// Writes `cfg` into the maps: tiers, default tier, rules; deactivates tier
 /// slots no configured tier uses. Only entries that differ are written, and
 /// bucket state (sources, aggregate) is never touched.
-fn apply(maps: &mut Maps, cfg: &Config, indices: &BTreeMap<String, u32>) -> Result<()> {
+fn apply(
+    maps: &mut Maps,
+    cfg: &Config,
+    indices: &BTreeMap<String, u32>,
+    pinned: &BTreeMap<IpNet, RuleValue>,
+) -> Result<()> {
     let index = |name: &str| {
         indices
             .get(name)
@@ -267,8 +393,16 @@ fn apply(maps: &mut Maps, cfg: &Config, indices: &BTreeMap<String, u32>) -> Resu
         }
     }
     let default = index(&cfg.default_tier)?;
-    if maps.settings()?.default_tier != default {
-        maps.set_default_tier(default)?;
+    let current = maps.settings()?;
+    let wanted = sampling_settings(
+        &cfg.http,
+        tollgate_common::Settings {
+            default_tier: default,
+            ..current
+        },
+    );
+    if current != wanted {
+        maps.set_settings(wanted)?;
     }
     let mut desired = BTreeMap::new();
     for r in &cfg.rules {
@@ -287,6 +421,15 @@ fn apply(maps: &mut Maps, cfg: &Config, indices: &BTreeMap<String, u32>) -> Resu
             },
         };
         desired.insert(r.cidr, v);
+    }
+    // API-key pins hold on top of tier rules, never over allow or deny.
+    for (net, v) in pinned {
+        match desired.get(net) {
+            Some(r) if r.action != RULE_TIER => {}
+            _ => {
+                desired.insert(*net, *v);
+            }
+        }
     }
     let current: BTreeMap<IpNet, RuleValue> = maps.rules()?.into_iter().collect();
     let upsert: Vec<(IpNet, RuleValue)> = desired
@@ -308,6 +451,30 @@ fn apply(maps: &mut Maps, cfg: &Config, indices: &BTreeMap<String, u32>) -> Resu
     Ok(())
 }
 
+/// The kernel's sampling settings for `[http]`, keeping `base`'s other fields.
+fn sampling_settings(
+    http: &config::HttpConfig,
+    base: tollgate_common::Settings,
+) -> tollgate_common::Settings {
+    let mut ports = [0u16; tollgate_common::MAX_HTTP_PORTS];
+    for (slot, port) in ports.iter_mut().zip(&http.ports) {
+        *slot = *port;
+    }
+    tollgate_common::Settings {
+        http_ports: ports,
+        http_snap_len: http.snap_len,
+        http_sample_every: http.sample_every,
+        http_budget: tollgate_common::Limit::per_period(
+            http.budget_per_second,
+            1_000_000_000,
+            http.budget_burst,
+        )
+        .unwrap_or(tollgate_common::Limit::UNLIMITED),
+        verdict_sample_every: http.verdict_sample_every,
+        ..base
+    }
+}
+
 impl Daemon {
     fn state_path(&self) -> &Path {
         &self.file.state_file
@@ -322,7 +489,12 @@ impl Daemon {
         let mut state = self.state.clone();
         state.overlay = overlay;
         state.assign_indices(&effective)?;
-        if let Err(e) = apply(&mut self.maps, &effective, &state.tier_indices) {
+        if let Err(e) = apply(
+            &mut self.maps,
+            &effective,
+            &state.tier_indices,
+            &self.pinned,
+        ) {
             self.rollback();
             return Err(format!(
                 "applying the change to the kernel failed: {e:#}; the previous configuration is still in effect"
@@ -346,12 +518,26 @@ impl Daemon {
     }
 
     fn rollback(&mut self) {
-        if let Err(e) = apply(&mut self.maps, &self.effective, &self.state.tier_indices) {
+        if let Err(e) = apply(
+            &mut self.maps,
+            &self.effective,
+            &self.state.tier_indices,
+            &self.pinned,
+        ) {
             error!(error = %format!("{e:#}"), "rolling back a failed change also failed: the kernel may hold a partial change");
         }
     }
 
     fn reload(&mut self) -> Result<String, String> {
+        let result = self.reload_inner();
+        match result {
+            Ok(_) => self.reloads += 1,
+            Err(_) => self.reload_failures += 1,
+        }
+        result
+    }
+
+    fn reload_inner(&mut self) -> Result<String, String> {
         let mut new_file = self
             .opts
             .load_config()
@@ -716,6 +902,181 @@ impl Daemon {
         })
     }
 
+    /// Tier names and IPv6 prefixes by kernel index.
+    fn tier_names(&self) -> TierNames {
+        let mut names = vec![None; MAX_TIERS as usize];
+        for t in &self.effective.tiers {
+            if let Some(&i) = self.state.tier_indices.get(&t.name) {
+                let prefix = t.to_kernel().map_or(64, |k| k.ipv6_prefix as u8);
+                names[i as usize] = Some((t.name.clone(), prefix));
+            }
+        }
+        TierNames { names }
+    }
+
+    /// Pins `net` to `tier` in the kernel (an API key's tier), unless the
+    /// config has an allow or deny rule for exactly that prefix.
+    fn pin(&mut self, net: IpNet, tier: &str) {
+        let Some(&index) = self.state.tier_indices.get(tier) else {
+            return;
+        };
+        if let Some(rule) = self.effective.rule(&net)
+            && !matches!(rule.target, RuleTarget::Tier(_))
+        {
+            return;
+        }
+        let value = RuleValue {
+            action: RULE_TIER,
+            tier: index,
+        };
+        match self.maps.set_rule(net, value) {
+            Ok(()) => {
+                info!(source = %net, tier, "API key: source pinned to its key's tier");
+                self.pinned.insert(net, value);
+            }
+            Err(e) => warn!(source = %net, error = %e, "API key: pinning the source failed"),
+        }
+    }
+
+    /// Ends a pin: restores the configured rule for exactly `net`, if any.
+    fn unpin(&mut self, net: IpNet) {
+        if self.pinned.remove(&net).is_none() {
+            return;
+        }
+        let restored = match self.effective.rule(&net).map(|r| r.target.clone()) {
+            Some(target) => {
+                let default = self
+                    .state
+                    .tier_indices
+                    .get(&self.effective.default_tier)
+                    .copied()
+                    .unwrap_or(0);
+                let value = match target {
+                    RuleTarget::Tier(t) => RuleValue {
+                        action: RULE_TIER,
+                        tier: self.state.tier_indices.get(&t).copied().unwrap_or(default),
+                    },
+                    RuleTarget::Allow => RuleValue {
+                        action: RULE_ALLOW,
+                        tier: default,
+                    },
+                    RuleTarget::Deny => RuleValue {
+                        action: RULE_DENY,
+                        tier: default,
+                    },
+                };
+                self.maps.set_rule(net, value).map(|_| ())
+            }
+            None => self.maps.remove_rule(net).map(|_| ()),
+        };
+        match restored {
+            Ok(()) => info!(source = %net, "API key pin expired"),
+            Err(e) => warn!(source = %net, error = %e, "removing an expired API key pin failed"),
+        }
+    }
+
+    /// Pins survive in the pinned rule map across a daemon restart, but their
+    /// expiry does not: make the kernel's rules exactly the configuration's.
+    fn clear_stale_pins(&mut self) {
+        if let Err(e) = apply(
+            &mut self.maps,
+            &self.effective,
+            &self.state.tier_indices,
+            &BTreeMap::new(),
+        ) {
+            warn!(error = %format!("{e:#}"), "clearing API key pins left by a previous daemon");
+        }
+    }
+
+    /// Recomputes per-tier usage over the last sampling period.
+    fn update_usage(&mut self, requests: &[u64], names: &TierNames) {
+        let dt = self.samples.interval();
+        let mut usage = vec![Usage::default(); MAX_TIERS as usize];
+        if dt > 0.0 {
+            for (i, u) in usage.iter_mut().enumerate() {
+                if names.names[i].is_none() {
+                    continue;
+                }
+                for v in 0..VERDICT_COUNT as usize {
+                    let (p, b) = self.samples.rate(i, v);
+                    u.packets_per_second += p;
+                    u.bytes_per_second += b;
+                }
+                u.requests_per_second = requests.get(i).copied().unwrap_or(0) as f64 / dt;
+            }
+        }
+        let scan = usage::scan(&self.maps, names);
+        for (i, u) in usage.iter_mut().enumerate() {
+            u.active_sources = scan.active[i];
+            u.limited_sources = scan.limited[i];
+        }
+        self.tracked = scan.tracked;
+        self.usage = usage;
+    }
+
+    /// The daemon's part of a metrics snapshot (fresh kernel counters).
+    fn snapshot(&self) -> Snapshot {
+        let names = self.tier_names();
+        let counters = self.maps.counters().unwrap_or_default();
+        let mut tiers = Vec::new();
+        for (i, name) in names.names.iter().enumerate() {
+            let Some((name, _)) = name else { continue };
+            let mut admitted = 0.0;
+            let mut dropped = 0.0;
+            for v in Verdict::ALL {
+                let (p, _) = self.samples.rate(i, v as usize);
+                if v.drops() {
+                    dropped += p;
+                } else {
+                    admitted += p;
+                }
+            }
+            tiers.push(TierSnapshot {
+                name: name.clone(),
+                counters: counters.get(i).map(|c| c.to_vec()).unwrap_or_default(),
+                admitted_pps: admitted,
+                dropped_pps: dropped,
+                usage: self.usage[i].clone(),
+            });
+        }
+        let status = self.status().ok();
+        let (rules_v4, rules_v6) = self.maps.rules().map_or((0, 0), |r| {
+            r.iter().fold((0, 0), |(a, b), (n, _)| match n {
+                IpNet::V4(_) => (a + 1, b),
+                IpNet::V6(_) => (a, b + 1),
+            })
+        });
+        Snapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            tiers,
+            tracked_v4: self.tracked.0,
+            tracked_v6: self.tracked.1,
+            capacity_v4: status.as_ref().map_or(0, |s| s.sources_v4.max),
+            capacity_v6: status.as_ref().map_or(0, |s| s.sources_v6.max),
+            rules_v4,
+            rules_v6,
+            sampler: self.maps.sampler_totals().unwrap_or_default(),
+            interfaces: status
+                .map(|s| {
+                    s.interfaces
+                        .into_iter()
+                        .map(|i| metrics::InterfaceInfo {
+                            name: i.name,
+                            mode: i
+                                .mode
+                                .map_or("unknown".to_owned(), |m| format!("{m:?}").to_lowercase()),
+                            program_id: i.program_id.unwrap_or(0),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            reloads: self.reloads,
+            reload_failures: self.reload_failures,
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            ..Default::default()
+        }
+    }
+
     fn status(&self) -> Result<StatusData, String> {
         let pin_dir = &self.file.pin_dir;
         let max = |name: &str| {
@@ -869,11 +1230,13 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         };
         let indices = state.tier_indices.clone();
         let Dataplane {
-            maps,
+            mut maps,
             start,
             modes,
             logger,
-        } = dataplane::bring_up(&plan, &mut |maps| apply(maps, &effective, &indices))?;
+        } = dataplane::bring_up(&plan, &mut |maps| {
+            apply(maps, &effective, &indices, &BTreeMap::new())
+        })?;
         state.attachments = modes;
         state::save(&file.state_file, &state)
             .with_context(|| format!("writing the state file {}", file.state_file.display()))?;
@@ -889,23 +1252,49 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             tokio::spawn(drain_program_logs(logger));
         }
         let allowed = file.allow_uids.clone();
-        // Hook point for the sampled-verdict drain: take `maps.take_samples()`
-        // before `maps` moves into the daemon, and call
-        // `shared.on_verdict_sample(..)` for each verdict record.
+        let ring = maps.take_samples();
+        let monitor = Monitor::new(&effective.http, &effective.api_keys).map_err(anyhow::Error::msg)?;
+        let metrics_address = file.metrics_address;
+        let mut daemon = Daemon {
+            opts,
+            file,
+            effective,
+            state,
+            maps,
+            start,
+            started: Instant::now(),
+            samples: Samples::default(),
+            pinned: BTreeMap::new(),
+            reloads: 0,
+            reload_failures: 0,
+            usage: vec![Usage::default(); MAX_TIERS as usize],
+            tracked: (0, 0),
+        };
+        let names = daemon.tier_names();
+        daemon.clear_stale_pins();
         let shared = Arc::new(Shared {
-            daemon: Mutex::new(Daemon {
-                opts,
-                file,
-                effective,
-                state,
-                maps,
-                start,
-                started: Instant::now(),
-                samples: Samples::default(),
-            }),
+            daemon: Mutex::new(daemon),
             talkers: Mutex::new(Talkers::new(TALKERS_CAPACITY)),
+            monitor: Mutex::new(monitor),
+            tiers: Mutex::new(names),
             shutdown: tokio::sync::Notify::new(),
         });
+        if let Some(ring) = ring {
+            tokio::spawn(drain_samples(ring, shared.clone()));
+        }
+        match tokio::net::TcpListener::bind(metrics_address).await {
+            Ok(listener) => {
+                info!(address = %metrics_address, "serving Prometheus metrics at /metrics");
+                let s = shared.clone();
+                tokio::spawn(async move {
+                    let snapshot = move || s.snapshot();
+                    if let Err(e) = metrics::serve(listener, snapshot).await {
+                        error!(error = %e, "the metrics server stopped");
+                    }
+                });
+            }
+            Err(e) => error!(address = %metrics_address, error = %e, "cannot serve metrics (the daemon goes on without them)"),
+        }
         serve(shared, listener, allowed).await
     }
     .await;
@@ -984,6 +1373,47 @@ async fn serve(
     sampler.abort();
     decay.abort();
     Ok(())
+}
+
+/// Reads the kernel's sample ring as it fills (epoll on its fd) and hands the
+/// records to [`Shared::ingest`] in batches, off the async threads.
+async fn drain_samples(ring: aya::maps::RingBuf<aya::maps::MapData>, shared: Arc<Shared>) {
+    use tokio::io::{Interest, unix::AsyncFd};
+    const BATCH: usize = 4096;
+    // SAFETY: the ring buffer owns its fd and keeps it open (and unreplaced)
+    // for as long as the AsyncFd owns the ring buffer.
+    let mut fd = match unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn!(error = %e, "cannot poll the sample ring buffer: no HTTP monitor or top talkers");
+            return;
+        }
+    };
+    loop {
+        let mut guard = match fd.readable_mut().await {
+            Ok(g) => g,
+            Err(e) => {
+                warn!(error = %e, "polling the sample ring buffer failed");
+                return;
+            }
+        };
+        let ring = guard.get_inner_mut();
+        let mut records = Vec::new();
+        while records.len() < BATCH {
+            match ring.next() {
+                Some(item) => records.push(item.to_vec()),
+                None => break,
+            }
+        }
+        if records.len() < BATCH {
+            guard.clear_ready();
+        }
+        drop(guard);
+        if !records.is_empty() {
+            let s = shared.clone();
+            let _ = tokio::task::spawn_blocking(move || s.ingest(&records)).await;
+        }
+    }
 }
 
 async fn drain_program_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {

@@ -94,6 +94,25 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, allow_uids: Vec<
     }
 }
 
+/// Streams sampled requests to one `http tail` client until it hangs up.
+async fn tail(write: &mut tokio::net::unix::OwnedWriteHalf, shared: &Shared) -> io::Result<()> {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut events = shared.tail();
+    loop {
+        let resp = match events.recv().await {
+            Ok(event) => Response::success(event),
+            // A slow reader misses events rather than slowing the daemon.
+            Err(RecvError::Lagged(n)) => Response::success(serde_json::json!({ "missed": n })),
+            Err(RecvError::Closed) => return Ok(()),
+        };
+        match timeout(WRITE_TIMEOUT, write.write_all(&resp.to_line())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
 fn allowed(uid: u32, allow_uids: &[u32]) -> bool {
     // SAFETY: geteuid has no preconditions.
     uid == 0 || uid == unsafe { libc::geteuid() } || allow_uids.contains(&uid)
@@ -140,6 +159,7 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>, allow_uids: &[u32])
         }
         let (resp, exit) = match serde_json::from_slice::<Request>(text) {
             Err(e) => (Response::failure(format!("invalid request: {e}")), false),
+            Ok(Request::HttpTail {}) => return tail(&mut write, &shared).await,
             Ok(req) => {
                 debug!(?req, uid, "control request");
                 let shared = shared.clone();

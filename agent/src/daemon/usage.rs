@@ -1,0 +1,171 @@
+//! Per-tier source activity from the kernel's bucket state: which sources were
+//! active in the last second and which are being limited right now.
+//!
+//! The kernel keeps no tier per source (state is keyed by source only), so each
+//! source is classified by a userspace longest-prefix match over the rules the
+//! kernel holds. A scan reads at most [`SCAN_LIMIT`] sources per family; past
+//! that the counts cover the first sources the map iteration returns.
+
+use std::collections::HashMap;
+
+use ipnet::IpNet;
+use tollgate_common::{LimitKind, MAX_TIERS, RULE_TIER, RuleValue, SourceState, TierConfig};
+
+use crate::{kernel::Maps, monitor::TierNames};
+
+/// Sources read per family per scan (each costs two syscalls).
+pub const SCAN_LIMIT: usize = 100_000;
+
+pub struct Scan {
+    pub active: Vec<u64>,
+    pub limited: Vec<u64>,
+    pub tracked: (u64, u64),
+}
+
+/// Longest-prefix match over one family's rules: one hash lookup per prefix
+/// length in use, longest first.
+struct Lpm {
+    by_len: Vec<(u8, HashMap<u128, RuleValue>)>,
+}
+
+impl Lpm {
+    fn new(rules: impl Iterator<Item = (u8, u128, RuleValue)>, width: u8) -> Lpm {
+        let mut map: HashMap<u8, HashMap<u128, RuleValue>> = HashMap::new();
+        for (len, addr, v) in rules {
+            map.entry(len)
+                .or_default()
+                .insert(mask(addr, len, width), v);
+        }
+        let mut by_len: Vec<_> = map.into_iter().collect();
+        by_len.sort_by_key(|e| std::cmp::Reverse(e.0));
+        Lpm { by_len }
+    }
+
+    /// `addr` is valid in its top `known` bits only (IPv6 keys are 64-bit prefixes).
+    fn lookup(&self, addr: u128, width: u8, known: u8) -> Option<RuleValue> {
+        self.by_len
+            .iter()
+            .filter(|(len, _)| *len <= known)
+            .find_map(|(len, m)| m.get(&mask(addr, *len, width)).copied())
+    }
+}
+
+fn mask(addr: u128, len: u8, width: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        let keep = u128::MAX << (width - len);
+        addr & keep & (u128::MAX >> (128 - width as u32))
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec; CLOCK_MONOTONIC is bpf_ktime_get_ns's clock.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn scan(maps: &Maps, names: &TierNames) -> Scan {
+    let mut out = Scan {
+        active: vec![0; MAX_TIERS as usize],
+        limited: vec![0; MAX_TIERS as usize],
+        tracked: (0, 0),
+    };
+    let Ok(settings) = maps.settings() else {
+        return out;
+    };
+    let tiers: Vec<TierConfig> = (0..MAX_TIERS)
+        .map(|i| maps.tier(i).unwrap_or_default())
+        .collect();
+    let rules = maps.rules().unwrap_or_default();
+    let v4 = Lpm::new(
+        rules.iter().filter_map(|(n, v)| match n {
+            IpNet::V4(n) => Some((n.prefix_len(), u32::from(n.network()) as u128, *v)),
+            _ => None,
+        }),
+        32,
+    );
+    let v6 = Lpm::new(
+        rules.iter().filter_map(|(n, v)| match n {
+            IpNet::V6(n) => Some((n.prefix_len(), u128::from(n.network()), *v)),
+            _ => None,
+        }),
+        128,
+    );
+    let now = monotonic_ns();
+    let tier_of = |rule: Option<RuleValue>| -> Option<u32> {
+        match rule {
+            Some(r) if r.action == RULE_TIER => Some(r.tier),
+            Some(_) => None, // allow/deny: no buckets in use
+            None => Some(settings.default_tier),
+        }
+    };
+    let mut judge = |tier: Option<u32>, state: &SourceState| {
+        let Some(t) = tier.filter(|t| *t < MAX_TIERS && names.names[*t as usize].is_some()) else {
+            return;
+        };
+        let cfg = &tiers[t as usize];
+        let recent = now.saturating_sub(1_000_000_000);
+        if state.packets_tat > recent || state.bytes_tat > recent {
+            out.active[t as usize] += 1;
+        }
+        let packets = &cfg.limits[LimitKind::Packets as usize];
+        let bytes = &cfg.limits[LimitKind::Bytes as usize];
+        let full = |tat: u64, limit: &tollgate_common::Limit, next: u64| {
+            !limit.is_unlimited()
+                && tat.saturating_sub(now) + limit.increment_ns(next) > limit.capacity_ns
+        };
+        if full(state.packets_tat, packets, 1) || full(state.bytes_tat, bytes, 64) {
+            out.limited[t as usize] += 1;
+        }
+    };
+    for entry in maps.sources_v4.iter().take(SCAN_LIMIT).flatten() {
+        let (key, state) = entry;
+        out.tracked.0 += 1;
+        let addr = u32::from_be_bytes(key.to_ne_bytes()) as u128;
+        judge(tier_of(v4.lookup(addr, 32, 32)), &state);
+    }
+    for entry in maps.sources_v6.iter().take(SCAN_LIMIT).flatten() {
+        let (key, state) = entry;
+        out.tracked.1 += 1;
+        judge(tier_of(v6.lookup((key as u128) << 64, 128, 64)), &state);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_prefix_wins() {
+        let r = |tier| RuleValue {
+            action: RULE_TIER,
+            tier,
+        };
+        let lpm = Lpm::new(
+            [
+                (
+                    8u8,
+                    u32::from(std::net::Ipv4Addr::new(10, 0, 0, 0)) as u128,
+                    r(1),
+                ),
+                (
+                    24,
+                    u32::from(std::net::Ipv4Addr::new(10, 1, 2, 0)) as u128,
+                    r(2),
+                ),
+            ]
+            .into_iter(),
+            32,
+        );
+        let a = |x: [u8; 4]| u32::from(std::net::Ipv4Addr::from(x)) as u128;
+        assert_eq!(lpm.lookup(a([10, 1, 2, 3]), 32, 32).unwrap().tier, 2);
+        assert_eq!(lpm.lookup(a([10, 9, 2, 3]), 32, 32).unwrap().tier, 1);
+        assert!(lpm.lookup(a([11, 0, 0, 1]), 32, 32).is_none());
+    }
+}
