@@ -4,7 +4,9 @@
 //! directories, processes) is named `tg-<unique id>` and removed when its guard
 //! drops, which also happens while a failing test unwinds.
 
+pub mod daemon;
 pub mod fuzz;
+pub mod httpd;
 pub mod net;
 pub mod packet;
 pub mod program;

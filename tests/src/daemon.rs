@@ -1,0 +1,333 @@
+//! The real `tollgate` binary as an operator runs it, for end-to-end tests: a
+//! daemon on the host side of a veth pair whose peer lives in a test
+//! namespace, and the CLI talking to it over its socket.
+//!
+//! Every daemon runs with its own `--pin-dir /sys/fs/bpf/tg-<id>`, `--socket`
+//! and `--state` under `/tmp/tg-<id>/`, and is killed and detached when its
+//! guard drops (also while a failing test unwinds), so nothing stays attached.
+
+use std::{
+    fs,
+    net::{SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::{
+    net::{Netns, PinDir, Veth, sh},
+    unique_id,
+};
+
+/// The `tollgate` binary cargo built next to this test's executable.
+pub fn bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join("tollgate");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p tollgate` first (`cargo test --workspace` builds it)",
+        path.display()
+    );
+    let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(b), Some(t)) = (modified(&path), modified(&exe))
+        && b < t
+    {
+        eprintln!(
+            "note: {} is older than this test binary; if you changed the agent, run `cargo build -p tollgate`",
+            path.display()
+        );
+    }
+    path
+}
+
+/// One test's world: namespace, veth pair, pin dir and a scratch directory.
+/// Field order is drop order.
+pub struct Env {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    pub config: PathBuf,
+    pub pins: PinDir,
+    pub veth: Veth,
+    pub ns: Netns,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let id = unique_id();
+        let ns = Netns::new(&id).expect("netns");
+        let veth = Veth::new(&id, &ns, 1).expect("veth");
+        let dir = PathBuf::from(format!("/tmp/tg-{id}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("state")).unwrap();
+        Env {
+            socket: dir.join("tollgate.sock"),
+            state: dir.join("state/state.json"),
+            config: dir.join("tollgate.toml"),
+            dir,
+            pins: PinDir::new(&id),
+            veth,
+            ns,
+        }
+    }
+
+    pub fn write_config(&self, text: &str) {
+        fs::write(&self.config, text).unwrap();
+    }
+
+    /// Runs the CLI against this env's daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running tollgate")
+    }
+
+    /// Runs the CLI, asserting success; returns stdout.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "tollgate {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a read command with --json.
+    #[track_caller]
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.ok(&a);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("tollgate {args:?}: bad JSON ({e}): {out}"))
+    }
+
+    /// Runs the CLI, asserting it fails with every `expected` substring in
+    /// stderr; returns stderr.
+    #[track_caller]
+    pub fn fails(&self, args: &[&str], expected: &[&str]) -> String {
+        let out = self.cli(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "tollgate {args:?} should fail; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for e in expected {
+            assert!(
+                stderr.contains(e),
+                "tollgate {args:?}: stderr {stderr:?} should contain {e:?}"
+            );
+        }
+        stderr
+    }
+
+    /// Starts `tollgate run` on the host side of the veth with this env's
+    /// config, and waits until it answers.
+    pub fn start(&self) -> Daemon {
+        self.start_with(&[])
+    }
+
+    pub fn start_with(&self, extra: &[&str]) -> Daemon {
+        let mut d = self.spawn(extra);
+        d.wait_ready();
+        d
+    }
+
+    pub fn spawn(&self, extra: &[&str]) -> Daemon {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let log = self.dir.join(format!(
+            "daemon-{}.log",
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let logf = fs::File::create(&log).unwrap();
+        let child = Command::new(bin())
+            .args(["--socket".as_ref(), self.socket.as_os_str()])
+            .arg("run")
+            .args(["--config".as_ref(), self.config.as_os_str()])
+            .args(["--iface", &self.veth.host])
+            .args(["--pin-dir".as_ref(), self.pins.path.as_os_str()])
+            .args(["--state".as_ref(), self.state.as_os_str()])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .expect("spawning tollgate run");
+        Daemon {
+            child: Some(child),
+            socket: self.socket.clone(),
+            pin_dir: self.pins.path.clone(),
+            log,
+        }
+    }
+
+    /// Sends `n` UDP datagrams from the namespace to the host side, as fast as
+    /// the socket takes them.
+    pub fn send(&self, n: usize) {
+        let dst = SocketAddr::from((self.veth.host_ip, 9));
+        self.ns
+            .run(move || {
+                let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+                for _ in 0..n {
+                    let _ = s.send_to(&[0x5a; 64], dst);
+                }
+            })
+            .join()
+            .unwrap()
+            .unwrap();
+    }
+
+    pub fn stats(&self, tier: &str) -> Value {
+        let s = self.json(&["stats", "--tier", tier]);
+        s["tiers"][0].clone()
+    }
+
+    /// Waits until `f` holds (polling every 20 ms) or panics after `within`.
+    #[track_caller]
+    pub fn eventually(&self, within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !f() {
+            assert!(start.elapsed() < within, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn xdp_attached(&self) -> bool {
+        let out = sh(&["ip", "-d", "link", "show", "dev", &self.veth.host]).unwrap();
+        out.contains("prog/xdp")
+    }
+
+    pub fn tier_index(&self, name: &str) -> u32 {
+        let tiers = self.json(&["tier", "list"]);
+        tiers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("no tier {name} in {tiers}"))["index"]
+            .as_u64()
+            .unwrap() as u32
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `tollgate run` process. Dropping it kills the daemon and detaches its
+/// pin dir, so nothing stays attached whatever the test did.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub socket: PathBuf,
+    pub pin_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the daemon answers `status` (the program is attached then);
+    /// fails at once, with its log, if it exits instead.
+    pub fn wait_ready(&mut self) {
+        let start = Instant::now();
+        loop {
+            if tollgate::control::request(&self.socket, &tollgate::control::Request::Status {})
+                .is_ok()
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                self.child = None;
+                panic!(
+                    "daemon exited ({status}) instead of coming up; log:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "daemon did not come up; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the daemon to exit on its own.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let start = Instant::now();
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                start.elapsed() < within,
+                "daemon did not exit; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = Command::new(bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("detach")
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .output();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- daemon log {} ----\n{}",
+                self.log.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+pub fn u64_at(v: &Value, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_u64()
+        .unwrap_or_else(|| panic!("{path:?} not a number in {v}"))
+}

@@ -1,0 +1,460 @@
+//! End to end: the L7 monitor with a real HTTP server on the protected host
+//! side of the veth and real clients in the test namespace (keep-alive,
+//! fresh connections, and curl), read back through the CLI and /metrics.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tollgate::{apikeys::hash_key, kernel::Maps};
+use tollgate_tests::{
+    daemon::{Env, bin},
+    httpd::{Client, Server, request_once},
+    privileged,
+};
+
+const PORT: u16 = 8080;
+const SALT: &str = "pepper-for-tests";
+const GOLD_KEY: &str = "k-gold-8c1f27";
+/// Planted in headers and query strings; must never come out of the daemon.
+const SECRETS: [&str; 5] = [
+    "SECRETAUTH",
+    "SECRETQUERY",
+    "SECRETCOOKIE",
+    GOLD_KEY,
+    "SECRETUNKNOWNKEY",
+];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn config(env: &Env, metrics_port: u16, default_requests: &str) -> String {
+    format!(
+        r#"interfaces = ["{iface}"]
+mode = "native"
+metrics_address = "127.0.0.1:{metrics_port}"
+default_tier = "default"
+
+[[tier]]
+name = "default"
+packets = "100000/s"
+{default_requests}
+
+[[tier]]
+name = "gold"
+packets = "100000/s"
+requests = "10000/s"
+
+[http]
+ports = [{PORT}]
+snap_len = 512
+sample_every = 1
+budget = "100000/s"
+verdict_sample_every = 1
+
+[api_keys]
+salt = "{SALT}"
+ttl_seconds = 2
+
+[[api_keys.key]]
+sha256 = "{hash}"
+tier = "gold"
+"#,
+        iface = env.veth.host,
+        hash = hash_key(SALT, GOLD_KEY.as_bytes()),
+    )
+}
+
+fn scrape(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+fn route_count(top: &Value, route: &str) -> u64 {
+    top["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r[0] == route)
+        .map_or(0, |r| r[1].as_u64().unwrap())
+}
+
+/// Waits until `f` holds, polling every 20 ms, for at most `within`.
+fn eventually(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < within, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn routes_are_counted_and_secrets_never_leave_the_daemon() {
+    if !privileged("routes_are_counted_and_secrets_never_leave_the_daemon") {
+        return;
+    }
+    let env = Env::new();
+    let metrics_port = free_port();
+    env.write_config(&config(&env, metrics_port, "requests = \"10000/s\""));
+    let daemon = env.start_with(&[]);
+    let server = Server::bind(SocketAddr::from((env.veth.host_ip, PORT))).unwrap();
+    let addr = server.addr;
+
+    // `http tail` runs for the whole traffic phase; its output is checked too.
+    let mut tail = Command::new(bin())
+        .arg("--socket")
+        .arg(&env.socket)
+        .args(["http", "tail"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // let tail subscribe
+
+    // Keep-alive: 20 GETs on one connection. Fresh connections: 10 POSTs.
+    let keepalive = env.ns.run(move || -> anyhow::Result<()> {
+        let mut c = Client::connect(addr, Duration::from_secs(3))?;
+        for i in 0..20 {
+            c.request(&format!(
+                "GET /users/{i}?token=SECRETQUERY{i}&page=2 HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer SECRETAUTH\r\nCookie: sid=SECRETCOOKIE\r\nX-Api-Key: SECRETUNKNOWNKEY"
+            ))?;
+        }
+        for i in 0..10 {
+            request_once(
+                addr,
+                &format!("POST /orders/550e8400-e29b-41d4-a716-4466554400{i:02} HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 0"),
+                Duration::from_secs(3),
+            )?;
+        }
+        Ok(())
+    });
+    keepalive.join().unwrap().unwrap().unwrap();
+    // curl, 5 fresh connections.
+    for _ in 0..5 {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &env.ns.name,
+                "curl",
+                "-sS",
+                "--max-time",
+                "3",
+            ])
+            .arg(format!("http://{addr}/health?key=SECRETQUERYCURL"))
+            .output()
+            .expect("curl (cargo xtask setup installs it)");
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        server.requests.load(std::sync::atomic::Ordering::Relaxed),
+        35
+    );
+
+    let json = |args: &[&str]| -> Value {
+        serde_json::from_str(&env.ok(&[&["--json"], args].concat())).unwrap()
+    };
+    eventually(
+        Duration::from_secs(5),
+        "all 35 requests in http top",
+        || {
+            let top = json(&["http", "top", "--by", "route"]);
+            route_count(&top, "/users/{id}")
+                + route_count(&top, "/orders/{id}")
+                + route_count(&top, "/health")
+                >= 35
+        },
+    );
+    let by_route = json(&["http", "top", "--by", "route"]);
+    // Sampling 1 in 1: exact (a TCP retransmission would be sampled twice).
+    assert_eq!(route_count(&by_route, "/users/{id}"), 20, "{by_route}");
+    assert_eq!(route_count(&by_route, "/orders/{id}"), 10, "{by_route}");
+    assert_eq!(route_count(&by_route, "/health"), 5, "{by_route}");
+    let by_host = json(&["http", "top", "--by", "host"]);
+    assert_eq!(route_count(&by_host, "api.test"), 20);
+    assert_eq!(route_count(&by_host, "shop.test"), 10);
+    let by_method = json(&["http", "top", "--by", "method"]);
+    assert_eq!(route_count(&by_method, "GET"), 25);
+    assert_eq!(route_count(&by_method, "POST"), 10);
+
+    let _ = tail.kill();
+    let tail_out = tail.wait_with_output().unwrap();
+    let tail_text = String::from_utf8_lossy(&tail_out.stdout).into_owned();
+    assert!(
+        tail_text.contains("GET /users/7?token=<redacted>&page=<redacted> host=api.test"),
+        "{tail_text}"
+    );
+    assert!(tail_text.lines().count() >= 35, "{tail_text}");
+
+    // Everything the daemon exposes or writes, checked for every secret.
+    let metrics = scrape(metrics_port);
+    assert!(metrics.contains(r#"route="/users/{id}""#), "{metrics}");
+    let mut everything = vec![
+        ("http tail", tail_text),
+        ("metrics", metrics),
+        ("http top", format!("{by_route}{by_host}{by_method}")),
+        ("top", env.ok(&["--json", "top", "--by", "requests"])),
+        ("stats", env.ok(&["--json", "stats"])),
+        ("status", env.ok(&["--json", "status"])),
+        ("daemon log", daemon.log()),
+    ];
+    for entry in walk(&env.dir) {
+        everything.push((
+            "file under the state/scratch dir",
+            String::from_utf8_lossy(&std::fs::read(&entry).unwrap_or_default()).into_owned(),
+        ));
+    }
+    for (what, text) in &everything {
+        for secret in SECRETS {
+            assert!(!text.contains(secret), "{secret} leaked into {what}");
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.extension().is_none_or(|x| x != "sock") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn an_api_key_moves_its_client_to_the_keys_tier_until_the_pin_expires() {
+    if !privileged("an_api_key_moves_its_client_to_the_keys_tier_until_the_pin_expires") {
+        return;
+    }
+    let env = Env::new();
+    // The default tier allows a burst of 2 requests, then one every 10 s.
+    env.write_config(&config(
+        &env,
+        free_port(),
+        "requests = \"6/min\"\nrequests_burst = 2",
+    ));
+    let _daemon = env.start_with(&[]);
+    let server = Server::bind(SocketAddr::from((env.veth.host_ip, PORT))).unwrap();
+    let addr = server.addr;
+    let tiers: Value = serde_json::from_str(&env.ok(&["--json", "tier", "list"])).unwrap();
+    let gold = tiers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "gold")
+        .unwrap()["index"]
+        .as_u64()
+        .unwrap() as u32;
+
+    // 12 requests with the key on one keep-alive connection: the first is
+    // sampled, the key pins the client's /32 to gold, and all 12 are served
+    // although the default tier would have dropped every one after the second.
+    let mut client = env
+        .ns
+        .run(move || -> anyhow::Result<Client> {
+            let mut c = Client::connect(addr, Duration::from_secs(5))?;
+            c.request(&format!(
+                "GET /a HTTP/1.1\r\nHost: t\r\nX-Api-Key: {GOLD_KEY}"
+            ))?;
+            Ok(c)
+        })
+        .join()
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let maps = Maps::from_pins(&env.pins.path).unwrap();
+    let pinned = |maps: &Maps| {
+        maps.rules()
+            .unwrap()
+            .into_iter()
+            .any(|(net, v)| net.to_string() == format!("{}/32", env.veth.peer_ip) && v.tier == gold)
+    };
+    eventually(Duration::from_secs(5), "the key's pin", || pinned(&maps));
+    for _ in 0..11 {
+        client
+            .request(&format!(
+                "GET /a HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {GOLD_KEY}"
+            ))
+            .unwrap();
+    }
+    assert!(pinned(&maps));
+    let stats: Value =
+        serde_json::from_str(&env.ok(&["--json", "stats", "--tier", "gold"])).unwrap();
+    let passed = stats["tiers"][0]["verdicts"]["passed"]["packets"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        passed >= 11,
+        "gold admitted the key holder's traffic: {stats}"
+    );
+
+    // Without the key, a client (another address) gets the default tier: its
+    // third request is dropped at XDP, so it does not complete in time.
+    let other = std::net::Ipv4Addr::new(
+        env.veth.peer_ip.octets()[0],
+        env.veth.peer_ip.octets()[1],
+        env.veth.peer_ip.octets()[2],
+        77,
+    );
+    tollgate_tests::net::sh(&[
+        "ip",
+        "-n",
+        &env.ns.name,
+        "addr",
+        "add",
+        &format!("{other}/24"),
+        "dev",
+        &env.veth.peer,
+    ])
+    .unwrap();
+    let served = env
+        .ns
+        .run(move || -> usize {
+            let Ok(s) = socket2_bind(other, addr) else {
+                return 0;
+            };
+            let mut c = s;
+            (0..3)
+                .filter(|_| c.request("GET /b HTTP/1.1\r\nHost: t").is_ok())
+                .count()
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        served, 2,
+        "the default tier serves its burst of 2 and drops the rest"
+    );
+
+    // The pin expires (ttl 2 s) and the kernel rule goes with it.
+    eventually(Duration::from_secs(6), "the pin to expire", || {
+        !pinned(&maps)
+    });
+}
+
+/// A keep-alive client whose connection comes from `from`.
+fn socket2_bind(from: std::net::Ipv4Addr, to: SocketAddr) -> anyhow::Result<Client> {
+    // std has no bind-before-connect; a TcpStream from a bound socket via libc.
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a fresh fd we own.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    anyhow::ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let local = sin(from, 0);
+    let SocketAddr::V4(to4) = to else {
+        anyhow::bail!("IPv4 only")
+    };
+    let remote = sin(*to4.ip(), to4.port());
+    let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    unsafe {
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        anyhow::ensure!(
+            libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) == 0,
+            "bind: {}",
+            std::io::Error::last_os_error()
+        );
+        anyhow::ensure!(
+            libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) == 0,
+            "connect: {}",
+            std::io::Error::last_os_error()
+        );
+        Client::from_stream(stream, Duration::from_millis(1500))
+    }
+}
+
+#[test]
+fn malformed_and_truncated_requests_are_counted_and_never_crash_the_daemon() {
+    if !privileged("malformed_and_truncated_requests_are_counted_and_never_crash_the_daemon") {
+        return;
+    }
+    let env = Env::new();
+    let metrics_port = free_port();
+    env.write_config(&config(&env, metrics_port, "requests = \"10000/s\""));
+    let _daemon = env.start_with(&[]);
+    let server = Server::bind(SocketAddr::from((env.veth.host_ip, PORT))).unwrap();
+    let addr = server.addr;
+    env.ns
+        .run(move || {
+            for bad in [
+                &b"GET \x00\x01\x02\x03 HTTP/1.1\r\n\r\n"[..],
+                b"POST /x HTTP/9.9\r\n\r\n",
+                b"PUT /y\r\n",
+                b"DELETE /z HTTP/1.1\r\nBad Header Without Colon\r\n\r\n",
+            ] {
+                if let Ok(mut c) = Client::connect(addr, Duration::from_secs(2)) {
+                    let _ = c.send_raw(bad);
+                }
+            }
+            // A huge head: only snap_len bytes are captured.
+            if let Ok(mut c) = Client::connect(addr, Duration::from_secs(2)) {
+                let long = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(3000));
+                let _ = c.send_raw(long.as_bytes());
+            }
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+    eventually(Duration::from_secs(5), "malformed samples counted", || {
+        let top: Value = serde_json::from_str(&env.ok(&["--json", "http", "top"])).unwrap();
+        top["malformed"].as_u64().unwrap_or(0) >= 3
+    });
+    let metrics = scrape(metrics_port);
+    let malformed: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate_http_malformed_samples_total "))
+        .expect("malformed metric")
+        .parse()
+        .unwrap();
+    assert!(malformed >= 3.0, "{malformed}");
+    // Still serving, and a good request is still understood.
+    env.ok(&["status"]);
+    env.ns
+        .run(move || {
+            request_once(
+                addr,
+                "GET /fine HTTP/1.1\r\nHost: t",
+                Duration::from_secs(3),
+            )
+        })
+        .join()
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the good request after the bad ones",
+        || {
+            let top: Value = serde_json::from_str(&env.ok(&["--json", "http", "top"])).unwrap();
+            route_count(&top, "/fine") == 1
+        },
+    );
+}
