@@ -212,12 +212,17 @@ fn label_cardinality_stays_bounded_under_100k_sources_and_10k_paths() {
         })
         .unwrap();
     }
-    // The daemon drains the samples asynchronously: scrape until the route
-    // overflow label shows up (bounded wait).
+    // The daemon drains samples and scans sources asynchronously: scrape until
+    // the route overflow label and the scanned sources show up (bounded wait).
     let deadline = Instant::now() + Duration::from_secs(10);
     let body = loop {
         let body = scrape(port);
-        if body.contains(r#"route="other""#) || Instant::now() > deadline {
+        let scanned = body
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"tollgate_tracked_sources{family="ipv4"} "#))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .is_some_and(|v| v >= 50_000.0);
+        if (body.contains(r#"route="other""#) && scanned) || Instant::now() > deadline {
             break body;
         }
         std::thread::sleep(Duration::from_millis(100));
