@@ -183,7 +183,7 @@ fn sample(
     };
     // SAFETY: this CPU's slot; XDP runs with preemption disabled.
     let state = unsafe { &mut *state };
-    let header = |kind: u8, dst_port: u16, captured: u16, scale: u32| {
+    let header = |kind: u8, dst_port: u16, captured: u16, scale: u32, now: u64| {
         let (family, src) = match packet.src {
             SourceAddr::V4(a) => (
                 4,
@@ -192,8 +192,7 @@ fn sample(
             SourceAddr::V6(a) => (6, a),
         };
         SampleHeader {
-            // SAFETY: a BPF helper with no preconditions.
-            time_ns: unsafe { bpf_ktime_get_ns() },
+            time_ns: now,
             src,
             kind,
             family,
@@ -214,7 +213,9 @@ fn sample(
         if state.verdict_seen % every as u64 == 0 {
             match TG_SAMPLES.reserve::<SampleHeader>(0) {
                 Some(mut entry) => {
-                    entry.write(header(SAMPLE_VERDICT, 0, 0, every));
+                    // SAFETY: a BPF helper with no preconditions.
+                    let now = unsafe { bpf_ktime_get_ns() };
+                    entry.write(header(SAMPLE_VERDICT, 0, 0, every, now));
                     entry.submit(0);
                     state.verdict_sampled += 1;
                 }
@@ -259,19 +260,19 @@ fn sample(
     let want = if available < snap { available } else { snap } as u32;
     let written = if want <= 128 {
         write_http::<128>(ctx, payload as u32, want, || {
-            header(SAMPLE_HTTP, dst_port, want as u16, every)
+            header(SAMPLE_HTTP, dst_port, want as u16, every, now)
         })
     } else if want <= 256 {
         write_http::<256>(ctx, payload as u32, want, || {
-            header(SAMPLE_HTTP, dst_port, want as u16, every)
+            header(SAMPLE_HTTP, dst_port, want as u16, every, now)
         })
     } else if want <= 512 {
         write_http::<512>(ctx, payload as u32, want, || {
-            header(SAMPLE_HTTP, dst_port, want as u16, every)
+            header(SAMPLE_HTTP, dst_port, want as u16, every, now)
         })
     } else {
         write_http::<1024>(ctx, payload as u32, want, || {
-            header(SAMPLE_HTTP, dst_port, want as u16, every)
+            header(SAMPLE_HTTP, dst_port, want as u16, every, now)
         })
     };
     if written {
