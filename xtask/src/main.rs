@@ -15,6 +15,7 @@ mod bench;
 mod build;
 mod demo;
 mod fuzz;
+mod install;
 mod setup;
 mod test;
 mod util;
@@ -51,6 +52,9 @@ enum Command {
     /// Run setup, then a long packet-fuzzing run against the reference model
     /// in the real kernel (root).
     Fuzz(fuzz::Args),
+    /// Build the release binary and install it with the systemd unit and the
+    /// example config (root; or stage with --destdir).
+    Install(install::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Install(args) => install::run(args),
         Command::Demo => demo::run(),
     };
     match result {
