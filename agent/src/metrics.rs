@@ -410,6 +410,59 @@ mod tests {
         promtool_accepts(&text);
     }
 
+    /// Every metric the shipped Grafana dashboard queries exists.
+    #[test]
+    fn the_dashboard_only_uses_exported_metrics() {
+        let dashboard = include_str!("../../deploy/grafana/tollgate-dashboard.json");
+        let s = Snapshot {
+            tiers: vec![TierSnapshot {
+                name: "t".into(),
+                counters: vec![Counter::default(); VERDICT_COUNT as usize],
+                ..Default::default()
+            }],
+            top: vec![TalkerRow {
+                source: "10.0.0.1".parse().unwrap(),
+                tier: 0,
+                packets: 1,
+                bytes: 1,
+                drops: 0,
+                requests: 0,
+                error: 0,
+            }],
+            http: vec![(
+                HttpKey {
+                    method: "GET".into(),
+                    route: "/".into(),
+                    host: "h".into(),
+                    tier: "t".into(),
+                    verdict: "passed".into(),
+                },
+                1,
+            )],
+            cluster_up: Some(true),
+            ..Default::default()
+        };
+        let text = render(&s).unwrap();
+        let mut names: Vec<&str> = dashboard
+            .match_indices("tollgate_")
+            .map(|(i, _)| {
+                let rest = &dashboard[i..];
+                &rest[..rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len())]
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        assert!(names.len() > 10, "{names:?}");
+        for n in names {
+            assert!(
+                text.contains(&format!("# TYPE {n} ")),
+                "the dashboard queries {n}, which is not exported"
+            );
+        }
+    }
+
     /// `promtool check metrics` (from the prometheus package `cargo xtask setup`
     /// installs) lints names, units, `_total` suffixes and help strings.
     pub(crate) fn promtool_accepts(text: &str) {
