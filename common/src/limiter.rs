@@ -54,24 +54,29 @@ pub unsafe fn charge_u64(tat: *mut u64, now: u64, increment: u64, capacity: u64)
 
 /// Atomically applies one GCRA step to the wrapping 32-bit tick TAT stored in
 /// bits `shift..shift + 32` of `word`, leaving the other half unchanged.
+/// Returns the word as it was before and after the charge.
 ///
 /// # Safety
 /// As [`charge_u64`].
 #[inline(always)]
-unsafe fn charge_half(word: *mut u64, shift: u32, now: u32, increment: u32, capacity: u32) -> bool {
+unsafe fn charge_half(
+    word: *mut u64,
+    shift: u32,
+    now: u32,
+    increment: u32,
+    capacity: u32,
+) -> Option<(u64, u64)> {
     let mut current = unsafe { atomic::load_u64(word) };
     for _ in 0..MAX_CAS_RETRIES {
         let tat = (current >> shift) as u32;
-        let Some(next) = gcra::admit_wrapping(tat, now, increment, capacity) else {
-            return false;
-        };
+        let next = gcra::admit_wrapping(tat, now, increment, capacity)?;
         let updated = (current & !(0xFFFF_FFFFu64 << shift)) | ((next as u64) << shift);
         match unsafe { atomic::cas_u64(word, current, updated) } {
-            Ok(_) => return true,
+            Ok(_) => return Some((current, updated)),
             Err(seen) => current = seen,
         }
     }
-    false
+    None
 }
 
 #[inline(always)]
@@ -82,16 +87,25 @@ unsafe fn refund_u64(tat: *mut u64, amount: u64) {
     }
 }
 
-/// Gives back `amount` ticks to one half of a packed word with one atomic
-/// add (no retry loop: the verifier explores every loop iteration on every
-/// path, and refunds sit on several). Subtracting from the low half borrows one
-/// tick from the high half when the low clock has just wrapped (every 73
-/// minutes): the request bucket then admits up to 1.024 µs early, once.
+/// Undoes the charges to the packed connection/request word: puts back the
+/// word as it was before them if nobody changed it since (one CAS, the usual
+/// case: this restores a bucket exactly, even one a tier with a smaller burst
+/// read as idle), and otherwise subtracts the charged ticks with atomic adds.
+/// No retry loop: the verifier explores every loop iteration on every path,
+/// and refunds sit on several. Subtracting from the low half borrows one tick
+/// from the high half when the low clock has just wrapped (every 73 minutes):
+/// the request bucket then admits up to 1.024 µs early, once.
 #[inline(always)]
-unsafe fn refund_half(word: *mut u64, shift: u32, amount: u32) {
-    if amount != 0 {
-        unsafe { atomic::add_u64(word, ((amount as u64) << shift).wrapping_neg()) };
+unsafe fn refund_l7(word: *mut u64, charged: &Charges) {
+    let Some((before, after)) = charged.l7_words else {
+        return;
+    };
+    if unsafe { atomic::cas_u64(word, after, before) }.is_ok() {
+        return;
     }
+    let back = (charged.connections_ticks as u64) << SourceState::CONNECTIONS_SHIFT
+        | (charged.requests_ticks as u64) << SourceState::REQUESTS_SHIFT;
+    unsafe { atomic::add_u64(word, back.wrapping_neg()) };
 }
 
 /// What [`charge_source`] charged, so a later rejection (the tier's aggregate
@@ -102,6 +116,9 @@ pub struct Charges {
     pub bytes_ns: u64,
     pub connections_ticks: u32,
     pub requests_ticks: u32,
+    /// The packed connection/request word before the first and after the last
+    /// charge to it, when either was charged.
+    pub l7_words: Option<(u64, u64)>,
 }
 
 /// Gives back what [`charge_source`] charged.
@@ -113,13 +130,7 @@ pub unsafe fn refund_source(state: *mut SourceState, charges: &Charges) {
     unsafe {
         refund_u64(&raw mut (*state).packets_tat, charges.packets_ns);
         refund_u64(&raw mut (*state).bytes_tat, charges.bytes_ns);
-        let l7_tats = &raw mut (*state).l7_tats;
-        refund_half(
-            l7_tats,
-            SourceState::CONNECTIONS_SHIFT,
-            charges.connections_ticks,
-        );
-        refund_half(l7_tats, SourceState::REQUESTS_SHIFT, charges.requests_ticks);
+        refund_l7(&raw mut (*state).l7_tats, charges);
     }
 }
 
@@ -168,44 +179,43 @@ pub unsafe fn charge_source(
         inc
     };
 
-    let connections = &tier.limits[LimitKind::Connections as usize];
-    let connections_charged = if !costs.connection || connections.is_unlimited() {
-        0
-    } else {
-        let inc = connections.increment_ticks();
-        let cap = connections.capacity_ticks();
-        if !unsafe { charge_half(l7_tats, SourceState::CONNECTIONS_SHIFT, now_ticks, inc, cap) } {
-            unsafe {
-                refund_u64(packets_tat, packets_charged);
-                refund_u64(bytes_tat, bytes_charged);
-            }
-            return Err(LimitKind::Connections);
-        }
-        inc
-    };
-
-    let requests = &tier.limits[LimitKind::Requests as usize];
-    let requests_charged = if !costs.request || requests.is_unlimited() {
-        0
-    } else {
-        let inc = requests.increment_ticks();
-        let cap = requests.capacity_ticks();
-        if !unsafe { charge_half(l7_tats, SourceState::REQUESTS_SHIFT, now_ticks, inc, cap) } {
-            unsafe {
-                refund_u64(packets_tat, packets_charged);
-                refund_u64(bytes_tat, bytes_charged);
-                refund_half(l7_tats, SourceState::CONNECTIONS_SHIFT, connections_charged);
-            }
-            return Err(LimitKind::Requests);
-        }
-        inc
-    };
-    Ok(Charges {
+    let mut charges = Charges {
         packets_ns: packets_charged,
         bytes_ns: bytes_charged,
-        connections_ticks: connections_charged,
-        requests_ticks: requests_charged,
-    })
+        ..Charges::default()
+    };
+    let connections = &tier.limits[LimitKind::Connections as usize];
+    if costs.connection && !connections.is_unlimited() {
+        let inc = connections.increment_ticks();
+        let cap = connections.capacity_ticks();
+        match unsafe { charge_half(l7_tats, SourceState::CONNECTIONS_SHIFT, now_ticks, inc, cap) } {
+            Some(words) => {
+                charges.connections_ticks = inc;
+                charges.l7_words = Some(words);
+            }
+            None => {
+                unsafe { refund_source(state, &charges) };
+                return Err(LimitKind::Connections);
+            }
+        }
+    }
+
+    let requests = &tier.limits[LimitKind::Requests as usize];
+    if costs.request && !requests.is_unlimited() {
+        let inc = requests.increment_ticks();
+        let cap = requests.capacity_ticks();
+        match unsafe { charge_half(l7_tats, SourceState::REQUESTS_SHIFT, now_ticks, inc, cap) } {
+            Some((before, after)) => {
+                charges.requests_ticks = inc;
+                charges.l7_words = Some((charges.l7_words.map_or(before, |(b, _)| b), after));
+            }
+            None => {
+                unsafe { refund_source(state, &charges) };
+                return Err(LimitKind::Requests);
+            }
+        }
+    }
+    Ok(charges)
 }
 
 /// Charges one packet to a tier's aggregate ceiling.
@@ -294,6 +304,45 @@ mod tests {
             for _ in 0..100 {
                 assert!(charge_source(p, &t, SEC, &data).is_ok());
             }
+        }
+    }
+
+    /// Found by the packet fuzzer: a bucket charged under a tier with a larger
+    /// burst looks idle (stale) to a tier with a smaller one; a rejected
+    /// packet judged under the smaller tier must leave it exactly as it was.
+    #[test]
+    fn a_rejected_packet_restores_the_packed_word_exactly() {
+        let big = tier(None, None, Some((1, 7)));
+        let mut small = tier(None, None, Some((1, 2)));
+        small.limits[LimitKind::Requests as usize] = Limit::per_period(1, SEC, 1).unwrap();
+        let mut s = fresh_state(SEC);
+        let p = &mut s as *mut SourceState;
+        let syn = Costs {
+            bytes: 60,
+            connection: true,
+            request: false,
+        };
+        let syn_request = Costs {
+            bytes: 60,
+            connection: true,
+            request: true,
+        };
+        unsafe {
+            for _ in 0..3 {
+                assert!(charge_source(p, &big, SEC, &syn).is_ok());
+            }
+            // The small tier's request bucket takes one, then rejects.
+            assert!(charge_source(p, &small, SEC, &syn_request).is_ok());
+            let before = (*p).l7_tats;
+            assert_eq!(
+                charge_source(p, &small, SEC, &syn_request),
+                Err(LimitKind::Requests)
+            );
+            assert_eq!((*p).l7_tats, before, "the connections half was reset");
+            // And the aggregate path's refund restores it too.
+            let charged = charge_source(p, &big, SEC, &syn).unwrap();
+            refund_source(p, &charged);
+            assert_eq!((*p).l7_tats, before);
         }
     }
 
