@@ -178,6 +178,16 @@ fn sample(
     len: u64,
     request: bool,
 ) {
+    // Most packets are neither: decide before touching the sampler's map.
+    let http_port = match packet.transport {
+        Transport::Tcp { dst_port, .. } if request => dst_port,
+        _ => 0,
+    };
+    let wants_http =
+        http_port != 0 && settings.http_sample_every != 0 && settings.samples_port(http_port);
+    if settings.verdict_sample_every == 0 && !wants_http {
+        return;
+    }
     let Some(state) = TG_SAMPLER.get_ptr_mut(0) else {
         return;
     };
@@ -224,16 +234,13 @@ fn sample(
         }
     }
 
-    let Transport::Tcp {
-        payload, dst_port, ..
-    } = packet.transport
-    else {
+    let Transport::Tcp { payload, .. } = packet.transport else {
         return;
     };
-    let every = settings.http_sample_every;
-    if !request || every == 0 || !settings.samples_port(dst_port) {
+    if !wants_http {
         return;
     }
+    let (dst_port, every) = (http_port, settings.http_sample_every);
     state.http_seen += 1;
     if state.http_seen % every as u64 != 0 {
         return;
