@@ -1452,3 +1452,49 @@ action = "allow"
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse_any(text: &str) -> Result<Config, ConfigError> {
+        parse(text, ConfigSource::File("fuzz.toml".into()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary text never panics, and every error names the file.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
+            if let Err(e) = parse_any(&text) {
+                prop_assert!(e.0.starts_with("fuzz.toml"), "{}", e.0);
+            }
+        }
+
+        /// The commented example with one byte replaced, inserted or removed
+        /// never panics: errors name the file (and a line when there is one).
+        #[test]
+        fn mutated_example_never_panics(pos in 0usize..6000, byte in any::<u8>(), op in 0u8..3) {
+            let mut text = include_str!("../../deploy/tollgate.toml").as_bytes().to_vec();
+            let pos = pos % text.len();
+            match op {
+                0 => text[pos] = byte,
+                1 => text.insert(pos, byte),
+                _ => { text.remove(pos); }
+            }
+            let text = String::from_utf8_lossy(&text);
+            if let Err(e) = parse_any(&text) {
+                prop_assert!(e.0.starts_with("fuzz.toml"), "{}", e.0);
+            }
+        }
+
+        /// Any rate or size string is rejected or accepted without panicking.
+        #[test]
+        fn any_limit_value_never_panics(rate in "[0-9a-zA-Z/. ]{0,24}", burst in any::<i64>()) {
+            let text = format!("[[tier]]\nname = \"t\"\npackets = \"{rate}\"\npackets_burst = {burst}\nbytes = \"{rate}\"\nconnections = \"{rate}\"\n");
+            let _ = parse_any(&text);
+        }
+    }
+}

@@ -522,3 +522,41 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        /// Whatever a client sends, decoding a request line never panics.
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = serde_json::from_slice::<Request>(&bytes);
+        }
+
+        /// Well-formed JSON with hostile field values decodes or fails cleanly,
+        /// and what decodes encodes back to the same request.
+        #[test]
+        fn json_shaped_requests_round_trip(
+            cmd in "(status|tier_list|tier_set|tier_rm|rule_list|rule_add|rule_rm|stats|top|reload|detach|http_top|http_tail|bogus)",
+            key in "(name|cidr|tier|action|by|n|packets|x)",
+            value in prop_oneof![
+                "\\PC{0,64}".prop_map(serde_json::Value::String),
+                any::<i64>().prop_map(|n| serde_json::Value::from(n)),
+                Just(serde_json::Value::Null),
+            ],
+        ) {
+            let mut obj = serde_json::Map::new();
+            obj.insert("cmd".into(), serde_json::Value::String(cmd));
+            obj.insert(key, value);
+            let line = serde_json::to_vec(&obj).unwrap();
+            if let Ok(req) = serde_json::from_slice::<Request>(&line) {
+                let again: Request = serde_json::from_slice(&serde_json::to_vec(&req).unwrap()).unwrap();
+                prop_assert_eq!(again, req);
+            }
+        }
+    }
+}
