@@ -75,6 +75,7 @@ fn micro() -> Result<()> {
         sources_v6: 1 << 16,
         rules_v4: 1024,
         rules_v6: 1024,
+        ..Default::default()
     })?;
     // A realistic policy: default tier with all four limits and an aggregate,
     // one allow rule and one tier rule, so every lookup a real host pays is paid.
