@@ -556,6 +556,27 @@ pub fn render_status(s: &StatusData) -> String {
     ]);
     kv.row(vec!["default tier".into(), s.default_tier.clone()]);
     kv.row(vec!["socket".into(), s.socket.display().to_string()]);
+    if let Some(c) = &s.cluster {
+        kv.row(vec![
+            "cluster".into(),
+            if c.up {
+                format!(
+                    "up: {} as {}, every {} ms; {} source{} denied fleet-wide",
+                    c.redis,
+                    c.node_id,
+                    c.sync_interval_ms,
+                    c.denied_sources,
+                    if c.denied_sources == 1 { "" } else { "s" }
+                )
+            } else {
+                format!(
+                    "DOWN: {} ({}); global limits paused, local limits enforcing",
+                    c.redis,
+                    c.last_error.as_deref().unwrap_or("not synced yet")
+                )
+            },
+        ]);
+    }
     // Skip the empty header line of the key/value table.
     out.push_str(kv.render().split_once('\n').map_or("", |(_, rest)| rest));
     out.push('\n');
@@ -911,6 +932,7 @@ mod tests {
                 max: 1 << 16,
             },
             cli_changes: 0,
+            cluster: None,
         };
         let out = render_status(&st);
         assert!(out.contains("running for 1m 15s"), "{out}");

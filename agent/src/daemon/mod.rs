@@ -27,6 +27,7 @@ use tollgate_common::{
 use tracing::{error, info, warn};
 
 use crate::{
+    cluster,
     config::{
         self, Config, ConfigError, ConfigSource, LimitField, LimitSpec, RuleSpec, RuleTarget,
         TierSpec, check_tier_name, parse_cidr,
@@ -146,6 +147,9 @@ pub struct Daemon {
     start: StartKind,
     started: Instant,
     samples: Samples,
+    /// Bumped whenever the kernel's rules are rewritten from `effective`
+    /// (the cluster sync then re-asserts its denies).
+    generation: u64,
 }
 
 /// What the tasks of the daemon share.
@@ -153,6 +157,8 @@ pub struct Shared {
     daemon: Mutex<Daemon>,
     talkers: Mutex<Talkers>,
     shutdown: tokio::sync::Notify,
+    /// The cluster sync's state, when `[cluster]` is configured.
+    cluster: Option<Arc<cluster::Status>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -161,6 +167,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Whether the cluster sync reaches Redis: `None` without `[cluster]`,
+    /// `Some(false)` while global limits are paused (local limits enforce).
+    pub fn cluster_up(&self) -> Option<bool> {
+        self.cluster.as_ref().map(|c| c.is_up())
+    }
+
     /// Hook for the kernel's sampled verdicts: records one sample standing for
     /// `scale` packets of `bytes` bytes from `source` in tier index `tier`.
     /// `request` is whether the packet carried an HTTP request. Feeds
@@ -182,7 +194,10 @@ impl Shared {
     pub fn handle(&self, req: Request) -> (Response, bool) {
         let mut d = lock(&self.daemon);
         let result = match req {
-            Request::Status {} => d.status().map(Response::success),
+            Request::Status {} => d.status().map(|mut s| {
+                s.cluster = self.cluster.as_ref().map(|c| c.report());
+                Response::success(s)
+            }),
             Request::TierList {} => Ok(Response::success(d.tier_rows())),
             Request::TierSet(args) => d.tier_set(args).map(done),
             Request::TierRm { name } => d.tier_rm(&name).map(done),
@@ -240,6 +255,29 @@ impl Shared {
             Ok(c) => d.samples.push(Instant::now(), c),
             Err(e) => warn!(error = %e, "sampling counters"),
         }
+    }
+}
+
+impl cluster::Host for Shared {
+    fn view(&self, known: Option<u64>) -> Option<cluster::View> {
+        let d = lock(&self.daemon);
+        if known == Some(d.generation) {
+            return None;
+        }
+        Some(cluster::View {
+            generation: d.generation,
+            tiers: d.effective.tiers.clone(),
+            default_tier: d.effective.default_tier.clone(),
+            rules: d.effective.rules.clone(),
+            indices: d.state.tier_indices.clone(),
+        })
+    }
+
+    fn update_rules(&self, upsert: &[(IpNet, RuleValue)], remove: &[IpNet]) -> Result<()> {
+        lock(&self.daemon)
+            .maps
+            .update_rules(upsert, remove)
+            .map_err(anyhow::Error::from)
     }
 }
 
@@ -319,6 +357,8 @@ impl Daemon {
     fn commit(&mut self, new_file: Option<Config>, overlay: Overlay) -> Result<(), String> {
         let file = new_file.as_ref().unwrap_or(&self.file);
         let effective = overlay.apply(file)?;
+        // apply() below rewrites the kernel's rules, dropping cluster denies.
+        self.generation += 1;
         let mut state = self.state.clone();
         state.overlay = overlay;
         state.assign_indices(&effective)?;
@@ -365,6 +405,7 @@ impl Daemon {
             ("pin_dir", new_file.pin_dir != self.file.pin_dir),
             ("state_file", new_file.state_file != self.file.state_file),
             ("allow_uids", new_file.allow_uids != self.file.allow_uids),
+            ("[cluster]", new_file.cluster != self.file.cluster),
         ] {
             if changed {
                 warn!("reload: {what} changed in the config; restart the daemon to apply it");
@@ -377,6 +418,7 @@ impl Daemon {
         new_file.pin_dir = self.file.pin_dir.clone();
         new_file.state_file = self.file.state_file.clone();
         new_file.allow_uids = self.file.allow_uids.clone();
+        new_file.cluster = self.file.cluster.clone();
         let overlay = self.state.overlay.clone();
         self.commit(Some(new_file), overlay)
             .map_err(|e| format!("reload failed, the running configuration is unchanged: {e}"))?;
@@ -786,6 +828,8 @@ impl Daemon {
                 let o = &self.state.overlay;
                 o.tiers.len() + o.removed_tiers.len() + o.rules.len() + o.removed_rules.len()
             },
+            // Filled in by Shared::handle, which owns the cluster state.
+            cluster: None,
         })
     }
 }
@@ -889,6 +933,12 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             tokio::spawn(drain_program_logs(logger));
         }
         let allowed = file.allow_uids.clone();
+        let cluster = file.cluster.clone();
+        if cluster.is_none()
+            && let Some(t) = effective.tiers.iter().find(|t| t.has_global_limits())
+        {
+            warn!(tier = %t.name, "the tier has global limits but no [cluster] is configured: they have no effect");
+        }
         // Hook point for the sampled-verdict drain: take `maps.take_samples()`
         // before `maps` moves into the daemon, and call
         // `shared.on_verdict_sample(..)` for each verdict record.
@@ -902,11 +952,13 @@ async fn run_async(opts: RunOptions) -> Result<()> {
                 start,
                 started: Instant::now(),
                 samples: Samples::default(),
+                generation: 0,
             }),
             talkers: Mutex::new(Talkers::new(TALKERS_CAPACITY)),
             shutdown: tokio::sync::Notify::new(),
+            cluster: cluster.as_ref().map(|c| Arc::new(cluster::Status::new(c))),
         });
-        serve(shared, listener, allowed).await
+        serve(shared, listener, allowed, cluster).await
     }
     .await;
     let _ = std::fs::remove_file(&socket_path);
@@ -930,6 +982,7 @@ async fn serve(
     shared: Arc<Shared>,
     listener: tokio::net::UnixListener,
     allowed: Vec<u32>,
+    cluster: Option<config::ClusterConfig>,
 ) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
@@ -960,6 +1013,25 @@ async fn serve(
         })
     };
 
+    // Fleet-wide limits: a task of its own, never on the packet path.
+    let cluster_stop = Arc::new(tokio::sync::Notify::new());
+    let cluster_task = match (cluster, &shared.cluster) {
+        (Some(cfg), Some(status)) => {
+            info!(redis = %cfg.redis, node_id = %cfg.node_id, interval = ?cfg.sync_interval,
+                "cluster: syncing global limits through Redis");
+            let pin_dir = lock(&shared.daemon).file.pin_dir.clone();
+            let host: Arc<dyn cluster::Host> = shared.clone();
+            Some(tokio::spawn(cluster::run(
+                cfg,
+                pin_dir,
+                host,
+                status.clone(),
+                cluster_stop.clone(),
+            )))
+        }
+        _ => None,
+    };
+
     loop {
         tokio::select! {
             _ = term.recv() => {
@@ -983,6 +1055,16 @@ async fn serve(
     server.abort();
     sampler.abort();
     decay.abort();
+    if let Some(task) = cluster_task {
+        // Lifts its denies (the rules would outlive the daemon otherwise).
+        cluster_stop.notify_one();
+        if tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .is_err()
+        {
+            warn!("cluster: the sync did not stop in time; its denies stay until the next start");
+        }
+    }
     Ok(())
 }
 
