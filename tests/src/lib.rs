@@ -8,6 +8,7 @@ pub mod fuzz;
 pub mod net;
 pub mod packet;
 pub mod program;
+pub mod redis;
 pub mod traffic;
 
 use std::sync::atomic::{AtomicU32, Ordering};
