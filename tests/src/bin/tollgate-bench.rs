@@ -159,7 +159,8 @@ fn micro() -> Result<()> {
         .collect();
 
     let xdp = p.xdp_ref();
-    let cases: Vec<(&str, (f64, f64, f64), (f64, f64, f64))> = vec![
+    type Spread = (f64, f64, f64);
+    let cases: Vec<(&str, Spread, Spread)> = vec![
         (
             "IPv4 known source, under limit",
             repeated(xdp, &v4, XDP_PASS)?,
