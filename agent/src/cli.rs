@@ -940,6 +940,40 @@ mod tests {
             out.contains("eth0") && out.contains("native") && out.contains("1,048,576"),
             "{out}"
         );
+        assert!(!out.contains("cluster"), "{out}");
+        let mut cluster = crate::control::ClusterStatus {
+            up: true,
+            redis: "redis://10.0.0.5:6379/".into(),
+            node_id: "edge-1".into(),
+            sync_interval_ms: 250,
+            syncs: 10,
+            failures: 0,
+            last_sync_secs_ago: Some(0.1),
+            round_trip_ms: Some(0.4),
+            tracked_sources: 12,
+            pushed_last: 3,
+            denied_sources: 1,
+            denies_total: 4,
+            last_error: None,
+        };
+        let with = |c: &crate::control::ClusterStatus| {
+            render_status(&StatusData {
+                cluster: Some(c.clone()),
+                ..st.clone()
+            })
+        };
+        let out = with(&cluster);
+        assert!(
+            out.contains("up: redis://10.0.0.5:6379/ as edge-1, every 250 ms; 1 source denied"),
+            "{out}"
+        );
+        cluster.up = false;
+        cluster.last_error = Some("Connection refused".into());
+        let out = with(&cluster);
+        assert!(
+            out.contains("DOWN: redis://10.0.0.5:6379/ (Connection refused); global limits paused"),
+            "{out}"
+        );
     }
 
     use std::collections::BTreeMap;
