@@ -55,8 +55,9 @@
 //!
 //! # Failure
 //!
-//! Fail-open: with Redis unreachable or slower than the interval, local limits
-//! keep enforcing, denies run out at their window's end, the task reconnects
+//! Fail-open: with Redis unreachable or slower than the interval (plus 20 µs
+//! per counter pushed: a big batch takes Redis longer), local limits keep
+//! enforcing, denies run out at their window's end, the task reconnects
 //! with exponential backoff (capped at [`MAX_BACKOFF`]) and logs once per
 //! change of state; [`Status::is_up`] says which.
 
@@ -562,19 +563,22 @@ impl Syncer {
             }
         }
         let entries = entries(&self.plan, window, &deltas);
+        // Redis runs a script call of 1000 counters in a few milliseconds:
+        // big batches get that much more time before counting as slow.
+        let timeout = self.timeout + Duration::from_micros(20 * entries.len() as u64);
         let started = Instant::now();
         let conn = self.conn.as_mut().expect("connected above");
         let result = if entries.is_empty() {
-            tokio::time::timeout(self.timeout, conn.ping())
+            tokio::time::timeout(timeout, conn.ping())
                 .await
                 .map(|r| r.map(|()| Vec::new()))
         } else {
-            tokio::time::timeout(self.timeout, conn.push(&self.script, &entries, KEY_TTL)).await
+            tokio::time::timeout(timeout, conn.push(&self.script, &entries, KEY_TTL)).await
         };
         let over = match result {
             Ok(Ok(over)) => over,
             Ok(Err(e)) => return self.down(e.to_string()),
-            Err(_) => return self.down(format!("no answer within {:?}", self.timeout)),
+            Err(_) => return self.down(format!("no answer within {timeout:?}")),
         };
         self.up(started.elapsed(), entries.len());
         self.deny(&deltas, &over, left).await;

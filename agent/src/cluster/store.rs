@@ -16,6 +16,9 @@ use crate::config::RedisTarget;
 /// The Lua script that adds deltas and reports counters over allowance.
 pub const SCRIPT: &str = include_str!("script.lua");
 
+/// How long the connection itself waits for any answer.
+const RESPONSE_BACKSTOP: Duration = Duration::from_secs(5);
+
 /// The script, ready for EVALSHA.
 pub fn script() -> Script {
     Script::new(SCRIPT)
@@ -49,8 +52,9 @@ pub enum Conn {
 }
 
 impl Conn {
-    /// Connects, failing after `timeout`; every later command also fails after
-    /// `timeout`.
+    /// Connects, failing after `timeout`. Callers bound each round trip
+    /// themselves (its time depends on its size); the connection's own response
+    /// timeout is only a backstop.
     pub async fn connect(
         target: &RedisTarget,
         node_id: &str,
@@ -60,7 +64,7 @@ impl Conn {
             RedisTarget::Standalone(url) => {
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(Some(timeout));
+                    .set_response_timeout(Some(RESPONSE_BACKSTOP));
                 let mut c = Client::open(url.as_str())?
                     .get_multiplexed_async_connection_with_config(&config)
                     .await?;
@@ -75,7 +79,7 @@ impl Conn {
             RedisTarget::Cluster(nodes) => {
                 let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
                     .connection_timeout(timeout)
-                    .response_timeout(timeout)
+                    .response_timeout(RESPONSE_BACKSTOP)
                     .build()?;
                 Ok(Conn::Cluster(client.get_async_connection().await?))
             }
@@ -123,6 +127,9 @@ async fn push_on<C: ConnectionLike>(
     entries: &[Entry],
     ttl: Duration,
 ) -> RedisResult<Vec<usize>> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
     let chunks: Vec<&[Entry]> = entries.chunks(CHUNK).collect();
     let mut over = Vec::new();
     let mut collect = |chunk: usize, indices: Vec<i64>| {
