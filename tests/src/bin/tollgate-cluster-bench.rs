@@ -86,13 +86,14 @@ global_packets = "2000/s"
         &cluster_cfg,
     );
 
-    // Every source backlogged 10 ms past now: pressing its 1000/s limit.
+    // Every source backlogged 500 ms past now (longer than a walk takes), as
+    // a source pressing its 1000/s limit stays: its TAT moves with the clock.
     let addr = |i: u32| u32::from_ne_bytes(Ipv4Addr::from(0x0a00_0000 + i).octets());
     let press = |maps: &mut Maps| -> Result<()> {
         let now = cluster::kernel_clock_ns();
         for i in 0..sources {
             let s = SourceState {
-                packets_tat: now + 10_000_000,
+                packets_tat: now + 500_000_000,
                 ..Default::default()
             };
             maps.sources_v4.insert(addr(i), s, 0)?;
