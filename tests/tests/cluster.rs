@@ -21,9 +21,14 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use ipnet::IpNet;
 use serde_json::Value;
-use tollgate::cluster::store::{self, Conn, Entry};
-use tollgate::config::RedisTarget;
+use tollgate::{
+    cluster::store::{self, Conn, Entry},
+    config::RedisTarget,
+    kernel::Maps,
+};
+use tollgate_common::RULE_DENY;
 use tollgate_tests::{
     net::{Netns, PinDir, Veth, sh},
     privileged,
@@ -138,8 +143,9 @@ const INTERVAL_MS: u64 = 50;
 /// What the client offers each node: the global limit, so twice it in all.
 const OFFERED: u64 = GLOBAL;
 const NODES: u64 = 2;
-/// Round trip plus rule update, generous for a shared 2-core machine.
-const DELTA: Duration = Duration::from_millis(50);
+/// δ of the bound: round trip, rule update and scheduling delays, generous
+/// for two daemons, two senders and Redis on a shared 2-core machine.
+const DELTA: Duration = Duration::from_millis(100);
 
 fn bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -566,5 +572,39 @@ fn two_nodes_share_a_global_limit_and_fail_open_without_redis() {
         2,
         "logged once per recovery"
     );
+
+    // 4. A daemon stopping while it denies the client lifts the deny: the
+    //    program stays attached, a stale deny would outlive the window.
+    let rules = |n: &Node| {
+        Maps::from_pins(&n.pins.path)
+            .expect("pinned maps")
+            .rules()
+            .unwrap()
+    };
+    let senders: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let dst = SocketAddr::from((n.veth.host_ip, 9));
+            n.ns.run(move || -> anyhow::Result<Sent> {
+                let s = UdpSocket::bind((source, 0))?;
+                send_udp_paced(&s, dst, OFFERED, Duration::from_secs(3))
+            })
+        })
+        .collect();
+    let denied = IpNet::from(std::net::IpAddr::from(source));
+    nodes[0].wait_until("the client is denied", Duration::from_secs(3), |n| {
+        rules(n)
+            .iter()
+            .any(|(net, v)| *net == denied && v.action == RULE_DENY)
+    });
+    let pid = nodes[0].daemon.as_ref().unwrap().id() as i32;
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = nodes[0].daemon.as_mut().unwrap().wait().unwrap();
+    assert!(status.success(), "{status}");
+    for s in senders {
+        s.join().unwrap().unwrap().unwrap();
+    }
+    assert_eq!(rules(&nodes[0]), [], "no deny left behind");
     drop(server);
 }
