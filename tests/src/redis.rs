@@ -61,6 +61,31 @@ impl RedisServer {
 
     /// Starts a server on `port` (e.g. again, after [`RedisServer::stop`]).
     pub fn start_on(port: u16) -> Result<RedisServer> {
+        Self::start_with(port, &[])
+    }
+
+    /// Starts a Redis Cluster node (cluster mode, no slots yet) on a free port.
+    pub fn start_cluster_node() -> Result<RedisServer> {
+        let mut last = None;
+        for _ in 0..5 {
+            let port = free_port()?;
+            match Self::start_with(
+                port,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &format!("nodes-{port}.conf"),
+                ],
+            ) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("tried"))
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> Result<RedisServer> {
         let dir = PathBuf::from(format!("/tmp/tg-redis-{}", crate::unique_id()));
         std::fs::create_dir_all(&dir)?;
         let log = std::fs::File::create(dir.join("redis.log"))?;
@@ -71,6 +96,7 @@ impl RedisServer {
             .args(["--appendonly", "no"])
             .arg("--dir")
             .arg(&dir)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -156,6 +182,40 @@ fn bulk_complete(reply: &[u8]) -> bool {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     len < 0 || reply.len() >= eol + 2 + len as usize + 2
+}
+
+/// Joins cluster-mode servers into one Redis Cluster (no replicas) and waits
+/// until it is up.
+pub fn create_cluster(nodes: &[RedisServer]) -> Result<()> {
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .output()
+        .context("running redis-cli --cluster create")?;
+    if !out.status.success() {
+        bail!(
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !nodes.iter().all(|n| {
+        n.command("CLUSTER INFO")
+            .is_ok_and(|i| i.contains("cluster_state:ok"))
+    }) {
+        if Instant::now() > deadline {
+            bail!("the Redis Cluster did not become ok within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 impl Drop for RedisServer {

@@ -118,6 +118,41 @@ fn the_script_adds_up_nodes_and_reports_counters_over_allowance() {
 }
 
 #[test]
+fn the_script_runs_on_redis_cluster_one_slot_per_window() {
+    if !redis::required("the_script_runs_on_redis_cluster_one_slot_per_window") {
+        return;
+    }
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|_| RedisServer::start_cluster_node().unwrap())
+        .collect();
+    redis::create_cluster(&nodes).unwrap();
+    let target = RedisTarget::Cluster(nodes.iter().map(RedisServer::url).collect());
+    let script = store::script();
+    let ttl = Duration::from_secs(3);
+    runtime().block_on(async {
+        let t = Duration::from_secs(2);
+        let mut a = Conn::connect(&target, "a", t).await.unwrap();
+        let mut b = Conn::connect(&target, "b", t).await.unwrap();
+        // Windows hash to different slots (and so, here, different shards).
+        for window in [
+            1_700_000_000u64,
+            1_700_000_001,
+            1_700_000_002,
+            1_700_000_003,
+        ] {
+            let k = |s: &str| store::key(window, "api", 'p', s);
+            let batch: Vec<Entry> = (0..1500)
+                .map(|i| entry(&k(&format!("10.0.{}.{}", i / 256, i % 256)), 3, 5))
+                .collect();
+            assert!(a.push(&script, &batch, ttl).await.unwrap().is_empty());
+            let over = b.push(&script, &batch, ttl).await.unwrap();
+            assert_eq!(over.len(), 1500, "every counter is at 6 of 5");
+        }
+        b.ping().await.unwrap();
+    });
+}
+
+#[test]
 fn connecting_to_nothing_fails_within_the_timeout() {
     // Nothing listens on a port we just freed: refused or timed out, quickly.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
