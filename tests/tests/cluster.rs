@@ -28,7 +28,7 @@ use tollgate::{
     config::RedisTarget,
     kernel::Maps,
 };
-use tollgate_common::RULE_DENY;
+use tollgate_common::{RULE_DENY, RULE_TIER};
 use tollgate_tests::{
     net::{Netns, PinDir, Veth, sh},
     privileged,
@@ -206,7 +206,9 @@ struct Node {
 }
 
 impl Node {
-    fn new(name: &str, redis_port: u16) -> Node {
+    /// A node whose config has `extra` appended (`{peer}` stands for its
+    /// peer's address).
+    fn new(name: &str, redis_port: u16, extra: &str) -> Node {
         let id = unique_id();
         let ns = Netns::new(&id).expect("netns");
         let veth = Veth::new(&id, &ns, 1).expect("veth");
@@ -230,7 +232,8 @@ name = "g"
 packets = "{LOCAL}/s"
 packets_burst = {LOCAL_BURST}
 global_packets = "{GLOBAL}/s"
-"#
+{}"#,
+                extra.replace("{peer}", &veth.peer_ip.to_string())
             ),
         )
         .unwrap();
@@ -480,7 +483,13 @@ fn two_nodes_share_a_global_limit_and_fail_open_without_redis() {
     }
     let mut server = RedisServer::start().unwrap();
     let port = server.port;
-    let mut nodes = [Node::new("tg-node-a", port), Node::new("tg-node-b", port)];
+    // Node a has a rule for exactly the client's address: its denies must
+    // put it back when they end.
+    let exact = "\n[[rule]]\ncidr = \"{peer}\"\ntier = \"g\"\n";
+    let mut nodes = [
+        Node::new("tg-node-a", port, exact),
+        Node::new("tg-node-b", port, ""),
+    ];
 
     // One client, one address: node a's peer address, also on node b's peer
     // (separate namespaces). Node b's namespace answers ARP from its own
@@ -640,6 +649,9 @@ fn two_nodes_share_a_global_limit_and_fail_open_without_redis() {
     for s in senders {
         s.join().unwrap().unwrap().unwrap();
     }
-    assert_eq!(rules(&nodes[0]), [], "no deny left behind");
+    let left = rules(&nodes[0]);
+    assert_eq!(left.len(), 1, "no deny left behind: {left:?}");
+    assert_eq!(left[0].0, denied);
+    assert_eq!(left[0].1.action, RULE_TIER, "the configured rule is back");
     drop(server);
 }
