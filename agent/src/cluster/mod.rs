@@ -28,8 +28,9 @@
 //! # Accuracy
 //!
 //! With N nodes, each admitting a source at most at its per-node rate `ρ`
-//! with burst `b`, a sync interval `I` and a round trip plus rule update `δ`,
-//! the fleet admits per window at most
+//! with burst `b`, at most `I` between two syncs (1.25 × `sync_interval`, with
+//! the jitter) and a round trip plus rule update `δ`, the fleet admits per
+//! window at most
 //!
 //! ```text
 //! rate × 1 s + global burst + N × (ρ × (I + δ) + b) + N × θ
