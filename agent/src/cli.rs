@@ -650,6 +650,27 @@ pub fn render_status(s: &StatusData) -> String {
     ]);
     kv.row(vec!["default tier".into(), s.default_tier.clone()]);
     kv.row(vec!["socket".into(), s.socket.display().to_string()]);
+    if let Some(c) = &s.cluster {
+        kv.row(vec![
+            "cluster".into(),
+            if c.up {
+                format!(
+                    "up: {} as {}, every {} ms; {} source{} denied fleet-wide",
+                    c.redis,
+                    c.node_id,
+                    c.sync_interval_ms,
+                    c.denied_sources,
+                    if c.denied_sources == 1 { "" } else { "s" }
+                )
+            } else {
+                format!(
+                    "DOWN: {} ({}); global limits paused, local limits enforcing",
+                    c.redis,
+                    c.last_error.as_deref().unwrap_or("not synced yet")
+                )
+            },
+        ]);
+    }
     // Skip the empty header line of the key/value table.
     out.push_str(kv.render().split_once('\n').map_or("", |(_, rest)| rest));
     out.push('\n');
@@ -1045,11 +1066,46 @@ mod tests {
                 max: 1 << 16,
             },
             cli_changes: 0,
+            cluster: None,
         };
         let out = render_status(&st);
         assert!(out.contains("running for 1m 15s"), "{out}");
         assert!(
             out.contains("eth0") && out.contains("native") && out.contains("1,048,576"),
+            "{out}"
+        );
+        assert!(!out.contains("cluster"), "{out}");
+        let mut cluster = crate::control::ClusterStatus {
+            up: true,
+            redis: "redis://10.0.0.5:6379/".into(),
+            node_id: "edge-1".into(),
+            sync_interval_ms: 250,
+            syncs: 10,
+            failures: 0,
+            last_sync_secs_ago: Some(0.1),
+            round_trip_ms: Some(0.4),
+            tracked_sources: 12,
+            pushed_last: 3,
+            denied_sources: 1,
+            denies_total: 4,
+            last_error: None,
+        };
+        let with = |c: &crate::control::ClusterStatus| {
+            render_status(&StatusData {
+                cluster: Some(c.clone()),
+                ..st.clone()
+            })
+        };
+        let out = with(&cluster);
+        assert!(
+            out.contains("up: redis://10.0.0.5:6379/ as edge-1, every 250 ms; 1 source denied"),
+            "{out}"
+        );
+        cluster.up = false;
+        cluster.last_error = Some("Connection refused".into());
+        let out = with(&cluster);
+        assert!(
+            out.contains("DOWN: redis://10.0.0.5:6379/ (Connection refused); global limits paused"),
             "{out}"
         );
     }

@@ -12,6 +12,7 @@ use std::{
     ops::Range,
     path::{Path, PathBuf},
     str::FromStr,
+    time::Duration,
 };
 
 use ipnet::IpNet;
@@ -34,6 +35,12 @@ pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9810";
 pub const MIN_DEFAULT_BYTES_BURST: u64 = 64 * 1024;
 /// Largest map size accepted (entries).
 pub const MAX_MAP_ENTRIES: i64 = 1 << 24;
+/// `[cluster]` defaults.
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(250);
+pub const DEFAULT_SHARE: f64 = 0.05;
+/// Range of `[cluster] sync_interval` (global windows are 1 s long).
+pub const MIN_SYNC_INTERVAL: Duration = Duration::from_millis(10);
+pub const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The configuration used when `tollgate run` gets no `--config`: one tier,
 /// "default", with limits that only bite on abusive sources.
@@ -170,6 +177,66 @@ impl LimitSpec {
     }
 }
 
+/// A fleet-wide limit resolved to numbers: `per_second` units per second,
+/// plus `extra` units per 1-second window (`global_*_burst`, default 0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GlobalLimit {
+    pub per_second: f64,
+    pub extra: u64,
+}
+
+impl GlobalLimit {
+    /// Units one source may use in a window of `window` (all nodes together).
+    pub fn allowance(&self, window: Duration) -> u64 {
+        (self.per_second * window.as_secs_f64()).floor() as u64 + self.extra
+    }
+}
+
+impl LimitSpec {
+    /// A `global_packets` / `global_requests` limit. Global limits are counted
+    /// in 1-second windows, so rates below 1/s are refused. The error is the
+    /// problem only.
+    pub fn resolve_global(&self) -> Result<GlobalLimit, String> {
+        let rate = units::parse_count_rate(&self.rate).map_err(|e| e.to_string())?;
+        if rate.per_second_f64() < 1.0 {
+            return Err(
+                "global limits are counted in 1-second windows: use a rate of at least 1/s"
+                    .to_owned(),
+            );
+        }
+        Ok(GlobalLimit {
+            per_second: rate.per_second_f64(),
+            extra: self.burst.unwrap_or(0),
+        })
+    }
+}
+
+/// The fleet-wide limits a tier may have besides its per-node ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GlobalField {
+    Packets,
+    Requests,
+}
+
+impl GlobalField {
+    pub const ALL: [GlobalField; 2] = [GlobalField::Packets, GlobalField::Requests];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            GlobalField::Packets => "global_packets",
+            GlobalField::Requests => "global_requests",
+        }
+    }
+
+    /// The per-node limit whose bucket measures a source's usage.
+    pub const fn local(self) -> LimitField {
+        match self {
+            GlobalField::Packets => LimitField::Packets,
+            GlobalField::Requests => LimitField::Requests,
+        }
+    }
+}
+
 /// One tier as configured (also the form CLI changes are stored in).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -187,6 +254,12 @@ pub struct TierSpec {
     pub aggregate: Option<LimitSpec>,
     pub ipv6_prefix: u32,
     pub mode: TierMode,
+    /// Fleet-wide packets limit per source, shared through `[cluster]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_packets: Option<LimitSpec>,
+    /// Fleet-wide HTTP requests limit per source, shared through `[cluster]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_requests: Option<LimitSpec>,
 }
 
 impl TierSpec {
@@ -201,7 +274,42 @@ impl TierSpec {
             aggregate: None,
             ipv6_prefix: 64,
             mode: TierMode::Enforce,
+            global_packets: None,
+            global_requests: None,
         }
+    }
+
+    pub fn global(&self, field: GlobalField) -> Option<&LimitSpec> {
+        match field {
+            GlobalField::Packets => self.global_packets.as_ref(),
+            GlobalField::Requests => self.global_requests.as_ref(),
+        }
+    }
+
+    pub fn has_global_limits(&self) -> bool {
+        self.global_packets.is_some() || self.global_requests.is_some()
+    }
+
+    /// Checks the global limits: each parses and has the per-node limit that
+    /// measures it. Errors read `tier "g": global_packets = "10/s": ...`.
+    pub fn check_globals(&self) -> Result<(), String> {
+        for field in GlobalField::ALL {
+            let Some(spec) = self.global(field) else {
+                continue;
+            };
+            let what = format!(
+                "tier \"{}\": {} = \"{}\"",
+                self.name,
+                field.name(),
+                spec.rate
+            );
+            spec.resolve_global()
+                .map_err(|problem| format!("{what}: {problem}"))?;
+            if self.limit(field.local()).is_none() {
+                return Err(format!("{what}: {}", missing_local(field)));
+            }
+        }
+        Ok(())
     }
 
     pub fn limit(&self, field: LimitField) -> Option<&LimitSpec> {
@@ -228,6 +336,7 @@ impl TierSpec {
     /// `tier "gold": packets = "100/x": unknown period ...`.
     pub fn to_kernel(&self) -> Result<TierConfig, String> {
         check_tier_name(&self.name).map_err(|e| format!("tier name \"{}\": {e}", self.name))?;
+        self.check_globals()?;
         if !(1..=64).contains(&self.ipv6_prefix) {
             return Err(format!(
                 "tier \"{}\": ipv6_prefix = {}: must be between 1 and 64",
@@ -266,6 +375,13 @@ impl TierSpec {
                 },
         })
     }
+}
+
+fn missing_local(field: GlobalField) -> String {
+    let local = field.local().name();
+    format!(
+        "needs a per-node {local} limit too (each node measures a source's usage with its {local} bucket): set {local}, e.g. to the same rate"
+    )
 }
 
 /// Tier names: 1 to 32 of letters, digits, '-', '_' and '.'.
@@ -365,6 +481,8 @@ pub struct Config {
     pub allow_uids: Vec<u32>,
     pub http: HttpConfig,
     pub api_keys: ApiKeysConfig,
+    /// `[cluster]`: fleet-wide limits through Redis.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[http]`: the L7 monitor's sampling (kernel) and aggregation (daemon).
@@ -407,6 +525,41 @@ impl Default for HttpConfig {
     }
 }
 
+/// Where the shared counters live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// `redis = "redis://host:6379/0"`.
+    Standalone(String),
+    /// `redis = ["redis://a:6379", "redis://b:6379"]`: Redis Cluster seed nodes.
+    Cluster(Vec<String>),
+}
+
+impl fmt::Display for RedisTarget {
+    /// The URLs with any password replaced by `***`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn redact(url: &str) -> String {
+            match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme + 3 => {
+                    format!("{}***{}", &url[..scheme + 3], &url[at..])
+                }
+                _ => url.to_owned(),
+            }
+        }
+        match self {
+            RedisTarget::Standalone(u) => f.write_str(&redact(u)),
+            RedisTarget::Cluster(nodes) => write!(
+                f,
+                "cluster {}",
+                nodes
+                    .iter()
+                    .map(|u| redact(u))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }
+    }
+}
+
 /// `[api_keys]`: API keys (as salted SHA-256 hashes) that move a client to a tier.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ApiKeysConfig {
@@ -415,6 +568,19 @@ pub struct ApiKeysConfig {
     pub ttl_seconds: u64,
     /// (hex sha256 of salt || key, tier name).
     pub keys: Vec<(String, String)>,
+}
+
+/// `[cluster]`, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterConfig {
+    pub redis: RedisTarget,
+    /// This node's name in logs and in Redis `CLIENT LIST` (default: hostname).
+    pub node_id: String,
+    /// How often usage is pushed and over-quota sources read back.
+    pub sync_interval: Duration,
+    /// Only sources that used more than this share of a global limit's
+    /// allowance per interval are pushed (0 pushes every active source).
+    pub share: f64,
 }
 
 impl Config {
@@ -433,6 +599,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let mut names = HashSet::new();
         for t in &self.tiers {
+            t.check_globals()?;
             if !names.insert(t.name.as_str()) {
                 return Err(format!("tier \"{}\" is defined twice", t.name));
             }
@@ -525,6 +692,7 @@ struct RawConfig {
     allow_uids: Option<Vec<u32>>,
     http: Option<RawHttp>,
     api_keys: Option<RawApiKeys>,
+    cluster: Option<RawCluster>,
 }
 
 #[derive(Deserialize)]
@@ -560,6 +728,17 @@ struct RawApiKey {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawCluster {
+    /// A URL (standalone) or a list of URLs (Redis Cluster seed nodes).
+    redis: Spanned<toml::Value>,
+    node_id: Option<Spanned<String>>,
+    sync_interval: Option<Spanned<String>>,
+    /// A number (integer or float).
+    share: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawTier {
     name: Spanned<String>,
     packets: Option<Spanned<String>>,
@@ -575,6 +754,10 @@ struct RawTier {
     aggregate_burst: Option<Spanned<i64>>,
     ipv6_prefix: Option<Spanned<i64>>,
     mode: Option<TierMode>,
+    global_packets: Option<Spanned<String>>,
+    global_packets_burst: Option<Spanned<i64>>,
+    global_requests: Option<Spanned<String>>,
+    global_requests_burst: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -686,11 +869,16 @@ pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
         interfaces.push(iface.into_inner());
     }
 
+    let cluster = match raw.cluster {
+        Some(c) => Some(parse_cluster(&ctx, c)?),
+        None => None,
+    };
+
     let tiers_from_file = !raw.tier.is_empty();
     let mut tiers = Vec::new();
     let mut tier_lines = BTreeMap::new();
     for t in raw.tier {
-        let spec = parse_tier(&ctx, t, &tier_lines)?;
+        let spec = parse_tier(&ctx, t, &tier_lines, cluster.is_some())?;
         tier_lines.insert(spec.0.name.clone(), spec.1);
         tiers.push(spec.0);
     }
@@ -869,6 +1057,7 @@ pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
         allow_uids: raw.allow_uids.unwrap_or_default(),
         http,
         api_keys,
+        cluster,
     };
     for (name, path) in [
         ("socket", &config.socket),
@@ -974,17 +1163,142 @@ fn embedded_tiers() -> Vec<TierSpec> {
     raw.tier
         .into_iter()
         .map(|t| {
-            parse_tier(&ctx, t, &BTreeMap::new())
+            parse_tier(&ctx, t, &BTreeMap::new(), false)
                 .expect("embedded default is valid")
                 .0
         })
         .collect()
 }
 
+/// The machine's hostname, for the default `node_id`.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let name = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    let clean: String = name
+        .chars()
+        .map(|c| if node_id_char(c) { c } else { '-' })
+        .take(64)
+        .collect();
+    if clean.is_empty() {
+        "node".to_owned()
+    } else {
+        clean
+    }
+}
+
+fn node_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+fn parse_cluster(ctx: &Ctx<'_>, c: RawCluster) -> Result<ClusterConfig, ConfigError> {
+    let check_url = |url: &str, span: Range<usize>, what: &str| -> Result<String, ConfigError> {
+        let url = url.trim();
+        redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| {
+            ctx.at(
+                span.clone(),
+                what,
+                format_args!("not a Redis URL ({e}); write e.g. \"redis://127.0.0.1:6379/\""),
+            )
+        })?;
+        Ok(url.to_owned())
+    };
+    let span = c.redis.span();
+    let redis = match c.redis.get_ref() {
+        toml::Value::String(u) => RedisTarget::Standalone(check_url(
+            u,
+            span.clone(),
+            &format!("cluster: redis = \"{u}\""),
+        )?),
+        toml::Value::Array(nodes) if !nodes.is_empty() => {
+            let mut urls = Vec::new();
+            for n in nodes {
+                let Some(u) = n.as_str() else {
+                    return Err(ctx.at(
+                        span,
+                        format_args!("cluster: redis = {n}"),
+                        "list Redis Cluster nodes as URLs, e.g. [\"redis://10.0.0.1:6379\"]",
+                    ));
+                };
+                urls.push(check_url(
+                    u,
+                    span.clone(),
+                    &format!("cluster: redis = [.. \"{u}\" ..]"),
+                )?);
+            }
+            RedisTarget::Cluster(urls)
+        }
+        other => {
+            return Err(ctx.at(
+                span,
+                format_args!("cluster: redis = {other}"),
+                "write a URL (\"redis://host:6379/\") or, for Redis Cluster, a list of node URLs",
+            ));
+        }
+    };
+    let node_id = match c.node_id {
+        None => hostname(),
+        Some(n) => {
+            let id = n.get_ref().trim();
+            if id.is_empty() || id.len() > 64 || !id.chars().all(node_id_char) {
+                return Err(ctx.at(
+                    n.span(),
+                    format_args!("cluster: node_id = \"{}\"", n.get_ref()),
+                    "1 to 64 letters, digits, '-', '_' or '.'",
+                ));
+            }
+            id.to_owned()
+        }
+    };
+    let sync_interval = match c.sync_interval {
+        None => DEFAULT_SYNC_INTERVAL,
+        Some(s) => {
+            let what = format!("cluster: sync_interval = \"{}\"", s.get_ref());
+            let d = units::parse_duration(s.get_ref()).map_err(|e| ctx.at(s.span(), &what, e))?;
+            if !(MIN_SYNC_INTERVAL..=MAX_SYNC_INTERVAL).contains(&d) {
+                return Err(ctx.at(s.span(), &what, "must be between 10ms and 1s"));
+            }
+            d
+        }
+    };
+    let share = match c.share {
+        None => DEFAULT_SHARE,
+        Some(v) => {
+            let what = format!("cluster: share = {}", v.get_ref());
+            let x = match v.get_ref() {
+                toml::Value::Float(f) => *f,
+                toml::Value::Integer(i) => *i as f64,
+                _ => return Err(ctx.at(v.span(), &what, "must be a number, e.g. 0.05")),
+            };
+            if !(0.0..1.0).contains(&x) {
+                return Err(ctx.at(
+                    v.span(),
+                    &what,
+                    "must be at least 0 and below 1 (a share of the global limit)",
+                ));
+            }
+            x
+        }
+    };
+    Ok(ClusterConfig {
+        redis,
+        node_id,
+        sync_interval,
+        share,
+    })
+}
+
 fn parse_tier(
     ctx: &Ctx<'_>,
     t: RawTier,
     seen: &BTreeMap<String, usize>,
+    cluster: bool,
 ) -> Result<(TierSpec, usize), ConfigError> {
     let name = t.name.get_ref().clone();
     let line = ctx.line_of(t.name.span().start).0;
@@ -1010,7 +1324,7 @@ fn parse_tier(
         spec.ipv6_prefix = *p.get_ref() as u32;
     }
 
-    let count_burst = |field: LimitField,
+    let count_burst = |field: &str,
                        b: Option<Spanned<i64>>|
      -> Result<Option<(u64, Range<usize>)>, ConfigError> {
         match b {
@@ -1018,7 +1332,7 @@ fn parse_tier(
             Some(b) if *b.get_ref() >= 1 => Ok(Some((*b.get_ref() as u64, b.span()))),
             Some(b) => Err(ctx.at(
                 b.span(),
-                format_args!("tier \"{name}\": {}_burst = {}", field.name(), b.get_ref()),
+                format_args!("tier \"{name}\": {field}_burst = {}", b.get_ref()),
                 "must be at least 1",
             )),
         }
@@ -1051,23 +1365,23 @@ fn parse_tier(
         (
             LimitField::Packets,
             t.packets,
-            count_burst(LimitField::Packets, t.packets_burst)?,
+            count_burst(LimitField::Packets.name(), t.packets_burst)?,
         ),
         (LimitField::Bytes, t.bytes, bytes_burst),
         (
             LimitField::Connections,
             t.connections,
-            count_burst(LimitField::Connections, t.connections_burst)?,
+            count_burst(LimitField::Connections.name(), t.connections_burst)?,
         ),
         (
             LimitField::Requests,
             t.requests,
-            count_burst(LimitField::Requests, t.requests_burst)?,
+            count_burst(LimitField::Requests.name(), t.requests_burst)?,
         ),
         (
             LimitField::Aggregate,
             t.aggregate,
-            count_burst(LimitField::Aggregate, t.aggregate_burst)?,
+            count_burst(LimitField::Aggregate.name(), t.aggregate_burst)?,
         ),
     ];
     for (field, rate, burst) in limits {
@@ -1100,6 +1414,55 @@ fn parse_tier(
             return Err(ctx.at(span, &what, problem));
         }
         *spec.limit_mut(field) = Some(limit);
+    }
+
+    let globals = [
+        (
+            GlobalField::Packets,
+            t.global_packets,
+            count_burst(GlobalField::Packets.name(), t.global_packets_burst)?,
+        ),
+        (
+            GlobalField::Requests,
+            t.global_requests,
+            count_burst(GlobalField::Requests.name(), t.global_requests_burst)?,
+        ),
+    ];
+    for (field, rate, burst) in globals {
+        let Some(rate) = rate else {
+            if let Some((b, span)) = burst {
+                return Err(ctx.at(
+                    span,
+                    format_args!("tier \"{name}\": {}_burst = {b}", field.name()),
+                    format_args!("there is no {} rate to apply it to", field.name()),
+                ));
+            }
+            continue;
+        };
+        let what = format!("tier \"{name}\": {} = \"{}\"", field.name(), rate.get_ref());
+        let parsed =
+            units::parse_count_rate(rate.get_ref()).map_err(|e| ctx.at(rate.span(), &what, e))?;
+        let limit = LimitSpec {
+            rate: units::format_count_rate(&parsed),
+            burst: burst.as_ref().map(|(b, _)| *b),
+        };
+        limit
+            .resolve_global()
+            .map_err(|problem| ctx.at(rate.span(), &what, problem))?;
+        if !cluster {
+            return Err(ctx.at(
+                rate.span(),
+                &what,
+                "global limits need a [cluster] section (redis = \"redis://...\")",
+            ));
+        }
+        if spec.limit(field.local()).is_none() {
+            return Err(ctx.at(rate.span(), &what, missing_local(field)));
+        }
+        match field {
+            GlobalField::Packets => spec.global_packets = Some(limit),
+            GlobalField::Requests => spec.global_requests = Some(limit),
+        }
     }
     Ok((spec, line))
 }
@@ -1428,6 +1791,146 @@ action = "allow"
             c.validate()
                 .unwrap_err()
                 .contains("rule 172.16.0.0/12: tier = \"platinum\": no such tier")
+        );
+    }
+
+    const CLUSTER: &str = r#"
+[cluster]
+redis = "redis://:secret@127.0.0.1:6379/"
+node_id = "edge-1"
+sync_interval = "100ms"
+share = 0.1
+
+[[tier]]
+name = "api"
+packets = "500/s"
+requests = "50/s"
+global_packets = "1000/s"
+global_packets_burst = 200
+global_requests = "6000/min"
+"#;
+
+    #[test]
+    fn parses_cluster_and_global_limits() {
+        let c = parse_str(CLUSTER).unwrap();
+        let cl = c.cluster.as_ref().unwrap();
+        assert_eq!(
+            cl.redis,
+            RedisTarget::Standalone("redis://:secret@127.0.0.1:6379/".into())
+        );
+        assert_eq!(cl.redis.to_string(), "redis://***@127.0.0.1:6379/");
+        assert_eq!(cl.node_id, "edge-1");
+        assert_eq!(cl.sync_interval, Duration::from_millis(100));
+        assert!((cl.share - 0.1).abs() < 1e-12);
+        let t = c.tier("api").unwrap();
+        let gp = t.global_packets.as_ref().unwrap().resolve_global().unwrap();
+        assert_eq!(gp.allowance(Duration::from_secs(1)), 1200);
+        let gr = t
+            .global_requests
+            .as_ref()
+            .unwrap()
+            .resolve_global()
+            .unwrap();
+        assert_eq!(gr.allowance(Duration::from_secs(1)), 100);
+        // Defaults, and Redis Cluster seed lists.
+        let c = parse_str(
+            "[cluster]\nredis = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]\n",
+        )
+        .unwrap();
+        let cl = c.cluster.unwrap();
+        assert!(matches!(&cl.redis, RedisTarget::Cluster(n) if n.len() == 2));
+        assert_eq!(cl.sync_interval, DEFAULT_SYNC_INTERVAL);
+        assert_eq!(cl.share, DEFAULT_SHARE);
+        assert!(!cl.node_id.is_empty());
+        assert!(parse_str(GOOD).unwrap().cluster.is_none());
+    }
+
+    #[test]
+    fn cluster_errors_name_file_line_field_and_value() {
+        assert_err(
+            "[cluster]\nredis = \"http://x\"\n",
+            &["tollgate.toml:2: cluster: redis = \"http://x\": not a Redis URL"],
+        );
+        assert_err(
+            "[cluster]\nredis = 5\n",
+            &["tollgate.toml:2: cluster: redis = 5: write a URL"],
+        );
+        assert_err(
+            "[cluster]\nredis = \"redis://h/\"\nsync_interval = \"5s\"\n",
+            &["tollgate.toml:3: cluster: sync_interval = \"5s\": must be between 10ms and 1s"],
+        );
+        assert_err(
+            "[cluster]\nredis = \"redis://h/\"\nsync_interval = \"250\"\n",
+            &["tollgate.toml:3: cluster: sync_interval = \"250\": missing unit"],
+        );
+        assert_err(
+            "[cluster]\nredis = \"redis://h/\"\nshare = 1.5\n",
+            &["tollgate.toml:3: cluster: share = 1.5: must be at least 0 and below 1"],
+        );
+        assert_err(
+            "[cluster]\nredis = \"redis://h/\"\nnode_id = \"a b\"\n",
+            &["tollgate.toml:3: cluster: node_id = \"a b\": 1 to 64 letters"],
+        );
+        assert_err(
+            "[cluster]\nredis = \"redis://h/\"\nnodes = 3\n",
+            &["tollgate.toml:3:", "unknown field `nodes`"],
+        );
+        assert_err(
+            "[cluster]\nsync_interval = \"1s\"\n",
+            &["tollgate.toml:", "missing field `redis`"],
+        );
+        assert_err(
+            "[[tier]]\nname = \"a\"\npackets = \"10/s\"\nglobal_packets = \"100/s\"\n",
+            &[
+                "tollgate.toml:4: tier \"a\": global_packets = \"100/s\": global limits need a [cluster] section",
+            ],
+        );
+        let cluster = "[cluster]\nredis = \"redis://h/\"\n";
+        assert_err(
+            &format!("{cluster}[[tier]]\nname = \"a\"\nglobal_packets = \"100/s\"\n"),
+            &[
+                "tollgate.toml:5: tier \"a\": global_packets = \"100/s\": needs a per-node packets limit too",
+            ],
+        );
+        assert_err(
+            &format!(
+                "{cluster}[[tier]]\nname = \"a\"\npackets = \"1/s\"\nglobal_packets = \"30/min\"\n"
+            ),
+            &[
+                "tollgate.toml:6: tier \"a\": global_packets = \"30/min\": global limits are counted in 1-second windows",
+            ],
+        );
+        assert_err(
+            &format!(
+                "{cluster}[[tier]]\nname = \"a\"\nrequests = \"1/s\"\nglobal_requests = \"10/x\"\n"
+            ),
+            &["tollgate.toml:6: tier \"a\": global_requests = \"10/x\": unknown period"],
+        );
+        assert_err(
+            &format!(
+                "{cluster}[[tier]]\nname = \"a\"\nrequests = \"1/s\"\nglobal_requests_burst = 3\n"
+            ),
+            &[
+                "tollgate.toml:6: tier \"a\": global_requests_burst = 3: there is no global_requests rate",
+            ],
+        );
+        assert_err(
+            &format!(
+                "{cluster}[[tier]]\nname = \"a\"\npackets = \"1/s\"\nglobal_packets = \"10/s\"\nglobal_packets_burst = 0\n"
+            ),
+            &["tollgate.toml:7: tier \"a\": global_packets_burst = 0: must be at least 1"],
+        );
+    }
+
+    #[test]
+    fn removing_the_local_limit_of_a_global_one_is_refused() {
+        let c = parse_str(CLUSTER).unwrap();
+        let mut t = c.tier("api").unwrap().clone();
+        t.packets = None;
+        assert!(
+            t.to_kernel().unwrap_err().contains(
+                "tier \"api\": global_packets = \"1000/s\": needs a per-node packets limit"
+            )
         );
     }
 

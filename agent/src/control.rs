@@ -186,6 +186,34 @@ pub struct StatusData {
     pub rules_v6: Fill,
     /// Changes made with the CLI on top of the config file.
     pub cli_changes: usize,
+    /// Fleet-wide limits through Redis, when `[cluster]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// `status`: the cluster sync (see `cluster`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// Whether the last sync with Redis succeeded (false: global limits are
+    /// paused, local limits still enforce).
+    pub up: bool,
+    /// The Redis URL(s), passwords hidden.
+    pub redis: String,
+    pub node_id: String,
+    pub sync_interval_ms: u64,
+    /// Successful and failed syncs since the daemon started.
+    pub syncs: u64,
+    pub failures: u64,
+    pub last_sync_secs_ago: Option<f64>,
+    pub round_trip_ms: Option<f64>,
+    /// Sources of tiers with global limits being measured.
+    pub tracked_sources: u64,
+    /// Counters updated by the last sync.
+    pub pushed_last: u64,
+    /// Sources denied now for being over a global limit, and in total.
+    pub denied_sources: u64,
+    pub denies_total: u64,
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -278,6 +278,25 @@ pub fn human_duration(secs: u64) -> String {
     }
 }
 
+/// Parses a short duration: `"250ms"`, `"1s"`, `"1.5s"`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return Err("missing unit (write e.g. \"250ms\" or \"1s\")".to_owned());
+    };
+    let number = number.trim();
+    let v: f64 = number
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0 && !number.starts_with('+'))
+        .ok_or_else(|| format!("\"{number}\" is not a number"))?;
+    Ok(std::time::Duration::from_secs_f64(v * scale))
+}
+
 impl fmt::Display for Period {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.suffix())
@@ -287,6 +306,17 @@ impl fmt::Display for Period {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration(" 1s ").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("250").unwrap_err().contains("missing unit"));
+        assert!(parse_duration("xms").unwrap_err().contains("not a number"));
+        assert!(parse_duration("-1s").is_err());
+    }
 
     #[test]
     fn count_rates() {

@@ -10,6 +10,7 @@ pub mod httpd;
 pub mod net;
 pub mod packet;
 pub mod program;
+pub mod redis;
 pub mod traffic;
 
 use std::sync::atomic::{AtomicU32, Ordering};

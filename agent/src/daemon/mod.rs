@@ -29,6 +29,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     apikeys::PinChange,
+    cluster,
     config::{
         self, Config, ConfigError, ConfigSource, LimitField, LimitSpec, RuleSpec, RuleTarget,
         TierSpec, check_tier_name, parse_cidr,
@@ -159,6 +160,9 @@ pub struct Daemon {
     usage: Vec<Usage>,
     /// Tracked sources per family, from the last usage scan.
     tracked: (u64, u64),
+    /// Bumped whenever the kernel's rules are rewritten from `effective`
+    /// (the cluster sync then re-asserts its denies).
+    generation: u64,
 }
 
 /// What the tasks of the daemon share.
@@ -168,6 +172,8 @@ pub struct Shared {
     monitor: Mutex<Monitor>,
     tiers: Mutex<TierNames>,
     shutdown: tokio::sync::Notify,
+    /// The cluster sync's state, when `[cluster]` is configured.
+    cluster: Option<Arc<cluster::Status>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -176,6 +182,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Whether the cluster sync reaches Redis: `None` without `[cluster]`,
+    /// `Some(false)` while global limits are paused (local limits enforce).
+    pub fn cluster_up(&self) -> Option<bool> {
+        self.cluster.as_ref().map(|c| c.is_up())
+    }
+
     /// Hook for the kernel's sampled verdicts: records one sample standing for
     /// `scale` packets of `bytes` bytes from `source` in tier index `tier`.
     /// `request` is whether the packet carried an HTTP request. Feeds
@@ -197,7 +209,10 @@ impl Shared {
     pub fn handle(&self, req: Request) -> (Response, bool) {
         let mut d = lock(&self.daemon);
         let result = match req {
-            Request::Status {} => d.status().map(Response::success),
+            Request::Status {} => d.status().map(|mut s| {
+                s.cluster = self.cluster.as_ref().map(|c| c.report());
+                Response::success(s)
+            }),
             Request::TierList {} => Ok(Response::success(d.tier_rows())),
             Request::TierSet(args) => d.tier_set(args).map(done),
             Request::TierRm { name } => d.tier_rm(&name).map(done),
@@ -356,11 +371,35 @@ impl Shared {
             s.http_malformed = m.malformed;
             s.samples_undecodable = m.undecodable;
         }
+        s.cluster_up = self.cluster_up();
         let k = lock(&self.daemon).effective.http.top_sources_metric;
         if k > 0 {
             s.top = lock(&self.talkers).top(TopBy::Packets, k);
         }
         s
+    }
+}
+
+impl cluster::Host for Shared {
+    fn view(&self, known: Option<u64>) -> Option<cluster::View> {
+        let d = lock(&self.daemon);
+        if known == Some(d.generation) {
+            return None;
+        }
+        Some(cluster::View {
+            generation: d.generation,
+            tiers: d.effective.tiers.clone(),
+            default_tier: d.effective.default_tier.clone(),
+            rules: d.effective.rules.clone(),
+            indices: d.state.tier_indices.clone(),
+        })
+    }
+
+    fn update_rules(&self, upsert: &[(IpNet, RuleValue)], remove: &[IpNet]) -> Result<()> {
+        lock(&self.daemon)
+            .maps
+            .update_rules(upsert, remove)
+            .map_err(anyhow::Error::from)
     }
 }
 
@@ -486,6 +525,8 @@ impl Daemon {
     fn commit(&mut self, new_file: Option<Config>, overlay: Overlay) -> Result<(), String> {
         let file = new_file.as_ref().unwrap_or(&self.file);
         let effective = overlay.apply(file)?;
+        // apply() below rewrites the kernel's rules, dropping cluster denies.
+        self.generation += 1;
         let mut state = self.state.clone();
         state.overlay = overlay;
         state.assign_indices(&effective)?;
@@ -551,6 +592,7 @@ impl Daemon {
             ("pin_dir", new_file.pin_dir != self.file.pin_dir),
             ("state_file", new_file.state_file != self.file.state_file),
             ("allow_uids", new_file.allow_uids != self.file.allow_uids),
+            ("[cluster]", new_file.cluster != self.file.cluster),
         ] {
             if changed {
                 warn!("reload: {what} changed in the config; restart the daemon to apply it");
@@ -563,6 +605,7 @@ impl Daemon {
         new_file.pin_dir = self.file.pin_dir.clone();
         new_file.state_file = self.file.state_file.clone();
         new_file.allow_uids = self.file.allow_uids.clone();
+        new_file.cluster = self.file.cluster.clone();
         let overlay = self.state.overlay.clone();
         self.commit(Some(new_file), overlay)
             .map_err(|e| format!("reload failed, the running configuration is unchanged: {e}"))?;
@@ -1147,6 +1190,8 @@ impl Daemon {
                 let o = &self.state.overlay;
                 o.tiers.len() + o.removed_tiers.len() + o.rules.len() + o.removed_rules.len()
             },
+            // Filled in by Shared::handle, which owns the cluster state.
+            cluster: None,
         })
     }
 }
@@ -1252,6 +1297,12 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             tokio::spawn(drain_program_logs(logger));
         }
         let allowed = file.allow_uids.clone();
+        let cluster = file.cluster.clone();
+        if cluster.is_none()
+            && let Some(t) = effective.tiers.iter().find(|t| t.has_global_limits())
+        {
+            warn!(tier = %t.name, "the tier has global limits but no [cluster] is configured: they have no effect");
+        }
         let ring = maps.take_samples();
         let monitor = Monitor::new(&effective.http, &effective.api_keys).map_err(anyhow::Error::msg)?;
         let metrics_address = file.metrics_address;
@@ -1269,6 +1320,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             reload_failures: 0,
             usage: vec![Usage::default(); MAX_TIERS as usize],
             tracked: (0, 0),
+            generation: 0,
         };
         let names = daemon.tier_names();
         daemon.clear_stale_pins();
@@ -1278,6 +1330,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             monitor: Mutex::new(monitor),
             tiers: Mutex::new(names),
             shutdown: tokio::sync::Notify::new(),
+            cluster: cluster.as_ref().map(|c| Arc::new(cluster::Status::new(c))),
         });
         if let Some(ring) = ring {
             tokio::spawn(drain_samples(ring, shared.clone()));
@@ -1295,7 +1348,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             }
             Err(e) => error!(address = %metrics_address, error = %e, "cannot serve metrics (the daemon goes on without them)"),
         }
-        serve(shared, listener, allowed).await
+        serve(shared, listener, allowed, cluster).await
     }
     .await;
     let _ = std::fs::remove_file(&socket_path);
@@ -1319,6 +1372,7 @@ async fn serve(
     shared: Arc<Shared>,
     listener: tokio::net::UnixListener,
     allowed: Vec<u32>,
+    cluster: Option<config::ClusterConfig>,
 ) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
@@ -1349,6 +1403,25 @@ async fn serve(
         })
     };
 
+    // Fleet-wide limits: a task of its own, never on the packet path.
+    let cluster_stop = Arc::new(tokio::sync::Notify::new());
+    let cluster_task = match (cluster, &shared.cluster) {
+        (Some(cfg), Some(status)) => {
+            info!(redis = %cfg.redis, node_id = %cfg.node_id, interval = ?cfg.sync_interval,
+                "cluster: syncing global limits through Redis");
+            let pin_dir = lock(&shared.daemon).file.pin_dir.clone();
+            let host: Arc<dyn cluster::Host> = shared.clone();
+            Some(tokio::spawn(cluster::run(
+                cfg,
+                pin_dir,
+                host,
+                status.clone(),
+                cluster_stop.clone(),
+            )))
+        }
+        _ => None,
+    };
+
     loop {
         tokio::select! {
             _ = term.recv() => {
@@ -1372,6 +1445,16 @@ async fn serve(
     server.abort();
     sampler.abort();
     decay.abort();
+    if let Some(task) = cluster_task {
+        // Lifts its denies (the rules would outlive the daemon otherwise).
+        cluster_stop.notify_one();
+        if tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .is_err()
+        {
+            warn!("cluster: the sync did not stop in time; its denies stay until the next start");
+        }
+    }
     Ok(())
 }
 

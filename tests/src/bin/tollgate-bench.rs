@@ -75,6 +75,7 @@ fn micro() -> Result<()> {
         sources_v6: 1 << 16,
         rules_v4: 1024,
         rules_v6: 1024,
+        ..Default::default()
     })?;
     // A realistic policy: default tier with all four limits and an aggregate,
     // one allow rule and one tier rule, so every lookup a real host pays is paid.
@@ -158,7 +159,8 @@ fn micro() -> Result<()> {
         .collect();
 
     let xdp = p.xdp_ref();
-    let cases: Vec<(&str, (f64, f64, f64), (f64, f64, f64))> = vec![
+    type Spread = (f64, f64, f64);
+    let cases: Vec<(&str, Spread, Spread)> = vec![
         (
             "IPv4 known source, under limit",
             repeated(xdp, &v4, XDP_PASS)?,

@@ -1,0 +1,827 @@
+//! Fleet-wide limits through Redis: one quota per source for all nodes.
+//!
+//! A client spread over N nodes behind a load balancer gets N times its
+//! per-node limit. Tiers may therefore also set `global_packets` and
+//! `global_requests`, shared by every node configured with the same
+//! `[cluster] redis`.
+//!
+//! # Algorithm
+//!
+//! Fixed windows of one second (wall clock, [`WINDOW`]). Every
+//! `sync_interval` (jittered ±25% so no traffic pattern can hide between the
+//! reads), this task, off the packet path:
+//!
+//! 1. walks the kernel's per-source maps and, for the sources of tiers with
+//!    global limits (found by longest-prefix match over the configured rules,
+//!    [`lpm`]), estimates what each was admitted since the last walk from its
+//!    bucket's TAT ([`estimate`]);
+//! 2. pushes, in one pipelined round trip of Lua script calls (EVALSHA, EVAL
+//!    on NOSCRIPT), the accumulated usage of each source above `share` of its
+//!    global allowance per interval: `INCRBY tg:{<window>}:<tier>:<p|r>:<source>`
+//!    (with a TTL); the script answers which counters are over
+//!    `rate × window + global burst`;
+//! 3. denies those sources in the kernel (an LPM rule on the address, or on
+//!    the tier's IPv6 prefix, with `RULE_DENY`, counted under the tier) until
+//!    the window ends plus [`DENY_MARGIN`], then puts back whatever rule the
+//!    configuration has for that exact CIDR.
+//!
+//! # Accuracy
+//!
+//! With N nodes, each admitting a source at most at its per-node rate `ρ`
+//! with burst `b`, at most `I` between two syncs (1.25 × `sync_interval`, with
+//! the jitter) and a round trip plus rule update `δ`, the fleet admits per
+//! window at most
+//!
+//! ```text
+//! rate × 1 s + global burst + N × (ρ × (I + δ) + b) + N × θ
+//! ```
+//!
+//! where `θ = share × rate × I` is what a node may leave unpushed (the share
+//! threshold's leakage). The N × ρ × (I + δ) term: once the counter crosses,
+//! every node keeps admitting until its next sync (at most one interval since
+//! its previous push, which the counter did not have yet). Usage measured
+//! across a window boundary is charged to the new window, so over k
+//! consecutive windows add N × ρ × I once. The estimate is exact for sources
+//! pressing their local limit (the ones global limits exist for); below it it
+//! is unbiased but noisy ([`estimate`]). Nodes' clocks must agree to well
+//! within a window (NTP).
+//!
+//! # Redis load
+//!
+//! One round trip per node per interval: `ceil(pushed / 1000)` EVALSHA calls
+//! (a PING when nothing is pushed), each counter costing about its key
+//! (`tg:{1700000000}:<tier>:p:<address>`, ~40 bytes) plus two numbers. In
+//! Redis Cluster every key of a window shares the window's hash tag, so a sync
+//! touches one slot, and the slot moves with the window.
+//!
+//! # Failure
+//!
+//! Fail-open: with Redis unreachable or slower than the interval (plus 20 µs
+//! per counter pushed: a big batch takes Redis longer), local limits keep
+//! enforcing, denies run out at their window's end, the task reconnects
+//! with exponential backoff (capped at [`MAX_BACKOFF`]) and logs once per
+//! change of state; [`Status::is_up`] says which.
+
+pub mod estimate;
+pub mod lpm;
+pub mod store;
+pub mod usage;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Result;
+use ipnet::IpNet;
+use tollgate_common::{RULE_ALLOW, RULE_DENY, RULE_TIER, RuleValue};
+use tracing::{debug, info, warn};
+
+use crate::{
+    config::{ClusterConfig, GlobalField, LimitField, RuleSpec, RuleTarget, TierMode, TierSpec},
+    control::ClusterStatus,
+    kernel::SourceMaps,
+};
+use lpm::Lpm;
+use store::{Conn, Entry};
+use usage::{Delta, Kind, Measure, Measures, SourceKey, Usage};
+
+/// Length of a global window.
+pub const WINDOW: Duration = Duration::from_secs(1);
+/// A deny lasts until its window ends plus this (nodes' clocks differ a little).
+pub const DENY_MARGIN: Duration = Duration::from_millis(20);
+/// Counters outlive their window by this much.
+pub const KEY_TTL: Duration = Duration::from_secs(3);
+/// Reconnection backoff: doubles from the first to the cap.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// What the sync needs from the daemon.
+pub trait Host: Send + Sync + 'static {
+    /// The configuration in effect, unless its generation is still `known`.
+    fn view(&self, known: Option<u64>) -> Option<View>;
+    /// Writes rules into the kernel (under the daemon's lock).
+    fn update_rules(&self, upsert: &[(IpNet, RuleValue)], remove: &[IpNet]) -> Result<()>;
+}
+
+/// The part of the daemon's effective configuration the sync uses. The
+/// generation changes whenever the daemon rewrites the kernel's rules.
+#[derive(Clone, Debug)]
+pub struct View {
+    pub generation: u64,
+    pub tiers: Vec<TierSpec>,
+    pub default_tier: String,
+    pub rules: Vec<RuleSpec>,
+    /// Tier name -> kernel tier index.
+    pub indices: BTreeMap<String, u32>,
+}
+
+/// The sync's state for `status` and metrics; cheap to read from anywhere.
+#[derive(Debug)]
+pub struct Status {
+    redis: String,
+    node_id: String,
+    sync_interval: Duration,
+    up: AtomicBool,
+    syncs: AtomicU64,
+    failures: AtomicU64,
+    last_sync_unix_ms: AtomicU64,
+    round_trip_us: AtomicU64,
+    tracked: AtomicU64,
+    pushed: AtomicU64,
+    denied: AtomicU64,
+    denies_total: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Status {
+    pub fn new(cfg: &ClusterConfig) -> Status {
+        Status {
+            redis: cfg.redis.to_string(),
+            node_id: cfg.node_id.clone(),
+            sync_interval: cfg.sync_interval,
+            up: AtomicBool::new(false),
+            syncs: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_sync_unix_ms: AtomicU64::new(0),
+            round_trip_us: AtomicU64::new(0),
+            tracked: AtomicU64::new(0),
+            pushed: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
+            denies_total: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Whether the last sync with Redis succeeded.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn report(&self) -> ClusterStatus {
+        let last = self.last_sync_unix_ms.load(Ordering::Relaxed);
+        let rtt = self.round_trip_us.load(Ordering::Relaxed);
+        ClusterStatus {
+            up: self.is_up(),
+            redis: self.redis.clone(),
+            node_id: self.node_id.clone(),
+            sync_interval_ms: self.sync_interval.as_millis() as u64,
+            syncs: self.syncs.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            last_sync_secs_ago: (last > 0).then(|| unix_ms().saturating_sub(last) as f64 / 1000.0),
+            round_trip_ms: (last > 0).then(|| rtt as f64 / 1000.0),
+            tracked_sources: self.tracked.load(Ordering::Relaxed),
+            pushed_last: self.pushed.load(Ordering::Relaxed),
+            denied_sources: self.denied.load(Ordering::Relaxed),
+            denies_total: self.denies_total.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the kernel's `bpf_ktime_get_ns`.
+pub fn kernel_clock_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A tier with global limits, as the sync uses it.
+#[derive(Clone, Debug)]
+pub struct GlobalTier {
+    pub name: String,
+    /// Kernel tier index.
+    pub index: u32,
+    pub ipv6_prefix: u32,
+    pub shadow: bool,
+    pub measures: Measures,
+    /// Units per window, by [`Kind`].
+    pub allowance: [u64; 2],
+}
+
+/// The configuration turned into what one sync needs.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub generation: Option<u64>,
+    pub tiers: Vec<GlobalTier>,
+    /// Rule CIDR -> index into `tiers` (None: a tier without global limits,
+    /// or an allow/deny rule).
+    lpm: Lpm<Option<usize>>,
+    default: Option<usize>,
+    /// The configured rule of each CIDR, to put back when a deny ends.
+    configured: HashMap<IpNet, RuleValue>,
+}
+
+impl Plan {
+    pub fn new(view: &View, cfg: &ClusterConfig) -> Plan {
+        let index = |name: &str| view.indices.get(name).copied();
+        let mut tiers = Vec::new();
+        let mut by_name = HashMap::new();
+        for t in view.tiers.iter().filter(|t| t.has_global_limits()) {
+            let Some(kernel_index) = index(&t.name) else {
+                continue;
+            };
+            let mut g = GlobalTier {
+                name: t.name.clone(),
+                index: kernel_index,
+                ipv6_prefix: t.ipv6_prefix,
+                shadow: t.mode == TierMode::Shadow,
+                measures: Measures::default(),
+                allowance: [0; 2],
+            };
+            for field in GlobalField::ALL {
+                let (Some(global), Some(local)) = (t.global(field), t.limit(field.local())) else {
+                    continue;
+                };
+                let (Ok(global), Ok(local)) =
+                    (global.resolve_global(), local.resolve(field.local()))
+                else {
+                    continue;
+                };
+                let threshold =
+                    (cfg.share * global.per_second * cfg.sync_interval.as_secs_f64()).max(1.0);
+                let (kind, measure) = match field.local() {
+                    LimitField::Packets => (
+                        Kind::Packets,
+                        Measure {
+                            increment: local.limit.increment_ns(1) as f64,
+                            capacity: local.limit.capacity_ns,
+                            threshold,
+                        },
+                    ),
+                    _ => (
+                        Kind::Requests,
+                        Measure {
+                            increment: local.limit.increment_ticks() as f64,
+                            capacity: local.limit.capacity_ticks() as u64,
+                            threshold,
+                        },
+                    ),
+                };
+                match kind {
+                    Kind::Packets => g.measures.packets = Some(measure),
+                    Kind::Requests => g.measures.requests = Some(measure),
+                }
+                g.allowance[kind as usize] = global.allowance(WINDOW);
+            }
+            by_name.insert(t.name.clone(), tiers.len());
+            tiers.push(g);
+        }
+        let default_index = index(&view.default_tier).unwrap_or(0);
+        let mut lpm = Lpm::default();
+        let mut configured = HashMap::new();
+        for r in &view.rules {
+            let (value, target) = match &r.target {
+                RuleTarget::Tier(t) => (
+                    RuleValue {
+                        action: RULE_TIER,
+                        tier: index(t).unwrap_or(default_index),
+                    },
+                    by_name.get(t).copied(),
+                ),
+                RuleTarget::Allow => (
+                    RuleValue {
+                        action: RULE_ALLOW,
+                        tier: default_index,
+                    },
+                    None,
+                ),
+                RuleTarget::Deny => (
+                    RuleValue {
+                        action: RULE_DENY,
+                        tier: default_index,
+                    },
+                    None,
+                ),
+            };
+            lpm.insert(r.cidr, target);
+            configured.insert(r.cidr, value);
+        }
+        Plan {
+            generation: Some(view.generation),
+            default: by_name.get(&view.default_tier).copied(),
+            tiers,
+            lpm,
+            configured,
+        }
+    }
+
+    /// The global tier (index into `tiers`) a source belongs to, if any.
+    pub fn tier_of(&self, key: &SourceKey) -> Option<usize> {
+        match self.lpm.lookup(key.addr()) {
+            Some(target) => *target,
+            None => self.default,
+        }
+    }
+}
+
+/// Reads every source of a tier with global limits; returns what to push.
+/// Runs on a blocking thread (two syscalls per source of those tiers, one per
+/// other source). Map walks are bounded: a walk restarts from the first key
+/// when its current key is evicted under it.
+pub fn scan(maps: &SourceMaps, plan: &Plan, usage: &mut Usage, window: u64) -> Vec<Delta> {
+    let started = kernel_clock_ns();
+    usage.begin(window);
+    let mut out = Vec::new();
+    if !plan.tiers.is_empty() {
+        let bound = 2 * maps.max_v4 as usize + 1024;
+        for key in maps.v4.keys().take(bound) {
+            let Ok(k) = key else { break };
+            let sk = SourceKey::V4(k);
+            let Some(t) = plan.tier_of(&sk) else { continue };
+            if usage.seen(&sk) {
+                continue;
+            }
+            if let Ok(state) = maps.v4.get(&k, 0) {
+                let now = kernel_clock_ns();
+                usage.observe(sk, t, &plan.tiers[t].measures, &state, now, &mut out);
+            }
+        }
+        let bound = 2 * maps.max_v6 as usize + 1024;
+        for key in maps.v6.keys().take(bound) {
+            let Ok(k) = key else { break };
+            let sk = SourceKey::V6(k);
+            let Some(t) = plan.tier_of(&sk) else { continue };
+            if usage.seen(&sk) {
+                continue;
+            }
+            if let Ok(state) = maps.v6.get(&k, 0) {
+                let now = kernel_clock_ns();
+                usage.observe(sk, t, &plan.tiers[t].measures, &state, now, &mut out);
+            }
+        }
+    }
+    usage.finish(started);
+    out
+}
+
+/// The window (seconds since the epoch) and the time left in it.
+fn window_now() -> (u64, Duration) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let w = WINDOW.as_millis() as u64;
+    let ms = now.as_millis() as u64;
+    (ms / w, Duration::from_millis(w - ms % w))
+}
+
+/// The Redis counters a batch of deltas updates.
+pub fn entries(plan: &Plan, window: u64, deltas: &[Delta]) -> Vec<Entry> {
+    deltas
+        .iter()
+        .map(|d| {
+            let t = &plan.tiers[d.tier];
+            Entry {
+                key: store::key(
+                    window,
+                    &t.name,
+                    d.kind.tag(),
+                    &d.source.label(t.ipv6_prefix),
+                ),
+                delta: d.units,
+                allowance: t.allowance[d.kind as usize],
+            }
+        })
+        .collect()
+}
+
+struct Deny {
+    until: Instant,
+    source: SourceKey,
+    rule: RuleValue,
+}
+
+/// The sources this node denies for being over a global limit.
+#[derive(Default)]
+struct Denies {
+    active: HashMap<IpNet, Deny>,
+}
+
+/// A small xorshift for the read jitter (no need for a real RNG).
+struct Jitter(u64);
+
+impl Jitter {
+    fn next(&mut self, interval: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        // Uniform in [0.75, 1.25) × interval.
+        let f = 0.75 + (self.0 >> 11) as f64 / (1u64 << 53) as f64 / 2.0;
+        interval.mul_f64(f)
+    }
+}
+
+/// The sync task: runs until `stop` is notified, then lifts its denies.
+pub async fn run(
+    cfg: ClusterConfig,
+    pin_dir: PathBuf,
+    host: Arc<dyn Host>,
+    status: Arc<Status>,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    let maps = match tokio::task::spawn_blocking(move || SourceMaps::open(&pin_dir)).await {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => {
+            warn!(error = %e, "cluster: cannot open the source maps: global limits are off");
+            return;
+        }
+        Err(e) => {
+            warn!(error = %e, "cluster: cannot open the source maps: global limits are off");
+            return;
+        }
+    };
+    let mut sync = Syncer {
+        script: store::script(),
+        timeout: cfg
+            .sync_interval
+            .clamp(Duration::from_millis(50), Duration::from_secs(1)),
+        cfg,
+        host,
+        status,
+        scanner: Arc::new(Mutex::new((maps, Usage::default()))),
+        plan: Arc::new(Plan::default()),
+        denies: Denies::default(),
+        conn: None,
+        retry_at: Instant::now(),
+        backoff: FIRST_BACKOFF,
+        logged_up: None,
+    };
+    let mut jitter = Jitter(kernel_clock_ns() | 1);
+    let mut next = tokio::time::Instant::now();
+    loop {
+        next += jitter.next(sync.cfg.sync_interval);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = stop.notified() => break,
+        }
+        sync.once().await;
+        let now = tokio::time::Instant::now();
+        if next < now {
+            next = now; // a slow sync: skip, do not burst
+        }
+    }
+    sync.lift_all().await;
+}
+
+struct Syncer {
+    cfg: ClusterConfig,
+    script: redis::Script,
+    timeout: Duration,
+    host: Arc<dyn Host>,
+    status: Arc<Status>,
+    scanner: Arc<Mutex<(SourceMaps, Usage)>>,
+    plan: Arc<Plan>,
+    denies: Denies,
+    conn: Option<Conn>,
+    retry_at: Instant,
+    backoff: Duration,
+    /// What was last logged (None: nothing yet).
+    logged_up: Option<bool>,
+}
+
+impl Syncer {
+    async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        tokio::task::spawn_blocking(f).await.ok()
+    }
+
+    async fn update_rules(&self, upsert: Vec<(IpNet, RuleValue)>, remove: Vec<IpNet>) {
+        if upsert.is_empty() && remove.is_empty() {
+            return;
+        }
+        let host = self.host.clone();
+        match Self::blocking(move || host.update_rules(&upsert, &remove)).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => warn!(error = %format!("{e:#}"), "cluster: updating deny rules"),
+            None => warn!("cluster: updating deny rules failed internally"),
+        }
+    }
+
+    /// One sync: configuration, expiries, scan, round trip, denies.
+    async fn once(&mut self) {
+        // The configuration, when it changed (reloads and CLI changes rewrite
+        // the kernel's rules: put the denies back).
+        let host = self.host.clone();
+        let known = self.plan.generation;
+        if let Some(Some(view)) = Self::blocking(move || host.view(known)).await {
+            self.plan = Arc::new(Plan::new(&view, &self.cfg));
+            let again: Vec<_> = self
+                .denies
+                .active
+                .iter()
+                .map(|(n, d)| (*n, d.rule))
+                .collect();
+            self.update_rules(again, Vec::new()).await;
+        }
+        self.expire(Instant::now()).await;
+
+        let (window, left) = window_now();
+        let (scanner, plan) = (self.scanner.clone(), self.plan.clone());
+        let Some((deltas, tracked)) = Self::blocking(move || {
+            let mut s = scanner.lock().unwrap_or_else(|p| p.into_inner());
+            let (maps, usage) = &mut *s;
+            let deltas = scan(maps, &plan, usage, window);
+            (deltas, usage.len())
+        })
+        .await
+        else {
+            return;
+        };
+        self.status.tracked.store(tracked as u64, Ordering::Relaxed);
+
+        if self.conn.is_none() {
+            if Instant::now() < self.retry_at {
+                return;
+            }
+            let connect = Conn::connect(&self.cfg.redis, &self.cfg.node_id, self.timeout);
+            match tokio::time::timeout(self.timeout, connect).await {
+                Ok(Ok(c)) => self.conn = Some(c),
+                Ok(Err(e)) => return self.down(e.to_string()),
+                Err(_) => return self.down(format!("no connection within {:?}", self.timeout)),
+            }
+        }
+        let entries = entries(&self.plan, window, &deltas);
+        // Redis runs a script call of 1000 counters in a few milliseconds:
+        // big batches get that much more time before counting as slow.
+        let timeout = self.timeout + Duration::from_micros(20 * entries.len() as u64);
+        let started = Instant::now();
+        let conn = self.conn.as_mut().expect("connected above");
+        let result = if entries.is_empty() {
+            tokio::time::timeout(timeout, conn.ping())
+                .await
+                .map(|r| r.map(|()| Vec::new()))
+        } else {
+            tokio::time::timeout(timeout, conn.push(&self.script, &entries, KEY_TTL)).await
+        };
+        let over = match result {
+            Ok(Ok(over)) => over,
+            Ok(Err(e)) => return self.down(e.to_string()),
+            Err(_) => return self.down(format!("no answer within {timeout:?}")),
+        };
+        self.up(started.elapsed(), entries.len());
+        self.deny(&deltas, &over, left).await;
+    }
+
+    fn up(&mut self, round_trip: Duration, pushed: usize) {
+        let s = &self.status;
+        s.up.store(true, Ordering::Relaxed);
+        s.syncs.fetch_add(1, Ordering::Relaxed);
+        s.last_sync_unix_ms.store(unix_ms(), Ordering::Relaxed);
+        s.round_trip_us
+            .store(round_trip.as_micros() as u64, Ordering::Relaxed);
+        s.pushed.store(pushed as u64, Ordering::Relaxed);
+        s.set_error(None);
+        self.backoff = FIRST_BACKOFF;
+        if self.logged_up != Some(true) {
+            info!(redis = %self.status.redis, node_id = %self.cfg.node_id,
+                "cluster: synced with Redis: global limits are in force");
+            self.logged_up = Some(true);
+        }
+    }
+
+    fn down(&mut self, error: String) {
+        self.conn = None;
+        self.retry_at = Instant::now() + self.backoff;
+        let backoff = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        let s = &self.status;
+        s.up.store(false, Ordering::Relaxed);
+        s.failures.fetch_add(1, Ordering::Relaxed);
+        s.set_error(Some(error.clone()));
+        if self.logged_up != Some(false) {
+            warn!(redis = %self.status.redis, %error,
+                "cluster: Redis is unreachable: global limits are paused, local limits stay in force; reconnecting with backoff");
+            self.logged_up = Some(false);
+        } else {
+            debug!(%error, retry_in = ?backoff, "cluster: Redis still unreachable");
+        }
+    }
+
+    /// Denies the sources whose counters are over, until the window ends.
+    async fn deny(&mut self, deltas: &[Delta], over: &[usize], left: Duration) {
+        let until = Instant::now() + left + DENY_MARGIN;
+        let mut upsert = Vec::new();
+        for &i in over {
+            let Some(d) = deltas.get(i) else { continue };
+            let t = &self.plan.tiers[d.tier];
+            if t.shadow {
+                debug!(tier = %t.name, source = %d.source.label(t.ipv6_prefix),
+                    "cluster: over its global limit (shadow tier: not denied)");
+                continue;
+            }
+            let net = d.source.net(t.ipv6_prefix);
+            match self.denies.active.get_mut(&net) {
+                Some(active) => active.until = active.until.max(until),
+                None => {
+                    debug!(tier = %t.name, source = %net, "cluster: over its global limit: denied until the window ends");
+                    let rule = RuleValue {
+                        action: RULE_DENY,
+                        tier: t.index,
+                    };
+                    self.denies.active.insert(
+                        net,
+                        Deny {
+                            until,
+                            source: d.source,
+                            rule,
+                        },
+                    );
+                    self.status.denies_total.fetch_add(1, Ordering::Relaxed);
+                    upsert.push((net, rule));
+                }
+            }
+        }
+        self.status
+            .denied
+            .store(self.denies.active.len() as u64, Ordering::Relaxed);
+        self.update_rules(upsert, Vec::new()).await;
+    }
+
+    /// Ends the denies due by `now`, restoring configured rules.
+    async fn expire(&mut self, now: Instant) {
+        let due: Vec<IpNet> = self
+            .denies
+            .active
+            .iter()
+            .filter(|(_, d)| d.until <= now)
+            .map(|(n, _)| *n)
+            .collect();
+        self.lift(&due).await;
+    }
+
+    async fn lift(&mut self, nets: &[IpNet]) {
+        if nets.is_empty() {
+            return;
+        }
+        let (mut upsert, mut remove) = (Vec::new(), Vec::new());
+        {
+            let mut s = self.scanner.lock().unwrap_or_else(|p| p.into_inner());
+            for net in nets {
+                if let Some(d) = self.denies.active.remove(net) {
+                    s.1.mark_lifted(&d.source);
+                }
+                match self.plan.configured.get(net) {
+                    Some(v) => upsert.push((*net, *v)),
+                    None => remove.push(*net),
+                }
+            }
+        }
+        self.status
+            .denied
+            .store(self.denies.active.len() as u64, Ordering::Relaxed);
+        self.update_rules(upsert, remove).await;
+    }
+
+    async fn lift_all(&mut self) {
+        let all: Vec<IpNet> = self.denies.active.keys().copied().collect();
+        self.lift(&all).await;
+        self.status.up.store(false, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{self, ConfigSource};
+
+    fn plan(text: &str) -> Plan {
+        let c = config::parse(text, ConfigSource::File("t.toml".into())).unwrap();
+        let mut state = crate::state::State::default();
+        state.assign_indices(&c).unwrap();
+        let view = View {
+            generation: 7,
+            tiers: c.tiers.clone(),
+            default_tier: c.default_tier.clone(),
+            rules: c.rules.clone(),
+            indices: state.tier_indices.clone(),
+        };
+        Plan::new(&view, c.cluster.as_ref().unwrap())
+    }
+
+    const CFG: &str = r#"
+default_tier = "free"
+[cluster]
+redis = "redis://127.0.0.1/"
+sync_interval = "100ms"
+share = 0.05
+
+[[tier]]
+name = "free"
+packets = "100/s"
+
+[[tier]]
+name = "api"
+packets = "1000/s"
+packets_burst = 100
+requests = "100/s"
+global_packets = "2000/s"
+global_packets_burst = 500
+global_requests = "150/s"
+ipv6_prefix = 48
+
+[[rule]]
+cidr = "10.0.0.0/8"
+tier = "api"
+
+[[rule]]
+cidr = "10.9.0.0/16"
+tier = "free"
+
+[[rule]]
+cidr = "10.1.2.3"
+action = "allow"
+
+[[rule]]
+cidr = "2001:db8::/32"
+tier = "api"
+"#;
+
+    #[test]
+    fn plans_map_sources_to_global_tiers() {
+        let p = plan(CFG);
+        assert_eq!(p.generation, Some(7));
+        assert_eq!(p.tiers.len(), 1);
+        let api = &p.tiers[0];
+        assert_eq!(api.name, "api");
+        assert_eq!(api.allowance, [2500, 150]);
+        let m = api.measures.packets.unwrap();
+        assert_eq!(m.increment, 1_000_000.0);
+        assert_eq!(m.capacity, 100_000_000);
+        // 5% of 2000/s over 100 ms.
+        assert!((m.threshold - 10.0).abs() < 1e-9);
+        assert!(api.measures.requests.is_some());
+        let v4 = |a: [u8; 4]| SourceKey::v4(a.into());
+        assert_eq!(p.tier_of(&v4([10, 0, 0, 1])), Some(0));
+        assert_eq!(
+            p.tier_of(&v4([10, 9, 0, 1])),
+            None,
+            "more specific rule to free"
+        );
+        assert_eq!(p.tier_of(&v4([10, 1, 2, 3])), None, "allow rule");
+        assert_eq!(p.tier_of(&v4([192, 0, 2, 1])), None, "default tier free");
+        assert_eq!(p.tier_of(&SourceKey::V6(0x2001_0db8_0001_0000)), Some(0));
+        assert_eq!(p.configured.len(), 4);
+        let free = p.configured[&"10.9.0.0/16".parse().unwrap()];
+        assert_eq!(free.action, RULE_TIER);
+    }
+
+    #[test]
+    fn entries_name_window_tier_kind_and_source() {
+        let p = plan(CFG);
+        let deltas = [
+            Delta {
+                source: SourceKey::v4([10, 0, 0, 1].into()),
+                tier: 0,
+                kind: Kind::Packets,
+                units: 42,
+            },
+            Delta {
+                source: SourceKey::V6(0x2001_0db8_0001_0000),
+                tier: 0,
+                kind: Kind::Requests,
+                units: 3,
+            },
+        ];
+        let e = entries(&p, 99, &deltas);
+        assert_eq!(e[0].key, "tg:{99}:api:p:10.0.0.1");
+        assert_eq!((e[0].delta, e[0].allowance), (42, 2500));
+        assert_eq!(e[1].key, "tg:{99}:api:r:2001:db8:1::/48");
+        assert_eq!((e[1].delta, e[1].allowance), (3, 150));
+    }
+
+    #[test]
+    fn jitter_stays_within_a_quarter_of_the_interval() {
+        let mut j = Jitter(42);
+        let i = Duration::from_millis(100);
+        for _ in 0..1000 {
+            let d = j.next(i);
+            assert!(
+                d >= Duration::from_millis(75) && d < Duration::from_millis(125),
+                "{d:?}"
+            );
+        }
+    }
+}
