@@ -56,6 +56,9 @@ pub struct Env {
 }
 
 impl Env {
+    /// Creates the namespace, veth pair and directories (not a `Default`:
+    /// it touches the system).
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Env {
         let id = unique_id();
         let ns = Netns::new(&id).expect("netns");

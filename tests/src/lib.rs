@@ -5,11 +5,14 @@
 //! drops, which also happens while a failing test unwinds.
 
 pub mod daemon;
+pub mod flood;
 pub mod fuzz;
+pub mod generator;
 pub mod httpd;
 pub mod net;
 pub mod packet;
 pub mod program;
+pub mod rawbpf;
 pub mod redis;
 pub mod traffic;
 

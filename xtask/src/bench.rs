@@ -2,6 +2,10 @@
 //!
 //! * `micro`: BPF_PROG_TEST_RUN ns/packet for each data-path case against the
 //!   minimal XDP_PASS program, plus ablations and single-operation probes.
+//! * `flood`: a spoofed flood from a namespace over a veth into the minimal
+//!   XDP_DROP, tollgate, an nftables meter and iptables hashlimit in turn:
+//!   receive CPU per packet, drop rate, legitimate sources' losses, and each
+//!   limiter's accuracy at 2x and 10x its limit. Needs nft, iptables, ethtool.
 
 use anyhow::{Result, ensure};
 
@@ -14,6 +18,9 @@ use crate::{
 pub enum Suite {
     /// test_run ns/packet per data path, vs the minimal XDP program.
     Micro,
+    /// Flood over a veth: tollgate vs nftables meter vs iptables hashlimit vs
+    /// the minimal XDP_DROP (about 6 minutes).
+    Flood,
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,6 +49,15 @@ pub fn run(args: Args) -> Result<()> {
     util::run(&mut build)?;
     let suite = match args.suite {
         Suite::Micro => "micro",
+        Suite::Flood => {
+            for tool in ["nft", "iptables", "ethtool", "ip"] {
+                ensure!(
+                    util::have(tool),
+                    "the flood benchmark needs `{tool}` on PATH"
+                );
+            }
+            "flood"
+        }
     };
     let bin = target_dir().join("release").join("tollgate-bench");
     util::run(std::process::Command::new(bin).arg(suite))

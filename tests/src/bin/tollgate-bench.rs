@@ -2,6 +2,11 @@
 //!
 //! `micro`: BPF_PROG_TEST_RUN ns/packet for each data-path case, next to the
 //! minimal XDP_PASS program from the same object, in one run.
+//!
+//! `flood`: a spoofed flood over a veth into the minimal XDP_DROP, tollgate,
+//! an nftables meter and iptables hashlimit in turn (receive CPU per packet,
+//! drop rate, legitimate sources' losses), then each limiter's admitted rate
+//! at 2x and 10x its limit (see `tollgate_tests::flood`).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -22,7 +27,13 @@ fn main() -> Result<()> {
     let mode = std::env::args().nth(1).unwrap_or_default();
     match mode.as_str() {
         "micro" => micro(),
-        _ => bail!("usage: tollgate-bench micro"),
+        "flood" => {
+            if !tollgate_tests::privileged("tollgate-bench flood") {
+                bail!("the flood benchmark needs root");
+            }
+            tollgate_tests::flood::run(&tollgate_tests::flood::Config::from_env()?)
+        }
+        _ => bail!("usage: tollgate-bench micro|flood"),
     }
 }
 

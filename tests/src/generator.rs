@@ -1,0 +1,418 @@
+//! Flood generator for `cargo xtask bench flood`: prebuilt Ethernet/IPv4/UDP
+//! frames with spoofed sources, sent with `sendmmsg` on an AF_PACKET socket
+//! with `PACKET_QDISC_BYPASS` (straight into the veth's `ndo_start_xmit`).
+//!
+//! Every loop is bounded by a deadline and a packet budget; the frames only
+//! ever go to the interface the socket is bound to.
+
+use std::{
+    ffi::CString,
+    net::Ipv4Addr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::rawbpf;
+
+/// UDP payload bytes: with the 42 bytes of headers, a 60-byte frame (the
+/// Ethernet minimum without FCS).
+pub const PAYLOAD: usize = 18;
+
+/// The ones' complement sum of 16-bit words, folded and inverted (RFC 1071).
+pub fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for pair in header.chunks(2) {
+        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+        sum += word as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// One Ethernet/IPv4/UDP frame with a valid IPv4 header checksum and UDP
+/// checksum 0 ("none", valid for IPv4).
+pub fn udp_frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    src_port: u16,
+    dst_port: u16,
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + 20 + 8 + PAYLOAD);
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((20 + 8 + PAYLOAD) as u16).to_be_bytes());
+    ip[6] = 0x40; // DF
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let csum = ipv4_checksum(&ip);
+    ip[10..12].copy_from_slice(&csum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&src_port.to_be_bytes());
+    f.extend_from_slice(&dst_port.to_be_bytes());
+    f.extend_from_slice(&((8 + PAYLOAD) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&[0x5a; PAYLOAD]);
+    f
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let parts: Vec<&str> = s.trim().split(':').collect();
+    if parts.len() != 6 {
+        bail!("not a MAC address: {s:?}");
+    }
+    let mut mac = [0u8; 6];
+    for (b, p) in mac.iter_mut().zip(parts) {
+        *b = u8::from_str_radix(p, 16).with_context(|| format!("MAC {s:?}"))?;
+    }
+    Ok(mac)
+}
+
+/// An AF_PACKET raw socket bound to one interface (in the calling thread's
+/// network namespace), transmitting without the qdisc.
+pub struct PacketSocket {
+    fd: OwnedFd,
+}
+
+impl PacketSocket {
+    pub fn open(ifname: &str) -> Result<PacketSocket> {
+        let name = CString::new(ifname)?;
+        // SAFETY: a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            bail!("no interface {ifname}: {}", std::io::Error::last_os_error());
+        }
+        // Protocol 0: this socket only sends, it never receives a copy of traffic.
+        // SAFETY: plain socket(2).
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            bail!("socket(AF_PACKET): {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_ll is plain data.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: a valid sockaddr_ll of the stated length.
+        if unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        } != 0
+        {
+            bail!(
+                "bind AF_PACKET to {ifname}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let one: libc::c_int = 1;
+        // SAFETY: an int option of the stated length.
+        if unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_QDISC_BYPASS,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        } != 0
+        {
+            bail!("PACKET_QDISC_BYPASS: {}", std::io::Error::last_os_error());
+        }
+        Ok(PacketSocket { fd })
+    }
+
+    /// Sends `frames` with one `sendmmsg`; returns how many the device took
+    /// (the rest hit a full device ring: ENOBUFS/EAGAIN, not an error).
+    pub fn send_batch(&self, frames: &[&[u8]]) -> Result<usize> {
+        const MAX: usize = 64;
+        let n = frames.len().min(MAX);
+        // SAFETY: plain data, filled in below.
+        let mut iov: [libc::iovec; MAX] = unsafe { std::mem::zeroed() };
+        let mut msgs: [libc::mmsghdr; MAX] = unsafe { std::mem::zeroed() };
+        for i in 0..n {
+            iov[i] = libc::iovec {
+                iov_base: frames[i].as_ptr() as *mut libc::c_void,
+                iov_len: frames[i].len(),
+            };
+            msgs[i].msg_hdr.msg_iov = &mut iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: `n` initialised headers pointing at live frames.
+        let r = unsafe {
+            libc::sendmmsg(
+                self.fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                n as u32,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::EBUSY) => Ok(0),
+            _ => Err(err).context("sendmmsg"),
+        }
+    }
+}
+
+/// CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID).
+pub fn thread_cpu_time() -> Duration {
+    // SAFETY: plain data out-parameter.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid clock id and pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The calling thread's kernel thread id.
+pub fn gettid() -> i32 {
+    // SAFETY: no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// What to send: `abusive` frames round-robin as fast as the device takes
+/// them, interleaved with each of `legit` at `legit_rate` per second.
+pub struct Flood<'a> {
+    pub abusive: &'a [Vec<u8>],
+    pub legit: &'a [Vec<u8>],
+    pub legit_rate: u64,
+    /// Stop after this long...
+    pub duration: Duration,
+    /// ...or after this many abusive frames, whichever comes first.
+    pub max_packets: u64,
+    /// Set from outside (a signal) to stop early.
+    pub stop: &'a AtomicBool,
+}
+
+/// What the generator did.
+#[derive(Clone, Debug, Default)]
+pub struct Sent {
+    pub abusive: u64,
+    /// Per legitimate source, in the order of [`Flood::legit`].
+    pub legit: Vec<u64>,
+    /// sendmmsg calls that the device refused in full or in part (ring full).
+    pub refused_batches: u64,
+    pub wall: Duration,
+    /// The generator thread's CPU time over the run (on a kernel without
+    /// IRQ time accounting this includes softirq work run inline in its context).
+    pub thread_cpu: Duration,
+}
+
+impl Sent {
+    pub fn total(&self) -> u64 {
+        self.abusive + self.legit.iter().sum::<u64>()
+    }
+}
+
+/// Runs the flood from the calling thread. Bounded by `duration` and
+/// `max_packets` (and by `stop`).
+pub fn flood(socket: &PacketSocket, plan: &Flood) -> Result<Sent> {
+    const BATCH: usize = 64;
+    assert!(!plan.abusive.is_empty() && plan.legit.len() < BATCH);
+    let mut sent = Sent {
+        legit: vec![0; plan.legit.len()],
+        ..Default::default()
+    };
+    let mut cursor = 0usize;
+    let mut batch: Vec<&[u8]> = Vec::with_capacity(BATCH);
+    let mut legit_idx: Vec<usize> = Vec::with_capacity(BATCH);
+    let cpu0 = thread_cpu_time();
+    let start = Instant::now();
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed >= plan.duration
+            || sent.abusive >= plan.max_packets
+            || plan.stop.load(Ordering::Relaxed)
+        {
+            break;
+        }
+        batch.clear();
+        legit_idx.clear();
+        // Legitimate packets due by now (the first at t = 0), at most one
+        // per source per batch: batches take well under a millisecond.
+        let due = (elapsed.as_secs_f64() * plan.legit_rate as f64) as u64 + 1;
+        for (j, frame) in plan.legit.iter().enumerate() {
+            if sent.legit[j] < due {
+                batch.push(frame);
+                legit_idx.push(j);
+            }
+        }
+        let first_abusive = batch.len();
+        while batch.len() < BATCH {
+            batch.push(&plan.abusive[(cursor + batch.len() - first_abusive) % plan.abusive.len()]);
+        }
+        let n = socket.send_batch(&batch)?;
+        for &j in legit_idx.iter().take(n) {
+            sent.legit[j] += 1;
+        }
+        let abusive = n.saturating_sub(first_abusive);
+        sent.abusive += abusive as u64;
+        cursor = (cursor + abusive) % plan.abusive.len();
+        if n < batch.len() {
+            sent.refused_batches += 1;
+            std::hint::spin_loop();
+        }
+    }
+    sent.wall = start.elapsed();
+    sent.thread_cpu = thread_cpu_time() - cpu0;
+    Ok(sent)
+}
+
+/// Sends each of `frames` at `rate` per second for `duration` (bounded by
+/// `rate × duration` each, and by `stop`). Returns what each sent.
+pub fn paced(
+    socket: &PacketSocket,
+    frames: &[Vec<u8>],
+    rate: u64,
+    duration: Duration,
+    stop: &AtomicBool,
+) -> Result<Vec<u64>> {
+    let total = (rate as f64 * duration.as_secs_f64()).round() as u64;
+    let mut sent = vec![0u64; frames.len()];
+    let start = Instant::now();
+    while start.elapsed() < duration && !stop.load(Ordering::Relaxed) {
+        let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(total);
+        for (frame, n) in frames.iter().zip(sent.iter_mut()) {
+            // A refused frame (full ring) is retried on the next tick.
+            if *n < due && socket.send_batch(&[frame])? == 1 {
+                *n += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    Ok(sent)
+}
+
+/// The loaded redirecting generator program.
+pub struct Redirector {
+    prog: OwnedFd,
+}
+
+impl Redirector {
+    /// Loads the program for `ifname` in the calling thread's namespace.
+    pub fn load(ifname: &str) -> Result<Redirector> {
+        let ifindex = ifindex(ifname)?;
+        Ok(Redirector {
+            prog: rawbpf::load_xdp(&rawbpf::redirect_program(ifindex), "tg_flood_gen")?,
+        })
+    }
+
+    /// Runs the program over `repeat` live copies of `frame` (each redirected
+    /// out of the interface). Returns the kernel's mean ns per frame.
+    pub fn run(&self, frame: &[u8], repeat: u32) -> Result<u32> {
+        rawbpf::test_run_live(&self.prog, frame, repeat)
+    }
+}
+
+/// The index of `ifname` in the calling thread's namespace.
+pub fn ifindex(ifname: &str) -> Result<u32> {
+    let name = CString::new(ifname)?;
+    // SAFETY: a NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        bail!("no interface {ifname}: {}", std::io::Error::last_os_error());
+    }
+    Ok(ifindex)
+}
+
+/// What the live-frames flood did.
+#[derive(Clone, Debug, Default)]
+pub struct Blasted {
+    /// Frames the program ran on (each redirected into the veth, or dropped
+    /// by the veth when its ring was full).
+    pub frames: u64,
+    pub wall: Duration,
+    pub thread_cpu: Duration,
+    pub calls: u64,
+    /// The kernel's own measure of the time spent running frames.
+    pub kernel_ns: u64,
+    /// Wall time inside the calls.
+    pub call_ns: u64,
+}
+
+/// Runs `frame` through the redirector as fast as the kernel goes, in calls
+/// of about 20 ms, until `duration` has passed (or `max_frames`, or `stop`).
+pub fn blast(
+    redirector: &Redirector,
+    frame: &[u8],
+    duration: Duration,
+    max_frames: u64,
+    stop: &AtomicBool,
+) -> Result<Blasted> {
+    let mut out = Blasted::default();
+    // Each call sets up and tears down a page pool: make calls long (~50 ms).
+    let mut repeat: u32 = 1 << 16;
+    let cpu0 = thread_cpu_time();
+    let start = Instant::now();
+    while start.elapsed() < duration && out.frames < max_frames && !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let ns = redirector.run(frame, repeat)?;
+        out.frames += repeat as u64;
+        out.calls += 1;
+        out.kernel_ns += ns as u64 * repeat as u64;
+        out.call_ns += t.elapsed().as_nanos() as u64;
+        // Aim for ~200 ms of frames per call, whatever the fixed cost.
+        let running = Duration::from_nanos(ns as u64 * repeat as u64);
+        if running < Duration::from_millis(100) {
+            repeat = (repeat * 2).min(1 << 24);
+        } else if running > Duration::from_millis(400) {
+            repeat = (repeat / 2).max(1 << 10);
+        }
+    }
+    out.wall = start.elapsed();
+    out.thread_cpu = thread_cpu_time() - cpu0;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_of_a_known_header() {
+        // RFC 1071 example header from Wikipedia's IPv4 article.
+        let h = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(ipv4_checksum(&h), 0xb861);
+        let f = udp_frame(
+            [2, 0, 0, 0, 0, 1],
+            [2, 0, 0, 0, 0, 2],
+            Ipv4Addr::new(198, 18, 0, 7),
+            Ipv4Addr::new(198, 18, 0, 1),
+            40000,
+            9,
+        );
+        assert_eq!(f.len(), 60);
+        // A header with its checksum in place sums to zero.
+        assert_eq!(ipv4_checksum(&f[14..34]), 0);
+    }
+
+    #[test]
+    fn parses_macs() {
+        assert_eq!(
+            parse_mac("02:fc:00:00:00:0a\n").unwrap(),
+            [2, 0xfc, 0, 0, 0, 10]
+        );
+        assert!(parse_mac("02:fc:00").is_err());
+    }
+}
