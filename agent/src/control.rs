@@ -573,7 +573,7 @@ mod fuzz {
             key in "(name|cidr|tier|action|by|n|packets|x)",
             value in prop_oneof![
                 "\\PC{0,64}".prop_map(serde_json::Value::String),
-                any::<i64>().prop_map(|n| serde_json::Value::from(n)),
+                any::<i64>().prop_map(serde_json::Value::from),
                 Just(serde_json::Value::Null),
             ],
         ) {
