@@ -6,6 +6,8 @@
 //!   XDP_DROP, tollgate, an nftables meter and iptables hashlimit in turn:
 //!   receive CPU per packet, drop rate, legitimate sources' losses, and each
 //!   limiter's accuracy at 2x and 10x its limit. Needs nft, iptables, ethtool.
+//! * `http`: what a sampled HTTP request costs in the kernel, and the daemon's
+//!   sample ingest rate on one core.
 
 use anyhow::{Result, ensure};
 
@@ -21,6 +23,8 @@ pub enum Suite {
     /// Flood over a veth: tollgate vs nftables meter vs iptables hashlimit vs
     /// the minimal XDP_DROP (about 6 minutes).
     Flood,
+    /// HTTP monitor: kernel cost of a sampled request, daemon ingest rate.
+    Http,
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,12 +46,20 @@ pub fn run(args: Args) -> Result<()> {
         "tollgate-tests",
         "--bin",
         "tollgate-bench",
+        "--bin",
+        "tollgate-bench-http",
     ]);
     if let Some(path) = &path {
         build.env("PATH", path);
     }
     util::run(&mut build)?;
+    let release = target_dir().join("release");
     let suite = match args.suite {
+        Suite::Http => {
+            return util::run(&mut std::process::Command::new(
+                release.join("tollgate-bench-http"),
+            ));
+        }
         Suite::Micro => "micro",
         Suite::Flood => {
             for tool in ["nft", "iptables", "ethtool", "ip"] {
@@ -59,6 +71,5 @@ pub fn run(args: Args) -> Result<()> {
             "flood"
         }
     };
-    let bin = target_dir().join("release").join("tollgate-bench");
-    util::run(std::process::Command::new(bin).arg(suite))
+    util::run(std::process::Command::new(release.join("tollgate-bench")).arg(suite))
 }

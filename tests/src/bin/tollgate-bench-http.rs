@@ -61,7 +61,7 @@ fn kernel_cost() -> Result<()> {
         0,
         &TierSpec {
             packets: Some((1_000_000_000, 1_000_000_000)),
-            requests: Some((100_000, 100_000)),
+            requests: Some((100_000_000, 100_000_000)),
             ..Default::default()
         }
         .config(),
