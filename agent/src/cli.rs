@@ -817,9 +817,29 @@ pub fn render_stats(s: &StatsData) -> String {
     } else {
         "rates appear after two samples (one second)".to_owned()
     };
+    let mut usage = Table::new(&[
+        "TIER",
+        ">PACKETS/S",
+        ">BYTES/S",
+        ">REQUESTS/S",
+        ">ACTIVE SOURCES",
+        ">LIMITED NOW",
+    ]);
+    for tier in &s.tiers {
+        let u = &tier.usage;
+        usage.row(vec![
+            tier.name.clone(),
+            human_rate(u.packets_per_second),
+            human_byte_rate(u.bytes_per_second),
+            human_rate(u.requests_per_second),
+            u.active_sources.to_string(),
+            u.limited_sources.to_string(),
+        ]);
+    }
     format!(
-        "{}\ntotals since the program was loaded; {rates}",
-        t.render()
+        "{}\ntotals since the program was loaded; {rates}\n\nusage (last second; requests estimated from samples; sources from the kernel's bucket state)\n{}",
+        t.render(),
+        usage.render()
     )
 }
 
@@ -1023,11 +1043,21 @@ mod tests {
                 passed: Traffic::default(),
                 dropped: Traffic::default(),
                 verdicts,
+                usage: crate::metrics::Usage {
+                    requests_per_second: 42.0,
+                    active_sources: 17,
+                    limited_sources: 3,
+                    ..Default::default()
+                },
             }],
         };
         let out = render_stats(&s);
         assert!(
             out.contains("1.2k/s") && out.contains("10 MB/s") && out.contains("1.2k"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ACTIVE SOURCES") && out.contains(" 17 ") && out.contains("42/s"),
             "{out}"
         );
         let st = StatusData {

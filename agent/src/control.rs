@@ -293,6 +293,10 @@ pub struct TierStats {
     pub dropped: Traffic,
     /// By verdict name (`passed`, `dropped_packets`, `denied`, ...).
     pub verdicts: BTreeMap<String, Traffic>,
+    /// Usage over the last aggregation period (the numbers /metrics exports
+    /// as `tollgate_tier_usage_*`, `_active_sources`, `_limited_sources`).
+    #[serde(default)]
+    pub usage: crate::metrics::Usage,
 }
 
 /// Totals since the program was loaded, and current per-second rates.

@@ -171,8 +171,42 @@ fn scraped_counters_match_the_kernel_and_the_traffic_sent() {
             "{family} missing"
         );
     }
-    // Usage: the source was active, and limited while it sent at twice its rate.
     assert!(value(&body, r#"tollgate_tracked_sources{family="ipv4"}"#) >= 1.0);
+
+    // `tollgate stats --tier default` shows the same usage numbers as /metrics
+    // (both read the daemon's per-second aggregate; retried across a tick).
+    let same = (0..50).any(|_| {
+        let stats: serde_json::Value =
+            serde_json::from_str(&env.ok(&["--json", "stats", "--tier", "default"])).unwrap();
+        let body = scrape(port);
+        let u = &stats["tiers"][0]["usage"];
+        let pairs = [
+            (
+                "packets_per_second",
+                r#"tollgate_tier_usage_packets_per_second{tier="default"}"#,
+            ),
+            (
+                "bytes_per_second",
+                r#"tollgate_tier_usage_bytes_per_second{tier="default"}"#,
+            ),
+            (
+                "active_sources",
+                r#"tollgate_tier_active_sources{tier="default"}"#,
+            ),
+            (
+                "limited_sources",
+                r#"tollgate_tier_limited_sources{tier="default"}"#,
+            ),
+        ];
+        let equal = pairs
+            .iter()
+            .all(|(k, series)| (u[*k].as_f64().unwrap() - value(&body, series)).abs() < 1e-6);
+        if !equal {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        equal
+    });
+    assert!(same, "stats --tier and /metrics show the same usage");
 }
 
 #[test]

@@ -916,6 +916,7 @@ impl Daemon {
                 passed: Traffic::default(),
                 dropped: Traffic::default(),
                 verdicts: BTreeMap::new(),
+                usage: self.usage.get(index as usize).cloned().unwrap_or_default(),
             };
             for v in Verdict::ALL {
                 let c = per_verdict[v as usize];
