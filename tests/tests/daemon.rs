@@ -859,3 +859,27 @@ fn the_control_socket_checks_peer_credentials() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied connecting to"));
 }
+
+#[test]
+fn the_programs_aya_log_records_reach_the_daemon_log() {
+    if !privileged("the_programs_aya_log_records_reach_the_daemon_log") {
+        return;
+    }
+    let env = Env::new();
+    env.write_config(BASE_CONFIG);
+    let daemon = env.start();
+    // Corrupt the settings behind the daemon's back (a tier index out of
+    // range): the program's "cannot fail" lookup fails, it passes the packet
+    // and logs through aya-log, and the daemon drains that into its log.
+    let mut maps = Maps::from_pins(&env.pins.path).unwrap();
+    let mut settings = maps.settings().unwrap();
+    let good = settings.default_tier;
+    settings.default_tier = 70;
+    maps.set_settings(settings).unwrap();
+    env.send(5);
+    env.eventually(Duration::from_secs(5), "the program's log line", || {
+        daemon.log().contains("internal error judging a packet")
+    });
+    settings.default_tier = good;
+    maps.set_settings(settings).unwrap();
+}

@@ -80,7 +80,15 @@ impl PacketReader for Frame<'_> {
 pub fn tollgate(ctx: XdpContext) -> u32 {
     match try_tollgate(&ctx) {
         Ok(action) => action,
-        Err(Internal) => xdp_action::XDP_PASS,
+        Err(Internal) => {
+            // Rare by construction (a lookup that cannot fail did): say so in
+            // the daemon's log, through aya-log.
+            aya_log_ebpf::warn!(
+                &ctx,
+                "internal error judging a packet (settings, tier or source state unavailable): passed"
+            );
+            xdp_action::XDP_PASS
+        }
     }
 }
 
