@@ -149,43 +149,16 @@ where
 impl Maps {
     /// Takes the maps out of a freshly loaded object.
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Maps> {
-        let mut take =
-            |name: &'static str| ebpf.take_map(name).ok_or(KernelError::MissingMap(name));
-        Ok(Maps {
-            settings: typed(names::SETTINGS, take(names::SETTINGS)?)?,
-            meta: typed(names::META, take(names::META)?)?,
-            tiers: typed(names::TIERS, take(names::TIERS)?)?,
-            aggregate: typed(names::AGGREGATE, take(names::AGGREGATE)?)?,
-            rules_v4: typed(names::RULES_V4, take(names::RULES_V4)?)?,
-            rules_v6: typed(names::RULES_V6, take(names::RULES_V6)?)?,
-            sources_v4: typed(names::SOURCES_V4, take(names::SOURCES_V4)?)?,
-            sources_v6: typed(names::SOURCES_V6, take(names::SOURCES_V6)?)?,
-            counters: typed(names::COUNTERS, take(names::COUNTERS)?)?,
-            samples: Some(typed(names::SAMPLES, take(names::SAMPLES)?)?),
-            sampler: typed(names::SAMPLER, take(names::SAMPLER)?)?,
-        })
+        Maps::assemble(|name| ebpf.take_map(name).ok_or(KernelError::MissingMap(name)))
     }
 
     /// Opens maps pinned in `dir`, checking they have this build's layout.
     pub fn from_pins(dir: &Path) -> Result<Maps> {
-        let open = |name: &'static str| -> Result<Map> {
+        let maps = Maps::assemble(|name| {
             let data = MapData::from_pin(dir.join(name))
                 .map_err(|source| KernelError::Map { name, source })?;
             Map::from_map_data(data).map_err(|source| KernelError::Map { name, source })
-        };
-        let maps = Maps {
-            settings: typed(names::SETTINGS, open(names::SETTINGS)?)?,
-            meta: typed(names::META, open(names::META)?)?,
-            tiers: typed(names::TIERS, open(names::TIERS)?)?,
-            aggregate: typed(names::AGGREGATE, open(names::AGGREGATE)?)?,
-            rules_v4: typed(names::RULES_V4, open(names::RULES_V4)?)?,
-            rules_v6: typed(names::RULES_V6, open(names::RULES_V6)?)?,
-            sources_v4: typed(names::SOURCES_V4, open(names::SOURCES_V4)?)?,
-            sources_v6: typed(names::SOURCES_V6, open(names::SOURCES_V6)?)?,
-            counters: typed(names::COUNTERS, open(names::COUNTERS)?)?,
-            samples: Some(typed(names::SAMPLES, open(names::SAMPLES)?)?),
-            sampler: typed(names::SAMPLER, open(names::SAMPLER)?)?,
-        };
+        })?;
         let found = maps.layout_version()?;
         if found != LAYOUT_VERSION {
             return Err(KernelError::LayoutMismatch {
@@ -194,6 +167,29 @@ impl Maps {
             });
         }
         Ok(maps)
+    }
+
+    /// Types every map that `get` provides by name.
+    fn assemble(mut get: impl FnMut(&'static str) -> Result<Map>) -> Result<Maps> {
+        fn one<T: TryFrom<Map, Error = MapError>>(
+            get: &mut impl FnMut(&'static str) -> Result<Map>,
+            name: &'static str,
+        ) -> Result<T> {
+            typed(name, get(name)?)
+        }
+        Ok(Maps {
+            settings: one(&mut get, names::SETTINGS)?,
+            meta: one(&mut get, names::META)?,
+            tiers: one(&mut get, names::TIERS)?,
+            aggregate: one(&mut get, names::AGGREGATE)?,
+            rules_v4: one(&mut get, names::RULES_V4)?,
+            rules_v6: one(&mut get, names::RULES_V6)?,
+            sources_v4: one(&mut get, names::SOURCES_V4)?,
+            sources_v6: one(&mut get, names::SOURCES_V6)?,
+            counters: one(&mut get, names::COUNTERS)?,
+            samples: Some(one(&mut get, names::SAMPLES)?),
+            sampler: one(&mut get, names::SAMPLER)?,
+        })
     }
 
     /// Takes the consumer end of the sample ring buffer (once).

@@ -3,16 +3,15 @@
 //! fresh connections, and curl), read back through the CLI and /metrics.
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
 use tollgate::{apikeys::hash_key, kernel::Maps};
 use tollgate_tests::{
-    daemon::{Env, bin},
+    daemon::{Env, bin, free_port, scrape_metrics},
     httpd::{Client, Server, request_once},
     privileged,
 };
@@ -28,14 +27,6 @@ const SECRETS: [&str; 5] = [
     GOLD_KEY,
     "SECRETUNKNOWNKEY",
 ];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn config(env: &Env, metrics_port: u16, default_requests: &str) -> String {
     format!(
@@ -74,17 +65,6 @@ tier = "gold"
     )
 }
 
-fn scrape(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
-}
-
 fn route_count(top: &Value, route: &str) -> u64 {
     top["rows"]
         .as_array()
@@ -92,15 +72,6 @@ fn route_count(top: &Value, route: &str) -> u64 {
         .iter()
         .find(|r| r[0] == route)
         .map_or(0, |r| r[1].as_u64().unwrap())
-}
-
-/// Waits until `f` holds, polling every 20 ms, for at most `within`.
-fn eventually(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < within, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -173,7 +144,7 @@ fn routes_are_counted_and_secrets_never_leave_the_daemon() {
     let json = |args: &[&str]| -> Value {
         serde_json::from_str(&env.ok(&[&["--json"], args].concat())).unwrap()
     };
-    eventually(
+    env.eventually(
         Duration::from_secs(5),
         "all 35 requests in http top",
         || {
@@ -206,7 +177,7 @@ fn routes_are_counted_and_secrets_never_leave_the_daemon() {
     assert!(tail_text.lines().count() >= 35, "{tail_text}");
 
     // Everything the daemon exposes or writes, checked for every secret.
-    let metrics = scrape(metrics_port);
+    let metrics = scrape_metrics(metrics_port);
     assert!(metrics.contains(r#"route="/users/{id}""#), "{metrics}");
     let mut everything = vec![
         ("http tail", tail_text),
@@ -291,7 +262,7 @@ fn an_api_key_moves_its_client_to_the_keys_tier_until_the_pin_expires() {
             .into_iter()
             .any(|(net, v)| net.to_string() == format!("{}/32", env.veth.peer_ip) && v.tier == gold)
     };
-    eventually(Duration::from_secs(5), "the key's pin", || pinned(&maps));
+    env.eventually(Duration::from_secs(5), "the key's pin", || pinned(&maps));
     for _ in 0..11 {
         client
             .request(&format!(
@@ -349,7 +320,7 @@ fn an_api_key_moves_its_client_to_the_keys_tier_until_the_pin_expires() {
     );
 
     // The pin expires (ttl 2 s) and the kernel rule goes with it.
-    eventually(Duration::from_secs(6), "the pin to expire", || {
+    env.eventually(Duration::from_secs(6), "the pin to expire", || {
         !pinned(&maps)
     });
 }
@@ -423,11 +394,11 @@ fn malformed_and_truncated_requests_are_counted_and_never_crash_the_daemon() {
         .join()
         .unwrap()
         .unwrap();
-    eventually(Duration::from_secs(5), "malformed samples counted", || {
+    env.eventually(Duration::from_secs(5), "malformed samples counted", || {
         let top: Value = serde_json::from_str(&env.ok(&["--json", "http", "top"])).unwrap();
         top["malformed"].as_u64().unwrap_or(0) >= 3
     });
-    let metrics = scrape(metrics_port);
+    let metrics = scrape_metrics(metrics_port);
     let malformed: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("tollgate_http_malformed_samples_total "))
@@ -449,7 +420,7 @@ fn malformed_and_truncated_requests_are_counted_and_never_crash_the_daemon() {
         .unwrap()
         .unwrap()
         .unwrap();
-    eventually(
+    env.eventually(
         Duration::from_secs(5),
         "the good request after the bad ones",
         || {

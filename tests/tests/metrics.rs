@@ -4,8 +4,8 @@
 
 use std::{
     collections::BTreeSet,
-    io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    io::Write as _,
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
     time::{Duration, Instant},
 };
 
@@ -14,32 +14,11 @@ use aya_obj::programs::XdpAttachType;
 use tollgate::kernel::Maps;
 use tollgate_common::Verdict;
 use tollgate_tests::{
-    daemon::Env,
+    daemon::{Env, free_port, scrape_metrics},
     packet::{Packet, TCP_ACK, TCP_PSH},
     privileged,
     traffic::send_udp_paced,
 };
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn scrape(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
-}
 
 /// The value of the sample whose name and labels are exactly `series`.
 fn value(body: &str, series: &str) -> f64 {
@@ -102,7 +81,7 @@ fn scraped_counters_match_the_kernel_and_the_traffic_sent() {
     });
     // A scrape during traffic is valid exposition.
     std::thread::sleep(Duration::from_millis(500));
-    promtool(&scrape(port));
+    promtool(&scrape_metrics(port));
     let sent = sender.join().unwrap().unwrap();
 
     let maps = Maps::from_pins(&env.pins.path).unwrap();
@@ -118,7 +97,7 @@ fn scraped_counters_match_the_kernel_and_the_traffic_sent() {
         last = c;
         std::thread::sleep(Duration::from_millis(100));
     }
-    let body = scrape(port);
+    let body = scrape_metrics(port);
     promtool(&body);
     let passed = value(
         &body,
@@ -178,7 +157,7 @@ fn scraped_counters_match_the_kernel_and_the_traffic_sent() {
     let same = (0..50).any(|_| {
         let stats: serde_json::Value =
             serde_json::from_str(&env.ok(&["--json", "stats", "--tier", "default"])).unwrap();
-        let body = scrape(port);
+        let body = scrape_metrics(port);
         let u = &stats["tiers"][0]["usage"];
         let pairs = [
             (
@@ -250,7 +229,7 @@ fn label_cardinality_stays_bounded_under_100k_sources_and_10k_paths() {
     // the route overflow label and the scanned sources show up (bounded wait).
     let deadline = Instant::now() + Duration::from_secs(10);
     let body = loop {
-        let body = scrape(port);
+        let body = scrape_metrics(port);
         let scanned = body
             .lines()
             .find_map(|l| l.strip_prefix(r#"tollgate_tracked_sources{family="ipv4"} "#))
