@@ -289,24 +289,7 @@ impl Maps {
 
     /// Adds or replaces the rule for `net`, and turns on rule lookups for its family.
     pub fn set_rule(&mut self, net: IpNet, rule: RuleValue) -> Result<()> {
-        check_tier(rule.tier)?;
-        match net.trunc() {
-            IpNet::V4(n) => self
-                .rules_v4
-                .insert(&v4_key(n), rule, 0)
-                .map_err(|source| KernelError::Map {
-                    name: names::RULES_V4,
-                    source,
-                })?,
-            IpNet::V6(n) => self
-                .rules_v6
-                .insert(&v6_key(n), rule, 0)
-                .map_err(|source| KernelError::Map {
-                    name: names::RULES_V6,
-                    source,
-                })?,
-        }
-        self.refresh_rule_flags()
+        self.update_rules(&[(net, rule)], &[])
     }
 
     /// Removes the rule for exactly `net`. Returns whether there was one.
