@@ -419,18 +419,13 @@ impl Maps {
 
     /// One counter summed over CPUs.
     pub fn counter(&self, tier: u32, verdict: Verdict) -> Result<Counter> {
-        check_tier(tier)?;
-        let per_cpu = self
-            .counters
-            .get(&verdict.counter_index(tier), 0)
-            .map_err(|source| KernelError::Map {
-                name: names::COUNTERS,
-                source,
-            })?;
-        Ok(per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-            packets: acc.packets + c.packets,
-            bytes: acc.bytes + c.bytes,
-        }))
+        Ok(self
+            .counter_per_cpu(tier, verdict)?
+            .iter()
+            .fold(Counter::default(), |acc, c| Counter {
+                packets: acc.packets + c.packets,
+                bytes: acc.bytes + c.bytes,
+            }))
     }
 
     /// One counter per CPU (to see which CPUs ran the program).
