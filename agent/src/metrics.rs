@@ -46,6 +46,7 @@ pub struct InterfaceInfo {
     pub name: String,
     pub mode: String,
     pub program_id: u32,
+    pub attached: bool,
 }
 
 /// Everything one scrape shows.
@@ -67,6 +68,12 @@ pub struct Snapshot {
     pub interfaces: Vec<InterfaceInfo>,
     pub reloads: u64,
     pub reload_failures: u64,
+    /// (pins re-created, interfaces re-attached) by the daemon's guard.
+    pub repairs: (u64, u64),
+    /// Whether the config file was readable at the last check (`None`
+    /// without a config file).
+    pub config_readable: Option<bool>,
+    pub state_write_failures: u64,
     pub uptime_seconds: f64,
     /// Heavy hitters, when the top-K metric is enabled.
     pub top: Vec<TalkerRow>,
@@ -279,6 +286,40 @@ pub fn render(s: &Snapshot) -> Result<String, prometheus::Error> {
     reloads
         .with_label_values(&["failure"])
         .inc_by(s.reload_failures);
+    let attached = int_gauge(
+        "tollgate_interface_attached",
+        "1 while the program is attached to the interface; 0 while the interface is gone \
+         (the daemon re-attaches when it is back).",
+        &["interface"],
+    )?;
+    for i in &s.interfaces {
+        attached
+            .with_label_values(&[&i.name])
+            .set(i64::from(i.attached));
+    }
+    let repairs = counter(
+        "tollgate_dataplane_repairs_total",
+        "Repairs made while running: pins re-created after removal (repin), \
+         programs re-attached to re-created interfaces (reattach).",
+        &["action"],
+    )?;
+    repairs.with_label_values(&["repin"]).inc_by(s.repairs.0);
+    repairs.with_label_values(&["reattach"]).inc_by(s.repairs.1);
+    if let Some(ok) = s.config_readable {
+        let readable = IntGauge::new(
+            "tollgate_config_file_readable",
+            "1 if the config file can be read; 0 while it is missing or unreadable \
+             (the running configuration stays; reloads and restarts would fail).",
+        )?;
+        readable.set(i64::from(ok));
+        r.register(Box::new(readable))?;
+    }
+    let state_failures = IntCounter::new(
+        "tollgate_state_write_failures_total",
+        "CLI changes refused (and rolled back) because the state file could not be written.",
+    )?;
+    state_failures.inc_by(s.state_write_failures);
+    r.register(Box::new(state_failures))?;
     let build = int_gauge(
         "tollgate_build_info",
         "tollgate build (value 1).",

@@ -148,13 +148,27 @@ impl Env {
     }
 
     pub fn spawn(&self, extra: &[&str]) -> Daemon {
+        self.spawn_via(&[], extra)
+    }
+
+    /// Like [`Env::spawn`], with the daemon started through `wrapper` (a
+    /// command that execs its arguments, e.g. `setpriv ...`).
+    pub fn spawn_via(&self, wrapper: &[&str], extra: &[&str]) -> Daemon {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let log = self.dir.join(format!(
             "daemon-{}.log",
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let logf = fs::File::create(&log).unwrap();
-        let child = Command::new(bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = command
             .args(["--socket".as_ref(), self.socket.as_os_str()])
             .arg("run")
             .args(["--config".as_ref(), self.config.as_os_str()])
@@ -357,4 +371,16 @@ pub fn scrape_metrics(port: u16) -> String {
     out.split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default()
+}
+
+/// The value of the sample whose name and labels are exactly `series` in a
+/// scraped body (e.g. `tollgate_interface_attached{interface="eth0"}`).
+#[track_caller]
+pub fn metric_value(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no series {series} in\n{body}"))
+        .trim()
+        .parse()
+        .unwrap()
 }

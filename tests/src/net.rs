@@ -90,8 +90,26 @@ impl Veth {
         let (b2, b3) = (18 + (subnet / 256) as u8, (subnet % 256) as u8);
         let host_ip = Ipv4Addr::new(198, b2, b3, 1);
         let peer_ip = Ipv4Addr::new(198, b2, b3, 2);
-        let host = format!("tg-h{id}");
-        let peer = format!("tg-n{id}");
+        let mut veth = Veth {
+            host: format!("tg-h{id}"),
+            peer: format!("tg-n{id}"),
+            host_ip,
+            peer_ip,
+            ifindex: 0,
+        };
+        veth.create(ns, queues)?;
+        Ok(veth)
+    }
+
+    /// Creates the pair again, after it was deleted, with the same names and
+    /// addresses (and a new ifindex).
+    pub fn recreate(&mut self, ns: &Netns, queues: u32) -> Result<()> {
+        self.create(ns, queues)
+    }
+
+    fn create(&mut self, ns: &Netns, queues: u32) -> Result<()> {
+        let (host, peer) = (self.host.clone(), self.peer.clone());
+        let (host_ip, peer_ip) = (self.host_ip, self.peer_ip);
         let q = queues.to_string();
         sh(&[
             "ip",
@@ -114,13 +132,6 @@ impl Veth {
             "netns",
             &ns.name,
         ])?;
-        let mut veth = Veth {
-            host: host.clone(),
-            peer: peer.clone(),
-            host_ip,
-            peer_ip,
-            ifindex: 0,
-        };
         // No IPv6 on the test link: router solicitations and MLD reports would
         // be extra sources in the counters.
         sh(&[
@@ -143,10 +154,10 @@ impl Veth {
             &peer,
         ])?;
         sh(&["ip", "-n", &ns.name, "link", "set", &peer, "up"])?;
-        veth.ifindex = std::fs::read_to_string(format!("/sys/class/net/{host}/ifindex"))?
+        self.ifindex = std::fs::read_to_string(format!("/sys/class/net/{host}/ifindex"))?
             .trim()
             .parse()?;
-        Ok(veth)
+        Ok(())
     }
 }
 

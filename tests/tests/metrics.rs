@@ -14,21 +14,11 @@ use aya_obj::programs::XdpAttachType;
 use tollgate::kernel::Maps;
 use tollgate_common::Verdict;
 use tollgate_tests::{
-    daemon::{Env, free_port, scrape_metrics},
+    daemon::{Env, free_port, metric_value as value, scrape_metrics},
     packet::{Packet, TCP_ACK, TCP_PSH},
     privileged,
     traffic::send_udp_paced,
 };
-
-/// The value of the sample whose name and labels are exactly `series`.
-fn value(body: &str, series: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no series {series} in\n{body}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
 
 fn promtool(body: &str) {
     let mut child = match std::process::Command::new("promtool")

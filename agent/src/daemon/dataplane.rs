@@ -27,7 +27,7 @@ use std::{
     collections::BTreeMap,
     ffi::CString,
     fs, io,
-    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _},
+    os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
 };
 
@@ -42,13 +42,13 @@ use aya::{
 };
 use tracing::{debug, info, warn};
 
+use super::bpf_obj;
 use crate::kernel::{self, AttachMode, KernelError, MAP_NAMES, MapSizes, Maps};
 
 pub const PROG_PIN: &str = "prog";
 pub const NEXT_DIR: &str = "next";
 const LINK_PREFIX: &str = "link_";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-const BPF_LINK_TYPE_XDP: u32 = 6;
 
 pub fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
     pin_dir.join(format!("{LINK_PREFIX}{iface}"))
@@ -369,7 +369,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<usize> {
         // Detach synchronously: dropping the last reference (the pin) frees
         // the link asynchronously, and the interface would keep the program
         // for a moment after `tollgate detach` returned.
-        if let Err(e) = detach_link(&path) {
+        if let Err(e) = bpf_obj::get(&path).and_then(|fd| bpf_obj::link_detach(&fd)) {
             debug!(%iface, error = %e, "BPF_LINK_DETACH failed; removing the pin releases the link");
         }
         fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
@@ -438,9 +438,9 @@ pub fn link_state(pin_dir: &Path, iface: &str) -> LinkState {
     if !pin.exists() {
         return LinkState::Missing;
     }
-    match raw_link_info(&pin) {
+    match bpf_obj::get(&pin).and_then(|fd| bpf_obj::link_info(&fd)) {
         Ok(info)
-            if info.link_type == BPF_LINK_TYPE_XDP
+            if info.link_type == bpf_obj::LINK_TYPE_XDP
                 && info.ifindex != 0
                 && info.ifindex == ifindex(iface) =>
         {
@@ -455,120 +455,6 @@ pub fn link_state(pin_dir: &Path, iface: &str) -> LinkState {
             LinkState::Stale
         }
     }
-}
-
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-const BPF_LINK_DETACH: libc::c_long = 34;
-
-/// Opens a pinned BPF object.
-fn bpf_obj_get(pin: &Path) -> io::Result<std::os::fd::OwnedFd> {
-    let path = CString::new(pin.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    #[repr(C, align(8))]
-    struct ObjGet {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-        path_fd: i32,
-        _pad: u32,
-    }
-    let attr = ObjGet {
-        pathname: path.as_ptr() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-        path_fd: 0,
-        _pad: 0,
-    };
-    // SAFETY: BPF_OBJ_GET reads `attr` (size given) and returns a new fd.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &attr as *const ObjGet,
-            std::mem::size_of::<ObjGet>() as u32,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just gave us this fd; OwnedFd closes it.
-    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
-}
-
-/// Detaches a pinned link from its hook now (BPF_LINK_DETACH, Linux 5.9+).
-fn detach_link(pin: &Path) -> io::Result<()> {
-    let fd = bpf_obj_get(pin)?;
-    #[repr(C, align(8))]
-    struct LinkDetach {
-        link_fd: u32,
-        _pad: u32,
-    }
-    let attr = LinkDetach {
-        link_fd: fd.as_raw_fd() as u32,
-        _pad: 0,
-    };
-    // SAFETY: BPF_LINK_DETACH reads `attr` (size given).
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_DETACH,
-            &attr as *const LinkDetach,
-            std::mem::size_of::<LinkDetach>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-struct RawLinkInfo {
-    link_type: u32,
-    id: u32,
-    prog_id: u32,
-    ifindex: u32,
-}
-
-/// `bpf_link_info` of a pinned link, including the XDP interface index that
-/// aya's `LinkInfo` does not expose.
-fn raw_link_info(pin: &Path) -> io::Result<RawLinkInfo> {
-    let fd = bpf_obj_get(pin)?;
-
-    // struct bpf_link_info: type, id, prog_id, then an 8-aligned union whose
-    // `xdp.ifindex` is its first u32 (offset 16).
-    #[repr(C, align(8))]
-    struct Buf([u8; 256]);
-    let mut info = Buf([0; 256]);
-    #[repr(C, align(8))]
-    struct InfoByFd {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    let attr = InfoByFd {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: info.0.len() as u32,
-        info: info.0.as_mut_ptr() as u64,
-    };
-    // SAFETY: the kernel writes at most info_len bytes into `info`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &attr as *const InfoByFd,
-            std::mem::size_of::<InfoByFd>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let u32_at = |o: usize| u32::from_ne_bytes(info.0[o..o + 4].try_into().expect("4 bytes"));
-    Ok(RawLinkInfo {
-        link_type: u32_at(0),
-        id: u32_at(4),
-        prog_id: u32_at(8),
-        ifindex: u32_at(16),
-    })
 }
 
 /// Program id of the pinned program, if any.

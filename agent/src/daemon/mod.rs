@@ -5,7 +5,9 @@
 //! reloads on SIGHUP. SIGTERM/SIGINT stop the daemon but leave the program
 //! attached and pinned: enforcement never stops. `tollgate detach` removes it.
 
+mod bpf_obj;
 pub mod dataplane;
+mod guard;
 mod server;
 mod usage;
 
@@ -163,6 +165,14 @@ pub struct Daemon {
     /// Bumped whenever the kernel's rules are rewritten from `effective`
     /// (the cluster sync then re-asserts its denies).
     generation: u64,
+    /// Re-pins removed pins and re-attaches to re-created interfaces; `None`
+    /// once detached.
+    guard: Option<guard::Guard>,
+    /// Whether the config file could be opened at the last check (`None`
+    /// without a config file).
+    config_readable: Option<bool>,
+    /// CLI changes refused because the state file could not be written.
+    state_write_failures: u64,
 }
 
 /// What the tasks of the daemon share.
@@ -545,6 +555,9 @@ impl Daemon {
             && let Err(e) = state::save(self.state_path(), &state)
         {
             self.rollback();
+            self.state_write_failures += 1;
+            error!(state_file = %self.state_path().display(), error = %e,
+                "could not save a change; it was rolled back and is not in effect");
             return Err(format!(
                 "could not save the change to {}: {e}; it was rolled back and is not in effect",
                 self.state_path().display()
@@ -786,6 +799,8 @@ impl Daemon {
     }
 
     fn detach(&mut self) -> Result<String, String> {
+        // Let go of the objects first, or the guard would re-pin them.
+        self.guard = None;
         let pin_dir = self.file.pin_dir.clone();
         let n = dataplane::remove_pins(&pin_dir).map_err(|e| format!("detach failed: {e:#}"))?;
         let msg = format!(
@@ -1021,6 +1036,50 @@ impl Daemon {
 
     /// Pins survive in the pinned rule map across a daemon restart, but their
     /// expiry does not: make the kernel's rules exactly the configuration's.
+    /// Runs every [`guard::CHECK_INTERVAL`]: repairs removed pins and
+    /// re-created interfaces, and notices a config file that went missing.
+    fn guard_tick(&mut self) {
+        if let Some(g) = &mut self.guard {
+            let repairs = g.check();
+            if !repairs.reattached.is_empty() {
+                for (iface, mode) in repairs.reattached {
+                    self.state.attachments.insert(iface, mode);
+                }
+                if let Err(e) = state::save(self.state_path(), &self.state) {
+                    warn!(error = %e, "could not record the re-attached interfaces' modes");
+                }
+            }
+        }
+        self.check_config_file();
+    }
+
+    /// A missing or unreadable config file does not stop enforcement (the
+    /// running configuration stays), but the next reload or restart would
+    /// fail: say so when it happens, not only then.
+    fn check_config_file(&mut self) {
+        let Some(path) = &self.opts.config else {
+            return;
+        };
+        let problem = match std::fs::File::open(path).and_then(|f| f.metadata()) {
+            Ok(m) if m.is_file() => None,
+            Ok(_) => Some("not a regular file".to_owned()),
+            Err(e) => Some(e.to_string()),
+        };
+        let readable = problem.is_none();
+        if self.config_readable != Some(readable) {
+            match &problem {
+                Some(p) => error!(config = %path.display(), error = %p,
+                    "the config file cannot be read: the running configuration stays in effect, \
+                     but a reload or a restart will fail until it is restored"),
+                None if self.config_readable.is_some() => {
+                    info!(config = %path.display(), "the config file is readable again")
+                }
+                None => {}
+            }
+        }
+        self.config_readable = Some(readable);
+    }
+
     fn clear_stale_pins(&mut self) {
         if let Err(e) = apply(
             &mut self.maps,
@@ -1110,12 +1169,16 @@ impl Daemon {
                                 .mode
                                 .map_or("unknown".to_owned(), |m| format!("{m:?}").to_lowercase()),
                             program_id: i.program_id.unwrap_or(0),
+                            attached: i.attached,
                         })
                         .collect()
                 })
                 .unwrap_or_default(),
             reloads: self.reloads,
             reload_failures: self.reload_failures,
+            repairs: self.guard.as_ref().map(|g| g.totals()).unwrap_or_default(),
+            config_readable: self.config_readable,
+            state_write_failures: self.state_write_failures,
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             ..Default::default()
         }
@@ -1142,10 +1205,18 @@ impl Daemon {
             .interfaces
             .iter()
             .map(|iface| {
-                let (attached, link_id, program_id) = match dataplane::link_state(pin_dir, iface) {
-                    LinkState::Live { link_id, prog_id } => (true, Some(link_id), Some(prog_id)),
-                    _ => (false, None, None),
-                };
+                let (mut attached, link_id, program_id) =
+                    match dataplane::link_state(pin_dir, iface) {
+                        LinkState::Live { link_id, prog_id } => {
+                            (true, Some(link_id), Some(prog_id))
+                        }
+                        _ => (false, None, None),
+                    };
+                // The guard holds the link even while its pin is being
+                // re-created.
+                if let Some(g) = &self.guard {
+                    attached = g.attached(iface);
+                }
                 InterfaceStatus {
                     name: iface.clone(),
                     mode: self.state.attachments.get(iface).copied(),
@@ -1266,7 +1337,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
     let listener = server::bind(&file.socket, !file.allow_uids.is_empty())?;
     let socket_path = file.socket.clone();
     let result = async {
-        let _pin_lock = lock_pin_dir(&file.pin_dir)?;
+        let pin_lock = lock_pin_dir(&file.pin_dir)?;
         let plan = Plan {
             pin_dir: &file.pin_dir,
             interfaces: &file.interfaces,
@@ -1284,6 +1355,13 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             apply(maps, &effective, &indices, &BTreeMap::new())
         })?;
         state.attachments = modes;
+        let guard = guard::Guard::new(
+            &file.pin_dir,
+            pin_lock,
+            &file.interfaces,
+            &state.attachments,
+            file.mode,
+        )?;
         state::save(&file.state_file, &state)
             .with_context(|| format!("writing the state file {}", file.state_file.display()))?;
         info!(
@@ -1322,6 +1400,9 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             usage: vec![Usage::default(); MAX_TIERS as usize],
             tracked: (0, 0),
             generation: 0,
+            guard: Some(guard),
+            config_readable: None,
+            state_write_failures: 0,
         };
         let names = daemon.tier_names();
         daemon.clear_stale_pins();
@@ -1392,6 +1473,17 @@ async fn serve(
             }
         })
     };
+    let guard = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(guard::CHECK_INTERVAL);
+            loop {
+                tick.tick().await;
+                let s = shared.clone();
+                let _ = tokio::task::spawn_blocking(move || lock(&s.daemon).guard_tick()).await;
+            }
+        })
+    };
     let decay = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -1445,6 +1537,7 @@ async fn serve(
     }
     server.abort();
     sampler.abort();
+    guard.abort();
     decay.abort();
     if let Some(task) = cluster_task {
         // Lifts its denies (the rules would outlive the daemon otherwise).

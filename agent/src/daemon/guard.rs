@@ -1,0 +1,260 @@
+//! Keeps the data path whole while the daemon runs.
+//!
+//! The pins are what keep enforcement alive across daemon restarts, so they
+//! must survive an operator's (or a cleanup script's) `rm` under a running
+//! daemon. The guard holds an fd on every pinned object (maps, program, one
+//! XDP link per interface), which keeps them alive whatever happens to the
+//! pins, and every [`CHECK_INTERVAL`]:
+//!
+//! * re-pins any object whose pin was removed (the pin directory too), so a
+//!   restart still finds and adopts them;
+//! * notices an interface that was deleted (its link goes defunct: enforcement
+//!   on it has stopped because the interface is gone) and re-attaches the
+//!   program when an interface of that name exists again.
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, File},
+    io,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::programs::{Xdp, links::FdLink};
+use aya_obj::programs::XdpAttachType;
+use tracing::{error, info, warn};
+
+use super::{
+    bpf_obj,
+    dataplane::{self, PROG_PIN},
+};
+use crate::kernel::{self, AttachMode, MAP_NAMES};
+
+/// How often the pins and interfaces are checked.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What one check repaired.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Repairs {
+    /// Pins re-created.
+    pub repinned: u64,
+    /// Interfaces the program was attached to again, with the mode used.
+    pub reattached: Vec<(String, AttachMode)>,
+}
+
+struct Held {
+    pin: PathBuf,
+    fd: OwnedFd,
+}
+
+struct InterfaceLink {
+    /// The link, while it exists (defunct once the interface is deleted).
+    link: Option<Held>,
+    attached: bool,
+    mode: AttachMode,
+    /// The last re-attach failure, so it is logged once, not every second.
+    failing: Option<String>,
+}
+
+pub struct Guard {
+    pin_dir: PathBuf,
+    /// The flock that keeps a second daemon off this pin directory; taken
+    /// again if the directory is re-created.
+    lock: File,
+    /// Maps and program.
+    objects: Vec<Held>,
+    links: BTreeMap<String, InterfaceLink>,
+    /// The last re-pin failure, so it is logged once.
+    pins_failing: Option<String>,
+    repinned_total: u64,
+    reattached_total: u64,
+}
+
+impl Guard {
+    /// Takes hold of everything pinned in `pin_dir` for `interfaces`
+    /// (called once the data path is up). `modes` are the interfaces' XDP
+    /// modes; `default_mode` is used where none is known.
+    pub fn new(
+        pin_dir: &Path,
+        lock: File,
+        interfaces: &[String],
+        modes: &BTreeMap<String, AttachMode>,
+        default_mode: AttachMode,
+    ) -> Result<Guard> {
+        let open = |pin: PathBuf| -> Result<Held> {
+            let fd = bpf_obj::get(&pin).with_context(|| format!("opening {}", pin.display()))?;
+            Ok(Held { pin, fd })
+        };
+        let objects = MAP_NAMES
+            .iter()
+            .chain([&PROG_PIN])
+            .map(|name| open(pin_dir.join(name)))
+            .collect::<Result<Vec<_>>>()?;
+        let links = interfaces
+            .iter()
+            .map(|iface| {
+                let link = open(dataplane::link_pin(pin_dir, iface))?;
+                Ok((
+                    iface.clone(),
+                    InterfaceLink {
+                        link: Some(link),
+                        attached: true,
+                        mode: modes.get(iface).copied().unwrap_or(default_mode),
+                        failing: None,
+                    },
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Guard {
+            pin_dir: pin_dir.to_owned(),
+            lock,
+            objects,
+            links,
+            pins_failing: None,
+            repinned_total: 0,
+            reattached_total: 0,
+        })
+    }
+
+    /// Whether the program is attached to `iface` now (as of the last check).
+    pub fn attached(&self, iface: &str) -> bool {
+        self.links.get(iface).is_some_and(|l| l.attached)
+    }
+
+    /// Pins re-created and interfaces re-attached since the daemon started.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.repinned_total, self.reattached_total)
+    }
+
+    /// Repairs what was removed since the last check; see the module docs.
+    pub fn check(&mut self) -> Repairs {
+        let mut repairs = Repairs::default();
+        match self.repin_all() {
+            Ok(n) => {
+                repairs.repinned = n;
+                if self.pins_failing.take().is_some() {
+                    info!(pin_dir = %self.pin_dir.display(), "the pins are back in place");
+                }
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                if self.pins_failing.as_ref() != Some(&e) {
+                    error!(pin_dir = %self.pin_dir.display(), error = %e,
+                        "cannot re-create removed pins: enforcement goes on while this daemon \
+                         runs, but a restart would start afresh");
+                }
+                self.pins_failing = Some(e);
+            }
+        }
+        let ifaces: Vec<String> = self.links.keys().cloned().collect();
+        for iface in ifaces {
+            if let Some(mode) = self.check_interface(&iface) {
+                repairs.reattached.push((iface, mode));
+            }
+        }
+        self.repinned_total += repairs.repinned;
+        self.reattached_total += repairs.reattached.len() as u64;
+        repairs
+    }
+
+    /// Re-pins every held object whose pin is gone; returns how many.
+    fn repin_all(&mut self) -> Result<u64> {
+        if !self.pin_dir.is_dir() {
+            warn!(pin_dir = %self.pin_dir.display(),
+                "the pin directory was removed under the running daemon: re-creating it");
+            fs::create_dir_all(&self.pin_dir)
+                .with_context(|| format!("creating {}", self.pin_dir.display()))?;
+            dataplane::check_bpffs(&self.pin_dir)?;
+            self.lock = super::lock_pin_dir(&self.pin_dir)?;
+        }
+        let links = self.links.values().filter_map(|l| l.link.as_ref());
+        let mut n = 0;
+        for held in self.objects.iter().chain(links) {
+            if repin(held)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Checks one interface's link; re-attaches when the interface came back.
+    /// Returns the mode when it re-attached.
+    fn check_interface(&mut self, iface: &str) -> Option<AttachMode> {
+        let ifindex = dataplane::ifindex(iface);
+        let pin_dir = self.pin_dir.clone();
+        let link = self.links.get_mut(iface)?;
+        let info = link
+            .link
+            .as_ref()
+            .and_then(|held| bpf_obj::link_info(&held.fd).ok());
+        let live = matches!(info, Some(i) if i.ifindex != 0 && i.ifindex == ifindex);
+        if live {
+            link.attached = true;
+            return None;
+        }
+        if link.attached {
+            warn!(%iface, "the interface was deleted (or replaced): the program is no longer \
+                attached to it; re-attaching as soon as an interface of that name exists");
+            link.attached = false;
+        }
+        if ifindex == 0 {
+            return None;
+        }
+        // The interface exists again: a new link replaces the defunct one.
+        link.link = None;
+        match reattach(&pin_dir, iface, link.mode) {
+            Ok((held, mode)) => {
+                info!(%iface, ifindex, ?mode, "the interface is back: re-attached the program");
+                link.link = Some(held);
+                link.attached = true;
+                link.mode = mode;
+                link.failing = None;
+                Some(mode)
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                if link.failing.as_ref() != Some(&e) {
+                    error!(%iface, error = %e, "re-attaching to the interface failed; retrying every second");
+                }
+                link.failing = Some(e);
+                None
+            }
+        }
+    }
+}
+
+/// Pins `held` again if its pin is gone. Returns whether it did.
+fn repin(held: &Held) -> Result<bool> {
+    match fs::symlink_metadata(&held.pin) {
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("checking {}", held.pin.display())),
+    }
+    bpf_obj::pin(&held.fd, &held.pin)
+        .with_context(|| format!("re-pinning {}", held.pin.display()))?;
+    warn!(pin = %held.pin.display(), "a pin was removed under the running daemon: re-pinned it");
+    Ok(true)
+}
+
+/// Attaches the pinned program to `iface` with a new link, pinned in place of
+/// the defunct one.
+fn reattach(pin_dir: &Path, iface: &str, mode: AttachMode) -> Result<(Held, AttachMode)> {
+    let mut program = Xdp::from_pin(pin_dir.join(PROG_PIN), XdpAttachType::Interface)
+        .context("opening the pinned program")?;
+    let (id, used) = kernel::attach(&mut program, iface, mode)?;
+    let link = program.take_link(id)?;
+    let fd = FdLink::try_from(link)
+        .map_err(|_| anyhow!("the kernel attached without a bpf_link; tollgate needs XDP links"))?;
+    let pin = dataplane::link_pin(pin_dir, iface);
+    match fs::remove_file(&pin) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing the stale {}", pin.display())),
+    }
+    fd.pin(&pin)
+        .with_context(|| format!("pinning the link at {}", pin.display()))?;
+    let fd = bpf_obj::get(&pin).with_context(|| format!("opening {}", pin.display()))?;
+    Ok((Held { pin, fd }, used))
+}
