@@ -880,6 +880,22 @@ fn the_programs_aya_log_records_reach_the_daemon_log() {
     env.eventually(Duration::from_secs(5), "the program's log line", || {
         daemon.log().contains("internal error judging a packet")
     });
+
+    // A restarted daemon adopts the running program, and its log ring too.
+    let mut daemon = daemon;
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit(Duration::from_secs(10)).success());
+    let adopter = env.start();
+    assert_eq!(env.json(&["status"])["start"], "adopted");
+    // (It re-applied the config on adoption, repairing the settings.)
+    settings.default_tier = 70;
+    maps.set_settings(settings).unwrap();
+    env.send(5);
+    env.eventually(
+        Duration::from_secs(5),
+        "the program's log line in the adopting daemon's log",
+        || adopter.log().contains("internal error judging a packet"),
+    );
     settings.default_tier = good;
     maps.set_settings(settings).unwrap();
 }

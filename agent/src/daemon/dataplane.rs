@@ -169,7 +169,8 @@ pub fn bring_up(plan: &Plan<'_>, configure: Configure<'_>) -> Result<Dataplane> 
                         maps,
                         start: StartKind::Adopted,
                         modes,
-                        logger: None,
+                        // The running program's aya-log ring, found by its id.
+                        logger: prog_id.and_then(adopt_logger),
                     }
                 } else {
                     info!(pin_dir = %plan.pin_dir.display(),
@@ -308,6 +309,16 @@ fn init_logger(ebpf: &mut Ebpf) -> Option<ProgramLogger> {
         Ok(logger) => Some(logger),
         Err(e) => {
             debug!(error = %e, "the XDP program does not log (no aya-log map); continuing");
+            None
+        }
+    }
+}
+
+fn adopt_logger(program_id: u32) -> Option<ProgramLogger> {
+    match aya_log::EbpfLogger::init_from_id(program_id) {
+        Ok(logger) => Some(logger),
+        Err(e) => {
+            warn!(program_id, error = %e, "cannot read the adopted program's log records; its internal errors will not be logged");
             None
         }
     }
