@@ -14,10 +14,7 @@
 //! away with its guard.
 
 use std::{
-    fs,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -30,11 +27,11 @@ use tollgate::{
 };
 use tollgate_common::{RULE_DENY, RULE_TIER};
 use tollgate_tests::{
-    net::{Netns, PinDir, Veth, sh},
+    daemon::{Daemon, Env},
+    net::sh,
     privileged,
     redis::{self, RedisServer},
     traffic::{Sent, send_udp_paced},
-    unique_id,
 };
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -182,44 +179,27 @@ const NODES: u64 = 2;
 /// for two daemons, two senders and Redis on a shared 2-core machine.
 const DELTA: Duration = Duration::from_millis(100);
 
-fn bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join("tollgate");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p tollgate` first",
-        path.display()
-    );
-    path
+/// One node: a daemon in its own [`Env`] (namespace, veth pair, pins,
+/// scratch dir). Field order is drop order (the daemon first).
+struct Node {
+    daemon: Daemon,
+    env: Env,
 }
 
-/// One node: its namespace and veth pair, pins, scratch dir and daemon.
-/// Field order is drop order (the daemon first).
-struct Node {
-    daemon: Option<Child>,
-    dir: PathBuf,
-    socket: PathBuf,
-    pins: PinDir,
-    veth: Veth,
-    ns: Netns,
+impl std::ops::Deref for Node {
+    type Target = Env;
+    fn deref(&self) -> &Env {
+        &self.env
+    }
 }
 
 impl Node {
     /// A node whose config has `extra` appended (`{peer}` stands for its
     /// peer's address).
     fn new(name: &str, redis_port: u16, extra: &str) -> Node {
-        let id = unique_id();
-        let ns = Netns::new(&id).expect("netns");
-        let veth = Veth::new(&id, &ns, 1).expect("veth");
-        let dir = PathBuf::from(format!("/tmp/tg-{id}"));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("tollgate.toml");
-        fs::write(
-            &config,
-            format!(
-                r#"default_tier = "g"
+        let env = Env::new();
+        env.write_config(&format!(
+            r#"default_tier = "g"
 
 [cluster]
 redis = "redis://127.0.0.1:{redis_port}/"
@@ -233,70 +213,14 @@ packets = "{LOCAL}/s"
 packets_burst = {LOCAL_BURST}
 global_packets = "{GLOBAL}/s"
 {}"#,
-                extra.replace("{peer}", &veth.peer_ip.to_string())
-            ),
-        )
-        .unwrap();
-        let log = fs::File::create(dir.join("daemon.log")).unwrap();
-        let socket = dir.join("tollgate.sock");
-        let pins = PinDir::new(&id);
-        let daemon = Command::new(bin())
-            .arg("--socket")
-            .arg(&socket)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .args(["--iface", &veth.host])
-            .arg("--pin-dir")
-            .arg(&pins.path)
-            .arg("--state")
-            .arg(dir.join("state.json"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawning tollgate run");
-        let mut node = Node {
-            daemon: Some(daemon),
-            dir,
-            socket,
-            pins,
-            veth,
-            ns,
-        };
-        node.wait_until("it answers", Duration::from_secs(20), |n| {
-            n.cli(&["status"]).status.success()
-        });
-        node
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin())
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running tollgate")
-    }
-
-    #[track_caller]
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let out = self.cli(&a);
-        assert!(
-            out.status.success(),
-            "tollgate {args:?}: {}\nlog:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+            extra.replace("{peer}", &env.veth.peer_ip.to_string())
+        ));
+        let daemon = env.start();
+        Node { daemon, env }
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+        self.daemon.log()
     }
 
     fn cluster(&self) -> Value {
@@ -321,7 +245,12 @@ global_packets = "{GLOBAL}/s"
             if f(self) {
                 return;
             }
-            if let Some(status) = self.daemon.as_mut().and_then(|c| c.try_wait().unwrap()) {
+            if let Some(status) = self
+                .daemon
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().unwrap())
+            {
                 panic!(
                     "daemon exited ({status}) waiting until {what}; log:\n{}",
                     self.log()
@@ -334,28 +263,6 @@ global_packets = "{GLOBAL}/s"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- daemon log ({}) ----\n{}", self.veth.host, self.log());
-        }
-        if let Some(mut c) = self.daemon.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // The pins keep the program attached: detach (the daemon is gone).
-        let _ = Command::new(bin())
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("detach")
-            .arg("--pin-dir")
-            .arg(&self.pins.path)
-            .stdin(Stdio::null())
-            .output();
-        let _ = fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -641,10 +548,8 @@ fn two_nodes_share_a_global_limit_and_fail_open_without_redis() {
             .iter()
             .any(|(net, v)| *net == denied && v.action == RULE_DENY)
     });
-    let pid = nodes[0].daemon.as_ref().unwrap().id() as i32;
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = nodes[0].daemon.as_mut().unwrap().wait().unwrap();
+    nodes[0].daemon.signal(libc::SIGTERM);
+    let status = nodes[0].daemon.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status}");
     for s in senders {
         s.join().unwrap().unwrap().unwrap();
