@@ -21,20 +21,30 @@ use crate::{
     unique_id,
 };
 
-/// The `tollgate` binary cargo built next to this test's executable.
+/// The `tollgate` binary cargo built next to this test's executable (tests
+/// run from `target/<profile>/deps/`, this crate's binaries such as
+/// `tollgate-soak` from `target/<profile>/`).
 pub fn bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join("tollgate");
+    let exe_dir = exe.parent().expect("target dir");
+    let beside = exe_dir.join("tollgate");
+    let path = if beside.is_file() {
+        beside
+    } else {
+        exe_dir.parent().expect("target dir").join("tollgate")
+    };
     assert!(
         path.exists(),
         "{} is missing: run `cargo build -p tollgate` first (`cargo test --workspace` builds it)",
         path.display()
     );
     let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    static NOTED: std::sync::Once = std::sync::Once::new();
     if let (Some(b), Some(t)) = (modified(&path), modified(&exe))
         && b < t
+        && !NOTED.is_completed()
     {
+        NOTED.call_once(|| {});
         eprintln!(
             "note: {} is older than this test binary; if you changed the agent, run `cargo build -p tollgate`",
             path.display()

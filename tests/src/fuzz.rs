@@ -151,7 +151,8 @@ impl Config {
     }
 }
 
-fn parse_seed(s: &str) -> Result<u64> {
+/// A seed in decimal or 0x-hex.
+pub fn parse_seed(s: &str) -> Result<u64> {
     let s = s.trim();
     Ok(match s.strip_prefix("0x") {
         Some(hex) => u64::from_str_radix(hex, 16)?,

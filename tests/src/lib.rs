@@ -14,6 +14,7 @@ pub mod packet;
 pub mod program;
 pub mod rawbpf;
 pub mod redis;
+pub mod soak;
 pub mod traffic;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -56,6 +56,8 @@ pub const TALKERS_CAPACITY: usize = 1024;
 pub const TALKERS_DECAY: Duration = Duration::from_secs(10);
 /// Counters are sampled this often for `stats` rates.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a stop waits for the control requests being handled.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// `tollgate run`'s options; anything set here overrides the config file.
 #[derive(Clone, Debug, Default)]
@@ -182,6 +184,9 @@ pub struct Shared {
     monitor: Mutex<Monitor>,
     tiers: Mutex<TierNames>,
     shutdown: tokio::sync::Notify,
+    /// Read-held by each control request being handled; a stop takes it for
+    /// writing to let them finish (see [`STOP_GRACE`]).
+    requests: tokio::sync::RwLock<()>,
     /// The cluster sync's state, when `[cluster]` is configured.
     cluster: Option<Arc<cluster::Status>>,
 }
@@ -1412,6 +1417,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             monitor: Mutex::new(monitor),
             tiers: Mutex::new(names),
             shutdown: tokio::sync::Notify::new(),
+            requests: tokio::sync::RwLock::new(()),
             cluster: cluster.as_ref().map(|c| Arc::new(cluster::Status::new(c))),
         });
         if let Some(ring) = ring {
@@ -1535,7 +1541,17 @@ async fn serve(
             }
         }
     }
+    // No new connections; requests already being handled finish and are
+    // answered (a CLI change is never applied without its answer), and no
+    // new one starts.
     server.abort();
+    let _no_more_requests = match tokio::time::timeout(STOP_GRACE, shared.requests.write()).await {
+        Ok(guard) => Some(guard),
+        Err(_) => {
+            warn!("stopping with control requests still running after {STOP_GRACE:?}");
+            None
+        }
+    };
     sampler.abort();
     guard.abort();
     decay.abort();

@@ -131,6 +131,7 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>, allow_uids: &[u32])
     }
     let mut reader = BufReader::new(read);
     loop {
+        let mut inflight = None;
         let mut line = Vec::new();
         let limit = MAX_REQUEST_LINE as u64 + 1;
         match timeout(
@@ -162,6 +163,9 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>, allow_uids: &[u32])
             Ok(Request::HttpTail {}) => return tail(&mut write, &shared).await,
             Ok(req) => {
                 debug!(?req, uid, "control request");
+                // Held until the answer is written: a graceful stop waits
+                // for it, so a change is never applied without its answer.
+                inflight = Some(shared.requests.read().await);
                 let shared = shared.clone();
                 match tokio::task::spawn_blocking(move || shared.handle(req)).await {
                     Ok(r) => r,
@@ -192,6 +196,7 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>, allow_uids: &[u32])
                 return Ok(());
             }
         }
+        drop(inflight);
         if exit {
             let _ = write.flush().await;
             shared.shutdown.notify_one();
