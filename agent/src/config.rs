@@ -775,7 +775,12 @@ struct RawMaps {
     sources_v6: Option<Spanned<i64>>,
     rules_v4: Option<Spanned<i64>>,
     rules_v6: Option<Spanned<i64>>,
+    sample_ring_bytes: Option<Spanned<i64>>,
 }
+
+/// Bounds of `[maps] sample_ring_bytes` (a power of two: the kernel's rule).
+const MIN_SAMPLE_RING_BYTES: i64 = 4096;
+const MAX_SAMPLE_RING_BYTES: i64 = 1 << 30;
 
 /// Formats errors against the text they came from.
 struct Ctx<'a> {
@@ -985,6 +990,21 @@ pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
                 }
                 *slot = *v.get_ref() as u32;
             }
+        }
+        if let Some(v) = m.sample_ring_bytes {
+            let n = *v.get_ref();
+            if !(MIN_SAMPLE_RING_BYTES..=MAX_SAMPLE_RING_BYTES).contains(&n)
+                || !(n as u64).is_power_of_two()
+            {
+                return Err(ctx.at(
+                    v.span(),
+                    format_args!("maps: sample_ring_bytes = {n}"),
+                    format_args!(
+                        "must be a power of two between {MIN_SAMPLE_RING_BYTES} and {MAX_SAMPLE_RING_BYTES} (e.g. 4194304)"
+                    ),
+                ));
+            }
+            maps.sample_ring_bytes = n as u32;
         }
     }
 
@@ -1502,6 +1522,7 @@ allow_uids = [1000]
 [maps]
 sources_v4 = 4096
 rules_v6 = 128
+sample_ring_bytes = 65536
 
 [[tier]]
 name = "free"
@@ -1545,6 +1566,7 @@ action = "allow"
         assert_eq!(c.allow_uids, [1000]);
         assert_eq!(c.maps.sources_v4, 4096);
         assert_eq!(c.maps.rules_v6, 128);
+        assert_eq!(c.maps.sample_ring_bytes, 65536);
         assert_eq!(c.maps.sources_v6, MapSizes::default().sources_v6);
         let free = c.tier("free").unwrap();
         assert_eq!(free.ipv6_prefix, 56);
@@ -1655,6 +1677,12 @@ action = "allow"
             "[[tier]]\nname = \"gold\"\npackets = \"100/x\"\n",
             &[
                 "tollgate.toml:3: tier \"gold\": packets = \"100/x\": unknown period \"x\" (use /s, /min or /h)",
+            ],
+        );
+        assert_err(
+            "[maps]\nsample_ring_bytes = 5000\n",
+            &[
+                "tollgate.toml:2: maps: sample_ring_bytes = 5000: must be a power of two between 4096",
             ],
         );
         assert_err(

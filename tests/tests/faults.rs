@@ -10,10 +10,12 @@
 //!   stays, reloads fail with the reason, a restart refuses to start while the
 //!   pinned program keeps enforcing;
 //! * the disk full while persisting a CLI change: the change is refused and
-//!   rolled back, and lands once there is space.
+//!   rolled back, and lands once there is space;
+//! * the sample ring full (a stalled daemon): verdicts go on, the losses are
+//!   counted and logged.
 //!
-//! Ring buffer full, Redis down and a corrupt config on reload are covered in
-//! `sampling.rs`, `cluster.rs` and `daemon.rs`.
+//! Redis down and a corrupt config on reload are covered in `cluster.rs` and
+//! `daemon.rs`.
 
 use std::{
     fs,
@@ -424,4 +426,48 @@ fn a_full_disk_refuses_a_cli_change_and_rolls_it_back() {
     let default = &env.json(&["tier", "list"])[0];
     assert_eq!(default["name"], "default");
     assert_eq!(default["packets"]["rate"], "5/s", "{default}");
+}
+
+#[test]
+fn a_full_sample_ring_is_logged_and_counted_and_verdicts_go_on() {
+    if !privileged("a_full_sample_ring_is_logged_and_counted_and_verdicts_go_on") {
+        return;
+    }
+    let env = Env::new();
+    let port = free_port();
+    // The smallest ring, and every verdict sampled: a stalled daemon lets it
+    // fill within a few dozen packets.
+    env.write_config(&format!(
+        "{}\n[maps]\nsample_ring_bytes = 4096\n\n[http]\nverdict_sample_every = 1\n",
+        config(&env, port)
+    ));
+    let d = env.start();
+    let slow = env.tier_index("slow");
+    let lost = "tollgate_samples_lost_total{cause=\"ring_full\",kind=\"verdict\"}";
+    assert_eq!(metric_value(&metrics(port), lost), 0.0);
+
+    // A daemon that does not drain (stopped, as if starved of CPU).
+    d.signal(libc::SIGSTOP);
+    let resume = scopeguard(|| d.signal(libc::SIGCONT));
+    assert_enforcing(&env, slow);
+    drop(resume);
+
+    env.eventually(Duration::from_secs(5), "the ring-full log line", || {
+        d.log().contains("the sample ring buffer was full")
+    });
+    assert!(metric_value(&metrics(port), lost) > 0.0);
+    assert_enforcing(&env, slow);
+}
+
+/// Runs `f` on drop (also while a failing assertion unwinds).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

@@ -175,7 +175,22 @@ pub struct Daemon {
     config_readable: Option<bool>,
     /// CLI changes refused because the state file could not be written.
     state_write_failures: u64,
+    /// Samples lost to a full ring, as logged so far.
+    ring_losses: RingLosses,
 }
+
+/// Ring-full losses (kernel totals) and their rate-limited log line.
+#[derive(Default)]
+struct RingLosses {
+    /// Kernel total at the last check.
+    seen: u64,
+    /// Lost since the last log line.
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
+/// At most one "ring full" log line this often.
+const RING_FULL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What the tasks of the daemon share.
 pub struct Shared {
@@ -368,6 +383,7 @@ impl Shared {
             Ok(c) => d.samples.push(Instant::now(), c),
             Err(e) => warn!(error = %e, "sampling counters"),
         }
+        d.check_ring_losses();
         let names = d.tier_names();
         d.update_usage(&requests, &names);
         drop(d);
@@ -1041,6 +1057,48 @@ impl Daemon {
 
     /// Pins survive in the pinned rule map across a daemon restart, but their
     /// expiry does not: make the kernel's rules exactly the configuration's.
+    fn ring_full_total(&self) -> Option<u64> {
+        let t = self.maps.sampler_totals().ok()?;
+        Some(t.http_ring_full + t.verdict_ring_full)
+    }
+
+    /// Losses from before this daemon (e.g. while none ran to drain the
+    /// ring) are reported once, not blamed on it.
+    fn baseline_ring_losses(&mut self) {
+        let total = self.ring_full_total().unwrap_or(0);
+        if total > 0 {
+            info!(
+                lost = total,
+                "samples were lost to a full sample ring before this daemon started (nothing drains it while no daemon runs)"
+            );
+        }
+        self.ring_losses.seen = total;
+    }
+
+    /// A full ring loses samples, never verdicts; say so (at most every
+    /// [`RING_FULL_LOG_EVERY`]), since the HTTP stats and `top` miss them.
+    fn check_ring_losses(&mut self) {
+        let Some(total) = self.ring_full_total() else {
+            return;
+        };
+        let r = &mut self.ring_losses;
+        r.unlogged += total.saturating_sub(r.seen);
+        r.seen = total;
+        if r.unlogged > 0
+            && r.logged_at
+                .is_none_or(|at| at.elapsed() >= RING_FULL_LOG_EVERY)
+        {
+            warn!(
+                lost = r.unlogged,
+                "the sample ring buffer was full: samples were lost (verdicts are unaffected; \
+                 HTTP stats and `tollgate top` miss them). Is the daemon short of CPU? \
+                 A larger [maps] sample_ring_bytes or a larger sample_every helps"
+            );
+            r.unlogged = 0;
+            r.logged_at = Some(Instant::now());
+        }
+    }
+
     /// Runs every [`guard::CHECK_INTERVAL`]: repairs removed pins and
     /// re-created interfaces, and notices a config file that went missing.
     fn guard_tick(&mut self) {
@@ -1408,7 +1466,9 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             guard: Some(guard),
             config_readable: None,
             state_write_failures: 0,
+            ring_losses: RingLosses::default(),
         };
+        daemon.baseline_ring_losses();
         let names = daemon.tier_names();
         daemon.clear_stale_pins();
         let shared = Arc::new(Shared {
