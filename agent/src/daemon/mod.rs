@@ -1605,13 +1605,13 @@ async fn serve(
     // answered (a CLI change is never applied without its answer), and no
     // new one starts.
     server.abort();
-    let _no_more_requests = match tokio::time::timeout(STOP_GRACE, shared.requests.write()).await {
-        Ok(guard) => Some(guard),
-        Err(_) => {
-            warn!("stopping with control requests still running after {STOP_GRACE:?}");
-            None
-        }
-    };
+    match tokio::time::timeout(STOP_GRACE, shared.requests.write()).await {
+        // Never released: a request waiting for the lock must not start
+        // while the runtime shuts down, or its change would be applied (the
+        // blocking task runs to the end) without its answer being written.
+        Ok(no_more_requests) => std::mem::forget(no_more_requests),
+        Err(_) => warn!("stopping with control requests still running after {STOP_GRACE:?}"),
+    }
     sampler.abort();
     guard.abort();
     decay.abort();
