@@ -53,7 +53,6 @@ struct InterfaceLink {
     /// The link, while it exists (defunct once the interface is deleted).
     link: Option<Held>,
     attached: bool,
-    mode: AttachMode,
     /// The last re-attach failure, so it is logged once, not every second.
     failing: Option<String>,
 }
@@ -66,6 +65,9 @@ pub struct Guard {
     /// Maps and program.
     objects: Vec<Held>,
     links: BTreeMap<String, InterfaceLink>,
+    /// The configured mode, used to re-attach (`auto` falls back to generic
+    /// where the new interface has no native XDP).
+    mode: AttachMode,
     /// The last re-pin failure, so it is logged once.
     pins_failing: Option<String>,
     repinned_total: u64,
@@ -74,14 +76,12 @@ pub struct Guard {
 
 impl Guard {
     /// Takes hold of everything pinned in `pin_dir` for `interfaces`
-    /// (called once the data path is up). `modes` are the interfaces' XDP
-    /// modes; `default_mode` is used where none is known.
+    /// (called once the data path is up); `mode` is the configured XDP mode.
     pub fn new(
         pin_dir: &Path,
         lock: File,
         interfaces: &[String],
-        modes: &BTreeMap<String, AttachMode>,
-        default_mode: AttachMode,
+        mode: AttachMode,
     ) -> Result<Guard> {
         let open = |pin: PathBuf| -> Result<Held> {
             let fd = bpf_obj::get(&pin).with_context(|| format!("opening {}", pin.display()))?;
@@ -101,7 +101,6 @@ impl Guard {
                     InterfaceLink {
                         link: Some(link),
                         attached: true,
-                        mode: modes.get(iface).copied().unwrap_or(default_mode),
                         failing: None,
                     },
                 ))
@@ -112,6 +111,7 @@ impl Guard {
             lock,
             objects,
             links,
+            mode,
             pins_failing: None,
             repinned_total: 0,
             reattached_total: 0,
@@ -183,7 +183,7 @@ impl Guard {
     /// Returns the mode when it re-attached.
     fn check_interface(&mut self, iface: &str) -> Option<AttachMode> {
         let ifindex = dataplane::ifindex(iface);
-        let pin_dir = self.pin_dir.clone();
+        let (pin_dir, mode) = (self.pin_dir.clone(), self.mode);
         let link = self.links.get_mut(iface)?;
         let info = link
             .link
@@ -204,14 +204,13 @@ impl Guard {
         }
         // The interface exists again: a new link replaces the defunct one.
         link.link = None;
-        match reattach(&pin_dir, iface, link.mode) {
-            Ok((held, mode)) => {
-                info!(%iface, ifindex, ?mode, "the interface is back: re-attached the program");
+        match reattach(&pin_dir, iface, mode) {
+            Ok((held, used)) => {
+                info!(%iface, ifindex, mode = ?used, "the interface is back: re-attached the program");
                 link.link = Some(held);
                 link.attached = true;
-                link.mode = mode;
                 link.failing = None;
-                Some(mode)
+                Some(used)
             }
             Err(e) => {
                 let e = format!("{e:#}");

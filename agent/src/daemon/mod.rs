@@ -1418,13 +1418,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             apply(maps, &effective, &indices, &BTreeMap::new())
         })?;
         state.attachments = modes;
-        let guard = guard::Guard::new(
-            &file.pin_dir,
-            pin_lock,
-            &file.interfaces,
-            &state.attachments,
-            file.mode,
-        )?;
+        let guard = guard::Guard::new(&file.pin_dir, pin_lock, &file.interfaces, file.mode)?;
         state::save(&file.state_file, &state)
             .with_context(|| format!("writing the state file {}", file.state_file.display()))?;
         info!(
