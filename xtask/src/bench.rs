@@ -11,10 +11,7 @@
 
 use anyhow::{Result, ensure};
 
-use crate::{
-    setup,
-    util::{self, cargo, is_root, target_dir},
-};
+use crate::{setup, util};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Suite {
@@ -35,25 +32,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    setup::run(setup::Args { check: false })?;
-    ensure!(is_root(), "benchmarks load BPF programs: run as root");
-    let path = setup::preflight()?;
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--release",
-        "--package",
-        "tollgate-tests",
-        "--bin",
-        "tollgate-bench",
-        "--bin",
-        "tollgate-bench-http",
-    ]);
-    if let Some(path) = &path {
-        build.env("PATH", path);
-    }
-    util::run(&mut build)?;
-    let release = target_dir().join("release");
+    let path = setup::ready_as_root("benchmarks load BPF programs")?;
+    let release = util::build_bins(
+        &path,
+        true,
+        &["tollgate-tests"],
+        &["tollgate-bench", "tollgate-bench-http"],
+    )?;
     let suite = match args.suite {
         Suite::Http => {
             return util::run(&mut std::process::Command::new(

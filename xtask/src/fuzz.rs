@@ -3,11 +3,11 @@
 //! frames through the real XDP program via BPF_PROG_TEST_RUN, each checked
 //! against the userspace reference model.
 
-use anyhow::{Result, ensure};
+use anyhow::Result;
 
 use crate::{
     setup,
-    util::{self, cargo, is_root},
+    util::{self, cargo},
 };
 
 #[derive(Debug, clap::Args)]
@@ -22,9 +22,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    setup::run(setup::Args { check: false })?;
-    ensure!(is_root(), "the fuzzer loads BPF programs: run as root");
-    let path = setup::preflight()?;
+    let path = setup::ready_as_root("the fuzzer loads BPF programs")?;
     let mut test = cargo();
     test.args([
         "test",

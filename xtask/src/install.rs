@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, ensure};
 
 use crate::{
     setup,
-    util::{self, cargo, is_root, root_dir, target_dir},
+    util::{self, is_root, root_dir},
 };
 
 #[derive(Debug, clap::Args)]
@@ -26,29 +26,13 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     setup::run(setup::Args { check: false })?;
     let path = setup::preflight()?;
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--release",
-        "--package",
-        "tollgate",
-        "--bin",
-        "tollgate",
-    ]);
-    if let Some(path) = &path {
-        build.env("PATH", path);
-    }
-    util::run(&mut build)?;
+    let release = util::build_bins(&path, true, &["tollgate"], &["tollgate"])?;
     let dest = args.destdir.unwrap_or_else(|| PathBuf::from("/"));
     ensure!(
         dest != Path::new("/") || is_root(),
         "installing into / needs root (or stage with --destdir DIR)"
     );
-    let installed = stage(
-        &dest,
-        &target_dir().join("release/tollgate"),
-        &root_dir().join("deploy"),
-    )?;
+    let installed = stage(&dest, &release.join("tollgate"), &root_dir().join("deploy"))?;
     for line in &installed {
         println!("{line}");
     }

@@ -318,6 +318,16 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// What every root-only command (demo, bench, fuzz, soak) does first: setup,
+/// then checks it runs as root (`why` says what needs it), then [`preflight`].
+pub fn ready_as_root(why: &str) -> Result<Option<OsString>> {
+    run(Args { check: false })?;
+    if !is_root() {
+        bail!("{why}: run it as root");
+    }
+    preflight()
+}
+
 /// The quick check `cargo xtask build` does: the toolchain pieces that
 /// building the XDP program needs. Returns a PATH for child processes when
 /// bpf-linker was found outside PATH (in cargo's bin directory).

@@ -7,10 +7,7 @@
 
 use anyhow::{Result, ensure};
 
-use crate::{
-    setup,
-    util::{self, cargo, is_root, target_dir},
-};
+use crate::{setup, util};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -32,31 +29,15 @@ pub fn run(args: Args) -> Result<()> {
         args.minutes.is_finite() && args.minutes * 60.0 >= 10.0,
         "--minutes must be at least 10 seconds' worth"
     );
-    setup::run(setup::Args { check: false })?;
-    ensure!(
-        is_root(),
-        "the soak creates a network namespace and loads XDP: run it as root"
-    );
-    let path = setup::preflight()?;
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--release",
-        "--package",
-        "tollgate",
-        "--package",
-        "tollgate-tests",
-        "--bin",
-        "tollgate",
-        "--bin",
-        "tollgate-soak",
-    ]);
-    if let Some(path) = &path {
-        build.env("PATH", path);
-    }
-    util::run(&mut build)?;
+    let path = setup::ready_as_root("the soak creates a network namespace and loads XDP")?;
+    let release = util::build_bins(
+        &path,
+        true,
+        &["tollgate", "tollgate-tests"],
+        &["tollgate", "tollgate-soak"],
+    )?;
     // tollgate-soak runs the `tollgate` next to it: the release build.
-    let mut soak = std::process::Command::new(target_dir().join("release").join("tollgate-soak"));
+    let mut soak = std::process::Command::new(release.join("tollgate-soak"));
     soak.arg("--minutes").arg(args.minutes.to_string());
     if let Some(seed) = &args.seed {
         soak.arg("--seed").arg(seed);

@@ -161,3 +161,30 @@ pub fn is_root() -> bool {
 pub fn in_ci() -> bool {
     env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
 }
+
+/// `cargo build` of `bins` from `packages` (the release profile if
+/// `release`), with `path` as PATH when preflight found bpf-linker off PATH;
+/// returns the profile's output directory.
+pub fn build_bins(
+    path: &Option<std::ffi::OsString>,
+    release: bool,
+    packages: &[&str],
+    bins: &[&str],
+) -> Result<PathBuf> {
+    let mut build = cargo();
+    build.arg("build");
+    if release {
+        build.arg("--release");
+    }
+    for p in packages {
+        build.args(["--package", p]);
+    }
+    for b in bins {
+        build.args(["--bin", b]);
+    }
+    if let Some(path) = path {
+        build.env("PATH", path);
+    }
+    run(&mut build)?;
+    Ok(target_dir().join(if release { "release" } else { "debug" }))
+}
