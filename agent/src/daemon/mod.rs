@@ -1055,8 +1055,7 @@ impl Daemon {
         }
     }
 
-    /// Pins survive in the pinned rule map across a daemon restart, but their
-    /// expiry does not: make the kernel's rules exactly the configuration's.
+    /// Samples lost to a full ring since the program was loaded (all CPUs).
     fn ring_full_total(&self) -> Option<u64> {
         let t = self.maps.sampler_totals().ok()?;
         Some(t.http_ring_full + t.verdict_ring_full)
@@ -1143,6 +1142,8 @@ impl Daemon {
         self.config_readable = Some(readable);
     }
 
+    /// Pins survive in the pinned rule map across a daemon restart, but their
+    /// expiry does not: make the kernel's rules exactly the configuration's.
     fn clear_stale_pins(&mut self) {
         if let Err(e) = apply(
             &mut self.maps,
