@@ -13,7 +13,7 @@ use prometheus::{
 };
 use tollgate_common::{Counter, SamplerState, VERDICT_COUNT, Verdict};
 
-use crate::{http::HttpKey, talkers::TalkerRow};
+use crate::{daemon::RepairTotals, http::HttpKey, talkers::TalkerRow};
 
 /// Per-tier numbers.
 #[derive(Clone, Debug, Default)]
@@ -68,8 +68,8 @@ pub struct Snapshot {
     pub interfaces: Vec<InterfaceInfo>,
     pub reloads: u64,
     pub reload_failures: u64,
-    /// (pins re-created, interfaces re-attached) by the daemon's guard.
-    pub repairs: (u64, u64),
+    /// Repairs by the daemon's guard.
+    pub repairs: RepairTotals,
     /// Whether the config file was readable at the last check (`None`
     /// without a config file).
     pub config_readable: Option<bool>,
@@ -303,8 +303,12 @@ pub fn render(s: &Snapshot) -> Result<String, prometheus::Error> {
          programs re-attached to re-created interfaces (reattach).",
         &["action"],
     )?;
-    repairs.with_label_values(&["repin"]).inc_by(s.repairs.0);
-    repairs.with_label_values(&["reattach"]).inc_by(s.repairs.1);
+    repairs
+        .with_label_values(&["repin"])
+        .inc_by(s.repairs.repinned);
+    repairs
+        .with_label_values(&["reattach"])
+        .inc_by(s.repairs.reattached);
     if let Some(ok) = s.config_readable {
         let readable = IntGauge::new(
             "tollgate_config_file_readable",

@@ -27,7 +27,7 @@ use std::{
     collections::BTreeMap,
     ffi::CString,
     fs, io,
-    os::unix::ffi::OsStrExt as _,
+    os::{fd::OwnedFd, unix::ffi::OsStrExt as _},
     path::{Path, PathBuf},
 };
 
@@ -35,7 +35,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
     programs::{
-        ProgramInfo,
+        ProgramInfo, Xdp,
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
     },
@@ -278,17 +278,7 @@ fn install(
                     warn!(%iface, "pinned link is not attached to the interface (was it recreated?): re-attaching");
                     remove_if_exists(&pin)?;
                 }
-                let (id, used) = kernel::attach(program, iface, plan.mode)
-                    .with_context(|| format!("attaching to {iface}"))?;
-                let link = program.take_link(id)?;
-                let fd = FdLink::try_from(link).map_err(|_| {
-                    anyhow!(
-                        "attaching to {iface}: the kernel attached through netlink, without a \
-                         bpf_link; tollgate needs XDP links (Linux 5.9 or later) to survive restarts"
-                    )
-                })?;
-                fd.pin(&pin)
-                    .with_context(|| format!("pinning the link at {}", pin.display()))?;
+                let used = attach_and_pin(program, iface, plan.mode, &pin)?;
                 info!(%iface, mode = ?used, "attached");
                 modes.insert(iface.clone(), used);
             }
@@ -302,6 +292,28 @@ fn install(
     // Dropping the object closes our program and link fds; the pins keep them.
     drop(ebpf);
     Ok((maps, modes, logger))
+}
+
+/// Attaches `program` to `iface` with a new XDP link and pins the link at
+/// `pin` (which must not exist); returns the mode used.
+pub(super) fn attach_and_pin(
+    program: &mut Xdp,
+    iface: &str,
+    mode: AttachMode,
+    pin: &Path,
+) -> Result<AttachMode> {
+    let (id, used) =
+        kernel::attach(program, iface, mode).with_context(|| format!("attaching to {iface}"))?;
+    let link = program.take_link(id)?;
+    let fd = FdLink::try_from(link).map_err(|_| {
+        anyhow!(
+            "attaching to {iface}: the kernel attached through netlink, without a \
+             bpf_link; tollgate needs XDP links (Linux 5.9 or later) to survive restarts"
+        )
+    })?;
+    fd.pin(pin)
+        .with_context(|| format!("pinning the link at {}", pin.display()))?;
+    Ok(used)
 }
 
 fn init_logger(ebpf: &mut Ebpf) -> Option<ProgramLogger> {
@@ -408,7 +420,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<usize> {
     Ok(removed)
 }
 
-fn remove_if_exists(path: &Path) -> Result<bool> {
+pub(super) fn remove_if_exists(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -449,7 +461,19 @@ pub fn link_state(pin_dir: &Path, iface: &str) -> LinkState {
     if !pin.exists() {
         return LinkState::Missing;
     }
-    match bpf_obj::get(&pin).and_then(|fd| bpf_obj::link_info(&fd)) {
+    match bpf_obj::get(&pin) {
+        Ok(fd) => link_fd_state(&fd, iface),
+        Err(e) => {
+            debug!(pin = %pin.display(), error = %e, "opening the pinned link");
+            LinkState::Stale
+        }
+    }
+}
+
+/// Whether the link behind `fd` is an XDP link attached to `iface` (an
+/// interface that was deleted leaves its link defunct, with ifindex 0).
+pub fn link_fd_state(fd: &OwnedFd, iface: &str) -> LinkState {
+    match bpf_obj::link_info(fd) {
         Ok(info)
             if info.link_type == bpf_obj::LINK_TYPE_XDP
                 && info.ifindex != 0
@@ -462,7 +486,7 @@ pub fn link_state(pin_dir: &Path, iface: &str) -> LinkState {
         }
         Ok(_) => LinkState::Stale,
         Err(e) => {
-            debug!(pin = %pin.display(), error = %e, "reading the pinned link");
+            debug!(%iface, error = %e, "reading a link's info");
             LinkState::Stale
         }
     }

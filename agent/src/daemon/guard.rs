@@ -21,16 +21,16 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, anyhow};
-use aya::programs::{Xdp, links::FdLink};
+use anyhow::{Context as _, Result};
+use aya::programs::Xdp;
 use aya_obj::programs::XdpAttachType;
 use tracing::{error, info, warn};
 
 use super::{
     bpf_obj,
-    dataplane::{self, PROG_PIN},
+    dataplane::{self, LinkState, PROG_PIN},
 };
-use crate::kernel::{self, AttachMode, MAP_NAMES};
+use crate::kernel::{AttachMode, MAP_NAMES};
 
 /// How often the pins and interfaces are checked.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -52,7 +52,9 @@ struct Held {
 struct InterfaceLink {
     /// The link, while it exists (defunct once the interface is deleted).
     link: Option<Held>,
-    attached: bool,
+    /// The link's state at the last check (what status and metrics show,
+    /// and how a detach is logged once).
+    state: LinkState,
     /// The last re-attach failure, so it is logged once, not every second.
     failing: Option<String>,
 }
@@ -70,8 +72,16 @@ pub struct Guard {
     mode: AttachMode,
     /// The last re-pin failure, so it is logged once.
     pins_failing: Option<String>,
-    repinned_total: u64,
-    reattached_total: u64,
+    totals: RepairTotals,
+}
+
+/// Repairs since the daemon started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepairTotals {
+    /// Pins re-created.
+    pub repinned: u64,
+    /// Interfaces the program was attached to again.
+    pub reattached: u64,
 }
 
 impl Guard {
@@ -99,8 +109,8 @@ impl Guard {
                 Ok((
                     iface.clone(),
                     InterfaceLink {
+                        state: dataplane::link_fd_state(&link.fd, iface),
                         link: Some(link),
-                        attached: true,
                         failing: None,
                     },
                 ))
@@ -113,19 +123,21 @@ impl Guard {
             links,
             mode,
             pins_failing: None,
-            repinned_total: 0,
-            reattached_total: 0,
+            totals: RepairTotals::default(),
         })
     }
 
-    /// Whether the program is attached to `iface` now (as of the last check).
-    pub fn attached(&self, iface: &str) -> bool {
-        self.links.get(iface).is_some_and(|l| l.attached)
+    /// `iface`'s link as of the last check, read from the held fd (so right
+    /// also while its pin is gone).
+    pub fn link_state(&self, iface: &str) -> LinkState {
+        self.links
+            .get(iface)
+            .map_or(LinkState::Missing, |l| l.state)
     }
 
-    /// Pins re-created and interfaces re-attached since the daemon started.
-    pub fn totals(&self) -> (u64, u64) {
-        (self.repinned_total, self.reattached_total)
+    /// Repairs since the daemon started.
+    pub fn totals(&self) -> RepairTotals {
+        self.totals
     }
 
     /// Repairs what was removed since the last check; see the module docs.
@@ -154,8 +166,8 @@ impl Guard {
                 repairs.reattached.push((iface, mode));
             }
         }
-        self.repinned_total += repairs.repinned;
-        self.reattached_total += repairs.reattached.len() as u64;
+        self.totals.repinned += repairs.repinned;
+        self.totals.reattached += repairs.reattached.len() as u64;
         repairs
     }
 
@@ -182,23 +194,20 @@ impl Guard {
     /// Checks one interface's link; re-attaches when the interface came back.
     /// Returns the mode when it re-attached.
     fn check_interface(&mut self, iface: &str) -> Option<AttachMode> {
-        let ifindex = dataplane::ifindex(iface);
         let (pin_dir, mode) = (self.pin_dir.clone(), self.mode);
         let link = self.links.get_mut(iface)?;
-        let info = link
-            .link
-            .as_ref()
-            .and_then(|held| bpf_obj::link_info(&held.fd).ok());
-        let live = matches!(info, Some(i) if i.ifindex != 0 && i.ifindex == ifindex);
-        if live {
-            link.attached = true;
+        let now = link.link.as_ref().map_or(LinkState::Missing, |held| {
+            dataplane::link_fd_state(&held.fd, iface)
+        });
+        let was = std::mem::replace(&mut link.state, now);
+        if matches!(now, LinkState::Live { .. }) {
             return None;
         }
-        if link.attached {
+        if matches!(was, LinkState::Live { .. }) {
             warn!(%iface, "the interface was deleted (or replaced): the program is no longer \
                 attached to it; re-attaching as soon as an interface of that name exists");
-            link.attached = false;
         }
+        let ifindex = dataplane::ifindex(iface);
         if ifindex == 0 {
             return None;
         }
@@ -207,8 +216,8 @@ impl Guard {
         match reattach(&pin_dir, iface, mode) {
             Ok((held, used)) => {
                 info!(%iface, ifindex, mode = ?used, "the interface is back: re-attached the program");
+                link.state = dataplane::link_fd_state(&held.fd, iface);
                 link.link = Some(held);
-                link.attached = true;
                 link.failing = None;
                 Some(used)
             }
@@ -242,18 +251,9 @@ fn repin(held: &Held) -> Result<bool> {
 fn reattach(pin_dir: &Path, iface: &str, mode: AttachMode) -> Result<(Held, AttachMode)> {
     let mut program = Xdp::from_pin(pin_dir.join(PROG_PIN), XdpAttachType::Interface)
         .context("opening the pinned program")?;
-    let (id, used) = kernel::attach(&mut program, iface, mode)?;
-    let link = program.take_link(id)?;
-    let fd = FdLink::try_from(link)
-        .map_err(|_| anyhow!("the kernel attached without a bpf_link; tollgate needs XDP links"))?;
     let pin = dataplane::link_pin(pin_dir, iface);
-    match fs::remove_file(&pin) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing the stale {}", pin.display())),
-    }
-    fd.pin(&pin)
-        .with_context(|| format!("pinning the link at {}", pin.display()))?;
+    dataplane::remove_if_exists(&pin)?;
+    let used = dataplane::attach_and_pin(&mut program, iface, mode, &pin)?;
     let fd = bpf_obj::get(&pin).with_context(|| format!("opening {}", pin.display()))?;
     Ok((Held { pin, fd }, used))
 }

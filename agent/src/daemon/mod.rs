@@ -8,6 +8,7 @@
 mod bpf_obj;
 pub mod dataplane;
 mod guard;
+pub use guard::RepairTotals;
 mod server;
 mod usage;
 
@@ -1269,18 +1270,16 @@ impl Daemon {
             .interfaces
             .iter()
             .map(|iface| {
-                let (mut attached, link_id, program_id) =
-                    match dataplane::link_state(pin_dir, iface) {
-                        LinkState::Live { link_id, prog_id } => {
-                            (true, Some(link_id), Some(prog_id))
-                        }
-                        _ => (false, None, None),
-                    };
-                // The guard holds the link even while its pin is being
+                // The guard holds the link, also while its pin is being
                 // re-created.
-                if let Some(g) = &self.guard {
-                    attached = g.attached(iface);
-                }
+                let link = match &self.guard {
+                    Some(g) => g.link_state(iface),
+                    None => dataplane::link_state(pin_dir, iface),
+                };
+                let (attached, link_id, program_id) = match link {
+                    LinkState::Live { link_id, prog_id } => (true, Some(link_id), Some(prog_id)),
+                    _ => (false, None, None),
+                };
                 InterfaceStatus {
                     name: iface.clone(),
                     mode: self.state.attachments.get(iface).copied(),
