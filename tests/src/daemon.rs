@@ -311,6 +311,13 @@ impl Daemon {
         }
     }
 
+    /// SIGTERM, then waits for the exit: the daemon leaves the program
+    /// pinned and attached. (Keep the guard: dropping it detaches.)
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(within)
+    }
+
     /// Waits for the daemon to exit on its own.
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let start = Instant::now();
@@ -393,4 +400,13 @@ pub fn metric_value(body: &str, series: &str) -> f64 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// VmRSS of process `pid`, KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

@@ -62,10 +62,10 @@ use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde_json::Value;
 
 use crate::{
-    daemon::{Daemon, Env, bin, free_port},
+    daemon::{Daemon, Env, bin, free_port, rss_kib},
     httpd,
     net::sh,
-    traffic::Sent,
+    traffic::{Sent, send_udp_paced_until},
 };
 
 /// Environment variable with a seed to replay (decimal or 0x-hex).
@@ -948,15 +948,6 @@ const DECK: [Churn; 8] = [
 // ---------------------------------------------------------------------------
 // Kernel objects
 
-/// VmRSS of `pid`, KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// `memlock:` of one of our fds.
 fn fd_memlock(fd: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
@@ -1036,39 +1027,6 @@ struct StopOnDrop(Arc<AtomicBool>);
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Sends `rate` datagrams per second to `dst` for `duration` or until `stop`
-/// (bounded by `rate × duration` datagrams), paced like
-/// [`crate::traffic::send_udp_paced`].
-fn send_paced(
-    socket: &UdpSocket,
-    dst: SocketAddr,
-    rate: u64,
-    duration: Duration,
-    stop: &AtomicBool,
-) -> Sent {
-    let total = (rate as f64 * duration.as_secs_f64()).round() as u64;
-    let payload = [0x5au8; 32];
-    let start = Instant::now();
-    let (mut sent, mut last) = (0u64, start);
-    while sent < total && !stop.load(Ordering::Relaxed) && start.elapsed() < duration * 2 {
-        let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(total);
-        while sent < due {
-            // ENOBUFS/EAGAIN is not a send; try again next tick.
-            if socket.send_to(&payload, dst).is_ok() {
-                sent += 1;
-                last = Instant::now();
-            } else {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    Sent {
-        packets: sent,
-        span: last.duration_since(start),
     }
 }
 
@@ -1468,8 +1426,7 @@ impl Soak<'_> {
             self.report.restarts_kill9 += 1;
             "kill -9"
         } else {
-            d.signal(libc::SIGTERM);
-            let status = d.wait_exit(STOP_TIMEOUT);
+            let status = d.terminate(STOP_TIMEOUT);
             if !status.success() {
                 self.note(format!("SIGTERM: the daemon exited with {status}"));
             }
@@ -1610,7 +1567,7 @@ pub fn run(cfg: &Config) -> Result<Report> {
         let (duration, stop) = (cfg.duration, stop.clone());
         soak.env.ns.run(move || {
             let s = UdpSocket::bind(SocketAddrV4::new(ip, 0))?;
-            Ok(send_paced(&s, dst, rate, duration, &stop))
+            Ok(send_udp_paced_until(&s, dst, rate, duration, &stop))
         })
     };
     let traffic_start = Instant::now();

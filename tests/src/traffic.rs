@@ -28,12 +28,29 @@ pub fn send_udp_paced(
     rate: u64,
     duration: Duration,
 ) -> Result<Sent> {
+    Ok(send_udp_paced_until(
+        socket,
+        dst,
+        rate,
+        duration,
+        &AtomicBool::new(false),
+    ))
+}
+
+/// [`send_udp_paced`] that also ends early once `stop` is set.
+pub fn send_udp_paced_until(
+    socket: &UdpSocket,
+    dst: SocketAddr,
+    rate: u64,
+    duration: Duration,
+    stop: &AtomicBool,
+) -> Sent {
     let total = (rate as f64 * duration.as_secs_f64()).round() as u64;
     let payload = [0x5au8; 32];
     let start = Instant::now();
     let mut sent = 0u64;
     let mut last = start;
-    while sent < total {
+    while sent < total && !stop.load(Ordering::Relaxed) {
         let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(total);
         while sent < due {
             // ENOBUFS/EAGAIN from a full qdisc is not a send; try again next tick.
@@ -49,10 +66,10 @@ pub fn send_udp_paced(
         }
         std::thread::sleep(Duration::from_micros(200));
     }
-    Ok(Sent {
+    Sent {
         packets: sent,
         span: last.duration_since(start),
-    })
+    }
 }
 
 /// Counts datagrams arriving on a UDP socket until stopped.

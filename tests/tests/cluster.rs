@@ -548,8 +548,7 @@ fn two_nodes_share_a_global_limit_and_fail_open_without_redis() {
             .iter()
             .any(|(net, v)| *net == denied && v.action == RULE_DENY)
     });
-    nodes[0].daemon.signal(libc::SIGTERM);
-    let status = nodes[0].daemon.wait_exit(Duration::from_secs(10));
+    let status = nodes[0].daemon.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status}");
     for s in senders {
         s.join().unwrap().unwrap().unwrap();

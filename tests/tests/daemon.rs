@@ -540,8 +540,7 @@ fn cli_changes_survive_restart_and_reload() {
     let gold_index = gold["index"].as_u64().unwrap() as u32;
 
     // SIGTERM: the daemon exits, the program stays.
-    d.signal(libc::SIGTERM);
-    assert!(d.wait_exit(Duration::from_secs(10)).success());
+    assert!(d.terminate(Duration::from_secs(10)).success());
     assert!(env.xdp_attached(), "SIGTERM leaves the program attached");
     assert!(env.pins.path.join("prog").exists());
     env.fails(&["status"], &["tollgate daemon is not running"]);
@@ -883,8 +882,7 @@ fn the_programs_aya_log_records_reach_the_daemon_log() {
 
     // A restarted daemon adopts the running program, and its log ring too.
     let mut daemon = daemon;
-    daemon.signal(libc::SIGTERM);
-    assert!(daemon.wait_exit(Duration::from_secs(10)).success());
+    assert!(daemon.terminate(Duration::from_secs(10)).success());
     let adopter = env.start();
     assert_eq!(env.json(&["status"])["start"], "adopted");
     // (It re-applied the config on adoption, repairing the settings.)

@@ -112,13 +112,6 @@ fn map_ids(pin_dir: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// SIGTERM: the daemon exits and leaves the program pinned and attached.
-/// (The guard stays alive: dropping it would detach.)
-fn stop(d: &mut Daemon) {
-    d.signal(libc::SIGTERM);
-    assert!(d.wait_exit(Duration::from_secs(10)).success());
-}
-
 #[test]
 fn pins_removed_under_a_running_daemon_are_re_pinned_and_enforcement_goes_on() {
     if !privileged("pins_removed_under_a_running_daemon_are_re_pinned_and_enforcement_goes_on") {
@@ -174,7 +167,7 @@ fn pins_removed_under_a_running_daemon_are_re_pinned_and_enforcement_goes_on() {
     );
 
     // A restart finds the re-pinned objects and adopts them.
-    stop(&mut d);
+    assert!(d.terminate(Duration::from_secs(10)).success());
     let _d = env.start();
     let status = env.json(&["status"]);
     assert_eq!(status["start"], "adopted", "{status}");
@@ -233,7 +226,7 @@ fn an_interface_deleted_and_created_again_is_re_attached() {
     assert_enforcing(&env, slow);
 
     // The new link is pinned: a restart adopts it.
-    stop(&mut d);
+    assert!(d.terminate(Duration::from_secs(10)).success());
     let _d = env.start();
     assert_eq!(env.json(&["status"])["start"], "adopted");
 }
@@ -314,7 +307,7 @@ fn a_config_file_made_unreadable_or_deleted_keeps_the_running_configuration() {
 
     // A restart without the file refuses to start, naming it; the pinned
     // program goes on enforcing the last configuration meanwhile.
-    stop(&mut d);
+    assert!(d.terminate(Duration::from_secs(10)).success());
     let mut failed = env.spawn(&[]);
     let status = failed.wait_exit(Duration::from_secs(10));
     assert!(!status.success());
@@ -421,7 +414,7 @@ fn a_full_disk_refuses_a_cli_change_and_rolls_it_back() {
     // Space again: the change lands, and survives a restart.
     fs::remove_file(filler).unwrap();
     env.ok(&["tier", "set", "default", "--packets", "5/s"]);
-    stop(&mut d);
+    assert!(d.terminate(Duration::from_secs(10)).success());
     let _d = env.start();
     let default = &env.json(&["tier", "list"])[0];
     assert_eq!(default["name"], "default");

@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use tollgate::kernel::Maps;
 use tollgate_common::Verdict;
 use tollgate_tests::{
-    daemon::{Env, free_port},
+    daemon::{Env, free_port, rss_kib},
     packet::Packet,
     privileged,
 };
@@ -25,15 +25,6 @@ const SOURCES_MAX: u32 = 65_536;
 const KNOWN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 /// The known client sends one packet per this many flood packets.
 const KNOWN_EVERY: u32 = 1000;
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
 
 /// memlock of the open BPF map with this max_entries (the source map).
 fn memlock_of_map_with(max_entries: u32) -> Option<u64> {
@@ -80,7 +71,7 @@ fn a_five_million_packet_spoofed_flood_stays_bounded() {
     let pid = daemon.child.as_ref().unwrap().id();
     let maps = Maps::from_pins(&env.pins.path).unwrap();
     let memlock_before = memlock_of_map_with(SOURCES_MAX).expect("the source map");
-    let rss_before = rss_kib(pid);
+    let rss_before = rss_kib(pid).expect("daemon RSS");
 
     let prog = Xdp::from_pin(env.pins.path.join("prog"), XdpAttachType::Interface).unwrap();
     let mut frame = Packet::from(Ipv4Addr::new(10, 0, 0, 1))
@@ -138,7 +129,7 @@ fn a_five_million_packet_spoofed_flood_stays_bounded() {
     assert_eq!(known_passed, known_sent);
     // The daemon drained ~78k verdict samples; its memory stayed flat.
     std::thread::sleep(Duration::from_secs(2));
-    let rss_after = rss_kib(pid);
+    let rss_after = rss_kib(pid).expect("daemon RSS");
     eprintln!("daemon RSS {rss_before} KiB -> {rss_after} KiB");
     assert!(
         rss_after < rss_before + 32 * 1024,
