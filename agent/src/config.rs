@@ -1344,6 +1344,18 @@ fn parse_tier(
         spec.ipv6_prefix = *p.get_ref() as u32;
     }
 
+    // A burst without its rate is a mistake, not a no-op.
+    let burst_needs_rate =
+        |field: &str, burst: Option<(u64, Range<usize>)>| -> Result<(), ConfigError> {
+            match burst {
+                Some((b, span)) => Err(ctx.at(
+                    span,
+                    format_args!("tier \"{name}\": {field}_burst = {b}"),
+                    format_args!("there is no {field} rate to apply it to"),
+                )),
+                None => Ok(()),
+            }
+        };
     let count_burst = |field: &str,
                        b: Option<Spanned<i64>>|
      -> Result<Option<(u64, Range<usize>)>, ConfigError> {
@@ -1406,13 +1418,7 @@ fn parse_tier(
     ];
     for (field, rate, burst) in limits {
         let Some(rate) = rate else {
-            if let Some((b, span)) = burst {
-                return Err(ctx.at(
-                    span,
-                    format_args!("tier \"{name}\": {}_burst = {b}", field.name()),
-                    format_args!("there is no {} rate to apply it to", field.name()),
-                ));
-            }
+            burst_needs_rate(field.name(), burst)?;
             continue;
         };
         let what = format!("tier \"{name}\": {} = \"{}\"", field.name(), rate.get_ref());
@@ -1450,13 +1456,7 @@ fn parse_tier(
     ];
     for (field, rate, burst) in globals {
         let Some(rate) = rate else {
-            if let Some((b, span)) = burst {
-                return Err(ctx.at(
-                    span,
-                    format_args!("tier \"{name}\": {}_burst = {b}", field.name()),
-                    format_args!("there is no {} rate to apply it to", field.name()),
-                ));
-            }
+            burst_needs_rate(field.name(), burst)?;
             continue;
         };
         let what = format!("tier \"{name}\": {} = \"{}\"", field.name(), rate.get_ref());
