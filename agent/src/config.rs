@@ -1680,6 +1680,18 @@ action = "allow"
             ],
         );
         assert_err(
+            "[[tier]]\nname = \"gold\"\npackets_burst = 5\n",
+            &[
+                "tollgate.toml:3: tier \"gold\": packets_burst = 5: there is no packets rate to apply it to",
+            ],
+        );
+        assert_err(
+            "[[tier]]\nname = \"gold\"\nglobal_requests_burst = 3\n",
+            &[
+                "tollgate.toml:3: tier \"gold\": global_requests_burst = 3: there is no global_requests rate to apply it to",
+            ],
+        );
+        assert_err(
             "[maps]\nsample_ring_bytes = 5000\n",
             &[
                 "tollgate.toml:2: maps: sample_ring_bytes = 5000: must be a power of two between 4096",
