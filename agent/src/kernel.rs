@@ -93,6 +93,17 @@ pub const MAP_NAMES: [&str; 11] = [
     names::SAMPLER,
 ];
 
+/// CLOCK_MONOTONIC in nanoseconds: the kernel's `bpf_ktime_get_ns`.
+pub fn clock_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Loads the embedded XDP object. With `pin_dir`, every map is pinned there, and
 /// maps already pinned there are reused (their state survives the reload).
 pub fn load(object: &[u8], sizes: &MapSizes, pin_dir: Option<&Path>) -> Result<Ebpf> {

@@ -887,17 +887,6 @@ impl fmt::Display for Report {
     }
 }
 
-/// Monotonic clock (the clock `bpf_ktime_get_ns` reads).
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// Why a frame disagreed.
 #[derive(Debug)]
 struct Mismatch {
@@ -1145,7 +1134,7 @@ impl Pair {
     fn replay(&mut self, frames: &[Vec<u8>]) -> Result<Option<Found>> {
         self.clear_buckets()?;
         self.resync_counters()?;
-        let base = monotonic_ns();
+        let base = tollgate::kernel::clock_ns();
         let mut unused = Duration::ZERO;
         for (i, f) in frames.iter().enumerate() {
             if let Some(m) = self.run(f, &mut unused)? {
@@ -1270,7 +1259,7 @@ pub fn run(config: &Config) -> Result<Report> {
         epoch_frames.clear();
         report.epochs += 1;
 
-        let kernel_base = monotonic_ns();
+        let kernel_base = tollgate::kernel::clock_ns();
         let epoch_start = Instant::now();
         let mut mismatch = None;
         for _ in 0..len {

@@ -85,7 +85,7 @@ use tracing::{debug, info, warn};
 use crate::{
     config::{ClusterConfig, GlobalField, LimitField, RuleSpec, RuleTarget, TierMode, TierSpec},
     control::ClusterStatus,
-    kernel::SourceMaps,
+    kernel::{self, SourceMaps},
 };
 use lpm::Lpm;
 use store::{Conn, Entry};
@@ -197,17 +197,6 @@ fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: the kernel's `bpf_ktime_get_ns`.
-pub fn kernel_clock_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// A tier with global limits, as the sync uses it.
@@ -344,7 +333,7 @@ impl Plan {
 /// other source). Map walks are bounded: a walk restarts from the first key
 /// when its current key is evicted under it.
 pub fn scan(maps: &SourceMaps, plan: &Plan, usage: &mut Usage, window: u64) -> Vec<Delta> {
-    let started = kernel_clock_ns();
+    let started = kernel::clock_ns();
     usage.begin(window);
     let mut out = Vec::new();
     if !plan.tiers.is_empty() {
@@ -357,7 +346,7 @@ pub fn scan(maps: &SourceMaps, plan: &Plan, usage: &mut Usage, window: u64) -> V
                 continue;
             }
             if let Ok(state) = maps.v4.get(&k, 0) {
-                let now = kernel_clock_ns();
+                let now = kernel::clock_ns();
                 usage.observe(sk, t, &plan.tiers[t].measures, &state, now, &mut out);
             }
         }
@@ -370,7 +359,7 @@ pub fn scan(maps: &SourceMaps, plan: &Plan, usage: &mut Usage, window: u64) -> V
                 continue;
             }
             if let Ok(state) = maps.v6.get(&k, 0) {
-                let now = kernel_clock_ns();
+                let now = kernel::clock_ns();
                 usage.observe(sk, t, &plan.tiers[t].measures, &state, now, &mut out);
             }
         }
@@ -470,7 +459,7 @@ pub async fn run(
         backoff: FIRST_BACKOFF,
         logged_up: None,
     };
-    let mut jitter = Jitter(kernel_clock_ns() | 1);
+    let mut jitter = Jitter(kernel::clock_ns() | 1);
     let mut next = tokio::time::Instant::now();
     loop {
         next += jitter.next(sync.cfg.sync_interval);

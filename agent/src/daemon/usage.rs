@@ -11,7 +11,10 @@ use std::collections::HashMap;
 use ipnet::IpNet;
 use tollgate_common::{LimitKind, MAX_TIERS, RULE_TIER, RuleValue, SourceState, TierConfig};
 
-use crate::{kernel::Maps, monitor::TierNames};
+use crate::{
+    kernel::{self, Maps},
+    monitor::TierNames,
+};
 
 /// Sources read per family per scan (each costs two syscalls).
 pub const SCAN_LIMIT: usize = 100_000;
@@ -59,16 +62,6 @@ fn mask(addr: u128, len: u8, width: u8) -> u128 {
     }
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec; CLOCK_MONOTONIC is bpf_ktime_get_ns's clock.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 pub fn scan(maps: &Maps, names: &TierNames) -> Scan {
     let mut out = Scan {
         active: vec![0; MAX_TIERS as usize],
@@ -96,7 +89,7 @@ pub fn scan(maps: &Maps, names: &TierNames) -> Scan {
         }),
         128,
     );
-    let now = monotonic_ns();
+    let now = kernel::clock_ns();
     let tier_of = |rule: Option<RuleValue>| -> Option<u32> {
         match rule {
             Some(r) if r.action == RULE_TIER => Some(r.tier),

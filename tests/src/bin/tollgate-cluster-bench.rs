@@ -90,7 +90,7 @@ global_packets = "2000/s"
     // a source pressing its 1000/s limit stays: its TAT moves with the clock.
     let addr = |i: u32| u32::from_ne_bytes(Ipv4Addr::from(0x0a00_0000 + i).octets());
     let press = |maps: &mut Maps| -> Result<()> {
-        let now = cluster::kernel_clock_ns();
+        let now = tollgate::kernel::clock_ns();
         for i in 0..sources {
             let s = SourceState {
                 packets_tat: now + 500_000_000,
