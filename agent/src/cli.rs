@@ -13,12 +13,12 @@ use tollgate_common::Verdict;
 
 use crate::{
     config::{self, TierMode},
-    control::{
+    daemon::{self, RunOptions},
+    datapath::kernel::AttachMode,
+    proto::{
         self, ClientError, Done, Fill, LimitRow, Request, RuleAction, RuleRow, StatsData,
         StatusData, TierRow, TierSetArgs, TopData,
     },
-    daemon::{self, RunOptions},
-    kernel::AttachMode,
     talkers::TopBy,
     units::{human_byte_rate, human_bytes, human_count, human_duration, human_rate},
 };
@@ -414,14 +414,14 @@ pub fn execute(cli: Cli) -> Result<()> {
             emit(cli.json, &t, || render_top(&t))
         }
         Command::Http(HttpCommand::Top(a)) => {
-            let t: control::HttpTopData = call(&cli, &Request::HttpTop { by: a.by, n: a.n })?;
+            let t: proto::HttpTopData = call(&cli, &Request::HttpTop { by: a.by, n: a.n })?;
             emit(cli.json, &t, || render_http_top(&t))
         }
         Command::Http(HttpCommand::Tail) => {
             let socket = socket_path(&cli)?;
             let json = cli.json;
             let mut out = io::stdout().lock();
-            control::stream(&socket, &Request::HttpTail {}, |data| {
+            proto::stream(&socket, &Request::HttpTail {}, |data| {
                 let line = if json {
                     data.to_string()
                 } else {
@@ -462,7 +462,7 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Reload => mutate(&cli, &Request::Reload {}),
         Command::Detach(a) => {
             let socket = socket_path(&cli)?;
-            match control::request_as::<Done>(&socket, &Request::Detach {}) {
+            match proto::request_as::<Done>(&socket, &Request::Detach {}) {
                 Ok(d) => emit(cli.json, &d, || d.message.clone()),
                 Err(e) if e.not_running() => {
                     let pin_dir = match &a.pin_dir {
@@ -512,7 +512,7 @@ fn socket_path(cli: &Cli) -> Result<PathBuf> {
 
 fn call<T: serde::de::DeserializeOwned>(cli: &Cli, req: &Request) -> Result<T> {
     let socket = socket_path(cli)?;
-    control::request_as(&socket, req).map_err(|e: ClientError| anyhow!(e))
+    proto::request_as(&socket, req).map_err(|e: ClientError| anyhow!(e))
 }
 
 fn mutate(cli: &Cli, req: &Request) -> Result<()> {
@@ -843,7 +843,7 @@ pub fn render_stats(s: &StatsData) -> String {
     )
 }
 
-pub fn render_http_top(t: &control::HttpTopData) -> String {
+pub fn render_http_top(t: &proto::HttpTopData) -> String {
     if t.rows.is_empty() {
         return "no HTTP requests sampled yet (plaintext HTTP/1.x to the ports in [http] ports)"
             .to_owned();
@@ -926,7 +926,7 @@ mod tests {
     use clap::CommandFactory as _;
 
     use super::*;
-    use crate::control::{InterfaceStatus, TierStats, Traffic};
+    use crate::proto::{InterfaceStatus, TierStats, Traffic};
 
     #[test]
     fn cli_is_consistent_and_every_item_has_an_example() {
@@ -1105,7 +1105,7 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("cluster"), "{out}");
-        let mut cluster = crate::control::ClusterStatus {
+        let mut cluster = crate::proto::ClusterStatus {
             up: true,
             redis: "redis://10.0.0.5:6379/".into(),
             node_id: "edge-1".into(),
@@ -1120,7 +1120,7 @@ mod tests {
             denies_total: 4,
             last_error: None,
         };
-        let with = |c: &crate::control::ClusterStatus| {
+        let with = |c: &crate::proto::ClusterStatus| {
             render_status(&StatusData {
                 cluster: Some(c.clone()),
                 ..st.clone()

@@ -21,7 +21,7 @@ use tollgate_common::{Limit, LimitKind, MAX_TIERS, TIER_ACTIVE, TIER_SHADOW, Tie
 use toml::Spanned;
 
 use crate::{
-    kernel::{AttachMode, MapSizes},
+    datapath::kernel::{AttachMode, MapSizes},
     units::{self, Rate},
 };
 

@@ -13,7 +13,7 @@ use prometheus::{
 };
 use tollgate_common::{Counter, SamplerState, VERDICT_COUNT, Verdict};
 
-use crate::{daemon::RepairTotals, http::HttpKey, talkers::TalkerRow};
+use crate::{datapath::guard::RepairTotals, http::HttpKey, talkers::TalkerRow};
 
 /// Per-tier numbers.
 #[derive(Clone, Debug, Default)]

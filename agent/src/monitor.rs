@@ -15,8 +15,8 @@ use tollgate_common::MAX_TIERS;
 use crate::{
     apikeys::{ApiKeys, PinChange, Pins, source_prefix},
     config::{ApiKeysConfig, HttpConfig},
+    datapath::samples::Sample,
     http::{self, HttpStats, redact::Redactor, stats::Limits},
-    samples::Sample,
 };
 
 /// Most pins (API-key clients) held at once.

@@ -21,7 +21,7 @@ use tollgate_common::MAX_TIERS;
 
 use crate::{
     config::{Config, RuleSpec, RuleTarget, TierSpec, parse_cidr},
-    kernel::AttachMode,
+    datapath::kernel::AttachMode,
 };
 
 pub const STATE_VERSION: u32 = 1;

@@ -28,7 +28,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use aya::programs::{Xdp, xdp::XdpLinkId};
 use aya::{Ebpf, EbpfLoader};
-use tollgate::kernel::{self, AttachMode, MapSizes, Maps};
+use tollgate::datapath::kernel::{self, AttachMode, MapSizes, Maps};
 use tollgate_common::Verdict;
 
 use crate::{
@@ -462,7 +462,7 @@ impl Bed {
         match system {
             System::Floor => {
                 // Only floor_drop is loaded (the object's maps are created, unused).
-                let mut ebpf = Box::new(EbpfLoader::new().load(tollgate::EBPF_OBJECT)?);
+                let mut ebpf = Box::new(EbpfLoader::new().load(tollgate::datapath::EBPF_OBJECT)?);
                 let name = "floor_drop";
                 let xdp: &mut Xdp = ebpf
                     .program_mut(name)
@@ -492,7 +492,8 @@ impl Bed {
                     rules_v6: 1024,
                     ..MapSizes::default()
                 };
-                let mut ebpf = Box::new(kernel::load(tollgate::EBPF_OBJECT, &sizes, None)?);
+                let mut ebpf =
+                    Box::new(kernel::load(tollgate::datapath::EBPF_OBJECT, &sizes, None)?);
                 let mut maps = Box::new(Maps::from_ebpf(&mut ebpf)?);
                 maps.stamp_layout()?;
                 // One tier, the default, with the per-source packet limit; no rules.

@@ -35,7 +35,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use ipnet::IpNet;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
-use tollgate::kernel::MapSizes;
+use tollgate::datapath::kernel::MapSizes;
 use tollgate_common::{
     Counter, Limit, LimitKind, MAX_HTTP_PORTS, MAX_TIERS, RULE_ALLOW, RULE_DENY, RULE_TIER,
     RuleValue, Settings, TIER_ACTIVE, TIER_SHADOW, TierConfig, VERDICT_COUNT, Verdict,
@@ -1134,7 +1134,7 @@ impl Pair {
     fn replay(&mut self, frames: &[Vec<u8>]) -> Result<Option<Found>> {
         self.clear_buckets()?;
         self.resync_counters()?;
-        let base = tollgate::kernel::clock_ns();
+        let base = tollgate::datapath::kernel::clock_ns();
         let mut unused = Duration::ZERO;
         for (i, f) in frames.iter().enumerate() {
             if let Some(m) = self.run(f, &mut unused)? {
@@ -1259,7 +1259,7 @@ pub fn run(config: &Config) -> Result<Report> {
         epoch_frames.clear();
         report.epochs += 1;
 
-        let kernel_base = tollgate::kernel::clock_ns();
+        let kernel_base = tollgate::datapath::kernel::clock_ns();
         let epoch_start = Instant::now();
         let mut mismatch = None;
         for _ in 0..len {

@@ -5,7 +5,7 @@ use aya::{
     Ebpf,
     programs::{TestRun, TestRunOptions, Xdp},
 };
-use tollgate::kernel::{self, MapSizes, Maps};
+use tollgate::datapath::kernel::{self, MapSizes, Maps};
 use tollgate_common::{Limit, LimitKind, TIER_ACTIVE, TIER_SHADOW, TierConfig};
 
 pub const XDP_ABORTED: u32 = 0;
@@ -32,8 +32,8 @@ impl TestProgram {
     }
 
     pub fn load_sized(sizes: &MapSizes) -> Result<TestProgram> {
-        let mut ebpf =
-            kernel::load(tollgate::EBPF_OBJECT, sizes, None).context("loading XDP program")?;
+        let mut ebpf = kernel::load(tollgate::datapath::EBPF_OBJECT, sizes, None)
+            .context("loading XDP program")?;
         let mut maps = Maps::from_ebpf(&mut ebpf)?;
         maps.stamp_layout()?;
         Ok(TestProgram { ebpf, maps })

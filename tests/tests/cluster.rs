@@ -23,7 +23,7 @@ use serde_json::Value;
 use tollgate::{
     cluster::store::{self, Conn, Entry},
     config::RedisTarget,
-    kernel::Maps,
+    datapath::kernel::Maps,
 };
 use tollgate_common::{RULE_DENY, RULE_TIER};
 use tollgate_tests::{

@@ -18,7 +18,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tollgate::kernel::Maps;
+use tollgate::datapath::kernel::Maps;
 use tollgate_common::{LimitKind, Meta, Verdict, names};
 use tollgate_tests::{
     daemon::{Env, bin, u64_at},

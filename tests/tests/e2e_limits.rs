@@ -8,7 +8,7 @@ use std::{
 };
 
 use ipnet::IpNet;
-use tollgate::kernel::{self, AttachMode};
+use tollgate::datapath::kernel::{self, AttachMode};
 use tollgate_common::{RULE_TIER, RuleValue, Verdict};
 use tollgate_tests::{
     net::{Netns, Veth, pin_to_cpu},

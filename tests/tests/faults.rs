@@ -26,8 +26,8 @@ use std::{
 };
 
 use tollgate::{
-    daemon::dataplane::{PROG_PIN, link_pin},
-    kernel::{MAP_NAMES, Maps},
+    datapath::dataplane::{PROG_PIN, link_pin},
+    datapath::kernel::{MAP_NAMES, Maps},
 };
 use tollgate_common::Verdict;
 use tollgate_tests::{

@@ -12,7 +12,7 @@ use std::{
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya_obj::programs::XdpAttachType;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use tollgate::kernel::Maps;
+use tollgate::datapath::kernel::Maps;
 use tollgate_common::Verdict;
 use tollgate_tests::{
     daemon::{Env, free_port, rss_kib},

@@ -9,7 +9,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tollgate::{apikeys::hash_key, kernel::Maps};
+use tollgate::{apikeys::hash_key, datapath::kernel::Maps};
 use tollgate_tests::{
     daemon::{Env, bin, free_port, scrape_metrics},
     httpd::{Client, Server, request_once},

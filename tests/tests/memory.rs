@@ -1,7 +1,7 @@
 //! Kernel memory per tracked source, as the kernel reports it (memlock in the
 //! map's fdinfo), with 1,000,000 sources tracked in each family's LRU map.
 
-use tollgate::kernel::MapSizes;
+use tollgate::datapath::kernel::MapSizes;
 use tollgate_common::{SourceState, limiter};
 use tollgate_tests::{privileged, program::TestProgram};
 

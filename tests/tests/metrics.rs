@@ -11,7 +11,7 @@ use std::{
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya_obj::programs::XdpAttachType;
-use tollgate::kernel::Maps;
+use tollgate::datapath::kernel::Maps;
 use tollgate_common::Verdict;
 use tollgate_tests::{
     daemon::{Env, free_port, metric_value as value, scrape_metrics},

@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use aya::maps::{MapData, RingBuf};
-use tollgate::samples::Sample;
+use tollgate::datapath::samples::Sample;
 use tollgate_common::{Limit, SampleHeader, Settings, Verdict};
 use tollgate_tests::{
     packet::{Packet, TCP_ACK, TCP_PSH},
@@ -135,7 +135,7 @@ fn a_full_ring_is_counted_not_silent() {
     if !privileged("a_full_ring_is_counted_not_silent") {
         return;
     }
-    let mut p = TestProgram::load_sized(&tollgate::kernel::MapSizes {
+    let mut p = TestProgram::load_sized(&tollgate::datapath::kernel::MapSizes {
         sources_v4: 64,
         sources_v6: 64,
         rules_v4: 16,

@@ -84,8 +84,8 @@ use tracing::{debug, info, warn};
 
 use crate::{
     config::{ClusterConfig, GlobalField, LimitField, RuleSpec, RuleTarget, TierMode, TierSpec},
-    control::ClusterStatus,
-    kernel::{self, SourceMaps},
+    datapath::kernel::{self, SourceMaps},
+    proto::ClusterStatus,
 };
 use lpm::Lpm;
 use store::{Conn, Entry};

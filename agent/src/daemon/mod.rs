@@ -5,12 +5,7 @@
 //! reloads on SIGHUP. SIGTERM/SIGINT stop the daemon but leave the program
 //! attached and pinned: enforcement never stops. `tollgate detach` removes it.
 
-mod bpf_obj;
-pub mod dataplane;
-mod guard;
-pub use guard::RepairTotals;
 mod server;
-mod usage;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -30,6 +25,10 @@ use tollgate_common::{
 };
 use tracing::{error, info, warn};
 
+use crate::datapath::{
+    dataplane::{self, Dataplane, LinkState, Plan, StartKind},
+    guard, scan,
+};
 use crate::{
     apikeys::PinChange,
     cluster,
@@ -37,19 +36,18 @@ use crate::{
         self, Config, ConfigError, ConfigSource, LimitField, LimitSpec, RuleSpec, RuleTarget,
         TierSpec, check_tier_name, parse_cidr,
     },
-    control::{
+    datapath::kernel::{AttachMode, Maps},
+    datapath::samples::Sample,
+    metrics::{self, Snapshot, TierSnapshot, Usage},
+    monitor::{Monitor, TierNames},
+    proto::{
         Done, Fill, InterfaceStatus, LimitRow, Request, Response, RuleAction, RuleRow, StatsData,
         StatusData, TierRow, TierSetArgs, TierStats, TopData, TopRow, Traffic,
     },
-    kernel::{AttachMode, Maps},
-    metrics::{self, Snapshot, TierSnapshot, Usage},
-    monitor::{Monitor, TierNames},
-    samples::Sample,
     state::{self, Overlay, State},
     talkers::{Talkers, TopBy},
     units,
 };
-use dataplane::{Dataplane, LinkState, Plan, StartKind};
 
 /// Capacity of the top-talkers summary.
 pub const TALKERS_CAPACITY: usize = 1024;
@@ -271,7 +269,7 @@ impl Shared {
                 drop(d);
                 let rows = lock(&self.monitor).stats().top(by, n.clamp(1, 1000));
                 let malformed = lock(&self.monitor).malformed;
-                Ok(Response::success(crate::control::HttpTopData {
+                Ok(Response::success(crate::proto::HttpTopData {
                     by,
                     rows,
                     malformed,
@@ -1173,7 +1171,7 @@ impl Daemon {
                 u.requests_per_second = requests.get(i).copied().unwrap_or(0) as f64 / dt;
             }
         }
-        let scan = usage::scan(&self.maps, names);
+        let scan = scan::scan(&self.maps, &|t| names.names[t as usize].is_some());
         for (i, u) in usage.iter_mut().enumerate() {
             u.active_sources = scan.active[i];
             u.limited_sources = scan.limited[i];
@@ -1331,26 +1329,6 @@ impl Daemon {
     }
 }
 
-/// Takes an exclusive lock on the pin directory so two daemons never drive
-/// the same pins. Held for the daemon's life.
-fn lock_pin_dir(pin_dir: &Path) -> Result<File> {
-    std::fs::create_dir_all(pin_dir)
-        .with_context(|| format!("creating the pin directory {}", pin_dir.display()))?;
-    let dir = File::open(pin_dir).with_context(|| format!("opening {}", pin_dir.display()))?;
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            bail!(
-                "another tollgate daemon is using {} (stop it first, or give this one another --pin-dir)",
-                pin_dir.display()
-            );
-        }
-        warn!(error = %e, "could not lock the pin directory; continuing");
-    }
-    Ok(dir)
-}
-
 /// Runs the daemon until SIGTERM/SIGINT (program stays attached) or
 /// `tollgate detach` (program removed).
 pub fn run(opts: RunOptions) -> Result<()> {
@@ -1400,7 +1378,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
     let listener = server::bind(&file.socket, !file.allow_uids.is_empty())?;
     let socket_path = file.socket.clone();
     let result = async {
-        let pin_lock = lock_pin_dir(&file.pin_dir)?;
+        let pin_lock = dataplane::lock_pin_dir(&file.pin_dir)?;
         let plan = Plan {
             pin_dir: &file.pin_dir,
             interfaces: &file.interfaces,

@@ -19,7 +19,7 @@ use tokio::{
 use tracing::{debug, warn};
 
 use super::Shared;
-use crate::control::{IDLE_TIMEOUT, MAX_REQUEST_LINE, Request, Response};
+use crate::proto::{IDLE_TIMEOUT, MAX_REQUEST_LINE, Request, Response};
 
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 64;

@@ -16,8 +16,8 @@ use aya::programs::{TestRun, TestRunOptions, Xdp};
 use tollgate::{
     apikeys::hash_key,
     config::{ApiKeysConfig, HttpConfig},
+    datapath::samples::Sample,
     monitor::{Monitor, TierNames},
-    samples::Sample,
 };
 use tollgate_common::{Limit, SAMPLE_HTTP, SampleHeader};
 use tollgate_tests::{

@@ -81,7 +81,7 @@ fn fresh_sources(xdp: &Xdp, frames: &[Vec<u8>]) -> Result<(f64, f64, f64)> {
 }
 
 fn micro() -> Result<()> {
-    let mut p = TestProgram::load_sized(&tollgate::kernel::MapSizes {
+    let mut p = TestProgram::load_sized(&tollgate::datapath::kernel::MapSizes {
         sources_v4: 1 << 20,
         sources_v6: 1 << 16,
         rules_v4: 1024,

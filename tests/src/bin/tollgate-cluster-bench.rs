@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use tollgate::{
     cluster::{self, KEY_TTL, Plan, View, store, usage::Usage},
     config::{self, ConfigSource},
-    kernel::{self, MapSizes, Maps, SourceMaps},
+    datapath::kernel::{self, MapSizes, Maps, SourceMaps},
     state::State,
 };
 use tollgate_common::SourceState;
@@ -49,7 +49,7 @@ fn main() -> Result<()> {
         rules_v6: 1024,
         sample_ring_bytes: 1 << 16,
     };
-    let mut ebpf = kernel::load(tollgate::EBPF_OBJECT, &sizes, Some(&pins.path))?;
+    let mut ebpf = kernel::load(tollgate::datapath::EBPF_OBJECT, &sizes, Some(&pins.path))?;
     let mut maps = Maps::from_ebpf(&mut ebpf)?;
     maps.stamp_layout()?;
     let source_maps = SourceMaps::open(&pins.path)?;
@@ -90,7 +90,7 @@ global_packets = "2000/s"
     // a source pressing its 1000/s limit stays: its TAT moves with the clock.
     let addr = |i: u32| u32::from_ne_bytes(Ipv4Addr::from(0x0a00_0000 + i).octets());
     let press = |maps: &mut Maps| -> Result<()> {
-        let now = tollgate::kernel::clock_ns();
+        let now = tollgate::datapath::kernel::clock_ns();
         for i in 0..sources {
             let s = SourceState {
                 packets_tat: now + 500_000_000,

@@ -43,7 +43,7 @@ use aya::{
 use tracing::{debug, info, warn};
 
 use super::bpf_obj;
-use crate::kernel::{self, AttachMode, KernelError, MAP_NAMES, MapSizes, Maps};
+use super::kernel::{self, AttachMode, KernelError, MAP_NAMES, MapSizes, Maps};
 
 pub const PROG_PIN: &str = "prog";
 pub const NEXT_DIR: &str = "next";
@@ -248,7 +248,7 @@ fn install(
     reuse: Option<()>,
     configure: Configure<'_>,
 ) -> Result<Installed> {
-    let mut ebpf = kernel::load(crate::EBPF_OBJECT, plan.sizes, Some(maps_dir))?;
+    let mut ebpf = kernel::load(super::EBPF_OBJECT, plan.sizes, Some(maps_dir))?;
     let logger = init_logger(&mut ebpf);
     let mut maps = Maps::from_ebpf(&mut ebpf)?;
     if reuse.is_none() {
@@ -497,4 +497,30 @@ pub fn pinned_program_id(pin_dir: &Path) -> Option<u32> {
     ProgramInfo::from_pin(pin_dir.join(PROG_PIN))
         .ok()
         .map(|p| p.id())
+}
+
+/// Takes an exclusive lock on the pin directory so two daemons never drive
+/// the same pins. Held for the daemon's life.
+pub fn lock_pin_dir(pin_dir: &Path) -> Result<fs::File> {
+    std::fs::create_dir_all(pin_dir)
+        .with_context(|| format!("creating the pin directory {}", pin_dir.display()))?;
+    let dir = fs::File::open(pin_dir).with_context(|| format!("opening {}", pin_dir.display()))?;
+    // SAFETY: flock on an fd we own.
+    if unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&dir),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    } != 0
+    {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            bail!(
+                "another tollgate daemon is using {} (stop it first, or give this one another --pin-dir)",
+                pin_dir.display()
+            );
+        }
+        warn!(error = %e, "could not lock the pin directory; continuing");
+    }
+    Ok(dir)
 }

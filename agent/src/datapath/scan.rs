@@ -11,10 +11,7 @@ use std::collections::HashMap;
 use ipnet::IpNet;
 use tollgate_common::{LimitKind, MAX_TIERS, RULE_TIER, RuleValue, SourceState, TierConfig};
 
-use crate::{
-    kernel::{self, Maps},
-    monitor::TierNames,
-};
+use super::kernel::{self, Maps};
 
 /// Sources read per family per scan (each costs two syscalls).
 pub const SCAN_LIMIT: usize = 100_000;
@@ -62,7 +59,9 @@ fn mask(addr: u128, len: u8, width: u8) -> u128 {
     }
 }
 
-pub fn scan(maps: &Maps, names: &TierNames) -> Scan {
+/// Classifies the tracked sources of the tiers for which `configured(index)`
+/// holds.
+pub fn scan(maps: &Maps, configured: &dyn Fn(u32) -> bool) -> Scan {
     let mut out = Scan {
         active: vec![0; MAX_TIERS as usize],
         limited: vec![0; MAX_TIERS as usize],
@@ -98,7 +97,7 @@ pub fn scan(maps: &Maps, names: &TierNames) -> Scan {
         }
     };
     let mut judge = |tier: Option<u32>, state: &SourceState| {
-        let Some(t) = tier.filter(|t| *t < MAX_TIERS && names.names[*t as usize].is_some()) else {
+        let Some(t) = tier.filter(|t| *t < MAX_TIERS && configured(*t)) else {
             return;
         };
         let cfg = &tiers[t as usize];

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     config::TierMode,
-    kernel::AttachMode,
+    datapath::kernel::AttachMode,
     talkers::{TalkerRow, TopBy},
 };
 

@@ -26,11 +26,11 @@ use aya::programs::Xdp;
 use aya_obj::programs::XdpAttachType;
 use tracing::{error, info, warn};
 
+use super::kernel::{AttachMode, MAP_NAMES};
 use super::{
     bpf_obj,
     dataplane::{self, LinkState, PROG_PIN},
 };
-use crate::kernel::{AttachMode, MAP_NAMES};
 
 /// How often the pins and interfaces are checked.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -179,7 +179,7 @@ impl Guard {
             fs::create_dir_all(&self.pin_dir)
                 .with_context(|| format!("creating {}", self.pin_dir.display()))?;
             dataplane::check_bpffs(&self.pin_dir)?;
-            self.lock = super::lock_pin_dir(&self.pin_dir)?;
+            self.lock = dataplane::lock_pin_dir(&self.pin_dir)?;
         }
         let links = self.links.values().filter_map(|l| l.link.as_ref());
         let mut n = 0;
