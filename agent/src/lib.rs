@@ -2,6 +2,7 @@
 
 pub mod apikeys;
 pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod daemon;

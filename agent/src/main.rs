@@ -1,9 +1,12 @@
 //! The `tollgate` binary: the daemon (`tollgate run`) and the CLI that talks to it.
 
-use std::process::ExitCode;
+use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::Parser as _;
-use tollgate::cli::{self, Cli, Command};
+use tollgate::{
+    cli::{self, Cli, Command},
+    daemon::{self, RunOptions},
+};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -15,11 +18,24 @@ fn main() -> ExitCode {
         "warn"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Colour only on a terminal: journald and log files get plain text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
-    match cli::execute(cli) {
+    let result = match &cli.command {
+        Command::Run(args) => daemon::run(RunOptions {
+            config: cli.config.clone(),
+            interfaces: args.ifaces.clone(),
+            mode: args.mode,
+            pin_dir: args.pin_dir.clone(),
+            socket: cli.socket.clone(),
+            state_file: args.state.clone(),
+        }),
+        _ => cli::execute(cli),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

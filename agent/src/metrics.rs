@@ -28,18 +28,7 @@ pub struct TierSnapshot {
     pub usage: Usage,
 }
 
-/// What a tier used over the last aggregation period.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Usage {
-    pub packets_per_second: f64,
-    pub bytes_per_second: f64,
-    /// Estimated HTTP requests/s (sampled requests × their scale).
-    pub requests_per_second: f64,
-    /// Sources of the tier with bucket activity in the period.
-    pub active_sources: u64,
-    /// Sources whose packets bucket is full right now (their next packet drops).
-    pub limited_sources: u64,
-}
+pub use crate::proto::Usage;
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct InterfaceInfo {

@@ -9,16 +9,7 @@ use std::{collections::HashMap, net::IpAddr};
 
 use tollgate_common::Verdict;
 
-/// What `tollgate top` ranks by.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum TopBy {
-    Packets,
-    Drops,
-    Requests,
-}
+pub use crate::proto::TopBy;
 
 /// One row of `tollgate top`: estimated counts (already scaled by the sampling
 /// rate) and the estimate's upper error bound.

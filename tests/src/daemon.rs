@@ -278,7 +278,7 @@ impl Daemon {
     pub fn wait_ready(&mut self) {
         let start = Instant::now();
         loop {
-            if tollgate::proto::request(&self.socket, &tollgate::proto::Request::Status {}).is_ok()
+            if tollgate::client::request(&self.socket, &tollgate::proto::Request::Status {}).is_ok()
             {
                 return;
             }

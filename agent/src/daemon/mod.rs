@@ -9,9 +9,8 @@ mod server;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fs::File,
     net::IpAddr,
-    os::{fd::AsRawFd as _, unix::fs::DirBuilderExt as _},
+    os::unix::fs::DirBuilderExt as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
@@ -298,7 +297,7 @@ impl Shared {
                     .get(&r.tier)
                     .cloned()
                     .unwrap_or_else(|| format!("#{}", r.tier));
-                TopRow::new(r, tier)
+                top_row(r, tier)
             })
             .collect();
         TopData {
@@ -1666,37 +1665,14 @@ async fn drain_program_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) 
     }
 }
 
-/// `tollgate detach` when no daemon answers: removes the links, the program
-/// and every pin in `pin_dir`. Refuses while a daemon holds the directory.
-pub fn detach_offline(pin_dir: &Path) -> Result<String> {
-    if !pin_dir.exists() {
-        return Ok(format!(
-            "nothing to detach: {} does not exist",
-            pin_dir.display()
-        ));
+fn top_row(row: &crate::talkers::TalkerRow, tier: String) -> TopRow {
+    TopRow {
+        source: row.source,
+        tier,
+        packets: row.packets,
+        bytes: row.bytes,
+        drops: row.drops,
+        requests: row.requests,
+        error: row.error,
     }
-    let dir = File::open(pin_dir).with_context(|| format!("opening {}", pin_dir.display()))?;
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0
-        && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
-    {
-        bail!(
-            "a tollgate daemon is using {} but is not answering on this socket: pass its --socket (or stop it) and retry",
-            pin_dir.display()
-        );
-    }
-    let links: Vec<String> = dataplane::pinned_links(pin_dir)?
-        .into_iter()
-        .map(|(i, _)| i)
-        .collect();
-    let n = dataplane::remove_pins(pin_dir)?;
-    Ok(format!(
-        "detached from {} (no daemon was running); removed {n} pins and {}",
-        if links.is_empty() {
-            "no interfaces".to_owned()
-        } else {
-            links.join(", ")
-        },
-        pin_dir.display()
-    ))
 }

@@ -524,3 +524,40 @@ pub fn lock_pin_dir(pin_dir: &Path) -> Result<fs::File> {
     }
     Ok(dir)
 }
+
+/// `tollgate detach` when no daemon answers: removes the links, the program
+/// and every pin in `pin_dir`. Refuses while a daemon holds the directory.
+pub fn detach_offline(pin_dir: &Path) -> Result<String> {
+    if !pin_dir.exists() {
+        return Ok(format!(
+            "nothing to detach: {} does not exist",
+            pin_dir.display()
+        ));
+    }
+    let dir = fs::File::open(pin_dir).with_context(|| format!("opening {}", pin_dir.display()))?;
+    // SAFETY: flock on an fd we own.
+    if unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&dir),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    } != 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+    {
+        bail!(
+            "a tollgate daemon is using {} but is not answering on this socket: pass its --socket (or stop it) and retry",
+            pin_dir.display()
+        );
+    }
+    let links: Vec<String> = pinned_links(pin_dir)?.into_iter().map(|(i, _)| i).collect();
+    let n = remove_pins(pin_dir)?;
+    Ok(format!(
+        "detached from {} (no daemon was running); removed {n} pins and {}",
+        if links.is_empty() {
+            "no interfaces".to_owned()
+        } else {
+            links.join(", ")
+        },
+        pin_dir.display()
+    ))
+}

@@ -1,0 +1,395 @@
+//! Rendering the daemon's answers as aligned tables with human units.
+
+use tollgate_common::Verdict;
+
+use crate::{
+    proto::{self, Fill, LimitRow, RuleRow, StatsData, StatusData, TierRow, TopBy, TopData},
+    units::{human_byte_rate, human_bytes, human_count, human_duration, human_rate},
+};
+
+/// A text table: columns padded to their widest cell, numbers right-aligned.
+pub struct Table {
+    headers: Vec<&'static str>,
+    right: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// Columns whose header starts with '>' are right-aligned.
+    pub fn new(headers: &[&'static str]) -> Table {
+        Table {
+            right: headers.iter().map(|h| h.starts_with('>')).collect(),
+            headers: headers.iter().map(|h| h.trim_start_matches('>')).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self) -> String {
+        let n = self.headers.len();
+        let width = |s: &str| s.chars().count();
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| width(h)).collect();
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate().take(n) {
+                widths[i] = widths[i].max(width(c));
+            }
+        }
+        let mut out = String::new();
+        let line = |cells: Vec<&str>, out: &mut String| {
+            let mut l = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                let pad = widths[i].saturating_sub(width(c));
+                if i > 0 {
+                    l.push_str("  ");
+                }
+                if self.right[i] {
+                    l.push_str(&" ".repeat(pad));
+                    l.push_str(c);
+                } else {
+                    l.push_str(c);
+                    l.push_str(&" ".repeat(pad));
+                }
+            }
+            out.push_str(l.trim_end());
+            out.push('\n');
+        };
+        line(self.headers.clone(), &mut out);
+        for r in &self.rows {
+            line(r.iter().map(String::as_str).collect(), &mut out);
+        }
+        out
+    }
+}
+
+pub(super) fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn fill_row(name: &str, f: &Fill) -> Vec<String> {
+    let pct = if f.max > 0 {
+        format!("{:.1}%", f.used as f64 * 100.0 / f.max as f64)
+    } else {
+        "-".to_owned()
+    };
+    vec![name.to_owned(), thousands(f.used), thousands(f.max), pct]
+}
+
+pub fn render_status(s: &StatusData) -> String {
+    let start = match s.start.as_str() {
+        "fresh" => "loaded a fresh program",
+        "adopted" => "adopted the pinned program",
+        "repaired" => "adopted the pinned maps, re-attached",
+        "upgraded" => "upgraded the pinned program",
+        other => other,
+    };
+    let mut out = format!(
+        "tollgate {}: running for {} (pid {}; {start})\n",
+        s.version,
+        human_duration(s.uptime_secs),
+        s.pid
+    );
+    let mut kv = Table::new(&["", ""]);
+    kv.row(vec![
+        "program".into(),
+        match s.program_id {
+            Some(id) => format!("id {id}, pinned in {}", s.pin_dir.display()),
+            None => format!("not pinned (expected in {})", s.pin_dir.display()),
+        },
+    ]);
+    kv.row(vec![
+        "config".into(),
+        if s.cli_changes > 0 {
+            format!(
+                "{} + {} change{} made with the CLI (saved in {})",
+                s.config_source,
+                s.cli_changes,
+                if s.cli_changes == 1 { "" } else { "s" },
+                s.state_file.display()
+            )
+        } else {
+            s.config_source.clone()
+        },
+    ]);
+    kv.row(vec!["default tier".into(), s.default_tier.clone()]);
+    kv.row(vec!["socket".into(), s.socket.display().to_string()]);
+    if let Some(c) = &s.cluster {
+        kv.row(vec![
+            "cluster".into(),
+            if c.up {
+                format!(
+                    "up: {} as {}, every {} ms; {} source{} denied fleet-wide",
+                    c.redis,
+                    c.node_id,
+                    c.sync_interval_ms,
+                    c.denied_sources,
+                    if c.denied_sources == 1 { "" } else { "s" }
+                )
+            } else {
+                format!(
+                    "DOWN: {} ({}); global limits paused, local limits enforcing",
+                    c.redis,
+                    c.last_error.as_deref().unwrap_or("not synced yet")
+                )
+            },
+        ]);
+    }
+    // Skip the empty header line of the key/value table.
+    out.push_str(kv.render().split_once('\n').map_or("", |(_, rest)| rest));
+    out.push('\n');
+    let mut ifs = Table::new(&["INTERFACE", "MODE", "ATTACHED", ">LINK", ">PROGRAM"]);
+    for i in &s.interfaces {
+        ifs.row(vec![
+            i.name.clone(),
+            i.mode
+                .map_or("unknown".to_owned(), |m| format!("{m:?}").to_lowercase()),
+            if i.attached { "yes" } else { "NO" }.to_owned(),
+            i.link_id.map_or("-".into(), |v| v.to_string()),
+            i.program_id.map_or("-".into(), |v| v.to_string()),
+        ]);
+    }
+    out.push_str(&ifs.render());
+    out.push('\n');
+    let mut maps = Table::new(&["MAP", ">USED", ">MAX", ">FILL"]);
+    maps.row(fill_row("sources v4", &s.sources_v4));
+    maps.row(fill_row("sources v6", &s.sources_v6));
+    maps.row(fill_row("rules v4", &s.rules_v4));
+    maps.row(fill_row("rules v6", &s.rules_v6));
+    maps.row(fill_row("tiers", &s.tiers));
+    out.push_str(&maps.render());
+    out
+}
+
+fn limit_cell(l: &Option<LimitRow>, bytes: bool) -> String {
+    match l {
+        None => "-".to_owned(),
+        Some(l) => {
+            let burst = if bytes {
+                human_bytes(l.burst as f64)
+            } else {
+                human_count(l.burst as f64)
+            };
+            format!("{} ({burst})", l.rate)
+        }
+    }
+}
+
+pub fn render_tiers(rows: &[TierRow]) -> String {
+    let mut t = Table::new(&[
+        "TIER",
+        ">IDX",
+        "MODE",
+        "PACKETS (BURST)",
+        "BYTES (BURST)",
+        "CONNECTIONS",
+        "REQUESTS",
+        "AGGREGATE",
+        ">IPV6",
+        ">RULES",
+        "SOURCE",
+    ]);
+    for r in rows {
+        t.row(vec![
+            format!("{}{}", r.name, if r.default { "*" } else { "" }),
+            r.index.to_string(),
+            r.mode.name().to_owned(),
+            limit_cell(&r.packets, false),
+            limit_cell(&r.bytes, true),
+            limit_cell(&r.connections, false),
+            limit_cell(&r.requests, false),
+            limit_cell(&r.aggregate, false),
+            format!("/{}", r.ipv6_prefix),
+            r.rules.to_string(),
+            r.source.clone(),
+        ]);
+    }
+    format!(
+        "{}\n* default tier (sources no rule matches); \"-\": unlimited; bursts in parentheses",
+        t.render()
+    )
+}
+
+pub fn render_rules(rows: &[RuleRow]) -> String {
+    if rows.is_empty() {
+        return "no rules: every source is limited by the default tier".to_owned();
+    }
+    let mut t = Table::new(&["CIDR", "ACTION", "TIER", "SOURCE"]);
+    for r in rows {
+        let tier = if r.action == "tier" {
+            r.tier.clone()
+        } else {
+            format!("({})", r.tier)
+        };
+        t.row(vec![
+            r.cidr.clone(),
+            r.action.clone(),
+            tier,
+            r.source.clone(),
+        ]);
+    }
+    format!(
+        "{}\nallow/deny traffic is counted under the tier in parentheses",
+        t.render()
+    )
+}
+
+pub fn render_stats(s: &StatsData) -> String {
+    let mut t = Table::new(&[
+        "TIER",
+        "VERDICT",
+        ">PACKETS",
+        ">BYTES",
+        ">PACKETS/S",
+        ">BYTES/S",
+    ]);
+    for tier in &s.tiers {
+        let mut first = true;
+        for v in Verdict::ALL {
+            let verdict = v.name();
+            let Some(c) = tier.verdicts.get(verdict) else {
+                continue;
+            };
+            if c.packets == 0 && v != Verdict::Passed {
+                continue;
+            }
+            t.row(vec![
+                if first {
+                    tier.name.clone()
+                } else {
+                    String::new()
+                },
+                verdict.to_owned(),
+                human_count(c.packets as f64),
+                human_bytes(c.bytes as f64),
+                human_rate(c.packets_per_sec),
+                human_byte_rate(c.bytes_per_sec),
+            ]);
+            first = false;
+        }
+        t.row(vec![
+            String::new(),
+            "(all drops)".to_owned(),
+            human_count(tier.dropped.packets as f64),
+            human_bytes(tier.dropped.bytes as f64),
+            human_rate(tier.dropped.packets_per_sec),
+            human_byte_rate(tier.dropped.bytes_per_sec),
+        ]);
+    }
+    let rates = if s.sample_interval_secs > 0.0 {
+        format!("rates over the last {:.1}s", s.sample_interval_secs)
+    } else {
+        "rates appear after two samples (one second)".to_owned()
+    };
+    let mut usage = Table::new(&[
+        "TIER",
+        ">PACKETS/S",
+        ">BYTES/S",
+        ">REQUESTS/S",
+        ">ACTIVE SOURCES",
+        ">LIMITED NOW",
+    ]);
+    for tier in &s.tiers {
+        let u = &tier.usage;
+        usage.row(vec![
+            tier.name.clone(),
+            human_rate(u.packets_per_second),
+            human_byte_rate(u.bytes_per_second),
+            human_rate(u.requests_per_second),
+            u.active_sources.to_string(),
+            u.limited_sources.to_string(),
+        ]);
+    }
+    format!(
+        "{}\ntotals since the program was loaded; {rates}\n\nusage (last second; requests estimated from samples; sources from the kernel's bucket state)\n{}",
+        t.render(),
+        usage.render()
+    )
+}
+
+pub fn render_http_top(t: &proto::HttpTopData) -> String {
+    if t.rows.is_empty() {
+        return "no HTTP requests sampled yet (plaintext HTTP/1.x to the ports in [http] ports)"
+            .to_owned();
+    }
+    let by = match t.by {
+        crate::http::stats::Group::Route => "ROUTE",
+        crate::http::stats::Group::Host => "HOST",
+        crate::http::stats::Group::Method => "METHOD",
+        crate::http::stats::Group::Tier => "TIER",
+    };
+    let mut table = Table::new(&[by, ">REQUESTS"]);
+    for (label, n) in &t.rows {
+        table.row(vec![label.clone(), human_count(*n as f64)]);
+    }
+    format!(
+        "{}\nestimated requests (samples × 1-in-K); {} sampled heads were not HTTP/1.x",
+        table.render(),
+        t.malformed
+    )
+}
+
+/// One `http tail` line: time, source, verdict, method, redacted target, host.
+pub fn render_tail_event(e: &crate::monitor::TailEvent) -> String {
+    let secs = e.unix_ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!(
+        "{h:02}:{m:02}:{s:02}.{:03} {} :{} {} [{}] {} {} host={}{}",
+        e.unix_ms % 1000,
+        e.source,
+        e.dst_port,
+        e.tier,
+        e.verdict,
+        e.method,
+        e.target,
+        e.host.as_deref().unwrap_or("-"),
+        if e.complete { "" } else { " (head truncated)" }
+    )
+}
+
+pub fn render_top(t: &TopData) -> String {
+    if t.rows.is_empty() {
+        return format!(
+            "no sources observed yet (tracking {}): top talkers come from the kernel's sampled verdicts",
+            t.tracked
+        );
+    }
+    let mut table = Table::new(&[
+        "SOURCE",
+        "TIER",
+        ">PACKETS",
+        ">BYTES",
+        ">DROPS",
+        ">REQUESTS",
+        ">±",
+    ]);
+    for r in &t.rows {
+        table.row(vec![
+            r.source.to_string(),
+            r.tier.clone(),
+            human_count(r.packets as f64),
+            human_bytes(r.bytes as f64),
+            human_count(r.drops as f64),
+            human_count(r.requests as f64),
+            human_count(r.error as f64),
+        ]);
+    }
+    let by = match t.by {
+        TopBy::Packets => "packets",
+        TopBy::Drops => "drops",
+        TopBy::Requests => "requests",
+    };
+    format!(
+        "{}\nranked by {by} (estimates; ± is the largest possible overcount; counts halve every 10s)",
+        table.render()
+    )
+}
