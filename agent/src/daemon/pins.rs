@@ -1,0 +1,86 @@
+//! API-key pins: sources pinned to their key's tier in the kernel's rule trie.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use tollgate_common::{RULE_ALLOW, RULE_DENY, RULE_TIER, RuleValue};
+use tracing::{info, warn};
+
+use super::{Daemon, apply};
+use crate::config::RuleTarget;
+
+impl Daemon {
+    /// Pins `net` to `tier` in the kernel (an API key's tier), unless the
+    /// config has an allow or deny rule for exactly that prefix.
+    pub(super) fn pin(&mut self, net: IpNet, tier: &str) {
+        let Some(&index) = self.state.tier_indices.get(tier) else {
+            return;
+        };
+        if let Some(rule) = self.effective.rule(&net)
+            && !matches!(rule.target, RuleTarget::Tier(_))
+        {
+            return;
+        }
+        let value = RuleValue {
+            action: RULE_TIER,
+            tier: index,
+        };
+        match self.maps.set_rule(net, value) {
+            Ok(()) => {
+                info!(source = %net, tier, "API key: source pinned to its key's tier");
+                self.pinned.insert(net, value);
+            }
+            Err(e) => warn!(source = %net, error = %e, "API key: pinning the source failed"),
+        }
+    }
+
+    /// Ends a pin: restores the configured rule for exactly `net`, if any.
+    pub(super) fn unpin(&mut self, net: IpNet) {
+        if self.pinned.remove(&net).is_none() {
+            return;
+        }
+        let restored = match self.effective.rule(&net).map(|r| r.target.clone()) {
+            Some(target) => {
+                let default = self
+                    .state
+                    .tier_indices
+                    .get(&self.effective.default_tier)
+                    .copied()
+                    .unwrap_or(0);
+                let value = match target {
+                    RuleTarget::Tier(t) => RuleValue {
+                        action: RULE_TIER,
+                        tier: self.state.tier_indices.get(&t).copied().unwrap_or(default),
+                    },
+                    RuleTarget::Allow => RuleValue {
+                        action: RULE_ALLOW,
+                        tier: default,
+                    },
+                    RuleTarget::Deny => RuleValue {
+                        action: RULE_DENY,
+                        tier: default,
+                    },
+                };
+                self.maps.set_rule(net, value).map(|_| ())
+            }
+            None => self.maps.remove_rule(net).map(|_| ()),
+        };
+        match restored {
+            Ok(()) => info!(source = %net, "API key pin expired"),
+            Err(e) => warn!(source = %net, error = %e, "removing an expired API key pin failed"),
+        }
+    }
+
+    /// Pins survive in the pinned rule map across a daemon restart, but their
+    /// expiry does not: make the kernel's rules exactly the configuration's.
+    pub(super) fn clear_stale_pins(&mut self) {
+        if let Err(e) = apply(
+            &mut self.maps,
+            &self.effective,
+            &self.state.tier_indices,
+            &BTreeMap::new(),
+        ) {
+            warn!(error = %format!("{e:#}"), "clearing API key pins left by a previous daemon");
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! What the daemon's tasks share, and the entry points they call: control
+//! requests, sample ingestion, the per-second tick, the metrics snapshot.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Instant,
+};
+
+use anyhow::Result;
+use ipnet::IpNet;
+use tollgate_common::{RuleValue, Verdict};
+use tracing::{error, info, warn};
+
+use super::{Daemon, TALKERS_CAPACITY, top_row};
+use crate::{
+    apikeys::PinChange,
+    cluster,
+    datapath::samples::Sample,
+    metrics::Snapshot,
+    monitor::{Monitor, TierNames},
+    proto::{Done, Request, Response, TopData},
+    talkers::{Talkers, TopBy},
+};
+
+/// What the tasks of the daemon share.
+pub struct Shared {
+    pub(super) daemon: Mutex<Daemon>,
+    pub(super) talkers: Mutex<Talkers>,
+    pub(super) monitor: Mutex<Monitor>,
+    pub(super) tiers: Mutex<TierNames>,
+    pub(super) shutdown: tokio::sync::Notify,
+    /// Read-held by each control request being handled; a stop takes it for
+    /// writing to let them finish (see [`STOP_GRACE`]).
+    pub(super) requests: tokio::sync::RwLock<()>,
+    /// The cluster sync's state, when `[cluster]` is configured.
+    pub(super) cluster: Option<Arc<cluster::Status>>,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock must not take the daemon down with it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    /// Whether the cluster sync reaches Redis: `None` without `[cluster]`,
+    /// `Some(false)` while global limits are paused (local limits enforce).
+    pub fn cluster_up(&self) -> Option<bool> {
+        self.cluster.as_ref().map(|c| c.is_up())
+    }
+
+    /// Hook for the kernel's sampled verdicts: records one sample standing for
+    /// `scale` packets of `bytes` bytes from `source` in tier index `tier`.
+    /// `request` is whether the packet carried an HTTP request. Feeds
+    /// `tollgate top`.
+    pub fn on_verdict_sample(
+        &self,
+        source: IpAddr,
+        tier: u32,
+        verdict: Verdict,
+        request: bool,
+        bytes: u64,
+        scale: u64,
+    ) {
+        lock(&self.talkers).observe(source, tier, verdict, request, bytes, scale);
+    }
+
+    /// Handles one control request. Returns the response and whether the
+    /// daemon should exit after sending it.
+    pub fn handle(&self, req: Request) -> (Response, bool) {
+        let mut d = lock(&self.daemon);
+        let result = match req {
+            Request::Status {} => d.status().map(|mut s| {
+                s.cluster = self.cluster.as_ref().map(|c| c.report());
+                Response::success(s)
+            }),
+            Request::TierList {} => Ok(Response::success(d.tier_rows())),
+            Request::TierSet(args) => d.tier_set(args).map(done),
+            Request::TierRm { name } => d.tier_rm(&name).map(done),
+            Request::RuleList {} => Ok(Response::success(d.rule_rows())),
+            Request::RuleAdd { cidr, tier, action } => d.rule_add(&cidr, tier, action).map(done),
+            Request::RuleRm { cidr } => d.rule_rm(&cidr).map(done),
+            Request::Stats { tier } => d.stats(tier.as_deref()).map(Response::success),
+            Request::Top { by, n } => {
+                let names = d.index_names();
+                drop(d);
+                Ok(Response::success(self.top(by, n, &names)))
+            }
+            Request::Reload {} => {
+                let result = d.reload();
+                if result.is_ok() {
+                    let (http, keys) = (d.effective.http.clone(), d.effective.api_keys.clone());
+                    drop(d);
+                    if let Err(e) = lock(&self.monitor).reconfigure(&http, &keys) {
+                        warn!(error = %e, "reload: the HTTP monitor kept its previous settings");
+                    }
+                }
+                result.map(done)
+            }
+            Request::HttpTop { by, n } => {
+                drop(d);
+                let rows = lock(&self.monitor).stats().top(by, n.clamp(1, 1000));
+                let malformed = lock(&self.monitor).malformed;
+                Ok(Response::success(crate::proto::HttpTopData {
+                    by,
+                    rows,
+                    malformed,
+                }))
+            }
+            Request::HttpTail {} => Err(
+                "http_tail streams: the control server handles it, not this function".to_owned(),
+            ),
+            Request::Detach {} => {
+                return match d.detach() {
+                    Ok(msg) => (done(msg), true),
+                    Err(e) => (Response::failure(e), false),
+                };
+            }
+        };
+        (result.unwrap_or_else(Response::failure), false)
+    }
+
+    pub(super) fn top(&self, by: TopBy, n: usize, names: &BTreeMap<u32, String>) -> TopData {
+        let t = lock(&self.talkers);
+        let rows = t
+            .top(by, n.clamp(1, TALKERS_CAPACITY))
+            .iter()
+            .map(|r| {
+                let tier = names
+                    .get(&r.tier)
+                    .cloned()
+                    .unwrap_or_else(|| format!("#{}", r.tier));
+                top_row(r, tier)
+            })
+            .collect();
+        TopData {
+            by,
+            rows,
+            tracked: t.len(),
+        }
+    }
+
+    /// Re-reads the config (SIGHUP); logs the outcome.
+    pub(super) fn reload_from_signal(&self) {
+        let mut d = lock(&self.daemon);
+        match d.reload() {
+            Ok(msg) => {
+                info!("SIGHUP: {msg}");
+                let (http, keys) = (d.effective.http.clone(), d.effective.api_keys.clone());
+                drop(d);
+                if let Err(e) = lock(&self.monitor).reconfigure(&http, &keys) {
+                    warn!(error = %e, "SIGHUP: the HTTP monitor kept its previous settings");
+                }
+            }
+            Err(e) => error!("SIGHUP: {e}"),
+        }
+    }
+
+    /// Subscribes to sampled requests for `http tail`.
+    pub fn tail(&self) -> tokio::sync::broadcast::Receiver<crate::monitor::TailEvent> {
+        lock(&self.monitor).subscribe()
+    }
+
+    /// Digests a batch of ring-buffer records; applies API-key pins.
+    pub(super) fn ingest(&self, records: &[Vec<u8>]) {
+        let now = Instant::now();
+        let tiers = lock(&self.tiers).clone();
+        let mut pins = Vec::new();
+        {
+            let mut monitor = lock(&self.monitor);
+            let mut talkers = lock(&self.talkers);
+            for r in records {
+                match Sample::decode(r) {
+                    Err(_) => monitor.undecodable += 1,
+                    Ok(s) if s.is_http() => {
+                        talkers.observe_request(s.source(), s.header.tier, s.header.scale as u64);
+                        if let Some(change) = monitor.ingest_http(&s, &tiers, now) {
+                            pins.push(change);
+                        }
+                    }
+                    Ok(s) => talkers.observe(
+                        s.source(),
+                        s.header.tier,
+                        s.verdict(),
+                        s.is_request(),
+                        s.header.frame_len as u64,
+                        s.header.scale as u64,
+                    ),
+                }
+            }
+        }
+        if pins.is_empty() {
+            return;
+        }
+        let mut d = lock(&self.daemon);
+        for (change, evicted) in pins {
+            if let Some(net) = evicted {
+                d.unpin(net);
+            }
+            if let PinChange::Install { net, tier } = change {
+                d.pin(net, &tier);
+            }
+        }
+    }
+
+    pub(super) fn sample(&self) {
+        let expired = lock(&self.monitor).expire_pins(Instant::now());
+        let requests = lock(&self.monitor).take_requests();
+        let mut d = lock(&self.daemon);
+        for net in expired {
+            d.unpin(net);
+        }
+        match d.maps.counters() {
+            Ok(c) => d.samples.push(Instant::now(), c),
+            Err(e) => warn!(error = %e, "sampling counters"),
+        }
+        d.check_ring_losses();
+        let names = d.tier_names();
+        d.update_usage(&requests, &names);
+        drop(d);
+        *lock(&self.tiers) = names;
+    }
+
+    /// What `/metrics` shows now.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = {
+            let d = lock(&self.daemon);
+            d.snapshot()
+        };
+        {
+            let m = lock(&self.monitor);
+            s.http = m.stats().counts().map(|(k, v)| (k.clone(), v)).collect();
+            s.http_malformed = m.malformed;
+            s.samples_undecodable = m.undecodable;
+        }
+        s.cluster_up = self.cluster_up();
+        let k = lock(&self.daemon).effective.http.top_sources_metric;
+        if k > 0 {
+            s.top = lock(&self.talkers).top(TopBy::Packets, k);
+        }
+        s
+    }
+}
+
+impl cluster::Host for Shared {
+    fn view(&self, known: Option<u64>) -> Option<cluster::View> {
+        let d = lock(&self.daemon);
+        if known == Some(d.generation) {
+            return None;
+        }
+        Some(cluster::View {
+            generation: d.generation,
+            tiers: d.effective.tiers.clone(),
+            default_tier: d.effective.default_tier.clone(),
+            rules: d.effective.rules.clone(),
+            indices: d.state.tier_indices.clone(),
+        })
+    }
+
+    fn update_rules(&self, upsert: &[(IpNet, RuleValue)], remove: &[IpNet]) -> Result<()> {
+        lock(&self.daemon)
+            .maps
+            .update_rules(upsert, remove)
+            .map_err(anyhow::Error::from)
+    }
+}
+
+pub(super) fn done(message: String) -> Response {
+    Response::success(Done { message })
+}

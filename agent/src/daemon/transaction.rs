@@ -1,0 +1,244 @@
+//! The config transaction: what the kernel should hold for a configuration,
+//! writing only the difference, and commit/rollback/reload around it.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
+
+use anyhow::{Context as _, Result};
+use ipnet::IpNet;
+use tollgate_common::{MAX_TIERS, RULE_ALLOW, RULE_DENY, RULE_TIER, RuleValue, TierConfig};
+use tracing::{error, info, warn};
+
+use super::Daemon;
+use crate::{
+    config::{self, Config, RuleTarget},
+    datapath::kernel::Maps,
+    state::{self, Overlay},
+};
+
+/// Writes `cfg` into the maps: tiers, default tier, rules; deactivates tier
+/// slots no configured tier uses. Only entries that differ are written, and
+/// bucket state (sources, aggregate) is never touched.
+pub(super) fn apply(
+    maps: &mut Maps,
+    cfg: &Config,
+    indices: &BTreeMap<String, u32>,
+    pinned: &BTreeMap<IpNet, RuleValue>,
+) -> Result<()> {
+    let index = |name: &str| {
+        indices
+            .get(name)
+            .copied()
+            .with_context(|| format!("tier {name} has no index"))
+    };
+    let mut active = BTreeSet::new();
+    for t in &cfg.tiers {
+        let i = index(&t.name)?;
+        active.insert(i);
+        let k = t.to_kernel().map_err(anyhow::Error::msg)?;
+        if maps.tier(i)? != k {
+            maps.set_tier(i, &k)?;
+        }
+    }
+    let default = index(&cfg.default_tier)?;
+    let current = maps.settings()?;
+    let wanted = sampling_settings(
+        &cfg.http,
+        tollgate_common::Settings {
+            default_tier: default,
+            ..current
+        },
+    );
+    if current != wanted {
+        maps.set_settings(wanted)?;
+    }
+    let mut desired = BTreeMap::new();
+    for r in &cfg.rules {
+        let v = match &r.target {
+            RuleTarget::Tier(t) => RuleValue {
+                action: RULE_TIER,
+                tier: index(t)?,
+            },
+            RuleTarget::Allow => RuleValue {
+                action: RULE_ALLOW,
+                tier: default,
+            },
+            RuleTarget::Deny => RuleValue {
+                action: RULE_DENY,
+                tier: default,
+            },
+        };
+        desired.insert(r.cidr, v);
+    }
+    // API-key pins hold on top of tier rules, never over allow or deny.
+    for (net, v) in pinned {
+        match desired.get(net) {
+            Some(r) if r.action != RULE_TIER => {}
+            _ => {
+                desired.insert(*net, *v);
+            }
+        }
+    }
+    let current: BTreeMap<IpNet, RuleValue> = maps.rules()?.into_iter().collect();
+    let upsert: Vec<(IpNet, RuleValue)> = desired
+        .iter()
+        .filter(|(net, v)| current.get(net) != Some(v))
+        .map(|(n, v)| (*n, *v))
+        .collect();
+    let remove: Vec<IpNet> = current
+        .keys()
+        .filter(|n| !desired.contains_key(n))
+        .copied()
+        .collect();
+    maps.update_rules(&upsert, &remove)?;
+    for i in 0..MAX_TIERS {
+        if !active.contains(&i) && maps.tier(i)?.is_active() {
+            maps.set_tier(i, &TierConfig::default())?;
+        }
+    }
+    Ok(())
+}
+
+/// The kernel's sampling settings for `[http]`, keeping `base`'s other fields.
+pub(super) fn sampling_settings(
+    http: &config::HttpConfig,
+    base: tollgate_common::Settings,
+) -> tollgate_common::Settings {
+    let mut ports = [0u16; tollgate_common::MAX_HTTP_PORTS];
+    for (slot, port) in ports.iter_mut().zip(&http.ports) {
+        *slot = *port;
+    }
+    tollgate_common::Settings {
+        http_ports: ports,
+        http_snap_len: http.snap_len,
+        http_sample_every: http.sample_every,
+        http_budget: tollgate_common::Limit::per_period(
+            http.budget_per_second,
+            1_000_000_000,
+            http.budget_burst,
+        )
+        .unwrap_or(tollgate_common::Limit::UNLIMITED),
+        verdict_sample_every: http.verdict_sample_every,
+        ..base
+    }
+}
+
+impl Daemon {
+    pub(super) fn state_path(&self) -> &Path {
+        &self.file.state_file
+    }
+
+    /// Makes `overlay` (and, for a reload, `new_file`) effective: validates,
+    /// applies to the kernel, persists, and only then commits in memory. On any
+    /// failure the kernel is put back as it was and nothing changes.
+    pub(super) fn commit(
+        &mut self,
+        new_file: Option<Config>,
+        overlay: Overlay,
+    ) -> Result<(), String> {
+        let file = new_file.as_ref().unwrap_or(&self.file);
+        let effective = overlay.apply(file)?;
+        // apply() below rewrites the kernel's rules, dropping cluster denies.
+        self.generation += 1;
+        let mut state = self.state.clone();
+        state.overlay = overlay;
+        state.assign_indices(&effective)?;
+        if let Err(e) = apply(
+            &mut self.maps,
+            &effective,
+            &state.tier_indices,
+            &self.pinned,
+        ) {
+            self.rollback();
+            return Err(format!(
+                "applying the change to the kernel failed: {e:#}; the previous configuration is still in effect"
+            ));
+        }
+        if state != self.state
+            && let Err(e) = state::save(self.state_path(), &state)
+        {
+            self.rollback();
+            self.state_write_failures += 1;
+            error!(state_file = %self.state_path().display(), error = %e,
+                "could not save a change; it was rolled back and is not in effect");
+            return Err(format!(
+                "could not save the change to {}: {e}; it was rolled back and is not in effect",
+                self.state_path().display()
+            ));
+        }
+        self.state = state;
+        self.effective = effective;
+        if let Some(f) = new_file {
+            self.file = f;
+        }
+        Ok(())
+    }
+
+    pub(super) fn rollback(&mut self) {
+        if let Err(e) = apply(
+            &mut self.maps,
+            &self.effective,
+            &self.state.tier_indices,
+            &self.pinned,
+        ) {
+            error!(error = %format!("{e:#}"), "rolling back a failed change also failed: the kernel may hold a partial change");
+        }
+    }
+
+    pub(super) fn reload(&mut self) -> Result<String, String> {
+        let result = self.reload_inner();
+        match result {
+            Ok(_) => self.reloads += 1,
+            Err(_) => self.reload_failures += 1,
+        }
+        result
+    }
+
+    pub(super) fn reload_inner(&mut self) -> Result<String, String> {
+        let mut new_file = self
+            .opts
+            .load_config()
+            .map_err(|e| format!("reload failed, the running configuration is unchanged: {e}"))?;
+        // These only take effect on a restart; keep what is running.
+        for (what, changed) in [
+            ("interfaces", new_file.interfaces != self.file.interfaces),
+            ("mode", new_file.mode != self.file.mode),
+            ("maps", new_file.maps != self.file.maps),
+            ("socket", new_file.socket != self.file.socket),
+            ("pin_dir", new_file.pin_dir != self.file.pin_dir),
+            ("state_file", new_file.state_file != self.file.state_file),
+            ("allow_uids", new_file.allow_uids != self.file.allow_uids),
+            ("[cluster]", new_file.cluster != self.file.cluster),
+        ] {
+            if changed {
+                warn!("reload: {what} changed in the config; restart the daemon to apply it");
+            }
+        }
+        new_file.interfaces = self.file.interfaces.clone();
+        new_file.mode = self.file.mode;
+        new_file.maps = self.file.maps;
+        new_file.socket = self.file.socket.clone();
+        new_file.pin_dir = self.file.pin_dir.clone();
+        new_file.state_file = self.file.state_file.clone();
+        new_file.allow_uids = self.file.allow_uids.clone();
+        new_file.cluster = self.file.cluster.clone();
+        let overlay = self.state.overlay.clone();
+        self.commit(Some(new_file), overlay)
+            .map_err(|e| format!("reload failed, the running configuration is unchanged: {e}"))?;
+        let msg = format!(
+            "reloaded {}: {} tiers, {} rules{}",
+            self.file.source,
+            self.effective.tiers.len(),
+            self.effective.rules.len(),
+            if self.state.overlay.is_empty() {
+                String::new()
+            } else {
+                " (including changes made with the CLI)".to_owned()
+            }
+        );
+        info!("{msg}");
+        Ok(msg)
+    }
+}
