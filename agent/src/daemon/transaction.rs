@@ -1,10 +1,7 @@
 //! The config transaction: what the kernel should hold for a configuration,
 //! writing only the difference, and commit/rollback/reload around it.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    path::Path,
-};
+use std::{collections::BTreeMap, path::Path};
 
 use anyhow::{Context as _, Result};
 use ipnet::IpNet;
@@ -18,6 +15,72 @@ use crate::{
     state::{self, Overlay},
 };
 
+/// What the kernel's tier table and rule tries should hold for a
+/// configuration: a pure function of the configuration, the tier indices and
+/// the API-key pins (no I/O, unit-tested without root). [`apply`] writes the
+/// difference between this and what the maps hold.
+#[derive(Debug, PartialEq)]
+pub(super) struct KernelState {
+    /// The tier table by kernel index: `None` for a slot no configured tier
+    /// uses (it is deactivated).
+    pub tiers: Vec<Option<TierConfig>>,
+    /// Index of the tier of sources no rule matches.
+    pub default_tier: u32,
+    /// Every rule the tries should hold, pins included.
+    pub rules: BTreeMap<IpNet, RuleValue>,
+}
+
+pub(super) fn desired(
+    cfg: &Config,
+    indices: &BTreeMap<String, u32>,
+    pinned: &BTreeMap<IpNet, RuleValue>,
+) -> Result<KernelState> {
+    let index = |name: &str| {
+        indices
+            .get(name)
+            .copied()
+            .filter(|i| *i < MAX_TIERS)
+            .with_context(|| format!("tier {name} has no index"))
+    };
+    let mut tiers = vec![None; MAX_TIERS as usize];
+    for t in &cfg.tiers {
+        tiers[index(&t.name)? as usize] = Some(t.to_kernel().map_err(anyhow::Error::msg)?);
+    }
+    let default_tier = index(&cfg.default_tier)?;
+    let mut rules = BTreeMap::new();
+    for r in &cfg.rules {
+        let v = match &r.target {
+            RuleTarget::Tier(t) => RuleValue {
+                action: RULE_TIER,
+                tier: index(t)?,
+            },
+            RuleTarget::Allow => RuleValue {
+                action: RULE_ALLOW,
+                tier: default_tier,
+            },
+            RuleTarget::Deny => RuleValue {
+                action: RULE_DENY,
+                tier: default_tier,
+            },
+        };
+        rules.insert(r.cidr, v);
+    }
+    // API-key pins hold on top of tier rules, never over allow or deny.
+    for (net, v) in pinned {
+        match rules.get(net) {
+            Some(r) if r.action != RULE_TIER => {}
+            _ => {
+                rules.insert(*net, *v);
+            }
+        }
+    }
+    Ok(KernelState {
+        tiers,
+        default_tier,
+        rules,
+    })
+}
+
 /// Writes `cfg` into the maps: tiers, default tier, rules; deactivates tier
 /// slots no configured tier uses. Only entries that differ are written, and
 /// bucket state (sources, aggregate) is never touched.
@@ -27,74 +90,40 @@ pub(super) fn apply(
     indices: &BTreeMap<String, u32>,
     pinned: &BTreeMap<IpNet, RuleValue>,
 ) -> Result<()> {
-    let index = |name: &str| {
-        indices
-            .get(name)
-            .copied()
-            .with_context(|| format!("tier {name} has no index"))
-    };
-    let mut active = BTreeSet::new();
-    for t in &cfg.tiers {
-        let i = index(&t.name)?;
-        active.insert(i);
-        let k = t.to_kernel().map_err(anyhow::Error::msg)?;
-        if maps.tier(i)? != k {
-            maps.set_tier(i, &k)?;
+    let want = desired(cfg, indices, pinned)?;
+    for (i, tier) in (0..MAX_TIERS).zip(&want.tiers) {
+        if let Some(k) = tier
+            && maps.tier(i)? != *k
+        {
+            maps.set_tier(i, k)?;
         }
     }
-    let default = index(&cfg.default_tier)?;
     let current = maps.settings()?;
     let wanted = sampling_settings(
         &cfg.http,
         tollgate_common::Settings {
-            default_tier: default,
+            default_tier: want.default_tier,
             ..current
         },
     );
     if current != wanted {
         maps.set_settings(wanted)?;
     }
-    let mut desired = BTreeMap::new();
-    for r in &cfg.rules {
-        let v = match &r.target {
-            RuleTarget::Tier(t) => RuleValue {
-                action: RULE_TIER,
-                tier: index(t)?,
-            },
-            RuleTarget::Allow => RuleValue {
-                action: RULE_ALLOW,
-                tier: default,
-            },
-            RuleTarget::Deny => RuleValue {
-                action: RULE_DENY,
-                tier: default,
-            },
-        };
-        desired.insert(r.cidr, v);
-    }
-    // API-key pins hold on top of tier rules, never over allow or deny.
-    for (net, v) in pinned {
-        match desired.get(net) {
-            Some(r) if r.action != RULE_TIER => {}
-            _ => {
-                desired.insert(*net, *v);
-            }
-        }
-    }
     let current: BTreeMap<IpNet, RuleValue> = maps.rules()?.into_iter().collect();
-    let upsert: Vec<(IpNet, RuleValue)> = desired
+    let upsert: Vec<(IpNet, RuleValue)> = want
+        .rules
         .iter()
         .filter(|(net, v)| current.get(net) != Some(v))
         .map(|(n, v)| (*n, *v))
         .collect();
     let remove: Vec<IpNet> = current
         .keys()
-        .filter(|n| !desired.contains_key(n))
+        .filter(|n| !want.rules.contains_key(n))
         .copied()
         .collect();
     maps.update_rules(&upsert, &remove)?;
-    for i in 0..MAX_TIERS {
-        if !active.contains(&i) && maps.tier(i)?.is_active() {
+    for (i, tier) in (0..MAX_TIERS).zip(&want.tiers) {
+        if tier.is_none() && maps.tier(i)?.is_active() {
             maps.set_tier(i, &TierConfig::default())?;
         }
     }
@@ -240,5 +269,97 @@ impl Daemon {
         );
         info!("{msg}");
         Ok(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigSource, parse};
+
+    fn config() -> Config {
+        parse(
+            r#"
+default_tier = "free"
+[[tier]]
+name = "free"
+packets = "10/s"
+[[tier]]
+name = "gold"
+packets = "100/s"
+[[rule]]
+cidr = "10.0.0.0/8"
+tier = "gold"
+[[rule]]
+cidr = "192.0.2.1/32"
+action = "allow"
+[[rule]]
+cidr = "198.51.100.0/24"
+action = "deny"
+"#,
+            ConfigSource::Embedded,
+        )
+        .unwrap()
+    }
+
+    fn indices() -> BTreeMap<String, u32> {
+        [("free".to_owned(), 3), ("gold".to_owned(), 0)].into()
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn tiers_land_at_their_indices_and_other_slots_are_inactive() {
+        let cfg = config();
+        let k = desired(&cfg, &indices(), &BTreeMap::new()).unwrap();
+        assert_eq!(k.default_tier, 3);
+        assert_eq!(k.tiers.len(), MAX_TIERS as usize);
+        assert_eq!(
+            k.tiers[3],
+            Some(cfg.tier("free").unwrap().to_kernel().unwrap())
+        );
+        assert_eq!(
+            k.tiers[0],
+            Some(cfg.tier("gold").unwrap().to_kernel().unwrap())
+        );
+        assert_eq!(k.tiers.iter().filter(|t| t.is_some()).count(), 2);
+    }
+
+    #[test]
+    fn rules_map_to_kernel_values_with_the_default_tier_for_allow_and_deny() {
+        let k = desired(&config(), &indices(), &BTreeMap::new()).unwrap();
+        let v = |action, tier| RuleValue { action, tier };
+        assert_eq!(k.rules[&net("10.0.0.0/8")], v(RULE_TIER, 0));
+        assert_eq!(k.rules[&net("192.0.2.1/32")], v(RULE_ALLOW, 3));
+        assert_eq!(k.rules[&net("198.51.100.0/24")], v(RULE_DENY, 3));
+        assert_eq!(k.rules.len(), 3);
+    }
+
+    #[test]
+    fn pins_override_tier_rules_but_never_allow_or_deny() {
+        let pin = RuleValue {
+            action: RULE_TIER,
+            tier: 3,
+        };
+        let pinned: BTreeMap<IpNet, RuleValue> = [
+            (net("10.0.0.0/8"), pin),
+            (net("198.51.100.0/24"), pin),
+            (net("203.0.113.7/32"), pin),
+        ]
+        .into();
+        let k = desired(&config(), &indices(), &pinned).unwrap();
+        assert_eq!(k.rules[&net("10.0.0.0/8")], pin);
+        assert_eq!(k.rules[&net("198.51.100.0/24")].action, RULE_DENY);
+        assert_eq!(k.rules[&net("203.0.113.7/32")], pin);
+    }
+
+    #[test]
+    fn a_tier_without_an_index_is_an_error() {
+        let mut ix = indices();
+        ix.remove("gold");
+        let e = desired(&config(), &ix, &BTreeMap::new()).unwrap_err();
+        assert_eq!(e.to_string(), "tier gold has no index");
     }
 }
