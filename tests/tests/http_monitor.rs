@@ -429,3 +429,72 @@ fn malformed_and_truncated_requests_are_counted_and_never_crash_the_daemon() {
         },
     );
 }
+
+/// Samples name their tier from the first request after a change, not after
+/// the next once-a-second refresh: `tier set` + `rule add` moving the client
+/// to a new tier, then a reload moving it to a tier the file adds.
+#[test]
+fn sampled_requests_name_the_tier_at_once_after_tier_set_and_reload() {
+    if !privileged("sampled_requests_name_the_tier_at_once_after_tier_set_and_reload") {
+        return;
+    }
+    let env = Env::new();
+    let metrics_port = free_port();
+    let base = config(&env, metrics_port, "requests = \"10000/s\"");
+    env.write_config(&base);
+    let _daemon = env.start_with(&[]);
+    let server = Server::bind(SocketAddr::from((env.veth.host_ip, PORT))).unwrap();
+    let addr = server.addr;
+    let mut tail = Command::new(bin())
+        .arg("--socket")
+        .arg(&env.socket)
+        .args(["http", "tail"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // let tail subscribe
+    let get = |path: &'static str| {
+        env.ns
+            .run(move || {
+                request_once(
+                    addr,
+                    &format!("GET {path} HTTP/1.1\r\nHost: tiers.test"),
+                    Duration::from_secs(3),
+                )
+            })
+            .join()
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    };
+    let client = format!("{}/32", env.veth.peer_ip);
+
+    env.ok(&["tier", "set", "silver", "--packets", "100000/s"]);
+    env.ok(&["rule", "add", &client, "--tier", "silver"]);
+    get("/after-tier-set");
+
+    env.ok(&["rule", "rm", &client]);
+    env.write_config(&format!(
+        "{base}\n[[tier]]\nname = \"bronze\"\npackets = \"100000/s\"\n\n[[rule]]\ncidr = \"{client}\"\ntier = \"bronze\"\n"
+    ));
+    env.ok(&["reload"]);
+    get("/after-reload");
+
+    assert_eq!(
+        server.requests.load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    std::thread::sleep(Duration::from_millis(500)); // the samples reach tail
+    let _ = tail.kill();
+    let out = tail.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line_of = |path: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!(" {path} ")))
+            .unwrap_or_else(|| panic!("no tail line for {path}:\n{text}"))
+            .to_owned()
+    };
+    assert!(line_of("/after-tier-set").contains(" silver ["), "{text}");
+    assert!(line_of("/after-reload").contains(" bronze ["), "{text}");
+}

@@ -17,7 +17,7 @@ use tollgate_tests::{
     daemon::{Env, free_port, metric_value as value, scrape_metrics},
     packet::{Packet, TCP_ACK, TCP_PSH},
     privileged,
-    traffic::send_udp_paced,
+    traffic::{Receiver, send_udp_paced},
 };
 
 fn promtool(body: &str) {
@@ -275,4 +275,82 @@ fn label_cardinality_stays_bounded_under_100k_sources_and_10k_paths() {
 fn retarget(mut frame: Vec<u8>, port: u16) -> Vec<u8> {
     frame[14 + 20 + 2..14 + 20 + 4].copy_from_slice(&port.to_be_bytes());
     frame
+}
+
+/// "LIMITED NOW" (`stats`' `limited_sources`, `tollgate_tier_limited_sources`)
+/// counts a source held at three times its limit in every sample, and a
+/// source sending at half its limit in none; once the abuser stops, the
+/// count returns to 0. Both sources are counted at their own receivers.
+#[test]
+fn a_source_held_over_its_limit_is_limited_in_every_sample() {
+    if !privileged("a_source_held_over_its_limit_is_limited_in_every_sample") {
+        return;
+    }
+    let env = Env::new();
+    let port = free_port();
+    env.write_config(&format!(
+        "metrics_address = \"127.0.0.1:{port}\"\n[[tier]]\nname = \"default\"\npackets = \"20/s\"\npackets_burst = 5\n"
+    ));
+    let _daemon = env.start_with(&[]);
+    // A second address in the namespace for the polite source.
+    let polite_ip = Ipv4Addr::from(u32::from(env.veth.peer_ip) + 1);
+    tollgate_tests::net::sh(&[
+        "ip",
+        "-n",
+        &env.ns.name,
+        "addr",
+        "add",
+        &format!("{polite_ip}/24"),
+        "dev",
+        &env.veth.peer,
+    ])
+    .unwrap();
+    let abusive_rx = Receiver::bind(SocketAddr::from((env.veth.host_ip, 0))).unwrap();
+    let polite_rx = Receiver::bind(SocketAddr::from((env.veth.host_ip, 0))).unwrap();
+    let (abusive_dst, polite_dst) = (abusive_rx.addr, polite_rx.addr);
+    let run_for = Duration::from_secs(10);
+    let abuser = env.ns.run(move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        send_udp_paced(&s, abusive_dst, 60, run_for).unwrap()
+    });
+    let polite = env.ns.run(move || {
+        let s = UdpSocket::bind((polite_ip, 0)).unwrap();
+        send_udp_paced(&s, polite_dst, 10, run_for).unwrap()
+    });
+    // Two scans in, then 16 samples, every 500 ms, while both still send.
+    std::thread::sleep(Duration::from_millis(2200));
+    let mut seen = Vec::new();
+    for _ in 0..16 {
+        let stats = env.stats("default");
+        let metric = value(
+            &scrape_metrics(port),
+            r#"tollgate_tier_limited_sources{tier="default"}"#,
+        );
+        seen.push((stats["usage"]["limited_sources"].as_u64().unwrap(), metric));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let abusive_sent = abuser.join().unwrap().unwrap();
+    let polite_sent = polite.join().unwrap().unwrap();
+    assert!(
+        seen.iter().all(|&(s, m)| s == 1 && m == 1.0),
+        "limited sources in each sample (stats, metrics): {seen:?}"
+    );
+    let abusive_got = abusive_rx.settle(Duration::from_millis(300));
+    let polite_got = polite_rx.settle(Duration::from_millis(300));
+    // Held at its limit, not blocked: rate × span + burst, within a packet.
+    let bound = (20.0 * abusive_sent.span.as_secs_f64()).floor() as u64 + 5;
+    assert!(
+        abusive_got <= bound + 1 && abusive_got + 20 >= bound,
+        "abusive source: {abusive_got} received of {} sent, bound {bound}",
+        abusive_sent.packets
+    );
+    assert_eq!(
+        polite_got, polite_sent.packets,
+        "the polite source loses nothing"
+    );
+    env.eventually(
+        Duration::from_secs(4),
+        "no limited source once idle",
+        || env.stats("default")["usage"]["limited_sources"].as_u64() == Some(0),
+    );
 }

@@ -8,6 +8,8 @@
 //!   limiter's accuracy at 2x and 10x its limit. Needs nft, iptables, ethtool.
 //! * `http`: what a sampled HTTP request costs in the kernel, and the daemon's
 //!   sample ingest rate on one core.
+//! * `control`: `/metrics`, `status` and control requests with 1,000,000
+//!   tracked sources (the real daemon on a throwaway veth).
 
 use anyhow::{Result, ensure};
 
@@ -22,6 +24,9 @@ pub enum Suite {
     Flood,
     /// HTTP monitor: kernel cost of a sampled request, daemon ingest rate.
     Http,
+    /// Scrape, status and control-request latency with 1,000,000 tracked
+    /// sources.
+    Control,
 }
 
 #[derive(Debug, clap::Args)]
@@ -33,19 +38,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let path = setup::ready_as_root("benchmarks load BPF programs")?;
-    let release = util::build_bins(
-        &path,
-        true,
-        &["tollgate-tests"],
-        &["tollgate-bench", "tollgate-bench-http"],
-    )?;
-    let suite = match args.suite {
-        Suite::Http => {
-            return util::run(&mut std::process::Command::new(
-                release.join("tollgate-bench-http"),
-            ));
-        }
-        Suite::Micro => "micro",
+    // Each suite is one release binary of the tests crate.
+    let (bin, arg) = match args.suite {
+        Suite::Micro => ("tollgate-bench", Some("micro")),
         Suite::Flood => {
             for tool in ["nft", "iptables", "ethtool", "ip"] {
                 ensure!(
@@ -53,8 +48,19 @@ pub fn run(args: Args) -> Result<()> {
                     "the flood benchmark needs `{tool}` on PATH"
                 );
             }
-            "flood"
+            ("tollgate-bench", Some("flood"))
         }
+        Suite::Http => ("tollgate-bench-http", None),
+        Suite::Control => ("tollgate-bench-control", None),
     };
-    util::run(std::process::Command::new(release.join("tollgate-bench")).arg(suite))
+    // The control benchmark starts the daemon binary built beside it.
+    let release = util::build_bins(
+        &path,
+        true,
+        &["tollgate-tests", "tollgate"],
+        &[bin, "tollgate"],
+    )?;
+    let mut cmd = std::process::Command::new(release.join(bin));
+    cmd.args(arg);
+    util::run(&mut cmd)
 }

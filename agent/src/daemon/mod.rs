@@ -30,13 +30,14 @@ use tracing::{error, info, warn};
 use crate::datapath::{
     dataplane::{self, Dataplane, Plan, StartKind},
     guard,
+    walk::SourceWalk,
 };
 use crate::{
     cluster,
     config::Config,
     datapath::kernel::Maps,
     metrics::{self, Usage},
-    monitor::Monitor,
+    monitor::{Monitor, TierNames},
     state::{self, State},
     talkers::Talkers,
 };
@@ -92,6 +93,8 @@ pub struct Daemon {
     state_write_failures: u64,
     /// Samples lost to a full ring, as logged so far.
     ring_losses: RingLosses,
+    /// Publishes the tier names by index with every committed change.
+    published_names: tokio::sync::watch::Sender<TierNames>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (program stays attached) or
@@ -162,6 +165,9 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         })?;
         state.attachments = modes;
         let guard = guard::Guard::new(&file.pin_dir, pin_lock, &file.interfaces, file.mode)?;
+        let walk = SourceWalk::open(&file.pin_dir)
+            .inspect_err(|e| warn!(error = %e, "no source counts in stats and metrics"))
+            .ok();
         state::save(&file.state_file, &state)
             .with_context(|| format!("writing the state file {}", file.state_file.display()))?;
         info!(
@@ -204,15 +210,18 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             config_readable: None,
             state_write_failures: 0,
             ring_losses: RingLosses::default(),
+            published_names: tokio::sync::watch::Sender::new(TierNames::default()),
         };
         daemon.baseline_ring_losses();
-        let names = daemon.tier_names();
+        daemon.published_names.send_replace(daemon.tier_names());
+        let names = daemon.published_names.subscribe();
         daemon.clear_stale_pins();
         let shared = Arc::new(Shared {
             daemon: Mutex::new(daemon),
             talkers: Mutex::new(Talkers::new(TALKERS_CAPACITY)),
             monitor: Mutex::new(monitor),
-            tiers: Mutex::new(names),
+            tiers: names,
+            walk,
             shutdown: tokio::sync::Notify::new(),
             requests: tokio::sync::RwLock::new(()),
             cluster: cluster.as_ref().map(|c| Arc::new(cluster::Status::new(c))),

@@ -14,6 +14,12 @@ use tollgate_common::{RuleValue, Verdict};
 use tracing::{error, info, warn};
 
 use super::{Daemon, TALKERS_CAPACITY, top_row};
+use tokio::sync::watch;
+
+use crate::datapath::{
+    scan::{self, ScanInput},
+    walk::SourceWalk,
+};
 use crate::{
     apikeys::PinChange,
     cluster,
@@ -29,11 +35,17 @@ pub struct Shared {
     pub(super) daemon: Mutex<Daemon>,
     pub(super) talkers: Mutex<Talkers>,
     pub(super) monitor: Mutex<Monitor>,
-    pub(super) tiers: Mutex<TierNames>,
+    /// Tier names by kernel index, as of the last committed change (the
+    /// daemon publishes them with every commit, so samples name tiers right
+    /// from the first packet after a reload or `tier set`).
+    pub(super) tiers: watch::Receiver<TierNames>,
     pub(super) shutdown: tokio::sync::Notify,
     /// Read-held by each control request being handled; a stop takes it for
     /// writing to let them finish (see [`STOP_GRACE`]).
     pub(super) requests: tokio::sync::RwLock<()>,
+    /// Handles on the source maps for the per-second scan (`None` if they
+    /// could not be opened: no active/limited source counts then).
+    pub(super) walk: Option<SourceWalk>,
     /// The cluster sync's state, when `[cluster]` is configured.
     pub(super) cluster: Option<Arc<cluster::Status>>,
 }
@@ -165,7 +177,7 @@ impl Shared {
     /// Digests a batch of ring-buffer records; applies API-key pins.
     pub(super) fn ingest(&self, records: &[Vec<u8>]) {
         let now = Instant::now();
-        let tiers = lock(&self.tiers).clone();
+        let tiers = self.tiers.borrow().clone();
         let mut pins = Vec::new();
         {
             let mut monitor = lock(&self.monitor);
@@ -218,8 +230,17 @@ impl Shared {
         d.check_ring_losses();
         let names = d.tier_names();
         d.update_usage(&requests, &names);
+        let input = ScanInput::read(&d.maps, |t| names.names[t as usize].is_some());
         drop(d);
-        *lock(&self.tiers) = names;
+        // The walk of up to millions of sources runs without the daemon's
+        // lock: control requests and scrapes are not held up by it.
+        let (Some(walk), Ok(input)) = (&self.walk, input) else {
+            return;
+        };
+        match scan::scan(&input, walk) {
+            Ok(scan) => lock(&self.daemon).apply_scan(scan),
+            Err(e) => warn!(error = %e, "scanning the source maps"),
+        }
     }
 
     /// What `/metrics` shows now.

@@ -8,7 +8,7 @@ use tollgate_common::{Counter, MAX_TIERS, VERDICT_COUNT};
 use tracing::{error, info, warn};
 
 use super::Daemon;
-use crate::datapath::scan;
+use crate::datapath::scan::Scan;
 use crate::{
     metrics::Usage,
     monitor::TierNames,
@@ -155,7 +155,7 @@ impl Daemon {
         self.config_readable = Some(readable);
     }
 
-    /// Recomputes per-tier usage over the last sampling period.
+    /// Recomputes per-tier rates over the last sampling period.
     pub(super) fn update_usage(&mut self, requests: &[u64], names: &TierNames) {
         let dt = self.samples.interval();
         let mut usage = vec![Usage::default(); MAX_TIERS as usize];
@@ -172,12 +172,20 @@ impl Daemon {
                 u.requests_per_second = requests.get(i).copied().unwrap_or(0) as f64 / dt;
             }
         }
-        let scan = scan::scan(&self.maps, &|t| names.names[t as usize].is_some());
-        for (i, u) in usage.iter_mut().enumerate() {
+        // Source counts come from the last scan until the next one lands.
+        for (u, old) in usage.iter_mut().zip(&self.usage) {
+            u.active_sources = old.active_sources;
+            u.limited_sources = old.limited_sources;
+        }
+        self.usage = usage;
+    }
+
+    /// Takes the source counts of a scan that ran without the lock.
+    pub(super) fn apply_scan(&mut self, scan: Scan) {
+        for (i, u) in self.usage.iter_mut().enumerate() {
             u.active_sources = scan.active[i];
             u.limited_sources = scan.limited[i];
         }
         self.tracked = scan.tracked;
-        self.usage = usage;
     }
 }

@@ -202,6 +202,7 @@ impl Daemon {
         if let Some(f) = new_file {
             self.file = f;
         }
+        self.published_names.send_replace(self.tier_names());
         Ok(())
     }
 

@@ -251,7 +251,8 @@ impl Daemon {
                 .map(|i| i.max_entries() as u64)
                 .unwrap_or(0)
         };
-        let (v4, v6) = self.maps.tracked_sources();
+        // From the last scan: a status never walks the source maps.
+        let (v4, v6) = self.tracked;
         let (r4, r6) = self
             .effective
             .rules
@@ -301,11 +302,11 @@ impl Daemon {
                 max: MAX_TIERS as u64,
             },
             sources_v4: Fill {
-                used: v4 as u64,
+                used: v4,
                 max: max(names::SOURCES_V4),
             },
             sources_v6: Fill {
-                used: v6 as u64,
+                used: v6,
                 max: max(names::SOURCES_V6),
             },
             rules_v4: Fill {

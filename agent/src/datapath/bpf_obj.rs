@@ -1,6 +1,6 @@
 //! The few bpf(2) commands aya 0.14 does not expose on plain fds: opening and
-//! pinning any object by path, a link's info (with the XDP interface index)
-//! and detaching a link.
+//! pinning any object by path, a link's info (with the XDP interface index),
+//! detaching a link, and reading a hash map in batches.
 
 use std::{
     ffi::CString,
@@ -16,6 +16,7 @@ const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_DETACH: libc::c_long = 34;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// `enum bpf_link_type`'s BPF_LINK_TYPE_XDP.
 pub const LINK_TYPE_XDP: u32 = 6;
 
@@ -133,4 +134,68 @@ pub fn link_info(fd: &OwnedFd) -> io::Result<LinkInfo> {
         prog_id: u32_at(8),
         ifindex: u32_at(16),
     })
+}
+
+/// One BPF_MAP_LOOKUP_BATCH call (Linux 5.6+) on a hash map: copies up to
+/// `keys.len()` entries into `keys` and `values`, starting at the batch token
+/// `from` (`None`: the first bucket). Returns how many entries it filled and
+/// the token to continue from, `None` once the walk is complete.
+///
+/// `K` and `V` must be the map's key and value types (plain `#[repr(C)]` data
+/// of the map's key and value sizes); `keys` and `values` must be equally long.
+pub fn lookup_batch<K: Copy, V: Copy>(
+    fd: &OwnedFd,
+    from: Option<u32>,
+    keys: &mut [K],
+    values: &mut [V],
+) -> io::Result<(usize, Option<u32>)> {
+    assert_eq!(keys.len(), values.len(), "one value slot per key slot");
+    #[repr(C, align(8))]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    // Hash maps use a bucket index (u32) as their batch token.
+    let token_in = from.unwrap_or(0);
+    let mut token_out: u32 = 0;
+    let mut attr = BatchAttr {
+        in_batch: if from.is_some() {
+            &token_in as *const u32 as u64
+        } else {
+            0
+        },
+        out_batch: &mut token_out as *mut u32 as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: keys.len() as u32,
+        map_fd: fd.as_raw_fd() as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: as in sys_bpf; the kernel also writes `count` back into attr,
+    // so it gets a pointer to our mutable copy.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>() as u32,
+        )
+    };
+    let filled = (attr.count as usize).min(keys.len());
+    if rc == 0 {
+        return Ok((filled, Some(token_out)));
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ENOENT) {
+        // The last batch (possibly empty): the walk is complete.
+        return Ok((filled, None));
+    }
+    Err(err)
 }

@@ -10,6 +10,7 @@ pub mod guard;
 pub mod kernel;
 pub mod samples;
 pub mod scan;
+pub mod walk;
 
 /// The compiled XDP object, embedded at build time by build.rs.
 pub static EBPF_OBJECT: &[u8] =

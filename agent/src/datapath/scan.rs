@@ -3,18 +3,17 @@
 //!
 //! The kernel keeps no tier per source (state is keyed by source only), so each
 //! source is classified by a userspace longest-prefix match over the rules the
-//! kernel holds. A scan reads at most [`SCAN_LIMIT`] sources per family; past
-//! that the counts cover the first sources the map iteration returns.
+//! kernel holds. A scan reads every tracked source, in batches ([`SourceWalk`]).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, io};
 
 use ipnet::IpNet;
 use tollgate_common::{LimitKind, MAX_TIERS, RULE_TIER, RuleValue, SourceState, TierConfig};
 
-use super::kernel::{self, Maps};
-
-/// Sources read per family per scan (each costs two syscalls).
-pub const SCAN_LIMIT: usize = 100_000;
+use super::{
+    kernel::{self, KernelError, Maps},
+    walk::SourceWalk,
+};
 
 pub struct Scan {
     pub active: Vec<u64>,
@@ -59,30 +58,56 @@ fn mask(addr: u128, len: u8, width: u8) -> u128 {
     }
 }
 
-/// Classifies the tracked sources of the tiers for which `configured(index)`
-/// holds.
-pub fn scan(maps: &Maps, configured: &dyn Fn(u32) -> bool) -> Scan {
+/// What a scan needs from the kernel besides the source maps, read under the
+/// daemon's lock (a few syscalls); the walk itself runs without it.
+pub struct ScanInput {
+    pub default_tier: u32,
+    /// The tier table by index.
+    pub tiers: Vec<TierConfig>,
+    pub rules: Vec<(IpNet, RuleValue)>,
+    /// Which tier indices are configured (the others are not counted).
+    pub configured: Vec<bool>,
+}
+
+impl ScanInput {
+    pub fn read(maps: &Maps, configured: impl Fn(u32) -> bool) -> Result<ScanInput, KernelError> {
+        Ok(ScanInput {
+            default_tier: maps.settings()?.default_tier,
+            tiers: (0..MAX_TIERS)
+                .map(|i| maps.tier(i))
+                .collect::<Result<_, _>>()?,
+            rules: maps.rules()?,
+            configured: (0..MAX_TIERS).map(configured).collect(),
+        })
+    }
+}
+
+/// Room, below which a source counts as limited: two packets in its packets
+/// bucket, or two full-size frames in its bytes bucket. A source sending over
+/// its rate never has more than one packet of room (it is refused until the
+/// next emission interval, and its next packet then takes the room again), so
+/// it is counted in every scan, not only when the scan happens to land in the
+/// instant its bucket is exactly full.
+const LIMITED_ROOM_PACKETS: u64 = 2;
+const LIMITED_ROOM_BYTES: u64 = 2 * 1514;
+
+/// Classifies every tracked source by its tier (a userspace longest-prefix
+/// match over the kernel's rules) and its bucket state.
+pub fn scan(input: &ScanInput, walk: &SourceWalk) -> io::Result<Scan> {
     let mut out = Scan {
         active: vec![0; MAX_TIERS as usize],
         limited: vec![0; MAX_TIERS as usize],
         tracked: (0, 0),
     };
-    let Ok(settings) = maps.settings() else {
-        return out;
-    };
-    let tiers: Vec<TierConfig> = (0..MAX_TIERS)
-        .map(|i| maps.tier(i).unwrap_or_default())
-        .collect();
-    let rules = maps.rules().unwrap_or_default();
     let v4 = Lpm::new(
-        rules.iter().filter_map(|(n, v)| match n {
+        input.rules.iter().filter_map(|(n, v)| match n {
             IpNet::V4(n) => Some((n.prefix_len(), u32::from(n.network()) as u128, *v)),
             _ => None,
         }),
         32,
     );
     let v6 = Lpm::new(
-        rules.iter().filter_map(|(n, v)| match n {
+        input.rules.iter().filter_map(|(n, v)| match n {
             IpNet::V6(n) => Some((n.prefix_len(), u128::from(n.network()), *v)),
             _ => None,
         }),
@@ -93,40 +118,39 @@ pub fn scan(maps: &Maps, configured: &dyn Fn(u32) -> bool) -> Scan {
         match rule {
             Some(r) if r.action == RULE_TIER => Some(r.tier),
             Some(_) => None, // allow/deny: no buckets in use
-            None => Some(settings.default_tier),
+            None => Some(input.default_tier),
         }
     };
     let mut judge = |tier: Option<u32>, state: &SourceState| {
-        let Some(t) = tier.filter(|t| *t < MAX_TIERS && configured(*t)) else {
+        let Some(t) = tier.filter(|t| *t < MAX_TIERS && input.configured[*t as usize]) else {
             return;
         };
-        let cfg = &tiers[t as usize];
+        let cfg = &input.tiers[t as usize];
         let recent = now.saturating_sub(1_000_000_000);
         if state.packets_tat > recent || state.bytes_tat > recent {
             out.active[t as usize] += 1;
         }
         let packets = &cfg.limits[LimitKind::Packets as usize];
         let bytes = &cfg.limits[LimitKind::Bytes as usize];
-        let full = |tat: u64, limit: &tollgate_common::Limit, next: u64| {
-            !limit.is_unlimited()
-                && tat.saturating_sub(now) + limit.increment_ns(next) > limit.capacity_ns
+        let short_of = |tat: u64, limit: &tollgate_common::Limit, room: u64| {
+            // A bucket smaller than the room (burst 1) counts when it is full.
+            let room = limit.increment_ns(room).min(limit.capacity_ns);
+            !limit.is_unlimited() && tat.saturating_sub(now) + room > limit.capacity_ns
         };
-        if full(state.packets_tat, packets, 1) || full(state.bytes_tat, bytes, 64) {
+        if short_of(state.packets_tat, packets, LIMITED_ROOM_PACKETS)
+            || short_of(state.bytes_tat, bytes, LIMITED_ROOM_BYTES)
+        {
             out.limited[t as usize] += 1;
         }
     };
-    for entry in maps.sources_v4.iter().take(SCAN_LIMIT).flatten() {
-        let (key, state) = entry;
-        out.tracked.0 += 1;
+    out.tracked.0 = walk.v4(|key, state| {
         let addr = u32::from_be_bytes(key.to_ne_bytes()) as u128;
-        judge(tier_of(v4.lookup(addr, 32, 32)), &state);
-    }
-    for entry in maps.sources_v6.iter().take(SCAN_LIMIT).flatten() {
-        let (key, state) = entry;
-        out.tracked.1 += 1;
-        judge(tier_of(v6.lookup((key as u128) << 64, 128, 64)), &state);
-    }
-    out
+        judge(tier_of(v4.lookup(addr, 32, 32)), state);
+    })?;
+    out.tracked.1 = walk.v6(|key, state| {
+        judge(tier_of(v6.lookup((key as u128) << 64, 128, 64)), state);
+    })?;
+    Ok(out)
 }
 
 #[cfg(test)]
