@@ -897,3 +897,53 @@ fn the_programs_aya_log_records_reach_the_daemon_log() {
     settings.default_tier = good;
     maps.set_settings(settings).unwrap();
 }
+
+/// `http tail` follows the daemon: when the daemon dies under it, tail says so
+/// and exits non-zero instead of ending silently with success. The daemon's
+/// log, written to a file (as under journald), carries no colour codes.
+#[test]
+fn http_tail_fails_when_the_daemon_dies_and_logs_to_a_file_are_plain() {
+    if !privileged("http_tail_fails_when_the_daemon_dies_and_logs_to_a_file_are_plain") {
+        return;
+    }
+    let env = Env::new();
+    env.write_config(BASE_CONFIG);
+    let mut d = env.start();
+    let mut tail = Command::new(bin())
+        .arg("--socket")
+        .arg(&env.socket)
+        .args(["http", "tail"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // let tail subscribe
+    d.kill9();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = tail.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = tail.kill();
+            panic!("http tail still running 5 s after the daemon died");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = tail.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !status.success(),
+        "http tail exited {status} after the daemon died"
+    );
+    assert!(
+        stderr.contains("the daemon closed the stream (it stopped or restarted)"),
+        "{stderr}"
+    );
+    let log = d.log();
+    assert!(log.contains("tollgate is enforcing"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
+}

@@ -222,8 +222,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             monitor: Mutex::new(monitor),
             tiers: names,
             walk,
-            shutdown: tokio::sync::Notify::new(),
-            requests: tokio::sync::RwLock::new(()),
+            stop: tokio_util::sync::CancellationToken::new(),
             cluster: cluster.as_ref().map(|c| Arc::new(cluster::Status::new(c))),
         });
         if let Some(ring) = ring {

@@ -10,11 +10,16 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use futures_util::StreamExt as _;
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    io::AsyncWriteExt as _,
     net::{UnixListener, UnixStream},
     sync::Semaphore,
     time::timeout,
+};
+use tokio_util::{
+    codec::{FramedRead, LinesCodec, LinesCodecError},
+    task::TaskTracker,
 };
 use tracing::{debug, warn};
 
@@ -67,19 +72,33 @@ pub fn bind(path: &Path, others_allowed: bool) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Accepts connections until the task is aborted.
-pub async fn serve(listener: UnixListener, shared: Arc<Shared>, allow_uids: Vec<u32>) {
+/// Accepts connections until the daemon stops; each is served on `tasks`,
+/// which the stop waits for.
+pub async fn serve(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    allow_uids: Vec<u32>,
+    tasks: TaskTracker,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let allow_uids = Arc::new(allow_uids);
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
+        let permit = tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
         };
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
             Ok((stream, _)) => {
                 let shared = shared.clone();
                 let allow_uids = allow_uids.clone();
-                tokio::spawn(async move {
+                tasks.spawn(async move {
                     if let Err(e) = connection(stream, shared, &allow_uids).await {
                         debug!(error = %e, "control connection ended");
                     }
@@ -99,7 +118,11 @@ async fn tail(write: &mut tokio::net::unix::OwnedWriteHalf, shared: &Shared) -> 
     use tokio::sync::broadcast::error::RecvError;
     let mut events = shared.tail();
     loop {
-        let resp = match events.recv().await {
+        let event = tokio::select! {
+            _ = shared.stop.cancelled() => return Ok(()),
+            event = events.recv() => event,
+        };
+        let resp = match event {
             Ok(event) => Response::success(event),
             // A slow reader misses events rather than slowing the daemon.
             Err(RecvError::Lagged(n)) => Response::success(serde_json::json!({ "missed": n })),
@@ -129,43 +152,47 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>, allow_uids: &[u32])
         let _ = timeout(WRITE_TIMEOUT, write.write_all(&resp.to_line())).await;
         return Ok(());
     }
-    let mut reader = BufReader::new(read);
+    // One request per line, at most MAX_REQUEST_LINE bytes with its newline.
+    let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_REQUEST_LINE - 1));
     loop {
-        let mut inflight = None;
-        let mut line = Vec::new();
-        let limit = MAX_REQUEST_LINE as u64 + 1;
-        match timeout(
-            IDLE_TIMEOUT,
-            (&mut reader).take(limit).read_until(b'\n', &mut line),
-        )
-        .await
-        {
-            Err(_) => return Ok(()), // idle
-            Ok(Err(e)) => return Err(e),
-            Ok(Ok(0)) => return Ok(()), // closed
-            Ok(Ok(_)) => {}
-        }
-        if line.len() > MAX_REQUEST_LINE
-            || (line.last() != Some(&b'\n') && line.len() == MAX_REQUEST_LINE)
-        {
-            let resp = Response::failure(format!(
-                "request too long: at most {MAX_REQUEST_LINE} bytes per line"
-            ));
-            let _ = timeout(WRITE_TIMEOUT, write.write_all(&resp.to_line())).await;
-            return Ok(());
-        }
+        let next = tokio::select! {
+            // A stop ends idle connections; a request being handled is
+            // answered first (this loop only gets here between requests).
+            _ = shared.stop.cancelled() => return Ok(()),
+            next = timeout(IDLE_TIMEOUT, lines.next()) => next,
+        };
+        let line = match next {
+            Err(_) => return Ok(()),   // idle
+            Ok(None) => return Ok(()), // closed
+            Ok(Some(Ok(line))) => line,
+            Ok(Some(Err(e))) => {
+                // The codec gives up on the connection after an error: answer
+                // it, then close.
+                let problem = match e {
+                    LinesCodecError::MaxLineLengthExceeded => {
+                        format!("request too long: at most {MAX_REQUEST_LINE} bytes per line")
+                    }
+                    LinesCodecError::Io(e) if e.kind() == io::ErrorKind::InvalidData => {
+                        "invalid request: not UTF-8 text".to_owned()
+                    }
+                    LinesCodecError::Io(e) => return Err(e),
+                };
+                let resp = Response::failure(problem);
+                let _ = timeout(WRITE_TIMEOUT, write.write_all(&resp.to_line())).await;
+                return Ok(());
+            }
+        };
         let text = line.trim_ascii();
         if text.is_empty() {
             continue;
         }
-        let (resp, exit) = match serde_json::from_slice::<Request>(text) {
+        let (resp, exit) = match serde_json::from_str::<Request>(text) {
             Err(e) => (Response::failure(format!("invalid request: {e}")), false),
             Ok(Request::HttpTail {}) => return tail(&mut write, &shared).await,
+            // Read before the stop, but not started: left undone.
+            Ok(_) if shared.stop.is_cancelled() => return Ok(()),
             Ok(req) => {
                 debug!(?req, uid, "control request");
-                // Held until the answer is written: a graceful stop waits
-                // for it, so a change is never applied without its answer.
-                inflight = Some(shared.requests.read().await);
                 let shared = shared.clone();
                 match tokio::task::spawn_blocking(move || shared.handle(req)).await {
                     Ok(r) => r,
@@ -185,21 +212,20 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>, allow_uids: &[u32])
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 if exit {
-                    shared.shutdown.notify_one();
+                    shared.stop.cancel();
                 }
                 return Err(e);
             }
             Err(_) => {
                 if exit {
-                    shared.shutdown.notify_one();
+                    shared.stop.cancel();
                 }
                 return Ok(());
             }
         }
-        drop(inflight);
         if exit {
             let _ = write.flush().await;
-            shared.shutdown.notify_one();
+            shared.stop.cancel();
             return Ok(());
         }
     }

@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use super::{Daemon, TALKERS_CAPACITY, top_row};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::datapath::{
     scan::{self, ScanInput},
@@ -39,10 +40,9 @@ pub struct Shared {
     /// daemon publishes them with every commit, so samples name tiers right
     /// from the first packet after a reload or `tier set`).
     pub(super) tiers: watch::Receiver<TierNames>,
-    pub(super) shutdown: tokio::sync::Notify,
-    /// Read-held by each control request being handled; a stop takes it for
-    /// writing to let them finish (see [`STOP_GRACE`]).
-    pub(super) requests: tokio::sync::RwLock<()>,
+    /// Cancelled when the daemon stops (a signal, or `tollgate detach`): no
+    /// new control request starts, and every task winds down.
+    pub(super) stop: CancellationToken,
     /// Handles on the source maps for the per-second scan (`None` if they
     /// could not be opened: no active/limited source counts then).
     pub(super) walk: Option<SourceWalk>,

@@ -4,6 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Result;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::{SAMPLE_INTERVAL, STOP_GRACE, Shared, TALKERS_DECAY, lock, server};
@@ -24,40 +25,39 @@ pub(super) async fn serve(
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
 
-    let server = tokio::spawn(server::serve(listener, shared.clone(), allowed));
-    let sampler = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
-            loop {
+    // Every task but the cluster sync runs on `tasks`: a stop cancels
+    // `shared.stop` and waits for them all, connections included.
+    let tasks = TaskTracker::new();
+    let stop = shared.stop.clone();
+    tasks.spawn(server::serve(
+        listener,
+        shared.clone(),
+        allowed,
+        tasks.clone(),
+    ));
+    // A timer that runs `each` (off the async threads) until the stop.
+    let every = |period: Duration, skip_first: bool, each: fn(&Shared)| {
+        let (shared, stop) = (shared.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            if skip_first {
                 tick.tick().await;
+            }
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
                 let s = shared.clone();
-                let _ = tokio::task::spawn_blocking(move || s.sample()).await;
+                let _ = tokio::task::spawn_blocking(move || each(&s)).await;
             }
         })
     };
-    let guard = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(guard::CHECK_INTERVAL);
-            loop {
-                tick.tick().await;
-                let s = shared.clone();
-                let _ = tokio::task::spawn_blocking(move || lock(&s.daemon).guard_tick()).await;
-            }
-        })
-    };
-    let decay = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(TALKERS_DECAY);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                lock(&shared.talkers).decay();
-            }
-        })
-    };
+    every(SAMPLE_INTERVAL, false, |s| s.sample());
+    every(guard::CHECK_INTERVAL, false, |s| {
+        lock(&s.daemon).guard_tick()
+    });
+    every(TALKERS_DECAY, true, |s| lock(&s.talkers).decay());
 
     // Fleet-wide limits: a task of its own, never on the packet path.
     let cluster_stop = Arc::new(tokio::sync::Notify::new());
@@ -92,26 +92,23 @@ pub(super) async fn serve(
                 let s = shared.clone();
                 let _ = tokio::task::spawn_blocking(move || s.reload_from_signal()).await;
             }
-            _ = shared.shutdown.notified() => {
+            _ = stop.cancelled() => {
                 info!("detached: exiting");
                 break;
             }
         }
     }
-    // No new connections; requests already being handled finish and are
-    // answered (a CLI change is never applied without its answer), and no
-    // new one starts.
-    server.abort();
-    match tokio::time::timeout(STOP_GRACE, shared.requests.write()).await {
-        // Never released: a request waiting for the lock must not start
-        // while the runtime shuts down, or its change would be applied (the
-        // blocking task runs to the end) without its answer being written.
-        Ok(no_more_requests) => std::mem::forget(no_more_requests),
-        Err(_) => warn!("stopping with control requests still running after {STOP_GRACE:?}"),
+    // No new connection or request starts; requests already being handled
+    // finish and are answered (a CLI change is never applied without its
+    // answer), and every task ends.
+    stop.cancel();
+    tasks.close();
+    if tokio::time::timeout(STOP_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!("stopping with control requests still running after {STOP_GRACE:?}");
     }
-    sampler.abort();
-    guard.abort();
-    decay.abort();
     if let Some(task) = cluster_task {
         // Lifts its denies (the rules would outlive the daemon otherwise).
         cluster_stop.notify_one();
