@@ -222,6 +222,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             monitor: Mutex::new(monitor),
             tiers: names,
             walk,
+            next_scan: Mutex::new(Instant::now()),
             stop: tokio_util::sync::CancellationToken::new(),
             cluster: cluster.as_ref().map(|c| Arc::new(cluster::Status::new(c))),
         });
