@@ -137,8 +137,7 @@ async fn tail(write: &mut tokio::net::unix::OwnedWriteHalf, shared: &Shared) -> 
 }
 
 fn allowed(uid: u32, allow_uids: &[u32]) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    uid == 0 || uid == unsafe { libc::geteuid() } || allow_uids.contains(&uid)
+    uid == 0 || uid == nix::unistd::geteuid().as_raw() || allow_uids.contains(&uid)
 }
 
 async fn connection(stream: UnixStream, shared: Arc<Shared>, allow_uids: &[u32]) -> io::Result<()> {

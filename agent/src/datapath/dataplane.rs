@@ -25,9 +25,8 @@
 
 use std::{
     collections::BTreeMap,
-    ffi::CString,
     fs, io,
-    os::{fd::OwnedFd, unix::ffi::OsStrExt as _},
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
 };
 
@@ -39,6 +38,11 @@ use aya::{
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
     },
+};
+use nix::{
+    errno::Errno,
+    fcntl::{Flock, FlockArg},
+    sys::statfs,
 };
 use tracing::{debug, info, warn};
 
@@ -431,14 +435,8 @@ pub(super) fn remove_if_exists(path: &Path) -> Result<bool> {
 /// Fails unless `path` is on a BPF filesystem (pins can only live there, and
 /// this keeps `detach` from deleting anything elsewhere).
 pub fn check_bpffs(path: &Path) -> Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: statfs writes into a zeroed struct we own; c is NUL-terminated.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error())
-            .with_context(|| format!("statfs {}", path.display()));
-    }
-    if st.f_type as i64 != BPF_FS_MAGIC {
+    let st = statfs::statfs(path).with_context(|| format!("statfs {}", path.display()))?;
+    if st.filesystem_type().0 as i64 != BPF_FS_MAGIC {
         bail!(
             "{} is not on a BPF filesystem (mount one with `mount -t bpf bpf /sys/fs/bpf`)",
             path.display()
@@ -448,11 +446,7 @@ pub fn check_bpffs(path: &Path) -> Result<()> {
 }
 
 pub fn ifindex(iface: &str) -> u32 {
-    match CString::new(iface) {
-        // SAFETY: a NUL-terminated string.
-        Ok(c) => unsafe { libc::if_nametoindex(c.as_ptr()) },
-        Err(_) => 0,
-    }
+    nix::net::if_::if_nametoindex(iface).unwrap_or(0)
 }
 
 /// Whether `iface`'s pinned link exists and is attached to it.
@@ -499,30 +493,31 @@ pub fn pinned_program_id(pin_dir: &Path) -> Option<u32> {
         .map(|p| p.id())
 }
 
+/// The pin directory's flock, held for the daemon's life (dropping it
+/// unlocks). `Unlocked` when the filesystem refused the lock for a reason
+/// other than another holder: the daemon goes on, as it did before locks.
+pub enum PinDirLock {
+    Locked(Flock<fs::File>),
+    Unlocked(fs::File),
+}
+
 /// Takes an exclusive lock on the pin directory so two daemons never drive
-/// the same pins. Held for the daemon's life.
-pub fn lock_pin_dir(pin_dir: &Path) -> Result<fs::File> {
+/// the same pins.
+pub fn lock_pin_dir(pin_dir: &Path) -> Result<PinDirLock> {
     std::fs::create_dir_all(pin_dir)
         .with_context(|| format!("creating the pin directory {}", pin_dir.display()))?;
     let dir = fs::File::open(pin_dir).with_context(|| format!("opening {}", pin_dir.display()))?;
-    // SAFETY: flock on an fd we own.
-    if unsafe {
-        libc::flock(
-            std::os::fd::AsRawFd::as_raw_fd(&dir),
-            libc::LOCK_EX | libc::LOCK_NB,
-        )
-    } != 0
-    {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            bail!(
-                "another tollgate daemon is using {} (stop it first, or give this one another --pin-dir)",
-                pin_dir.display()
-            );
+    match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(PinDirLock::Locked(lock)),
+        Err((_, Errno::EWOULDBLOCK)) => bail!(
+            "another tollgate daemon is using {} (stop it first, or give this one another --pin-dir)",
+            pin_dir.display()
+        ),
+        Err((dir, e)) => {
+            warn!(error = %e, "could not lock the pin directory; continuing");
+            Ok(PinDirLock::Unlocked(dir))
         }
-        warn!(error = %e, "could not lock the pin directory; continuing");
     }
-    Ok(dir)
 }
 
 /// `tollgate detach` when no daemon answers: removes the links, the program
@@ -535,20 +530,15 @@ pub fn detach_offline(pin_dir: &Path) -> Result<String> {
         ));
     }
     let dir = fs::File::open(pin_dir).with_context(|| format!("opening {}", pin_dir.display()))?;
-    // SAFETY: flock on an fd we own.
-    if unsafe {
-        libc::flock(
-            std::os::fd::AsRawFd::as_raw_fd(&dir),
-            libc::LOCK_EX | libc::LOCK_NB,
-        )
-    } != 0
-        && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
-    {
-        bail!(
+    // Held (or not, if the filesystem refuses locks) until the pins are gone.
+    let _lock = match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+        Err((_, Errno::EWOULDBLOCK)) => bail!(
             "a tollgate daemon is using {} but is not answering on this socket: pass its --socket (or stop it) and retry",
             pin_dir.display()
-        );
-    }
+        ),
+        Ok(lock) => PinDirLock::Locked(lock),
+        Err((dir, _)) => PinDirLock::Unlocked(dir),
+    };
     let links: Vec<String> = pinned_links(pin_dir)?.into_iter().map(|(i, _)| i).collect();
     let n = remove_pins(pin_dir)?;
     Ok(format!(

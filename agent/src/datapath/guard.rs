@@ -14,8 +14,7 @@
 
 use std::{
     collections::BTreeMap,
-    fs::{self, File},
-    io,
+    fs, io,
     os::fd::OwnedFd,
     path::{Path, PathBuf},
     time::Duration,
@@ -63,7 +62,7 @@ pub struct Guard {
     pin_dir: PathBuf,
     /// The flock that keeps a second daemon off this pin directory; taken
     /// again if the directory is re-created.
-    lock: File,
+    lock: dataplane::PinDirLock,
     /// Maps and program.
     objects: Vec<Held>,
     links: BTreeMap<String, InterfaceLink>,
@@ -89,7 +88,7 @@ impl Guard {
     /// (called once the data path is up); `mode` is the configured XDP mode.
     pub fn new(
         pin_dir: &Path,
-        lock: File,
+        lock: dataplane::PinDirLock,
         interfaces: &[String],
         mode: AttachMode,
     ) -> Result<Guard> {
