@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 use tollgate_common::MAX_TIERS;
 
 use crate::{
-    apikeys::{ApiKeys, PinChange, Pins, source_prefix},
+    apikeys::{ApiKeyError, ApiKeys, PinChange, Pins, source_prefix},
     config::{ApiKeysConfig, HttpConfig},
     datapath::samples::Sample,
     http::{self, HttpStats, redact::Redactor, stats::Limits},
@@ -83,7 +83,7 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    pub fn new(http: &HttpConfig, keys: &ApiKeysConfig) -> Result<Monitor, String> {
+    pub fn new(http: &HttpConfig, keys: &ApiKeysConfig) -> Result<Monitor, ApiKeyError> {
         let (tail, _) = broadcast::channel(TAIL_BUFFER);
         let mut m = Monitor {
             stats: HttpStats::new(Limits {
@@ -104,9 +104,9 @@ impl Monitor {
     }
 
     /// Applies a reloaded `[http]`/`[api_keys]` (statistics are kept).
-    pub fn reconfigure(&mut self, http: &HttpConfig, keys: &ApiKeysConfig) -> Result<(), String> {
+    pub fn reconfigure(&mut self, http: &HttpConfig, keys: &ApiKeysConfig) -> Result<(), ApiKeyError> {
         self.redactor = Redactor::new(&http.redact_headers);
-        self.keys = ApiKeys::new(&keys.salt, &keys.keys).map_err(|e| e.to_string())?;
+        self.keys = ApiKeys::new(&keys.salt, &keys.keys)?;
         Ok(())
     }
 
