@@ -104,7 +104,11 @@ impl Monitor {
     }
 
     /// Applies a reloaded `[http]`/`[api_keys]` (statistics are kept).
-    pub fn reconfigure(&mut self, http: &HttpConfig, keys: &ApiKeysConfig) -> Result<(), ApiKeyError> {
+    pub fn reconfigure(
+        &mut self,
+        http: &HttpConfig,
+        keys: &ApiKeysConfig,
+    ) -> Result<(), ApiKeyError> {
         self.redactor = Redactor::new(&http.redact_headers);
         self.keys = ApiKeys::new(&keys.salt, &keys.keys)?;
         Ok(())

@@ -171,7 +171,7 @@ fn routes_are_counted_and_secrets_never_leave_the_daemon() {
     let tail_out = tail.wait_with_output().unwrap();
     let tail_text = String::from_utf8_lossy(&tail_out.stdout).into_owned();
     assert!(
-        tail_text.contains("GET /users/7?token=<redacted>&page=<redacted> host=api.test"),
+        tail_text.contains("GET /users/{id}?token=<redacted>&page=<redacted> host=api.test"),
         "{tail_text}"
     );
     assert!(tail_text.lines().count() >= 35, "{tail_text}");
@@ -497,4 +497,128 @@ fn sampled_requests_name_the_tier_at_once_after_tier_set_and_reload() {
     };
     assert!(line_of("/after-tier-set").contains(" silver ["), "{text}");
     assert!(line_of("/after-reload").contains(" bronze ["), "{text}");
+}
+
+/// Secrets a request carries in its path and query, of every class the
+/// templates know (integers, UUIDs, object ids, mixed alphanumerics, JWTs,
+/// base64 tokens, e-mails, path parameters, a bare query, percent-encoded
+/// `key=value`, absolute-form userinfo), reach none of `http tail` (text and
+/// JSON), `http top`, `/metrics`, the daemon's log or its files.
+#[test]
+fn secrets_in_paths_and_queries_reach_no_output() {
+    if !privileged("secrets_in_paths_and_queries_reach_no_output") {
+        return;
+    }
+    const PLANTED: [(&str, &str); 11] = [
+        ("/accounts/48213977/statement", "48213977"),
+        (
+            "/o/9b2f61c4-1d7e-4a55-8f0e-3c2a7d9e1b60",
+            "9b2f61c4-1d7e-4a55-8f0e-3c2a7d9e1b60",
+        ),
+        (
+            "/objects/65f1c0ffee1234abcd567890",
+            "65f1c0ffee1234abcd567890",
+        ),
+        ("/reset/k8d3m2x9q7w4", "k8d3m2x9q7w4"),
+        (
+            "/session/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IifQ.Zm9vYmFyYmF6cXV4",
+            "eyJzdWIiOiJib2IifQ",
+        ),
+        (
+            "/dl/QmFzZTY0U2VjcmV0VG9rZW45OTk",
+            "QmFzZTY0U2VjcmV0VG9rZW45OTk",
+        ),
+        (
+            "/inbox/carol.secret@mail.test/unread",
+            "carol.secret@mail.test",
+        ),
+        ("/cart;jsessionid=PARAMSECRET77", "PARAMSECRET77"),
+        ("/search?Zq81kXp3BareSecret0Tw2", "Zq81kXp3BareSecret0Tw2"),
+        ("/q?apikey%3DENCODEDSECRET55", "ENCODEDSECRET55"),
+        (
+            "http://admin:USERINFOSECRET@api.test/proxy",
+            "USERINFOSECRET",
+        ),
+    ];
+    let env = Env::new();
+    let metrics_port = free_port();
+    env.write_config(&config(&env, metrics_port, "requests = \"10000/s\""));
+    let daemon = env.start_with(&[]);
+    let server = Server::bind(SocketAddr::from((env.veth.host_ip, PORT))).unwrap();
+    let addr = server.addr;
+    let tail = |json: bool| {
+        let mut c = Command::new(bin());
+        c.arg("--socket").arg(&env.socket);
+        if json {
+            c.arg("--json");
+        }
+        c.args(["http", "tail"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (mut text_tail, mut json_tail) = (tail(false), tail(true));
+    std::thread::sleep(Duration::from_millis(300)); // let both subscribe
+    env.ns
+        .run(move || -> anyhow::Result<()> {
+            let mut c = Client::connect(addr, Duration::from_secs(3))?;
+            for (target, _) in PLANTED {
+                c.request(&format!("GET {target} HTTP/1.1\r\nHost: api.test"))?;
+            }
+            Ok(())
+        })
+        .join()
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        server.requests.load(std::sync::atomic::Ordering::Relaxed),
+        PLANTED.len() as u64
+    );
+    let json = |args: &[&str]| -> Value {
+        serde_json::from_str(&env.ok(&[&["--json"], args].concat())).unwrap()
+    };
+    env.eventually(Duration::from_secs(5), "every request in http top", || {
+        let top = json(&["http", "top", "--by", "method"]);
+        route_count(&top, "GET") >= PLANTED.len() as u64
+    });
+    std::thread::sleep(Duration::from_millis(300)); // the samples reach tail
+    let _ = text_tail.kill();
+    let _ = json_tail.kill();
+    let text = String::from_utf8_lossy(&text_tail.wait_with_output().unwrap().stdout).into_owned();
+    let json_text =
+        String::from_utf8_lossy(&json_tail.wait_with_output().unwrap().stdout).into_owned();
+    assert_eq!(text.lines().count(), PLANTED.len(), "{text}");
+    assert!(text.contains("GET /accounts/{id}/statement "), "{text}");
+    assert!(text.contains("GET /inbox/{email}/unread "), "{text}");
+    assert!(text.contains("GET /cart;{param} "), "{text}");
+    let mut everything = vec![
+        ("http tail", text),
+        ("http tail --json", json_text),
+        ("metrics", scrape_metrics(metrics_port)),
+        (
+            "http top",
+            format!(
+                "{}{}",
+                json(&["http", "top", "--by", "route", "-n", "100"]),
+                json(&["http", "top", "--by", "host"])
+            ),
+        ),
+        ("daemon log", daemon.log()),
+    ];
+    for entry in walk(&env.dir) {
+        everything.push((
+            "file under the state/scratch dir",
+            String::from_utf8_lossy(&std::fs::read(&entry).unwrap_or_default()).into_owned(),
+        ));
+    }
+    for (what, out) in &everything {
+        for (target, secret) in PLANTED {
+            assert!(
+                !out.contains(secret),
+                "{secret} (from {target}) leaked into {what}:\n{out}"
+            );
+        }
+    }
 }

@@ -15,7 +15,8 @@ pub struct ParsedRequest {
     pub method: String,
     /// Route template (ids folded, no query string).
     pub route: String,
-    /// Target with query values redacted, for `http tail`.
+    /// Target as `http tail` shows it: the route template with its query
+    /// keys, every value redacted (`redact::target`).
     pub target: String,
     pub host: Option<String>,
     pub user_agent: Option<String>,
@@ -127,7 +128,7 @@ mod tests {
         let (p, key) = parse_request(full, &r).unwrap();
         assert_eq!(p.method, "GET");
         assert_eq!(p.route, "/users/{id}");
-        assert_eq!(p.target, "/users/7?token=<redacted>");
+        assert_eq!(p.target, "/users/{id}?token=<redacted>");
         assert_eq!(p.host.as_deref(), Some("api.example"));
         assert!(p.complete);
         assert_eq!(key, Some(Presented(b"k-123")));
