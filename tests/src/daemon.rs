@@ -231,6 +231,37 @@ impl Env {
         }
     }
 
+    /// Adds `ip` (in the peer's /24) to the namespace side of the veth: a
+    /// second client address.
+    pub fn add_peer_address(&self, ip: std::net::Ipv4Addr) {
+        sh(&[
+            "ip",
+            "-n",
+            &self.ns.name,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            &self.veth.peer,
+        ])
+        .unwrap();
+    }
+
+    /// Starts `tollgate [--json] http tail` against this env's daemon, its
+    /// output piped.
+    pub fn http_tail(&self, json: bool) -> std::process::Child {
+        let mut c = Command::new(bin());
+        c.arg("--socket").arg(&self.socket);
+        if json {
+            c.arg("--json");
+        }
+        c.args(["http", "tail"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning http tail")
+    }
+
     pub fn xdp_attached(&self) -> bool {
         let out = sh(&["ip", "-d", "link", "show", "dev", &self.veth.host]).unwrap();
         out.contains("prog/xdp")

@@ -2,16 +2,12 @@
 //! side of the veth and real clients in the test namespace (keep-alive,
 //! fresh connections, and curl), read back through the CLI and /metrics.
 
-use std::{
-    net::SocketAddr,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{net::SocketAddr, process::Command, time::Duration};
 
 use serde_json::Value;
 use tollgate::{apikeys::hash_key, datapath::kernel::Maps};
 use tollgate_tests::{
-    daemon::{Env, bin, free_port, scrape_metrics},
+    daemon::{Env, free_port, scrape_metrics},
     httpd::{Client, Server, request_once},
     privileged,
 };
@@ -87,14 +83,7 @@ fn routes_are_counted_and_secrets_never_leave_the_daemon() {
     let addr = server.addr;
 
     // `http tail` runs for the whole traffic phase; its output is checked too.
-    let mut tail = Command::new(bin())
-        .arg("--socket")
-        .arg(&env.socket)
-        .args(["http", "tail"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut tail = env.http_tail(false);
     std::thread::sleep(Duration::from_millis(300)); // let tail subscribe
 
     // Keep-alive: 20 GETs on one connection. Fresh connections: 10 POSTs.
@@ -289,17 +278,7 @@ fn an_api_key_moves_its_client_to_the_keys_tier_until_the_pin_expires() {
         env.veth.peer_ip.octets()[2],
         77,
     );
-    tollgate_tests::net::sh(&[
-        "ip",
-        "-n",
-        &env.ns.name,
-        "addr",
-        "add",
-        &format!("{other}/24"),
-        "dev",
-        &env.veth.peer,
-    ])
-    .unwrap();
+    env.add_peer_address(other);
     let served = env
         .ns
         .run(move || -> usize {
@@ -445,14 +424,7 @@ fn sampled_requests_name_the_tier_at_once_after_tier_set_and_reload() {
     let _daemon = env.start_with(&[]);
     let server = Server::bind(SocketAddr::from((env.veth.host_ip, PORT))).unwrap();
     let addr = server.addr;
-    let mut tail = Command::new(bin())
-        .arg("--socket")
-        .arg(&env.socket)
-        .args(["http", "tail"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut tail = env.http_tail(false);
     std::thread::sleep(Duration::from_millis(300)); // let tail subscribe
     let get = |path: &'static str| {
         env.ns
@@ -546,19 +518,7 @@ fn secrets_in_paths_and_queries_reach_no_output() {
     let daemon = env.start_with(&[]);
     let server = Server::bind(SocketAddr::from((env.veth.host_ip, PORT))).unwrap();
     let addr = server.addr;
-    let tail = |json: bool| {
-        let mut c = Command::new(bin());
-        c.arg("--socket").arg(&env.socket);
-        if json {
-            c.arg("--json");
-        }
-        c.args(["http", "tail"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (mut text_tail, mut json_tail) = (tail(false), tail(true));
+    let (mut text_tail, mut json_tail) = (env.http_tail(false), env.http_tail(true));
     std::thread::sleep(Duration::from_millis(300)); // let both subscribe
     env.ns
         .run(move || -> anyhow::Result<()> {

@@ -294,17 +294,7 @@ fn a_source_held_over_its_limit_is_limited_in_every_sample() {
     let _daemon = env.start_with(&[]);
     // A second address in the namespace for the polite source.
     let polite_ip = Ipv4Addr::from(u32::from(env.veth.peer_ip) + 1);
-    tollgate_tests::net::sh(&[
-        "ip",
-        "-n",
-        &env.ns.name,
-        "addr",
-        "add",
-        &format!("{polite_ip}/24"),
-        "dev",
-        &env.veth.peer,
-    ])
-    .unwrap();
+    env.add_peer_address(polite_ip);
     let abusive_rx = Receiver::bind(SocketAddr::from((env.veth.host_ip, 0))).unwrap();
     let polite_rx = Receiver::bind(SocketAddr::from((env.veth.host_ip, 0))).unwrap();
     let (abusive_dst, polite_dst) = (abusive_rx.addr, polite_rx.addr);

@@ -3,14 +3,13 @@
 
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
     sync::{Arc, Mutex, MutexGuard},
     time::Instant,
 };
 
 use anyhow::Result;
 use ipnet::IpNet;
-use tollgate_common::{RuleValue, Verdict};
+use tollgate_common::RuleValue;
 use tracing::{error, info, warn};
 
 use super::{Daemon, TALKERS_CAPACITY, top_row};
@@ -66,22 +65,6 @@ impl Shared {
     /// `Some(false)` while global limits are paused (local limits enforce).
     pub fn cluster_up(&self) -> Option<bool> {
         self.cluster.as_ref().map(|c| c.is_up())
-    }
-
-    /// Hook for the kernel's sampled verdicts: records one sample standing for
-    /// `scale` packets of `bytes` bytes from `source` in tier index `tier`.
-    /// `request` is whether the packet carried an HTTP request. Feeds
-    /// `tollgate top`.
-    pub fn on_verdict_sample(
-        &self,
-        source: IpAddr,
-        tier: u32,
-        verdict: Verdict,
-        request: bool,
-        bytes: u64,
-        scale: u64,
-    ) {
-        lock(&self.talkers).observe(source, tier, verdict, request, bytes, scale);
     }
 
     /// Handles one control request. Returns the response and whether the
