@@ -62,7 +62,11 @@ impl Redactor {
 /// value-less query item (`?<token>`) kept only if it is one too.
 /// `/a/7?x=1&y` -> `/a/{id}?x=<redacted>&y`.
 pub fn target(target: &str) -> String {
-    let path = route::template(target);
+    shown_target(route::template(target), target)
+}
+
+/// [`target`] for a caller that has the route template of `target` already.
+pub fn shown_target(path: String, target: &str) -> String {
     let Some((_, query)) = target.split_once('?') else {
         return path;
     };

@@ -77,11 +77,12 @@ pub fn parse_request<'a>(
             }
         }
     }
+    let route = route::template(path);
     Ok((
         ParsedRequest {
             method: method.to_string(),
-            route: route::template(path),
-            target: super::redact::target(path),
+            target: super::redact::shown_target(route.clone(), path),
+            route,
             host,
             user_agent,
             header_names,
