@@ -245,7 +245,7 @@ mod tests {
         );
         let ev = tail.try_recv().unwrap();
         assert_eq!(ev.route, "/users/{id}");
-        assert_eq!(ev.target, "/users/12?token=<redacted>");
+        assert_eq!(ev.target, "/users/{id}?token=<redacted>");
         let json = serde_json::to_string(&ev).unwrap();
         assert!(
             !json.contains("gold-key") && !json.contains("abc"),
