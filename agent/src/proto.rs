@@ -342,6 +342,27 @@ pub struct TopRow {
     pub error: u64,
 }
 
+/// `status` when no daemon answers: what the pins say is still enforcing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OfflineStatus {
+    pub daemon_running: bool,
+    pub pin_dir: PathBuf,
+    /// The pinned program, if any.
+    pub program_id: Option<u32>,
+    /// When that program was loaded (Unix seconds).
+    pub program_loaded_unix: Option<u64>,
+    pub links: Vec<OfflineLink>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OfflineLink {
+    pub interface: String,
+    /// The pinned link is live on the interface (the program enforces there).
+    pub attached: bool,
+    pub link_id: Option<u32>,
+    pub program_id: Option<u32>,
+}
+
 /// What mutations return.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Done {

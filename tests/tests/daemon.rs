@@ -947,3 +947,54 @@ fn http_tail_fails_when_the_daemon_dies_and_logs_to_a_file_are_plain() {
         "colour codes in a log file:\n{log}"
     );
 }
+
+/// `status` with no daemon reads the pins: after kill -9 it names the program
+/// still attached and enforcing (text and JSON) and exits non-zero; after an
+/// offline detach it says nothing is attached.
+#[test]
+fn status_without_a_daemon_says_what_is_still_enforcing() {
+    if !privileged("status_without_a_daemon_says_what_is_still_enforcing") {
+        return;
+    }
+    let env = Env::new();
+    env.write_config(BASE_CONFIG);
+    let mut d = env.start();
+    let program_id = env.json(&["status"])["program_id"].as_u64().unwrap();
+    d.kill9();
+    assert!(env.xdp_attached(), "kill -9 leaves the program attached");
+    let pin_dir = env.pins.path.to_str().unwrap().to_owned();
+    let out = env.cli(&["status", "--pin-dir", &pin_dir]);
+    assert!(
+        !out.status.success(),
+        "status exits non-zero without a daemon"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "daemon not running; program {program_id} (loaded "
+        )) && text.contains(&format!(
+            "still attached to {} and enforcing the last configuration",
+            env.veth.host
+        )),
+        "{text}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tollgate daemon is not running"),
+        "{out:?}"
+    );
+    let out = env.cli(&["--json", "status", "--pin-dir", &pin_dir]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["daemon_running"], false);
+    assert_eq!(v["program_id"].as_u64(), Some(program_id));
+    assert_eq!(v["links"][0]["interface"], env.veth.host.as_str());
+    assert_eq!(v["links"][0]["attached"], true);
+    assert_eq!(v["links"][0]["program_id"].as_u64(), Some(program_id));
+
+    env.ok(&["detach", "--pin-dir", &pin_dir]);
+    let out = env.cli(&["status", "--pin-dir", &pin_dir]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("daemon not running; nothing attached"),
+        "{text}"
+    );
+}

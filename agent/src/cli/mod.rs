@@ -89,8 +89,9 @@ pub enum Command {
     /// SIGHUP reloads the config. Example: tollgate run --iface eth0
     Run(RunArgs),
     /// Show interfaces, XDP mode, program id, uptime, map fill levels and
-    /// where the config comes from. Example: tollgate status
-    Status,
+    /// where the config comes from. With no daemon running, says what the
+    /// pins still enforce (and exits non-zero). Example: tollgate status
+    Status(StatusArgs),
     /// List, create, change or remove tiers. Example: tollgate tier list
     #[command(subcommand)]
     Tier(TierCommand),
@@ -299,6 +300,14 @@ pub struct ApiKeyHashArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Pin directory to read when no daemon is running [default: from the
+    /// config, else /sys/fs/bpf/tollgate/default]. Example: --pin-dir /sys/fs/bpf/tollgate/default
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct DetachArgs {
     /// Pin directory to clean up when no daemon is running [default: from the
     /// config, else /sys/fs/bpf/tollgate/default]. Example: --pin-dir /sys/fs/bpf/tollgate/default
@@ -338,9 +347,18 @@ pub fn execute(cli: Cli) -> Result<()> {
                 || msg,
             )
         }
-        Command::Status => {
-            let s: StatusData = call(&cli, &Request::Status {})?;
-            emit(cli.json, &s, || render_status(&s))
+        Command::Status(a) => {
+            let socket = socket_path(&cli)?;
+            match client::request_as::<StatusData>(&socket, &Request::Status {}) {
+                Ok(s) => emit(cli.json, &s, || render_status(&s)),
+                Err(e) if e.not_running() => {
+                    let pin_dir = pin_dir_for(&cli, a.pin_dir.as_ref())?;
+                    let o = datapath::dataplane::offline_status(&pin_dir)?;
+                    emit(cli.json, &o, || render_offline_status(&o))?;
+                    Err(e.into())
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Tier(TierCommand::List) => {
             let rows: Vec<TierRow> = call(&cli, &Request::TierList {})?;
@@ -462,12 +480,7 @@ pub fn execute(cli: Cli) -> Result<()> {
             match client::request_as::<Done>(&socket, &Request::Detach {}) {
                 Ok(d) => emit(cli.json, &d, || d.message.clone()),
                 Err(e) if e.not_running() => {
-                    let pin_dir = match &a.pin_dir {
-                        Some(p) => p.clone(),
-                        None => client_config(&cli)?
-                            .map(|c| c.pin_dir)
-                            .unwrap_or_else(|| config::DEFAULT_PIN_DIR.into()),
-                    };
+                    let pin_dir = pin_dir_for(&cli, a.pin_dir.as_ref())?;
                     let msg = datapath::dataplane::detach_offline(&pin_dir)?;
                     emit(
                         cli.json,
@@ -481,6 +494,17 @@ pub fn execute(cli: Cli) -> Result<()> {
             }
         }
     }
+}
+
+/// The pin directory a command without a daemon reads: the flag, else the
+/// config's, else the default.
+fn pin_dir_for(cli: &Cli, flag: Option<&PathBuf>) -> Result<PathBuf> {
+    Ok(match flag {
+        Some(p) => p.clone(),
+        None => client_config(cli)?
+            .map(|c| c.pin_dir)
+            .unwrap_or_else(|| config::DEFAULT_PIN_DIR.into()),
+    })
 }
 
 /// The config the CLI reads for paths: --config, else the default file if present.

@@ -85,6 +85,44 @@ fn fill_row(name: &str, f: &Fill) -> Vec<String> {
     vec![name.to_owned(), thousands(f.used), thousands(f.max), pct]
 }
 
+/// `status` with no daemon: what the pins still enforce.
+pub fn render_offline_status(o: &proto::OfflineStatus) -> String {
+    let live: Vec<&str> = o
+        .links
+        .iter()
+        .filter(|l| l.attached)
+        .map(|l| l.interface.as_str())
+        .collect();
+    let since = o.program_loaded_unix.map_or(String::new(), |t| {
+        let ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |now| now.as_secs().saturating_sub(t));
+        format!(" (loaded {} ago)", human_duration(ago))
+    });
+    let mut out = match (o.program_id, live.is_empty()) {
+        (Some(id), false) => format!(
+            "daemon not running; program {id}{since} still attached to {} and enforcing the last configuration",
+            live.join(", ")
+        ),
+        (Some(id), true) => format!(
+            "daemon not running; program {id}{since} is pinned in {} but attached to no interface: nothing is enforced",
+            o.pin_dir.display()
+        ),
+        (None, _) => format!(
+            "daemon not running; nothing attached (no program pinned in {})",
+            o.pin_dir.display()
+        ),
+    };
+    for l in o.links.iter().filter(|l| !l.attached) {
+        out.push_str(&format!(
+            "\n{}: pinned link no longer attached (the interface was deleted or re-created)",
+            l.interface
+        ));
+    }
+    out.push_str("\nstart it with `tollgate run` (it adopts the running program), or remove the program with `tollgate detach`");
+    out
+}
+
 pub fn render_status(s: &StatusData) -> String {
     let start = match s.start.as_str() {
         "fresh" => "loaded a fresh program",

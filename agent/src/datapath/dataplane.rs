@@ -48,6 +48,7 @@ use tracing::{debug, info, warn};
 
 use super::bpf_obj;
 use super::kernel::{self, AttachMode, KernelError, MAP_NAMES, MapSizes, Maps};
+use crate::proto::{OfflineLink, OfflineStatus};
 
 pub const PROG_PIN: &str = "prog";
 pub const NEXT_DIR: &str = "next";
@@ -550,4 +551,34 @@ pub fn detach_offline(pin_dir: &Path) -> Result<String> {
         },
         pin_dir.display()
     ))
+}
+
+/// `status` without a daemon: the pinned program and links in `pin_dir`, and
+/// whether each link still enforces on its interface. Reads only.
+pub fn offline_status(pin_dir: &Path) -> Result<OfflineStatus> {
+    let program = ProgramInfo::from_pin(pin_dir.join(PROG_PIN)).ok();
+    let mut links = Vec::new();
+    for (iface, _) in pinned_links(pin_dir)? {
+        let (attached, link_id, program_id) = match link_state(pin_dir, &iface) {
+            LinkState::Live { link_id, prog_id } => (true, Some(link_id), Some(prog_id)),
+            _ => (false, None, None),
+        };
+        links.push(OfflineLink {
+            interface: iface,
+            attached,
+            link_id,
+            program_id,
+        });
+    }
+    links.sort_by(|a, b| a.interface.cmp(&b.interface));
+    Ok(OfflineStatus {
+        daemon_running: false,
+        pin_dir: pin_dir.to_owned(),
+        program_id: program.as_ref().map(|p| p.id()),
+        program_loaded_unix: program
+            .and_then(|p| p.loaded_at())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs()),
+        links,
+    })
 }
