@@ -77,7 +77,7 @@ impl TierMode {
     }
 }
 
-/// The five limits of a tier.
+/// The six limits of a tier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitField {
     Packets,
@@ -85,15 +85,18 @@ pub enum LimitField {
     Connections,
     Requests,
     Aggregate,
+    /// New tracked sources per second (admission control, see README).
+    NewSources,
 }
 
 impl LimitField {
-    pub const ALL: [LimitField; 5] = [
+    pub const ALL: [LimitField; 6] = [
         LimitField::Packets,
         LimitField::Bytes,
         LimitField::Connections,
         LimitField::Requests,
         LimitField::Aggregate,
+        LimitField::NewSources,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -103,6 +106,7 @@ impl LimitField {
             LimitField::Connections => "connections",
             LimitField::Requests => "requests",
             LimitField::Aggregate => "aggregate",
+            LimitField::NewSources => "new_sources",
         }
     }
 
@@ -252,6 +256,9 @@ pub struct TierSpec {
     pub requests: Option<LimitSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<LimitSpec>,
+    /// New tracked sources per second; unset: [`default_new_sources`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_sources: Option<LimitSpec>,
     pub ipv6_prefix: u32,
     pub mode: TierMode,
     /// Fleet-wide packets limit per source, shared through `[cluster]`.
@@ -272,6 +279,7 @@ impl TierSpec {
             connections: None,
             requests: None,
             aggregate: None,
+            new_sources: None,
             ipv6_prefix: 64,
             mode: TierMode::Enforce,
             global_packets: None,
@@ -319,6 +327,7 @@ impl TierSpec {
             LimitField::Connections => self.connections.as_ref(),
             LimitField::Requests => self.requests.as_ref(),
             LimitField::Aggregate => self.aggregate.as_ref(),
+            LimitField::NewSources => self.new_sources.as_ref(),
         }
     }
 
@@ -329,11 +338,13 @@ impl TierSpec {
             LimitField::Connections => &mut self.connections,
             LimitField::Requests => &mut self.requests,
             LimitField::Aggregate => &mut self.aggregate,
+            LimitField::NewSources => &mut self.new_sources,
         }
     }
 
-    /// Checks everything and builds the kernel's form. Errors read
-    /// `tier "gold": packets = "100/x": unknown period ...`.
+    /// Checks everything and builds the kernel's form (an unset `new_sources`
+    /// is unlimited here; the daemon writes [`default_new_sources`] for it).
+    /// Errors read `tier "gold": packets = "100/x": unknown period ...`.
     pub fn to_kernel(&self) -> Result<TierConfig, String> {
         check_tier_name(&self.name).map_err(|e| format!("tier name \"{}\": {e}", self.name))?;
         self.check_globals()?;
@@ -345,6 +356,7 @@ impl TierSpec {
         }
         let mut limits = [Limit::UNLIMITED; 4];
         let mut aggregate = Limit::UNLIMITED;
+        let mut new_sources = Limit::UNLIMITED;
         for field in LimitField::ALL {
             let Some(spec) = self.limit(field) else {
                 continue;
@@ -362,11 +374,13 @@ impl TierSpec {
                 LimitField::Connections => limits[LimitKind::Connections as usize] = resolved.limit,
                 LimitField::Requests => limits[LimitKind::Requests as usize] = resolved.limit,
                 LimitField::Aggregate => aggregate = resolved.limit,
+                LimitField::NewSources => new_sources = resolved.limit,
             }
         }
         Ok(TierConfig {
             limits,
             aggregate,
+            new_sources,
             ipv6_prefix: self.ipv6_prefix,
             flags: TIER_ACTIVE
                 | match self.mode {
@@ -376,6 +390,19 @@ impl TierSpec {
         })
     }
 }
+
+/// The new-source budget of a tier that sets none: a flood at this rate takes
+/// [`NEW_SOURCES_TURNOVER`] to insert as many sources as the smaller source
+/// map holds, so a source heard from more often than that is not evicted by
+/// it. Burst: one second's worth.
+pub fn default_new_sources(maps: &MapSizes) -> Limit {
+    let per_second =
+        (maps.sources_v4.min(maps.sources_v6) as u64 / NEW_SOURCES_TURNOVER.as_secs()).max(1);
+    Limit::per_period(per_second, 1_000_000_000, per_second).unwrap_or(Limit::UNLIMITED)
+}
+
+/// See [`default_new_sources`].
+pub const NEW_SOURCES_TURNOVER: Duration = Duration::from_secs(60);
 
 fn missing_local(field: GlobalField) -> String {
     let local = field.local().name();
@@ -752,6 +779,8 @@ struct RawTier {
     requests_burst: Option<Spanned<i64>>,
     aggregate: Option<Spanned<String>>,
     aggregate_burst: Option<Spanned<i64>>,
+    new_sources: Option<Spanned<String>>,
+    new_sources_burst: Option<Spanned<i64>>,
     ipv6_prefix: Option<Spanned<i64>>,
     mode: Option<TierMode>,
     global_packets: Option<Spanned<String>>,
@@ -1415,6 +1444,11 @@ fn parse_tier(
             t.aggregate,
             count_burst(LimitField::Aggregate.name(), t.aggregate_burst)?,
         ),
+        (
+            LimitField::NewSources,
+            t.new_sources,
+            count_burst(LimitField::NewSources.name(), t.new_sources_burst)?,
+        ),
     ];
     for (field, rate, burst) in limits {
         let Some(rate) = rate else {
@@ -1599,6 +1633,38 @@ action = "allow"
         assert_eq!(k.ipv6_prefix, 64);
         assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(c.state_file, PathBuf::from(DEFAULT_STATE_FILE));
+    }
+
+    #[test]
+    fn new_sources_is_a_tier_limit_with_a_default_from_the_map_size() {
+        let c = parse_str(
+            "[[tier]]\nname = \"default\"\nnew_sources = \"2000/s\"\nnew_sources_burst = 500\n\
+             [[tier]]\nname = \"other\"\n",
+        )
+        .unwrap();
+        let k = c.tier("default").unwrap().to_kernel().unwrap();
+        assert!((k.new_sources.rate_per_second() - 2000.0).abs() < 1e-6);
+        assert_eq!(k.new_sources.burst(), 500);
+        assert!(k.admits_new_sources());
+        // Unset: unlimited in the tier's own form; the daemon writes the
+        // default, 1/60 of the smaller source map per second.
+        assert!(
+            c.tier("other")
+                .unwrap()
+                .to_kernel()
+                .unwrap()
+                .new_sources
+                .is_unlimited()
+        );
+        let d = default_new_sources(&MapSizes {
+            sources_v4: 1 << 20,
+            sources_v6: 60_000,
+            ..MapSizes::default()
+        });
+        assert!((d.rate_per_second() - 1000.0).abs() < 1e-6);
+        assert_eq!(d.burst(), 1000);
+        let e = parse_str("[[tier]]\nname = \"default\"\nnew_sources_burst = 5\n").unwrap_err();
+        assert!(e.to_string().contains("new_sources_burst"), "{e}");
     }
 
     #[test]

@@ -84,6 +84,8 @@ fn verdict_reason(v: Verdict) -> (&'static str, &'static str) {
         Verdict::DroppedAggregate => ("dropped", "aggregate_limit"),
         Verdict::Denied => ("dropped", "deny_rule"),
         Verdict::Malformed => ("dropped", "malformed"),
+        Verdict::Untracked => ("passed", "untracked"),
+        Verdict::DroppedUntracked => ("dropped", "untracked_limit"),
     }
 }
 

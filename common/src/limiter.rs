@@ -228,6 +228,67 @@ pub unsafe fn charge_aggregate(tat: *mut u64, limit: &Limit, now_ns: u64) -> boo
         || unsafe { charge_u64(tat, now_ns, limit.increment_ns(1), limit.capacity_ns) }
 }
 
+/// What admission control decides for a packet from a source its tier does
+/// not track, in a tier with a new-source budget ([`TierConfig::new_sources`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NewSource {
+    /// Within the budget: the source is tracked from this packet on, and this
+    /// packet is judged like any tracked source's.
+    Track,
+    /// Over the budget, within the untracked ceiling: passed, not tracked.
+    Untracked,
+    /// Over the budget and the untracked ceiling: dropped, not tracked.
+    OverCeiling,
+}
+
+/// One GCRA step on a shared 64-bit TAT with a single compare-and-swap and no
+/// retry: a lost race (another CPU changed the word in between) counts as a
+/// rejection, so the bound `rate × t + burst` holds exactly and the verifier
+/// has no loop to walk. For the admission-control words, where failing closed
+/// costs one untracked packet, not a client's budget.
+///
+/// # Safety
+/// As [`charge_u64`].
+#[inline(always)]
+pub unsafe fn charge_once(tat: *mut u64, limit: &Limit, now_ns: u64) -> bool {
+    if limit.is_unlimited() {
+        return true;
+    }
+    let current = unsafe { atomic::load_u64(tat) };
+    match gcra::admit(current, now_ns, limit.increment_ns(1), limit.capacity_ns) {
+        Some(next) => unsafe { atomic::cas_u64(tat, current, next) }.is_ok(),
+        None => false,
+    }
+}
+
+/// Admission control for a source the tier does not track (Katran's
+/// `is_under_flood` cap on new LRU entries, made exact across CPUs).
+///
+/// At most `new_sources` per second (one CAS on `budget_tat`) become tracked,
+/// so a flood of new sources cannot turn the source map over and evict
+/// established sources. The rest are not tracked: they share a ceiling of
+/// their own (`untracked_tat`, the tier's aggregate limit applied apart), so
+/// they never take the tracked sources' share of the aggregate ceiling. Each
+/// is one word shared by every CPU, charged with [`charge_once`].
+///
+/// # Safety
+/// As [`charge_u64`], for both words.
+#[inline(always)]
+pub unsafe fn admit_new_source(
+    budget_tat: *mut u64,
+    untracked_tat: *mut u64,
+    tier: &TierConfig,
+    now_ns: u64,
+) -> NewSource {
+    if unsafe { charge_once(budget_tat, &tier.new_sources, now_ns) } {
+        NewSource::Track
+    } else if unsafe { charge_once(untracked_tat, &tier.aggregate, now_ns) } {
+        NewSource::Untracked
+    } else {
+        NewSource::OverCeiling
+    }
+}
+
 /// A fresh bucket state for a source first seen at `now_ns`: every bucket idle.
 #[inline(always)]
 pub const fn fresh_state(now_ns: u64) -> SourceState {
@@ -260,9 +321,42 @@ mod tests {
         TierConfig {
             limits: [mk(packets), mk(bytes), mk(conns), Limit::UNLIMITED],
             aggregate: Limit::UNLIMITED,
+            new_sources: Limit::UNLIMITED,
             ipv6_prefix: 64,
             flags: TIER_ACTIVE,
         }
+    }
+
+    #[test]
+    fn admission_tracks_within_the_budget_and_bounds_untracked_traffic() {
+        let mut t = tier(None, None, None);
+        t.aggregate = Limit::per_period(4, SEC, 4).unwrap();
+        t.new_sources = Limit::per_period(2, SEC, 2).unwrap();
+        let (mut budget, mut untracked) = (0u64, 0u64);
+        let decide = |b: &mut u64, u: &mut u64, now| unsafe { admit_new_source(b, u, &t, now) };
+        let got: Vec<NewSource> = (0..8)
+            .map(|_| decide(&mut budget, &mut untracked, SEC))
+            .collect();
+        use NewSource::*;
+        assert_eq!(
+            got,
+            [
+                Track,
+                Track,
+                Untracked,
+                Untracked,
+                Untracked,
+                Untracked,
+                OverCeiling,
+                OverCeiling
+            ]
+        );
+        // Half a second later: one more source, two more untracked packets.
+        let later = SEC + SEC / 2;
+        let got: Vec<NewSource> = (0..4)
+            .map(|_| decide(&mut budget, &mut untracked, later))
+            .collect();
+        assert_eq!(got, [Track, Untracked, Untracked, OverCeiling]);
     }
 
     #[test]

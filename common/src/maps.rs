@@ -7,7 +7,7 @@ use crate::gcra::{INTERVAL_SHIFT, TICK_SHIFT};
 /// Bumped whenever a map's key, value or meaning changes. Stored in the
 /// `TG_META` map so a new daemon can tell a compatible pinned program from an
 /// incompatible one.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Tiers are indices into `TG_TIERS` (an array map).
 pub const MAX_TIERS: u32 = 64;
@@ -73,9 +73,15 @@ pub enum Verdict {
     Malformed = 9,
     /// Not IPv4 or IPv6 (ARP, LLDP, ...): XDP_PASS, never limited.
     NotIp = 10,
+    /// A source the tier does not track, over the tier's new-source budget:
+    /// not tracked (nothing inserted), passed within the untracked ceiling.
+    Untracked = 11,
+    /// A source the tier does not track, over the tier's untracked ceiling
+    /// (the aggregate limit applied to untracked sources apart): XDP_DROP.
+    DroppedUntracked = 12,
 }
 
-pub const VERDICT_COUNT: u32 = 11;
+pub const VERDICT_COUNT: u32 = 13;
 
 impl Verdict {
     pub const ALL: [Verdict; VERDICT_COUNT as usize] = [
@@ -90,6 +96,8 @@ impl Verdict {
         Verdict::ShadowWouldDrop,
         Verdict::Malformed,
         Verdict::NotIp,
+        Verdict::Untracked,
+        Verdict::DroppedUntracked,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -105,6 +113,8 @@ impl Verdict {
             Verdict::ShadowWouldDrop => "shadow_would_drop",
             Verdict::Malformed => "malformed",
             Verdict::NotIp => "not_ip",
+            Verdict::Untracked => "untracked",
+            Verdict::DroppedUntracked => "dropped_untracked",
         }
     }
 
@@ -117,6 +127,7 @@ impl Verdict {
                 | Verdict::DroppedConnections
                 | Verdict::DroppedRequests
                 | Verdict::DroppedAggregate
+                | Verdict::DroppedUntracked
                 | Verdict::Denied
                 | Verdict::Malformed
         )
@@ -131,6 +142,27 @@ impl Verdict {
 
 /// Number of slots in the counters array.
 pub const COUNTER_SLOTS: u32 = MAX_TIERS * VERDICT_COUNT;
+
+/// Slots of `TG_AGGREGATE`: per tier, the TAT of the aggregate ceiling for
+/// tracked sources ([`aggregate_slot`]), of the same ceiling applied apart to
+/// untracked sources ([`untracked_slot`]) and of the new-source budget
+/// ([`new_sources_slot`]). 64 slots apart, so the three never share a cache line.
+pub const AGGREGATE_SLOTS: u32 = 3 * MAX_TIERS;
+
+#[inline(always)]
+pub const fn aggregate_slot(tier: u32) -> u32 {
+    tier
+}
+
+#[inline(always)]
+pub const fn untracked_slot(tier: u32) -> u32 {
+    MAX_TIERS + tier
+}
+
+#[inline(always)]
+pub const fn new_sources_slot(tier: u32) -> u32 {
+    2 * MAX_TIERS + tier
+}
 
 /// One rate limit as the kernel applies it.
 #[repr(C)]
@@ -266,8 +298,13 @@ pub const TIER_SHADOW: u32 = 1 << 1;
 pub struct TierConfig {
     /// Per-source limits, indexed by [`LimitKind`].
     pub limits: [Limit; 4],
-    /// Packets/s ceiling for all sources of the tier together.
+    /// Packets/s ceiling for all tracked sources of the tier together. With a
+    /// new-source budget, untracked sources get a ceiling of the same size of
+    /// their own (see [`crate::limiter::admit_new_source`]).
     pub aggregate: Limit,
+    /// New tracked sources per second (a GCRA limit on inserts into the source
+    /// map). Unlimited: every new source is tracked (no admission control).
+    pub new_sources: Limit,
     /// IPv6 sources are grouped by this prefix length (1..=64).
     pub ipv6_prefix: u32,
     pub flags: u32,
@@ -281,6 +318,11 @@ impl TierConfig {
     #[inline(always)]
     pub const fn is_active(&self) -> bool {
         self.flags & TIER_ACTIVE != 0
+    }
+    /// Whether new sources are admitted under a budget.
+    #[inline(always)]
+    pub const fn admits_new_sources(&self) -> bool {
+        !self.new_sources.is_unlimited()
     }
 }
 
@@ -491,7 +533,7 @@ mod tests {
     #[test]
     fn state_is_24_bytes() {
         assert_eq!(core::mem::size_of::<SourceState>(), 24);
-        assert_eq!(core::mem::size_of::<TierConfig>(), 88);
+        assert_eq!(core::mem::size_of::<TierConfig>(), 104);
     }
 
     #[test]

@@ -22,16 +22,23 @@
 //!    [`Verdict::Allowed`], `deny` [`Verdict::Denied`], counted under the rule's
 //!    tier; a tier rule selects the tier. No rule: the default tier.
 //! 3. An inactive tier passes the packet ([`Verdict::Passed`]) and tracks nothing.
-//! 4. The source's buckets (IPv4: the address; IPv6: the first 64 bits masked to
+//! 4. Admission control, in a tier with a new-source budget, for a source not
+//!    tracked yet: within the budget, the budget is charged and the source is
+//!    tracked from now on (steps 5-8, as any tracked source). Over it, nothing
+//!    is tracked: untracked sources share a ceiling of their own, the size of
+//!    the tier's aggregate. Within it: [`Verdict::Untracked`] (passed), the
+//!    ceiling charged; over it: [`Verdict::DroppedUntracked`], nothing charged.
+//!    Without a budget every new source is tracked.
+//! 5. The source's buckets (IPv4: the address; IPv6: the first 64 bits masked to
 //!    the tier's prefix length), created idle, are charged in order: one packet,
 //!    `len` bytes, one connection (TCP SYN without ACK), one request (a TCP
 //!    payload starting an HTTP request). Unlimited kinds cost nothing. The first
 //!    limit that rejects gives its drop verdict and nothing is charged.
-//! 5. Otherwise the tier's aggregate takes one packet, and the source's charges
+//! 6. Otherwise the tier's aggregate takes one packet, and the source's charges
 //!    are kept; or it gives [`Verdict::DroppedAggregate`] and nothing is charged.
-//! 6. An admitted packet whose transport header is malformed is
-//!    [`Verdict::Malformed`] (dropped, but charged to its source).
-//! 7. In a shadow tier every dropping verdict of steps 4-6 becomes
+//! 7. An admitted (or untracked but passed) packet whose transport header is
+//!    malformed is [`Verdict::Malformed`] (dropped, but charged).
+//! 8. In a shadow tier every dropping verdict of steps 4-7 becomes
 //!    [`Verdict::ShadowWouldDrop`].
 
 extern crate std;
@@ -226,6 +233,9 @@ pub struct Model {
     now_ns: u64,
     sources: HashMap<SourceKey, Buckets>,
     aggregate: [u64; MAX_TIERS as usize],
+    /// The untracked ceiling's and the new-source budget's TATs per tier.
+    untracked: [u64; MAX_TIERS as usize],
+    new_sources: [u64; MAX_TIERS as usize],
     counters: Vec<[Counter; VERDICT_COUNT as usize]>,
 }
 
@@ -243,6 +253,8 @@ impl Model {
             now_ns,
             sources: HashMap::new(),
             aggregate: [0; MAX_TIERS as usize],
+            untracked: [0; MAX_TIERS as usize],
+            new_sources: [0; MAX_TIERS as usize],
             counters: vec![[Counter::default(); VERDICT_COUNT as usize]; MAX_TIERS as usize],
         }
     }
@@ -252,6 +264,8 @@ impl Model {
     pub fn clear_buckets(&mut self) {
         self.sources.clear();
         self.aggregate = [0; MAX_TIERS as usize];
+        self.untracked = [0; MAX_TIERS as usize];
+        self.new_sources = [0; MAX_TIERS as usize];
     }
 
     /// `counters()[tier][verdict]`: packets and bytes judged so far.
@@ -273,6 +287,16 @@ impl Model {
 
     pub fn aggregate_tat(&self, tier: u32) -> u64 {
         self.aggregate[tier as usize]
+    }
+
+    /// The TAT of the tier's ceiling for untracked sources.
+    pub fn untracked_tat(&self, tier: u32) -> u64 {
+        self.untracked[tier as usize]
+    }
+
+    /// The TAT of the tier's new-source budget.
+    pub fn new_sources_tat(&self, tier: u32) -> u64 {
+        self.new_sources[tier as usize]
     }
 
     /// Judges one frame, updating buckets and counters.
@@ -320,6 +344,26 @@ impl Model {
             SourceAddr::V6(a) => SourceKey::V6(parse::ipv6_key(&a, tier.ipv6_prefix)),
         };
         let now = self.now_ns;
+        let t = tier_index as usize;
+        if !tier.new_sources.is_unlimited() && !self.sources.contains_key(&key) {
+            match step_ns(self.new_sources[t], now, &tier.new_sources, 1) {
+                Some(budget) => self.new_sources[t] = budget,
+                None => {
+                    let verdict = match step_ns(self.untracked[t], now, &tier.aggregate, 1) {
+                        None => Verdict::DroppedUntracked,
+                        Some(ceiling) => {
+                            self.untracked[t] = ceiling;
+                            if packet.transport == Transport::Malformed {
+                                Verdict::Malformed
+                            } else {
+                                Verdict::Untracked
+                            }
+                        }
+                    };
+                    return judgement(tier_index, shadowed(&tier, verdict));
+                }
+            }
+        }
         let buckets = self
             .sources
             .entry(key)
@@ -336,7 +380,7 @@ impl Model {
         let mut verdict = match per_source {
             Err(kind) => kind.drop_verdict(),
             Ok(charged) => {
-                let aggregate = &mut self.aggregate[tier_index as usize];
+                let aggregate = &mut self.aggregate[t];
                 match step_ns(*aggregate, now, &tier.aggregate, 1) {
                     Some(tat) => {
                         *buckets = charged;
@@ -350,15 +394,21 @@ impl Model {
         if verdict == Verdict::Passed && packet.transport == Transport::Malformed {
             verdict = Verdict::Malformed;
         }
-        if tier.is_shadow() && verdict.drops() {
-            verdict = Verdict::ShadowWouldDrop;
-        }
-        judgement(tier_index, verdict)
+        judgement(tier_index, shadowed(&tier, verdict))
     }
 }
 
 fn judgement(tier: u32, verdict: Verdict) -> Judgement {
     Judgement { tier, verdict }
+}
+
+/// A shadow tier passes what it would drop.
+fn shadowed(tier: &TierConfig, verdict: Verdict) -> Verdict {
+    if tier.is_shadow() && verdict.drops() {
+        Verdict::ShadowWouldDrop
+    } else {
+        verdict
+    }
 }
 
 /// `buckets` after charging one packet, or the first limit that rejects it.
@@ -464,6 +514,7 @@ mod tests {
         TierConfig {
             limits: limits.map(|l| l.unwrap_or(Limit::UNLIMITED)),
             aggregate: aggregate.unwrap_or(Limit::UNLIMITED),
+            new_sources: Limit::UNLIMITED,
             ipv6_prefix: 64,
             flags: TIER_ACTIVE | flags,
         }
@@ -642,6 +693,38 @@ mod tests {
             m.sources()[&SourceKey::V4([8, 0, 0, 3])].packets,
             NOW + 2 * HOUR
         );
+    }
+
+    #[test]
+    fn admission_control_tracks_within_the_budget_and_bounds_the_rest() {
+        let mut p = Policy::new();
+        p.tiers[0] = tier([Some(per_hour(2)), None, None, None], Some(per_hour(4)), 0);
+        p.tiers[0].new_sources = per_hour(2);
+        let mut m = Model::new(p.clone(), NOW);
+        let src = |i: u8| udp([9, 0, 0, i]);
+        // Two new sources are tracked, four more pass untracked within their
+        // own ceiling, then that ceiling is full.
+        let got: Vec<Verdict> = (1..=8).map(|i| m.judge(&src(i)).verdict).collect();
+        use Verdict::*;
+        let untracked = [Untracked; 4];
+        assert_eq!(got[..2], [Passed, Passed]);
+        assert_eq!(got[2..6], untracked);
+        assert_eq!(got[6..], [DroppedUntracked, DroppedUntracked]);
+        assert_eq!(m.sources().len(), 2);
+        assert_eq!(m.untracked_tat(0), NOW + 4 * HOUR);
+        assert_eq!(m.new_sources_tat(0), NOW + 2 * HOUR);
+        // The aggregate ceiling holds the tracked sources' packets only.
+        assert_eq!(m.aggregate_tat(0), NOW + 2 * HOUR);
+        assert_eq!(verdicts(&mut m, &src(1), 2), [Passed, DroppedPackets]);
+        assert_eq!(verdicts(&mut m, &src(2), 2), [Passed, DroppedPackets]);
+        assert_eq!(m.aggregate_tat(0), NOW + 4 * HOUR);
+        // A shadow tier passes what it would drop, and still tracks nothing new.
+        p.tiers[0].flags |= TIER_SHADOW;
+        let mut m = Model::new(p, NOW);
+        let got: Vec<Verdict> = (1..=7).map(|i| m.judge(&src(i)).verdict).collect();
+        assert_eq!(got[2..6], untracked);
+        assert_eq!(got[6], ShadowWouldDrop);
+        assert_eq!(m.sources().len(), 2);
     }
 
     #[test]

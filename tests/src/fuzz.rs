@@ -37,11 +37,12 @@ use ipnet::IpNet;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 use tollgate::datapath::kernel::MapSizes;
 use tollgate_common::{
-    Counter, Limit, LimitKind, MAX_HTTP_PORTS, MAX_TIERS, RULE_ALLOW, RULE_DENY, RULE_TIER,
-    RuleValue, Settings, TIER_ACTIVE, TIER_SHADOW, TierConfig, VERDICT_COUNT, Verdict,
+    AGGREGATE_SLOTS, Counter, Limit, LimitKind, MAX_HTTP_PORTS, MAX_TIERS, RULE_ALLOW, RULE_DENY,
+    RULE_TIER, RuleValue, Settings, TIER_ACTIVE, TIER_SHADOW, TierConfig, VERDICT_COUNT, Verdict,
+    aggregate_slot,
     gcra::TICK_SHIFT,
     model::{Judgement, Model, Network, Policy, SourceKey},
-    parse,
+    new_sources_slot, parse, untracked_slot,
 };
 
 use crate::{
@@ -215,7 +216,8 @@ pub fn time_independent(tier: &TierConfig) -> Result<()> {
     ns(&tier.limits[LimitKind::Bytes as usize], MAX_FRAME as u64)?;
     ticks(&tier.limits[LimitKind::Connections as usize])?;
     ticks(&tier.limits[LimitKind::Requests as usize])?;
-    ns(&tier.aggregate, 1)
+    ns(&tier.aggregate, 1)?;
+    ns(&tier.new_sources, 1)
 }
 
 /// A policy for the model plus the settings written next to it.
@@ -264,6 +266,13 @@ fn random_tier(rng: &mut StdRng) -> TierConfig {
     } else {
         Limit::UNLIMITED
     };
+    // A new-source budget (admission control) in some tiers: the pools hold
+    // 21 sources, so small budgets leave some untracked.
+    let new_sources = if rng.gen_bool(0.35) {
+        packets_limit(small(rng, 24))
+    } else {
+        Limit::UNLIMITED
+    };
     let ipv6_prefix = if rng.gen_bool(0.2) {
         rng.gen_range(1..=64)
     } else {
@@ -272,6 +281,7 @@ fn random_tier(rng: &mut StdRng) -> TierConfig {
     TierConfig {
         limits,
         aggregate,
+        new_sources,
         ipv6_prefix,
         flags: TIER_ACTIVE | if rng.gen_bool(0.25) { TIER_SHADOW } else { 0 },
     }
@@ -351,13 +361,14 @@ pub fn describe(fp: &FuzzPolicy) -> String {
         }
         let _ = writeln!(
             s,
-            "tier {i}{}: packets {}, bytes {}, connections {}, requests {}, aggregate {}, ipv6 /{}",
+            "tier {i}{}: packets {}, bytes {}, connections {}, requests {}, aggregate {}, new sources {}, ipv6 /{}",
             if t.is_shadow() { " (shadow)" } else { "" },
             describe_limit(&t.limits[0]),
             describe_limit(&t.limits[1]),
             describe_limit(&t.limits[2]),
             describe_limit(&t.limits[3]),
             describe_limit(&t.aggregate),
+            describe_limit(&t.new_sources),
             t.ipv6_prefix,
         );
     }
@@ -1001,8 +1012,8 @@ impl Pair {
         for k in &v6 {
             maps.sources_v6.remove(k)?;
         }
-        for t in 0..MAX_TIERS {
-            maps.aggregate.set(t, 0, 0)?;
+        for slot in 0..AGGREGATE_SLOTS {
+            maps.aggregate.set(slot, 0, 0)?;
         }
         self.model.clear_buckets();
         Ok(())
@@ -1118,12 +1129,27 @@ impl Pair {
             }
         }
         for t in 0..MAX_TIERS {
-            let k = units_ns(maps.aggregate.get(&t, 0)?, kernel_base, packets);
-            let m = units_ns(self.model.aggregate_tat(t), MODEL_NOW, packets);
-            if k != m {
-                problems.push(format!(
-                    "tier {t} aggregate holds {k} packets in the kernel, {m} in the model"
-                ));
+            let ceilings = [
+                ("aggregate", aggregate_slot(t), self.model.aggregate_tat(t)),
+                (
+                    "untracked ceiling",
+                    untracked_slot(t),
+                    self.model.untracked_tat(t),
+                ),
+                (
+                    "new-source budget",
+                    new_sources_slot(t),
+                    self.model.new_sources_tat(t),
+                ),
+            ];
+            for (what, slot, model_tat) in ceilings {
+                let k = units_ns(maps.aggregate.get(&slot, 0)?, kernel_base, packets);
+                let m = units_ns(model_tat, MODEL_NOW, packets);
+                if k != m {
+                    problems.push(format!(
+                        "tier {t} {what} holds {k} packets in the kernel, {m} in the model"
+                    ));
+                }
             }
         }
         Ok(problems)

@@ -212,3 +212,28 @@ impl Packet {
         b
     }
 }
+
+/// The `i`-th source of a spoofed flood: a bijection of `i` over the whole
+/// 32-bit space (an invertible integer hash, "lowbias32"), so the sources look
+/// random, cover every /8, and never repeat within 2^32 packets.
+pub fn spoofed_v4(i: u32) -> std::net::Ipv4Addr {
+    let mut x = i;
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    std::net::Ipv4Addr::from(x)
+}
+
+/// The `i`-th IPv6 source of a spoofed flood: a distinct random-looking /64
+/// for every `i` (a bijection of the first 64 bits, the splitmix64 finaliser),
+/// with the interface identifier varied too.
+pub fn spoofed_v6(i: u64) -> std::net::Ipv6Addr {
+    let mut x = i;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    let iid = x.rotate_left(17) ^ i;
+    std::net::Ipv6Addr::from(((x as u128) << 64) | iid as u128)
+}

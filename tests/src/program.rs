@@ -85,6 +85,8 @@ pub struct TierSpec {
     pub connections: Option<(u64, u64)>,
     pub requests: Option<(u64, u64)>,
     pub aggregate: Option<(u64, u64)>,
+    /// New tracked sources per second, burst (admission control).
+    pub new_sources: Option<(u64, u64)>,
     pub ipv6_prefix: u32,
     pub shadow: bool,
 }
@@ -103,6 +105,7 @@ impl TierSpec {
         TierConfig {
             limits,
             aggregate: mk(self.aggregate),
+            new_sources: mk(self.new_sources),
             ipv6_prefix: if self.ipv6_prefix == 0 {
                 64
             } else {

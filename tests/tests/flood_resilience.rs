@@ -1,7 +1,7 @@
 //! A spoofed flood of 5,000,000 packets, each from a random source, through
 //! the daemon's own pinned program (BPF_PROG_TEST_RUN on the real program and
 //! maps): the source map's kernel memory stays at its configured bound, the
-//! tier's aggregate ceiling holds, a known client in its own tier keeps every
+//! tier's new-source budget and untracked ceiling hold, a known client in its own tier keeps every
 //! packet, and the daemon's memory stays flat while it drains the samples.
 
 use std::{
@@ -114,17 +114,34 @@ fn a_five_million_packet_spoofed_flood_stays_bounded() {
     let (v4, _) = maps.tracked_sources();
     assert!(v4 as u32 <= SOURCES_MAX, "{v4} tracked");
     assert_eq!(memlock_of_map_with(SOURCES_MAX), Some(memlock_before));
-    // The aggregate ceiling: the default tier admitted at most rate × t + burst
-    // over the loop's span (the kernel's first-to-last span is inside it; +1
-    // for rounding the float span).
-    let admitted = maps.counter(0, Verdict::Passed).unwrap().packets;
+    // Admission control (the default budget, 1/60 of the map per second):
+    // at most budget × t + burst new sources were tracked and passed, and the
+    // untracked rest passed within their own ceiling (the aggregate's size),
+    // rate × t + burst, over the loop's span (the kernel's first-to-last span
+    // is inside it; +1 each for rounding the float span).
+    let budget = (SOURCES_MAX / 60) as f64;
+    let tracked = maps.counter(0, Verdict::Passed).unwrap().packets;
+    let untracked = maps.counter(0, Verdict::Untracked).unwrap().packets;
+    let tracked_bound = budget * elapsed + budget + 1.0;
     let bound = 20_000.0 * elapsed + 1000.0 + 1.0;
     eprintln!(
-        "{FLOOD} packets in {elapsed:.1} s: {admitted} admitted (bound {bound:.0}), {v4} sources tracked, known client {known_passed}/{known_sent}"
+        "{FLOOD} packets in {elapsed:.1} s: {tracked} tracked and passed (bound {tracked_bound:.0}), \
+         {untracked} passed untracked (bound {bound:.0}), {v4} sources tracked, known client {known_passed}/{known_sent}"
     );
-    assert!((admitted as f64) <= bound, "{admitted} > {bound:.0}");
-    let aggregate_drops = maps.counter(0, Verdict::DroppedAggregate).unwrap().packets;
-    assert!(aggregate_drops > 0, "the flood reached the ceiling");
+    assert!(
+        (tracked as f64) <= tracked_bound,
+        "{tracked} > {tracked_bound:.0}"
+    );
+    assert!(
+        (v4 as f64) <= tracked_bound,
+        "{v4} sources > {tracked_bound:.0}"
+    );
+    assert!((untracked as f64) <= bound, "{untracked} > {bound:.0}");
+    let untracked_drops = maps.counter(0, Verdict::DroppedUntracked).unwrap().packets;
+    assert!(
+        untracked_drops > 0,
+        "the flood reached the untracked ceiling"
+    );
     // The known client, in its own tier, kept every packet.
     assert_eq!(known_passed, known_sent);
     // The daemon drained ~78k verdict samples; its memory stayed flat.

@@ -500,3 +500,144 @@ fn non_first_fragments_and_unknown_protocols_are_charged_to_their_source() {
         .build();
     assert_eq!(passes(&mut p, &frag6, 6), 4);
 }
+
+/// A tier with a new-source budget of 3 and an aggregate ceiling of 6 (one an
+/// hour each, so nothing refills during the test), per-source burst 2.
+fn admission_tier(shadow: bool) -> tollgate_common::TierConfig {
+    use tollgate_common::Limit;
+    const HOUR: u64 = 3600 * tollgate_tests::program::SECOND;
+    let mut t = TierSpec {
+        shadow,
+        ..Default::default()
+    }
+    .config();
+    t.limits[tollgate_common::LimitKind::Packets as usize] = Limit::per_period(1, HOUR, 2).unwrap();
+    t.aggregate = Limit::per_period(1, HOUR, 6).unwrap();
+    t.new_sources = Limit::per_period(1, HOUR, 3).unwrap();
+    t
+}
+
+#[test]
+fn over_the_new_source_budget_sources_are_untracked_and_share_their_own_ceiling() {
+    if !privileged("over_the_new_source_budget_sources_are_untracked_and_share_their_own_ceiling") {
+        return;
+    }
+    use tollgate_tests::packet::{spoofed_v4, spoofed_v6};
+    let mut p = TestProgram::load().expect("load");
+    p.maps.set_tier(0, &admission_tier(false)).unwrap();
+    let established = Packet::from(A).udp().build();
+    assert_eq!(p.run(&established).unwrap(), XDP_PASS);
+    // Ten spoofed IPv4 sources and ten IPv6 /64s: two more fit the budget
+    // (3), six pass untracked within the untracked ceiling (6), the other
+    // twelve are dropped.
+    let flood: Vec<Vec<u8>> = (0..10)
+        .map(|i| Packet::from(spoofed_v4(i)).udp().build())
+        .chain((0..10).map(|i| Packet::from(spoofed_v6(i)).udp().build()))
+        .collect();
+    let passed = flood
+        .iter()
+        .filter(|f| p.run(f).unwrap() == XDP_PASS)
+        .count();
+    assert_eq!(passed, 8);
+    assert_eq!(count(&p, 0, Verdict::Passed), 3);
+    assert_eq!(count(&p, 0, Verdict::Untracked), 6);
+    assert_eq!(count(&p, 0, Verdict::DroppedUntracked), 12);
+    // Nothing over the budget was inserted.
+    assert_eq!(p.maps.tracked_sources(), (3, 0));
+    // The established source never shared a ceiling with the untracked
+    // flood: its own burst (2) is all it is limited by; the aggregate (6)
+    // holds the three tracked sources' first packets and this one.
+    assert_eq!(passes(&mut p, &established, 3), 1);
+    assert_eq!(count(&p, 0, Verdict::DroppedPackets), 2);
+    assert_eq!(count(&p, 0, Verdict::DroppedAggregate), 0);
+}
+
+#[test]
+fn admission_control_in_a_shadow_tier_passes_but_still_tracks_nothing_new() {
+    if !privileged("admission_control_in_a_shadow_tier_passes_but_still_tracks_nothing_new") {
+        return;
+    }
+    use tollgate_tests::packet::spoofed_v4;
+    let mut p = TestProgram::load().expect("load");
+    p.maps.set_tier(0, &admission_tier(true)).unwrap();
+    let flood: Vec<Vec<u8>> = (0..10)
+        .map(|i| Packet::from(spoofed_v4(i)).udp().build())
+        .collect();
+    assert_eq!(
+        flood
+            .iter()
+            .filter(|f| p.run(f).unwrap() == XDP_PASS)
+            .count(),
+        10
+    );
+    assert_eq!(count(&p, 0, Verdict::Passed), 3);
+    assert_eq!(count(&p, 0, Verdict::Untracked), 6);
+    assert_eq!(count(&p, 0, Verdict::ShadowWouldDrop), 1);
+    assert_eq!(p.maps.tracked_sources(), (3, 0));
+}
+
+/// The eviction this prevents: with no budget a flood of new sources turns a
+/// small source map over and the established sources' state is gone; with a
+/// budget every established source keeps its entry.
+#[test]
+fn a_flood_beyond_the_budget_cannot_evict_established_sources() {
+    if !privileged("a_flood_beyond_the_budget_cannot_evict_established_sources") {
+        return;
+    }
+    use tollgate::datapath::kernel::MapSizes;
+    use tollgate_tests::packet::spoofed_v4;
+    const ESTABLISHED: u32 = 100;
+    const FLOOD: u32 = 20_000;
+    let established: Vec<Ipv4Addr> = (0..ESTABLISHED)
+        .map(|i| Ipv4Addr::new(10, 77, (i >> 8) as u8, i as u8))
+        .collect();
+    let survivors = |budget: bool| {
+        let mut p = TestProgram::load_sized(&MapSizes {
+            sources_v4: 4096,
+            sources_v6: 4096,
+            rules_v4: 16,
+            rules_v6: 16,
+            ..Default::default()
+        })
+        .expect("load");
+        let mut t = admission_tier(false);
+        t.aggregate = tollgate_common::Limit::UNLIMITED;
+        if !budget {
+            t.new_sources = tollgate_common::Limit::UNLIMITED;
+        } else {
+            t.new_sources = tollgate_common::Limit::per_period(
+                1,
+                3600 * tollgate_tests::program::SECOND,
+                ESTABLISHED as u64 + 10,
+            )
+            .unwrap();
+        }
+        p.maps.set_tier(0, &t).unwrap();
+        for a in &established {
+            assert_eq!(p.run(&Packet::from(*a).udp().build()).unwrap(), XDP_PASS);
+        }
+        let mut frame = Packet::from(spoofed_v4(0)).udp().build();
+        for i in 0..FLOOD {
+            let src = spoofed_v4(i);
+            if src.octets()[..2] == [10, 77] {
+                continue;
+            }
+            frame[26..30].copy_from_slice(&src.octets());
+            p.run(&frame).unwrap();
+        }
+        let (tracked, _) = p.maps.tracked_sources();
+        let kept = established
+            .iter()
+            .filter(|a| p.maps.source_v4(**a).is_some())
+            .count();
+        (tracked, kept)
+    };
+    let (tracked, kept) = survivors(false);
+    assert!(
+        kept < ESTABLISHED as usize,
+        "no budget: {kept} kept, {tracked} tracked"
+    );
+    let (tracked, kept) = survivors(true);
+    assert_eq!(kept, ESTABLISHED as usize);
+    assert_eq!(tracked, ESTABLISHED as usize + 10);
+}

@@ -7,12 +7,14 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use tollgate_common::{
-    COUNTER_SLOTS, Counter, HttpSample, MAX_SNAP_LEN, MAX_TIERS, Meta, RULE_ALLOW, RULE_DENY,
-    RuleValue, SAMPLE_FLAG_REQUEST, SAMPLE_HTTP, SAMPLE_VERDICT, SETTINGS_RULES_V4,
+    AGGREGATE_SLOTS, COUNTER_SLOTS, Counter, HttpSample, MAX_SNAP_LEN, MAX_TIERS, Meta, RULE_ALLOW,
+    RULE_DENY, RuleValue, SAMPLE_FLAG_REQUEST, SAMPLE_HTTP, SAMPLE_VERDICT, SETTINGS_RULES_V4,
     SETTINGS_RULES_V6, SampleHeader, SamplerState, Settings, SourceState, TierConfig, Verdict,
-    gcra,
-    limiter::{self, Costs},
+    aggregate_slot, gcra,
+    limiter::{self, Costs, NewSource},
+    new_sources_slot,
     parse::{self, IpPacket, PacketReader, Parsed, SourceAddr, Transport},
+    untracked_slot,
 };
 
 /// Default sizes; the daemon sets the real ones from its configuration at load.
@@ -25,9 +27,11 @@ static TG_SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 static TG_META: Array<Meta> = Array::with_max_entries(1, 0);
 #[map(name = "TG_TIERS")]
 static TG_TIERS: Array<TierConfig> = Array::with_max_entries(MAX_TIERS, 0);
-/// Aggregate-ceiling TAT per tier, apart from the config so reloads keep it.
+/// Per tier, the TATs of the aggregate ceiling, the untracked ceiling and the
+/// new-source budget (`aggregate_slot`, `untracked_slot`, `new_sources_slot`),
+/// apart from the config so reloads keep them.
 #[map(name = "TG_AGGREGATE")]
-static TG_AGGREGATE: Array<u64> = Array::with_max_entries(MAX_TIERS, 0);
+static TG_AGGREGATE: Array<u64> = Array::with_max_entries(AGGREGATE_SLOTS, 0);
 #[map(name = "TG_RULES_V4")]
 static TG_RULES_V4: LpmTrie<[u8; 4], RuleValue> = LpmTrie::with_max_entries(DEFAULT_RULES, 0);
 #[map(name = "TG_RULES_V6")]
@@ -118,7 +122,8 @@ fn try_tollgate(ctx: &XdpContext) -> Result<u32, Internal> {
     })
 }
 
-/// Rules, then the source's buckets, then the tier's aggregate ceiling.
+/// Rules, then admission control for a source the tier does not track yet,
+/// then the source's buckets, then the tier's aggregate ceiling.
 #[inline(always)]
 fn judge(
     settings: &Settings,
@@ -149,29 +154,74 @@ fn judge(
     };
     // SAFETY: a BPF helper with no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let state = source_state(&packet.src, tier.ipv6_prefix, now)?;
-    // SAFETY: `state` is a live map value, `aggregate` an array slot; both are
-    // only ever changed through the limiter's atomics.
-    let mut verdict = match unsafe { limiter::charge_source(state, tier, now, &costs) } {
-        Err(kind) => kind.drop_verdict(),
-        Ok(charges) => {
-            let aggregate = TG_AGGREGATE.get_ptr_mut(tier_index).ok_or(Internal)?;
-            if unsafe { limiter::charge_aggregate(aggregate, &tier.aggregate, now) } {
-                Verdict::Passed
-            } else {
-                // Not admitted: the source keeps its budget for its next packet.
-                unsafe { limiter::refund_source(state, &charges) };
-                Verdict::DroppedAggregate
+    let verdict = 'judged: {
+        let state = match source_state(&packet.src, tier_index, tier, now)? {
+            Ok(state) => state,
+            Err(untracked) => break 'judged untracked,
+        };
+        // SAFETY: `state` is a live map value, `aggregate` an array slot; both are
+        // only ever changed through the limiter's atomics.
+        match unsafe { limiter::charge_source(state, tier, now, &costs) } {
+            Err(kind) => kind.drop_verdict(),
+            Ok(charges) => {
+                let aggregate = TG_AGGREGATE
+                    .get_ptr_mut(aggregate_slot(tier_index))
+                    .ok_or(Internal)?;
+                if unsafe { limiter::charge_aggregate(aggregate, &tier.aggregate, now) } {
+                    Verdict::Passed
+                } else {
+                    // Not admitted: the source keeps its budget for its next packet.
+                    unsafe { limiter::refund_source(state, &charges) };
+                    Verdict::DroppedAggregate
+                }
             }
         }
     };
-    if verdict == Verdict::Passed && packet.transport == Transport::Malformed {
-        verdict = Verdict::Malformed;
-    }
+    Ok((tier_index, finish(verdict, packet, tier)))
+}
+
+/// Admission control for a source the tier does not track, in a tier with a
+/// new-source budget (`limiter::admit_new_source`): `None` when the source is
+/// within the budget and is to be tracked, else the untracked packet's verdict.
+#[inline(always)]
+fn admit_new_source(
+    tier_index: u32,
+    tier: &TierConfig,
+    now: u64,
+) -> Result<Option<Verdict>, Internal> {
+    let budget = TG_AGGREGATE
+        .get_ptr_mut(new_sources_slot(tier_index))
+        .ok_or(Internal)?;
+    let untracked = TG_AGGREGATE
+        .get_ptr_mut(untracked_slot(tier_index))
+        .ok_or(Internal)?;
+    // SAFETY: array slots, only changed through the limiter's atomics.
+    Ok(
+        match unsafe { limiter::admit_new_source(budget, untracked, tier, now) } {
+            NewSource::Track => None,
+            NewSource::Untracked => Some(Verdict::Untracked),
+            NewSource::OverCeiling => Some(Verdict::DroppedUntracked),
+        },
+    )
+}
+
+/// The verdict as counted: an admitted (or untracked but passed) packet whose
+/// transport header is malformed is dropped; a shadow tier passes what it
+/// would drop.
+#[inline(always)]
+fn finish(verdict: Verdict, packet: &IpPacket, tier: &TierConfig) -> Verdict {
+    let verdict = if matches!(verdict, Verdict::Passed | Verdict::Untracked)
+        && packet.transport == Transport::Malformed
+    {
+        Verdict::Malformed
+    } else {
+        verdict
+    };
     if verdict.drops() && tier.is_shadow() {
-        verdict = Verdict::ShadowWouldDrop;
+        Verdict::ShadowWouldDrop
+    } else {
+        verdict
     }
-    Ok((tier_index, verdict))
 }
 
 /// Feeds the daemon: 1-in-K verdict samples (top talkers) and budgeted 1-in-K
@@ -349,30 +399,44 @@ fn lookup_rule(settings: &Settings, src: &SourceAddr) -> Option<RuleValue> {
     }
 }
 
-/// The source's bucket state, created idle on first sight. Two CPUs may race to
-/// create it: BPF_NOEXIST makes one insert win and both then use that entry.
+/// The source's bucket state; a source seen for the first time is tracked
+/// (its buckets idle) if its tier admits it (`admit_new_source`), else its
+/// verdict as an untracked source. Two CPUs may race to track the same
+/// source: BPF_NOEXIST makes one insert win and both then use that entry.
+/// (One match per family: the verifier walks each arm once.)
 #[inline(always)]
 fn source_state(
     src: &SourceAddr,
-    ipv6_prefix: u32,
+    tier_index: u32,
+    tier: &TierConfig,
     now: u64,
-) -> Result<*mut SourceState, Internal> {
+) -> Result<Result<*mut SourceState, Verdict>, Internal> {
     match src {
         SourceAddr::V4(addr) => {
             let key = u32::from_ne_bytes(*addr);
             if let Some(state) = TG_SOURCES_V4.get_ptr_mut(key) {
-                return Ok(state);
+                return Ok(Ok(state));
+            }
+            if tier.admits_new_sources()
+                && let Some(verdict) = admit_new_source(tier_index, tier, now)?
+            {
+                return Ok(Err(verdict));
             }
             let _ = TG_SOURCES_V4.insert(key, limiter::fresh_state(now), BPF_NOEXIST as u64);
-            TG_SOURCES_V4.get_ptr_mut(key).ok_or(Internal)
+            TG_SOURCES_V4.get_ptr_mut(key).ok_or(Internal).map(Ok)
         }
         SourceAddr::V6(addr) => {
-            let key = parse::ipv6_key(addr, ipv6_prefix);
+            let key = parse::ipv6_key(addr, tier.ipv6_prefix);
             if let Some(state) = TG_SOURCES_V6.get_ptr_mut(key) {
-                return Ok(state);
+                return Ok(Ok(state));
+            }
+            if tier.admits_new_sources()
+                && let Some(verdict) = admit_new_source(tier_index, tier, now)?
+            {
+                return Ok(Err(verdict));
             }
             let _ = TG_SOURCES_V6.insert(key, limiter::fresh_state(now), BPF_NOEXIST as u64);
-            TG_SOURCES_V6.get_ptr_mut(key).ok_or(Internal)
+            TG_SOURCES_V6.get_ptr_mut(key).ok_or(Internal).map(Ok)
         }
     }
 }

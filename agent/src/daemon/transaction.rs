@@ -44,7 +44,11 @@ pub(super) fn desired(
     };
     let mut tiers = vec![None; MAX_TIERS as usize];
     for t in &cfg.tiers {
-        tiers[index(&t.name)? as usize] = Some(t.to_kernel().map_err(anyhow::Error::msg)?);
+        let mut k = t.to_kernel().map_err(anyhow::Error::msg)?;
+        if t.new_sources.is_none() {
+            k.new_sources = config::default_new_sources(&cfg.maps);
+        }
+        tiers[index(&t.name)? as usize] = Some(k);
     }
     let default_tier = index(&cfg.default_tier)?;
     let mut rules = BTreeMap::new();
@@ -317,14 +321,15 @@ action = "deny"
         let k = desired(&cfg, &indices(), &BTreeMap::new()).unwrap();
         assert_eq!(k.default_tier, 3);
         assert_eq!(k.tiers.len(), MAX_TIERS as usize);
-        assert_eq!(
-            k.tiers[3],
-            Some(cfg.tier("free").unwrap().to_kernel().unwrap())
-        );
-        assert_eq!(
-            k.tiers[0],
-            Some(cfg.tier("gold").unwrap().to_kernel().unwrap())
-        );
+        // A tier without `new_sources` gets the budget derived from the maps.
+        let with_budget = |name: &str| {
+            let mut t = cfg.tier(name).unwrap().to_kernel().unwrap();
+            t.new_sources = config::default_new_sources(&cfg.maps);
+            Some(t)
+        };
+        assert_eq!(k.tiers[3], with_budget("free"));
+        assert_eq!(k.tiers[0], with_budget("gold"));
+        assert!(k.tiers[0].unwrap().admits_new_sources());
         assert_eq!(k.tiers.iter().filter(|t| t.is_some()).count(), 2);
     }
 

@@ -96,6 +96,7 @@ fn micro() -> Result<()> {
         connections: Some((1000, 1000)),
         requests: Some((1000, 1000)),
         aggregate: Some((1_000_000_000, 1_000_000_000)),
+        new_sources: None,
         ipv6_prefix: 64,
         shadow: false,
     };
