@@ -15,7 +15,7 @@
 
 use std::{
     collections::HashMap,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     os::fd::AsRawFd,
     process::Command,
     sync::{
@@ -35,7 +35,7 @@ use crate::{
     generator::{self, Flood, PacketSocket, Sent},
     net::{Netns, Veth, pin_to_cpu, sh},
     program::TierSpec,
-    rawbpf,
+    rawbpf::{self, Spoof},
     traffic::send_udp_paced,
     unique_id,
 };
@@ -93,6 +93,18 @@ pub struct Config {
     /// Flood paths, each with its number of repetitions.
     pub paths: Vec<(Path, usize)>,
     pub accuracy: bool,
+    /// How the XDP-frames flood spoofs its sources ([`Spoof::LastOctet`]:
+    /// the `abusive_sources`; the others: random sources, see `--spoofed`).
+    pub spoof: Spoof,
+    /// The legitimate sources send alone for this long before the flood, so
+    /// they are established (tracked) when it starts.
+    pub legit_lead: Duration,
+    /// A ceiling for all sources together (packets/s, burst) in every
+    /// limiter: tollgate's tier aggregate, an nftables `limit rate over`,
+    /// a hashlimit without a mode.
+    pub aggregate: Option<(u64, u64)>,
+    /// tollgate's new-source budget (new tracked sources/s, burst).
+    pub new_sources: Option<(u64, u64)>,
 }
 
 impl Default for Config {
@@ -114,7 +126,45 @@ impl Default for Config {
             systems: System::FLOOD.to_vec(),
             paths: vec![(Path::XdpFrames, 5), (Path::Skbs, 5)],
             accuracy: true,
+            spoof: Spoof::LastOctet,
+            legit_lead: Duration::ZERO,
+            aggregate: None,
+            new_sources: None,
         }
+    }
+}
+
+impl Config {
+    /// `bench flood --spoofed`: random sources over the whole IPv4 space or
+    /// random IPv6 /64s (XDP frames only: every frame gets a new source),
+    /// four legitimate IPv4 and two IPv6 sources established first, and the
+    /// issue's policy: 10/s burst 5 per source, 20,000/s burst 1,000 for all
+    /// sources together, tollgate's new-source budget 2,000/s burst 2,000.
+    pub fn spoofed(spoof: Spoof) -> Config {
+        Config {
+            spoof,
+            legit_lead: Duration::from_secs(1),
+            aggregate: Some((20_000, 1_000)),
+            new_sources: Some((2_000, 2_000)),
+            paths: vec![(Path::XdpFrames, 3)],
+            accuracy: false,
+            systems: match spoof {
+                Spoof::V6Prefix => vec![System::Floor, System::Tollgate, System::NftMeter],
+                _ => vec![
+                    System::Floor,
+                    System::FloorRead,
+                    System::Tollgate,
+                    System::NftMeter,
+                    System::Hashlimit,
+                ],
+            },
+            ..Config::default()
+        }
+    }
+
+    /// Legitimate IPv6 sources (only in spoofed runs).
+    pub fn legit_v6_sources(&self) -> u32 {
+        if self.spoof == Spoof::LastOctet { 0 } else { 2 }
     }
 }
 
@@ -252,9 +302,9 @@ pub enum Installed {
         link: std::os::fd::OwnedFd,
         prog: std::os::fd::OwnedFd,
     },
+    /// Each rule (after `-t raw -A`) with its hashlimit name.
     Iptables {
-        rule: Vec<String>,
-        name: String,
+        rules: Vec<(String, Vec<String>)>,
         /// We created iptables-nft's `table ip raw`: delete it when empty.
         remove_raw_table: bool,
     },
@@ -268,16 +318,32 @@ impl Installed {
                 bail!("the reference has no counter of its own; use the veth's xdp_drops")
             }
             Installed::Xdp { maps, .. } => match maps {
-                Some(maps) => Ok(maps.counter(0, Verdict::DroppedPackets)?.packets),
+                Some(maps) => Verdict::ALL
+                    .iter()
+                    .filter(|v| v.drops())
+                    .map(|v| Ok(maps.counter(0, *v)?.packets))
+                    .sum(),
                 None => bail!("the floor has no counter of its own; use the veth's xdp_drops"),
             },
             Installed::Nft { family, table } => {
                 let out = sh(&["nft", "list", "table", family, table])?;
-                nft_counter(&out).context("no counter in our nft table")
+                let mut rest = out.as_str();
+                let mut total = None;
+                while let Some(n) = nft_counter(rest) {
+                    *total.get_or_insert(0) += n;
+                    let i = rest.find("counter packets ").expect("found above");
+                    rest = &rest[i + 1..];
+                }
+                total.context("no counter in our nft table")
             }
-            Installed::Iptables { name, .. } => {
+            Installed::Iptables { rules, .. } => {
                 let out = sh(&["iptables", "-t", "raw", "-S", "PREROUTING", "-v"])?;
-                iptables_counter(&out, name).context("our iptables rule is gone")
+                rules
+                    .iter()
+                    .map(|(name, _)| {
+                        iptables_counter(&out, name).context("our iptables rule is gone")
+                    })
+                    .sum()
             }
         }
     }
@@ -305,13 +371,14 @@ impl Drop for Installed {
                     .status();
             }
             Installed::Iptables {
-                rule,
+                rules,
                 remove_raw_table,
-                ..
             } => {
-                let mut args: Vec<&str> = vec!["-t", "raw", "-D"];
-                args.extend(rule.iter().map(String::as_str));
-                let _ = Command::new("iptables").args(&args).status();
+                for (_, rule) in rules.iter() {
+                    let mut args: Vec<&str> = vec!["-t", "raw", "-D"];
+                    args.extend(rule.iter().map(String::as_str));
+                    let _ = Command::new("iptables").args(&args).status();
+                }
                 if *remove_raw_table && raw_table_is_empty() {
                     let _ = Command::new("nft")
                         .args(["delete", "table", "ip", "raw"])
@@ -370,6 +437,10 @@ pub struct Bed {
     // Field order is drop order: sockets, then the link, then the namespace.
     pub legit_rx: SourceCounter,
     pub abuse_rx: SourceCounter,
+    /// The same on the host side's IPv6 address, [`Bed::host_ip6`].
+    pub legit6_rx: SourceCounter,
+    pub abuse6_rx: SourceCounter,
+    pub host_ip6: Ipv6Addr,
     pub veth: Veth,
     pub ns: Netns,
     pub host_mac: [u8; 6],
@@ -426,11 +497,58 @@ impl Bed {
         ])?;
         let legit_rx = SourceCounter::bind(veth.host_ip, cfg.gen_cpu)?;
         let abuse_rx = SourceCounter::bind(veth.host_ip, cfg.gen_cpu)?;
+        // An IPv6 address on the host side (a ULA derived from the veth's
+        // IPv4 subnet, no DAD), for the IPv6 runs; and, as the random
+        // sources of a spoofed flood are not on the veth's subnet, no
+        // reverse-path filter on it (the machine-wide setting must allow it).
+        let o = veth.host_ip.octets();
+        let host_ip6 = Ipv6Addr::new(
+            0xfd00,
+            0x7467,
+            (o[1] as u16) << 8 | o[2] as u16,
+            0,
+            0,
+            0,
+            0,
+            1,
+        );
+        // (The harness creates veths with IPv6 off.)
+        std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", veth.host),
+            "0",
+        )
+        .context("IPv6 on the host veth")?;
+        sh(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{host_ip6}/64"),
+            "dev",
+            &veth.host,
+            "nodad",
+        ])?;
+        std::fs::write(
+            format!("/proc/sys/net/ipv4/conf/{}/rp_filter", veth.host),
+            "0",
+        )
+        .context("rp_filter off on the host veth")?;
+        let rp_all = std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter")?;
+        ensure!(
+            rp_all.trim() == "0",
+            "net.ipv4.conf.all.rp_filter is {}: spoofed sources would be dropped by the stack, not by the system measured",
+            rp_all.trim()
+        );
+        let legit6_rx = SourceCounter::bind(host_ip6, cfg.gen_cpu)?;
+        let abuse6_rx = SourceCounter::bind(host_ip6, cfg.gen_cpu)?;
         let iptables_nft = iptables_version().contains("nf_tables");
         let mut bed = Bed {
             id,
             legit_rx,
             abuse_rx,
+            legit6_rx,
+            abuse6_rx,
+            host_ip6,
             veth,
             ns,
             host_mac,
@@ -459,6 +577,19 @@ impl Bed {
 
     /// Installs `system` with a per-source limit of `rate`/s, burst `burst`.
     pub fn install(&self, system: System, rate: u64, burst: u64) -> Result<Installed> {
+        self.install_limits(system, rate, burst, None, None)
+    }
+
+    /// [`Bed::install`] plus a ceiling for all sources together
+    /// (`aggregate`, packets/s and burst) and tollgate's new-source budget.
+    pub fn install_limits(
+        &self,
+        system: System,
+        rate: u64,
+        burst: u64,
+        aggregate: Option<(u64, u64)>,
+        new_sources: Option<(u64, u64)>,
+    ) -> Result<Installed> {
         match system {
             System::Floor => {
                 // Only floor_drop is loaded (the object's maps are created, unused).
@@ -487,7 +618,7 @@ impl Bed {
             System::Tollgate => {
                 let sizes = MapSizes {
                     sources_v4: 65536,
-                    sources_v6: 1024,
+                    sources_v6: 65536,
                     rules_v4: 1024,
                     rules_v6: 1024,
                     ..MapSizes::default()
@@ -501,6 +632,8 @@ impl Bed {
                     0,
                     &TierSpec {
                         packets: Some((rate, burst)),
+                        aggregate,
+                        new_sources,
                         ..Default::default()
                     }
                     .config(),
@@ -522,37 +655,50 @@ impl Bed {
             System::NftMeter | System::NftDropAll => {
                 let table = self.next_name();
                 let verdict = if system == System::NftMeter {
-                    format!(
-                        "update @src {{ ip saddr limit rate over {rate}/second burst {burst} packets }} counter drop"
-                    )
+                    let mut v = format!(
+                        "meta protocol ip update @src {{ ip saddr limit rate over {rate}/second burst {burst} packets }} counter drop\n\
+                         \t\tmeta protocol ip6 update @src6 {{ ip6 saddr and ffff:ffff:ffff:ffff:: limit rate over {rate}/second burst {burst} packets }} counter drop"
+                    );
+                    if let Some((a, b)) = aggregate {
+                        v.push_str(&format!(
+                            "\n\t\tmeta protocol {{ ip, ip6 }} limit rate over {a}/second burst {b} packets counter drop"
+                        ));
+                    }
+                    v
                 } else {
-                    "counter drop".to_string()
+                    "meta protocol ip counter drop".to_string()
                 };
+                let lines = verdict.lines().map(str::trim);
                 let (family, script) = match self.nft_hook {
                     NftHook::NetdevIngress => (
                         "netdev",
                         format!(
                             "table netdev {table} {{\n\
                              \tset src {{ type ipv4_addr; size 65535; flags dynamic; }}\n\
+                             \tset src6 {{ type ipv6_addr; size 65535; flags dynamic; }}\n\
                              \tchain ingress {{\n\
                              \t\ttype filter hook ingress device \"{dev}\" priority -500; policy accept;\n\
-                             \t\tmeta protocol ip {verdict}\n\
+                             {rules}\
                              \t}}\n\
                              }}\n",
-                            dev = self.veth.host
+                            dev = self.veth.host,
+                            rules = lines.map(|l| format!("\t\t{l}\n")).collect::<String>(),
                         ),
                     ),
                     NftHook::PreroutingRaw => (
-                        "ip",
+                        "inet",
                         format!(
-                            "table ip {table} {{\n\
+                            "table inet {table} {{\n\
                              \tset src {{ type ipv4_addr; size 65535; flags dynamic; }}\n\
+                             \tset src6 {{ type ipv6_addr; size 65535; flags dynamic; }}\n\
                              \tchain pre {{\n\
                              \t\ttype filter hook prerouting priority -300; policy accept;\n\
-                             \t\tiifname \"{dev}\" {verdict}\n\
+                             {rules}\
                              \t}}\n\
                              }}\n",
-                            dev = self.veth.host
+                            rules = lines
+                                .map(|l| format!("\t\tiifname \"{}\" {l}\n", self.veth.host))
+                                .collect::<String>(),
                         ),
                     ),
                 };
@@ -573,34 +719,47 @@ impl Bed {
                         .status()
                         .map(|s| !s.success())
                         .unwrap_or(false);
-                let rule: Vec<String> = [
-                    "PREROUTING",
-                    "-i",
-                    &self.veth.host,
-                    "-m",
-                    "hashlimit",
-                    "--hashlimit-above",
-                    &format!("{rate}/sec"),
-                    "--hashlimit-burst",
-                    &burst.to_string(),
-                    "--hashlimit-mode",
-                    "srcip",
-                    "--hashlimit-name",
-                    &name,
-                    "-j",
-                    "DROP",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                let mut args: Vec<&str> = vec!["iptables", "-t", "raw", "-A"];
-                args.extend(rule.iter().map(String::as_str));
-                sh(&args)?;
-                Ok(Installed::Iptables {
-                    rule,
-                    name,
+                let hashlimit = |name: &str, rate: u64, burst: u64, mode: bool| -> Vec<String> {
+                    let rate = format!("{rate}/sec");
+                    let burst = burst.to_string();
+                    let mut rule = vec![
+                        "PREROUTING",
+                        "-i",
+                        &self.veth.host,
+                        "-m",
+                        "hashlimit",
+                        "--hashlimit-above",
+                        &rate,
+                        "--hashlimit-burst",
+                        &burst,
+                    ];
+                    if mode {
+                        rule.extend(["--hashlimit-mode", "srcip"]);
+                    }
+                    rule.extend(["--hashlimit-name", name, "-j", "DROP"]);
+                    rule.into_iter().map(str::to_string).collect()
+                };
+                // The guard exists before the rules do: what was added is removed.
+                let mut installed = Installed::Iptables {
+                    rules: Vec::new(),
                     remove_raw_table,
-                })
+                };
+                let mut wanted = vec![(name.clone(), hashlimit(&name, rate, burst, true))];
+                if let Some((a, b)) = aggregate {
+                    // No mode: one bucket for every source together.
+                    let global = self.next_name();
+                    ensure!(global.len() <= 15, "hashlimit names are at most 15 bytes");
+                    wanted.push((global.clone(), hashlimit(&global, a, b, false)));
+                }
+                for (name, rule) in wanted {
+                    let mut args: Vec<&str> = vec!["iptables", "-t", "raw", "-A"];
+                    args.extend(rule.iter().map(String::as_str));
+                    sh(&args)?;
+                    if let Installed::Iptables { rules, .. } = &mut installed {
+                        rules.push((name, rule));
+                    }
+                }
+                Ok(installed)
             }
         }
     }
@@ -737,8 +896,8 @@ fn nft_apply(script: &str) -> Result<()> {
 
 /// A UDP socket on the host side counting datagrams per source address.
 pub struct SourceCounter {
-    pub addr: SocketAddrV4,
-    counts: Arc<Mutex<HashMap<Ipv4Addr, u64>>>,
+    pub addr: SocketAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, u64>>>,
     total: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     /// The receiving thread's tid (0 until it has started).
@@ -759,7 +918,8 @@ impl SourceCounter {
         set_affinity(tid, cpu)
     }
 
-    pub fn bind(ip: Ipv4Addr, cpu: usize) -> Result<SourceCounter> {
+    pub fn bind(ip: impl Into<IpAddr>, cpu: usize) -> Result<SourceCounter> {
+        let ip = ip.into();
         let socket = UdpSocket::bind((ip, 0)).with_context(|| format!("binding {ip}"))?;
         let size: libc::c_int = 1 << 30;
         // SAFETY: an int option of the stated length (root may exceed rmem_max).
@@ -773,9 +933,7 @@ impl SourceCounter {
             );
         }
         socket.set_read_timeout(Some(Duration::from_millis(20)))?;
-        let SocketAddr::V4(addr) = socket.local_addr()? else {
-            bail!("bound an IPv4 address");
-        };
+        let addr = socket.local_addr()?;
         let counts = Arc::new(Mutex::new(HashMap::new()));
         let total = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -789,8 +947,15 @@ impl SourceCounter {
                 tid.store(generator::gettid(), Ordering::Relaxed);
                 let mut buf = [0u8; 2048];
                 while !stop.load(Ordering::Relaxed) {
-                    if let Ok((_, SocketAddr::V4(from))) = socket.recv_from(&mut buf) {
-                        *counts.lock().unwrap().entry(*from.ip()).or_insert(0) += 1;
+                    if let Ok((_, from)) = socket.recv_from(&mut buf) {
+                        // IPv4 sources as IPv4, also from a dual-stack socket.
+                        let ip = match from.ip() {
+                            IpAddr::V6(v6) => {
+                                v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+                            }
+                            v4 => v4,
+                        };
+                        *counts.lock().unwrap().entry(ip).or_insert(0) += 1;
                         total.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -808,7 +973,7 @@ impl SourceCounter {
 
     /// Waits (at most `max`) until nothing has arrived for `quiet`, then takes
     /// the counts, leaving the counter empty.
-    pub fn settle_and_take(&self, quiet: Duration, max: Duration) -> HashMap<Ipv4Addr, u64> {
+    pub fn settle_and_take(&self, quiet: Duration, max: Duration) -> HashMap<IpAddr, u64> {
         let start = Instant::now();
         let mut last = self.total.load(Ordering::Relaxed);
         while start.elapsed() < max {
@@ -941,6 +1106,47 @@ pub struct FloodRun {
     pub legit_received: Vec<u64>,
     pub abusive_admitted: u64,
     pub rcvbuf_errors: u64,
+    /// tollgate's own counts, for tollgate runs.
+    pub tollgate: Option<TollgateStats>,
+}
+
+/// What tollgate's maps say after a flood run (tier 0).
+#[derive(Clone, Debug, Default)]
+pub struct TollgateStats {
+    pub passed: u64,
+    pub untracked: u64,
+    pub dropped_untracked: u64,
+    pub dropped_packets: u64,
+    pub dropped_aggregate: u64,
+    /// Sources in the maps at the end (IPv4, IPv6 /64s): every one was an insert.
+    pub tracked: (usize, usize),
+    /// Legitimate sources no longer in the maps (evicted).
+    pub legit_evicted: usize,
+}
+
+impl TollgateStats {
+    fn read(maps: &Maps, legit: &[IpAddr]) -> Result<TollgateStats> {
+        let c = |v| -> Result<u64> { Ok(maps.counter(0, v)?.packets) };
+        let evicted = legit
+            .iter()
+            .filter(|a| match a {
+                IpAddr::V4(a) => maps.source_v4(*a).is_none(),
+                IpAddr::V6(a) => {
+                    let key = tollgate_common::parse::ipv6_key(&a.octets(), 64);
+                    maps.sources_v6.get(&key, 0).is_err()
+                }
+            })
+            .count();
+        Ok(TollgateStats {
+            passed: c(Verdict::Passed)?,
+            untracked: c(Verdict::Untracked)?,
+            dropped_untracked: c(Verdict::DroppedUntracked)?,
+            dropped_packets: c(Verdict::DroppedPackets)?,
+            dropped_aggregate: c(Verdict::DroppedAggregate)?,
+            tracked: maps.tracked_sources(),
+            legit_evicted: evicted,
+        })
+    }
 }
 
 impl FloodRun {
@@ -967,27 +1173,62 @@ impl FloodRun {
 /// One flood run against `system` over `path`.
 pub fn flood_run(bed: &Bed, cfg: &Config, system: System, path: Path) -> Result<FloodRun> {
     check_stop()?;
-    let (legit, abusive) = bed.addresses(cfg);
-    let frame = |src: Ipv4Addr, port: u16| {
-        generator::udp_frame(
+    ensure!(
+        cfg.spoof == Spoof::LastOctet || path == Path::XdpFrames,
+        "random sources need the XDP frames path (the skbs path replays prebuilt frames)"
+    );
+    let (legit4, abusive) = bed.addresses(cfg);
+    let frame = |src: IpAddr, port: u16| match src {
+        IpAddr::V4(src) => generator::udp_frame(
             bed.host_mac,
             bed.peer_mac,
             src,
             bed.veth.host_ip,
             40000,
             port,
-        )
+        ),
+        IpAddr::V6(src) => {
+            generator::udp6_frame(bed.host_mac, bed.peer_mac, src, bed.host_ip6, 40000, port)
+        }
     };
+    let legit: Vec<IpAddr> = legit4
+        .iter()
+        .map(|a| IpAddr::V4(*a))
+        .chain((0..cfg.legit_v6_sources()).map(|i| {
+            let mut o = bed.host_ip6.octets();
+            o[15] = 0x10 + i as u8;
+            IpAddr::V6(Ipv6Addr::from(o))
+        }))
+        .collect();
     let legit_frames: Vec<Vec<u8>> = legit
         .iter()
-        .map(|&s| frame(s, bed.legit_rx.addr.port()))
+        .map(|&s| {
+            let port = match s {
+                IpAddr::V4(_) => bed.legit_rx.addr.port(),
+                IpAddr::V6(_) => bed.legit6_rx.addr.port(),
+            };
+            frame(s, port)
+        })
         .collect();
-    let abusive_frames: Vec<Vec<u8>> = abusive
-        .iter()
-        .map(|&s| frame(s, bed.abuse_rx.addr.port()))
-        .collect();
+    let abusive_frames: Vec<Vec<u8>> = match cfg.spoof {
+        Spoof::LastOctet | Spoof::V4 => abusive
+            .iter()
+            .map(|&s| frame(IpAddr::V4(s), bed.abuse_rx.addr.port()))
+            .collect(),
+        // The template the generator gives random /64s: first 64 bits zero.
+        Spoof::V6Prefix => vec![frame(
+            IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0x7467, 0, 0, 1)),
+            bed.abuse6_rx.addr.port(),
+        )],
+    };
 
-    let installed = bed.install(system, cfg.flood_rate, cfg.flood_burst)?;
+    let installed = bed.install_limits(
+        system,
+        cfg.flood_rate,
+        cfg.flood_burst,
+        cfg.aggregate,
+        cfg.new_sources,
+    )?;
     // Threaded NAPI for frames (the receiver gets a CPU of its own); inline
     // softirq on the sender's CPU for skbs (one wake-up per packet across
     // CPUs would cost more than the receive work itself).
@@ -1003,8 +1244,10 @@ pub fn flood_run(bed: &Bed, cfg: &Config, system: System, path: Path) -> Result<
     } else {
         None
     };
-    let _ = bed.legit_rx.settle_and_take(Duration::ZERO, Duration::ZERO);
-    let _ = bed.abuse_rx.settle_and_take(Duration::ZERO, Duration::ZERO);
+    for rx in [&bed.legit_rx, &bed.abuse_rx, &bed.legit6_rx, &bed.abuse6_rx] {
+        rx.pin(reader_cpu)?;
+        let _ = rx.settle_and_take(Duration::ZERO, Duration::ZERO);
+    }
     let packets0 = bed.veth_stat("rx_queue_0_xdp_packets")?;
     let xdp_drops0 = bed.veth_stat("rx_queue_0_xdp_drops")?;
     let rcvbuf0 = udp_rcvbuf_errors();
@@ -1047,20 +1290,23 @@ pub fn flood_run(bed: &Bed, cfg: &Config, system: System, path: Path) -> Result<
         }
         Path::XdpFrames => {
             let peer = bed.veth.peer.clone();
-            // One template; the program randomises the source's last octet.
+            // One template; the program randomises its source (cfg.spoof).
             let template = abusive_frames[0].clone();
-            let blaster = bed.ns.run(move || -> Result<generator::Blasted> {
-                pin_to_cpu(gen_cpu)?;
-                boost(0)?;
-                let redirector = generator::Redirector::load(&peer)?;
-                generator::blast(&redirector, &template, duration, max_packets, &STOP)
-            });
-            let peer = bed.veth.peer.clone();
+            let (spoof, lead) = (cfg.spoof, cfg.legit_lead);
+            let peer_for_legit = peer.clone();
+            // The legitimate sources first: established before the flood.
             let legit_sender = bed.ns.run(move || -> Result<Vec<u64>> {
                 pin_to_cpu(gen_cpu)?;
                 boost(0)?;
-                let socket = PacketSocket::open(&peer)?;
-                generator::paced(&socket, &legit_frames, legit_rate, duration, &STOP)
+                let socket = PacketSocket::open(&peer_for_legit)?;
+                generator::paced(&socket, &legit_frames, legit_rate, lead + duration, &STOP)
+            });
+            let blaster = bed.ns.run(move || -> Result<generator::Blasted> {
+                pin_to_cpu(gen_cpu)?;
+                boost(0)?;
+                let redirector = generator::Redirector::load(&peer, spoof)?;
+                std::thread::sleep(lead);
+                generator::blast(&redirector, &template, duration, max_packets, &STOP)
             });
             let blasted = blaster
                 .join()
@@ -1091,12 +1337,28 @@ pub fn flood_run(bed: &Bed, cfg: &Config, system: System, path: Path) -> Result<
     let napi1 = napi.map(schedstat_ns).transpose()?.unwrap_or(0);
     let stat1 = proc_stat()?;
     let processed = bed.veth_stat("rx_queue_0_xdp_packets")? - packets0;
-    let legit_counts = bed
+    let mut legit_counts = bed
         .legit_rx
         .settle_and_take(Duration::from_millis(150), Duration::from_secs(3));
-    let abuse_counts = bed
+    legit_counts.extend(
+        bed.legit6_rx
+            .settle_and_take(Duration::from_millis(150), Duration::from_secs(3)),
+    );
+    let mut abuse_counts = bed
         .abuse_rx
         .settle_and_take(Duration::from_millis(150), Duration::from_secs(5));
+    for (a, n) in bed
+        .abuse6_rx
+        .settle_and_take(Duration::from_millis(150), Duration::from_secs(5))
+    {
+        *abuse_counts.entry(a).or_insert(0) += n;
+    }
+    let tollgate = match &installed {
+        Installed::Xdp {
+            maps: Some(maps), ..
+        } => Some(TollgateStats::read(maps, &legit)?),
+        _ => None,
+    };
     let dropped = match system {
         System::Floor | System::FloorRead => bed.veth_stat("rx_queue_0_xdp_drops")? - xdp_drops0,
         _ => installed.dropped()?,
@@ -1136,7 +1398,11 @@ pub fn flood_run(bed: &Bed, cfg: &Config, system: System, path: Path) -> Result<
             .map(|(_, n)| n)
             .sum(),
         rcvbuf_errors: udp_rcvbuf_errors() - rcvbuf0,
+        tollgate,
     };
+    if let Some(t) = &run.tollgate {
+        eprintln!("    tollgate: {t:?}");
+    }
     eprintln!(
         "  {:?} over {:?}: offered {} in {:.2}s, processed {}, dropped {}, rx {:.1} ns/pkt ({:.0}% busy; stat {:.1}), gen {:.1} ns/pkt, gen-CPU softirq {:.1} ns/pkt, legit {:?}/{:?}, abusive admitted {}, rcvbuf errors {}",
         system,
@@ -1177,7 +1443,7 @@ pub fn accuracy_run(bed: &Bed, cfg: &Config, system: System, overload: u64) -> R
     let installed = bed.install(system, cfg.acc_rate, cfg.acc_burst)?;
     let _ = bed.abuse_rx.settle_and_take(Duration::ZERO, Duration::ZERO);
     let (peer_ip, gen_cpu) = (bed.veth.peer_ip, cfg.gen_cpu);
-    let dst = SocketAddr::V4(bed.abuse_rx.addr);
+    let dst = bed.abuse_rx.addr;
     let rate = cfg.acc_rate * overload;
     let secs = cfg.acc_secs;
     let sent = bed
@@ -1194,7 +1460,7 @@ pub fn accuracy_run(bed: &Bed, cfg: &Config, system: System, overload: u64) -> R
         .abuse_rx
         .settle_and_take(Duration::from_millis(200), Duration::from_secs(3));
     drop(installed);
-    let admitted = counts.get(&peer_ip).copied().unwrap_or(0);
+    let admitted = counts.get(&IpAddr::V4(peer_ip)).copied().unwrap_or(0);
     let expected = cfg.acc_rate as f64 * sent.span.as_secs_f64() + cfg.acc_burst as f64;
     let run = AccuracyRun {
         sent: sent.packets,

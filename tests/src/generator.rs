@@ -67,6 +67,48 @@ pub fn udp_frame(
     f
 }
 
+/// One Ethernet/IPv6/UDP frame with a valid UDP checksum (mandatory over
+/// IPv6), the same 18 payload bytes as [`udp_frame`].
+pub fn udp6_frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: std::net::Ipv6Addr,
+    dst: std::net::Ipv6Addr,
+    src_port: u16,
+    dst_port: u16,
+) -> Vec<u8> {
+    let udp_len = (8 + PAYLOAD) as u16;
+    let mut f = Vec::with_capacity(14 + 40 + 8 + PAYLOAD);
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&0x86ddu16.to_be_bytes());
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&udp_len.to_be_bytes());
+    f.extend_from_slice(&[17, 64]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    let mut udp = Vec::with_capacity(8 + PAYLOAD);
+    udp.extend_from_slice(&src_port.to_be_bytes());
+    udp.extend_from_slice(&dst_port.to_be_bytes());
+    udp.extend_from_slice(&udp_len.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(&[0x5a; PAYLOAD]);
+    // Pseudo-header: addresses, length, next header; then the datagram.
+    let mut sum_over = Vec::with_capacity(40 + udp.len());
+    sum_over.extend_from_slice(&src.octets());
+    sum_over.extend_from_slice(&dst.octets());
+    sum_over.extend_from_slice(&(udp_len as u32).to_be_bytes());
+    sum_over.extend_from_slice(&[0, 0, 0, 17]);
+    sum_over.extend_from_slice(&udp);
+    let csum = match ipv4_checksum(&sum_over) {
+        0 => 0xffff,
+        c => c,
+    };
+    udp[6..8].copy_from_slice(&csum.to_be_bytes());
+    f.extend_from_slice(&udp);
+    f
+}
+
 /// Parses `aa:bb:cc:dd:ee:ff`.
 pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
     let parts: Vec<&str> = s.trim().split(':').collect();
@@ -308,10 +350,10 @@ pub struct Redirector {
 
 impl Redirector {
     /// Loads the program for `ifname` in the calling thread's namespace.
-    pub fn load(ifname: &str) -> Result<Redirector> {
+    pub fn load(ifname: &str, spoof: rawbpf::Spoof) -> Result<Redirector> {
         let ifindex = ifindex(ifname)?;
         Ok(Redirector {
-            prog: rawbpf::load_xdp(&rawbpf::redirect_program(ifindex), "tg_flood_gen")?,
+            prog: rawbpf::load_xdp(&rawbpf::redirect_program(ifindex, spoof), "tg_flood_gen")?,
         })
     }
 
@@ -405,6 +447,28 @@ mod tests {
         assert_eq!(f.len(), 60);
         // A header with its checksum in place sums to zero.
         assert_eq!(ipv4_checksum(&f[14..34]), 0);
+    }
+
+    #[test]
+    fn ipv6_udp_checksum_verifies_and_survives_a_complemented_prefix() {
+        let src = std::net::Ipv6Addr::new(0, 0, 0, 0, 0x7467, 0, 0, 1);
+        let dst = std::net::Ipv6Addr::new(0xfd00, 0x7467, 0x1201, 0, 0, 0, 0, 1);
+        let mut f = udp6_frame([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], src, dst, 40000, 9);
+        assert_eq!(f.len(), 14 + 40 + 8 + PAYLOAD);
+        let verify = |f: &[u8]| {
+            let mut v = Vec::new();
+            v.extend_from_slice(&f[22..54]);
+            v.extend_from_slice(&((8 + PAYLOAD) as u32).to_be_bytes());
+            v.extend_from_slice(&[0, 0, 0, 17]);
+            v.extend_from_slice(&f[54..]);
+            ipv4_checksum(&v)
+        };
+        assert_eq!(verify(&f), 0);
+        // What the generator's V6Prefix program writes: r, then !r.
+        let r: u32 = 0xdead_beef;
+        f[22..26].copy_from_slice(&r.to_ne_bytes());
+        f[26..30].copy_from_slice(&(!r).to_ne_bytes());
+        assert_eq!(verify(&f), 0);
     }
 
     #[test]

@@ -38,6 +38,7 @@ const XOR64_IMM: u8 = 0xa7;
 const LDXW: u8 = 0x61;
 const LDXH: u8 = 0x69;
 const STXB: u8 = 0x73;
+const STXW: u8 = 0x63;
 const STXH: u8 = 0x6b;
 const STH: u8 = 0x6a;
 const JGT_REG: u8 = 0x2d;
@@ -72,31 +73,61 @@ fn patch_jump(p: &mut [u64], at: usize, to: usize) {
     p[at] = (p[at] & !(0xffff << 16)) | (((((to - at - 1) as i16) as u16) as u64) << 16);
 }
 
-/// The generator's XDP program: gives each frame a random last octet of its
-/// IPv4 source (one template frame becomes 256 sources), rewrites the IPv4
-/// header checksum, and redirects the frame out of `ifindex`.
-pub fn redirect_program(ifindex: u32) -> Vec<u64> {
+/// How the generator's program spoofs each frame's source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spoof {
+    /// A random last octet of the template's IPv4 source: 256 sources.
+    LastOctet,
+    /// A random IPv4 source over the whole 32-bit space.
+    V4,
+    /// A random IPv6 /64 (the template's source must have its first 64 bits
+    /// zero): bits 0..32 random, bits 32..64 their ones' complement, so the
+    /// 16-bit ones'-complement sum of the address, and with it the UDP
+    /// checksum, is unchanged. 2^32 distinct /64s.
+    V6Prefix,
+}
+
+/// The generator's XDP program: gives each frame a random source (see
+/// [`Spoof`]), rewrites the IPv4 header checksum for IPv4, and redirects the
+/// frame out of `ifindex`.
+pub fn redirect_program(ifindex: u32, spoof: Spoof) -> Vec<u64> {
     let mut p = vec![
         insn(MOV64_REG, 6, 1, 0, 0),          // r6 = ctx
         insn(CALL, 0, 0, 0, GET_PRANDOM_U32), // r0 = random
         insn(MOV64_REG, 7, 0, 0, 0),          // r7 = r0
     ];
-    let jump = bounds(&mut p, 6, 34); // Ethernet + IPv4
-    p.push(insn(STXB, 2, 7, 29, 0)); // source's last octet = r7
-    p.push(insn(STH, 2, 0, 24, 0)); // checksum = 0
-    p.push(insn(MOV64_IMM, 0, 0, 0, 0)); // r0 = 0
-    for off in (14..34).step_by(2) {
-        p.push(insn(LDXH, 5, 2, off, 0)); // r5 = header word
-        p.push(insn(ADD64_REG, 0, 5, 0, 0)); // r0 += r5
-    }
-    for _ in 0..2 {
-        p.push(insn(MOV64_REG, 5, 0, 0, 0));
-        p.push(insn(RSH64_IMM, 5, 0, 0, 16));
-        p.push(insn(AND64_IMM, 0, 0, 0, 0xffff));
-        p.push(insn(ADD64_REG, 0, 5, 0, 0));
-    }
-    p.push(insn(XOR64_IMM, 0, 0, 0, 0xffff)); // r0 = ~sum
-    p.push(insn(STXH, 2, 0, 24, 0)); // checksum = r0
+    let jump = match spoof {
+        Spoof::LastOctet | Spoof::V4 => {
+            let jump = bounds(&mut p, 6, 34); // Ethernet + IPv4
+            if spoof == Spoof::LastOctet {
+                p.push(insn(STXB, 2, 7, 29, 0)); // source's last octet = r7
+            } else {
+                p.push(insn(STXW, 2, 7, 26, 0)); // source = r7
+            }
+            p.push(insn(STH, 2, 0, 24, 0)); // checksum = 0
+            p.push(insn(MOV64_IMM, 0, 0, 0, 0)); // r0 = 0
+            for off in (14..34).step_by(2) {
+                p.push(insn(LDXH, 5, 2, off, 0)); // r5 = header word
+                p.push(insn(ADD64_REG, 0, 5, 0, 0)); // r0 += r5
+            }
+            for _ in 0..2 {
+                p.push(insn(MOV64_REG, 5, 0, 0, 0));
+                p.push(insn(RSH64_IMM, 5, 0, 0, 16));
+                p.push(insn(AND64_IMM, 0, 0, 0, 0xffff));
+                p.push(insn(ADD64_REG, 0, 5, 0, 0));
+            }
+            p.push(insn(XOR64_IMM, 0, 0, 0, 0xffff)); // r0 = ~sum
+            p.push(insn(STXH, 2, 0, 24, 0)); // checksum = r0
+            jump
+        }
+        Spoof::V6Prefix => {
+            let jump = bounds(&mut p, 6, 54); // Ethernet + IPv6
+            p.push(insn(STXW, 2, 7, 22, 0)); // source bits 0..32 = r7
+            p.push(insn(XOR64_IMM, 7, 0, 0, -1)); // r7 = !r7
+            p.push(insn(STXW, 2, 7, 26, 0)); // source bits 32..64 = !r7
+            jump
+        }
+    };
     p.push(insn(MOV64_IMM, 1, 0, 0, ifindex as i32));
     p.push(insn(MOV64_IMM, 2, 0, 0, 0));
     p.push(insn(CALL, 0, 0, 0, REDIRECT)); // r0 = XDP_REDIRECT
@@ -260,11 +291,17 @@ mod tests {
 
     #[test]
     fn redirect_program_jumps_to_its_drop_exit() {
-        let p = redirect_program(7);
-        let at = p.iter().position(|i| i & 0xff == JGT_REG as u64).unwrap();
-        assert_eq!(jump_target(&p, at), p.len() - 2);
-        assert_eq!(p[p.len() - 2], insn(MOV64_IMM, 0, 0, 0, XDP_DROP));
-        assert!(p.contains(&insn(MOV64_IMM, 1, 0, 0, 7)));
+        for spoof in [Spoof::LastOctet, Spoof::V4, Spoof::V6Prefix] {
+            let p = redirect_program(7, spoof);
+            let at = p.iter().position(|i| i & 0xff == JGT_REG as u64).unwrap();
+            assert_eq!(jump_target(&p, at), p.len() - 2);
+            assert_eq!(p[p.len() - 2], insn(MOV64_IMM, 0, 0, 0, XDP_DROP));
+            assert!(p.contains(&insn(MOV64_IMM, 1, 0, 0, 7)));
+        }
+        // The IPv6 form keeps the address's ones'-complement sum: r and !r.
+        let p = redirect_program(7, Spoof::V6Prefix);
+        assert!(p.contains(&insn(STXW, 2, 7, 22, 0)) && p.contains(&insn(STXW, 2, 7, 26, 0)));
+        assert!(p.contains(&insn(XOR64_IMM, 7, 0, 0, -1)));
     }
 
     #[test]
