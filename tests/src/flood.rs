@@ -139,13 +139,16 @@ impl Config {
     /// random IPv6 /64s (XDP frames only: every frame gets a new source),
     /// four legitimate IPv4 and two IPv6 sources established first, and the
     /// issue's policy: 10/s burst 5 per source, 20,000/s burst 1,000 for all
-    /// sources together, tollgate's new-source budget 2,000/s burst 2,000.
+    /// sources together, tollgate's new-source budget 2,000/s burst 200 (a
+    /// newly tracked source's first packet shares the aggregate ceiling with
+    /// the established sources: a budget under the ceiling, in rate and in
+    /// burst, leaves them the rest).
     pub fn spoofed(spoof: Spoof) -> Config {
         Config {
             spoof,
             legit_lead: Duration::from_secs(1),
             aggregate: Some((20_000, 1_000)),
-            new_sources: Some((2_000, 2_000)),
+            new_sources: Some((2_000, 200)),
             paths: vec![(Path::XdpFrames, 3)],
             accuracy: false,
             systems: match spoof {
