@@ -1562,6 +1562,97 @@ pub fn run(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench flood --spoofed`: [`Config::spoofed`] for random IPv4
+/// sources, then random IPv6 /64s, systems interleaved in each repetition;
+/// prints one Markdown table per family.
+pub fn run_spoofed(reps: usize) -> Result<()> {
+    install_signal_handlers();
+    ensure!((1..=20).contains(&reps), "1..=20 repetitions");
+    for spoof in [Spoof::V4, Spoof::V6Prefix] {
+        let mut cfg = Config::spoofed(spoof);
+        cfg.paths = vec![(Path::XdpFrames, reps)];
+        let bed = Bed::new(&cfg)?;
+        let mut runs: Vec<(System, Vec<FloodRun>)> =
+            cfg.systems.iter().map(|s| (*s, Vec::new())).collect();
+        for rep in 0..reps {
+            eprintln!("{spoof:?} flood, repetition {}/{reps}", rep + 1);
+            for (system, out) in runs.iter_mut() {
+                out.push(flood_run(&bed, &cfg, *system, Path::XdpFrames)?);
+            }
+        }
+        let floor = median_of(&runs[0].1, FloodRun::rx_ns_per_packet).0;
+        let tollgate = runs
+            .iter()
+            .find(|(s, _)| *s == System::Tollgate)
+            .map(|(_, r)| median_of(r, FloodRun::rx_ns_per_packet).0)
+            .unwrap_or(f64::NAN);
+        println!(
+            "\n### {} flood ({} s per run after a {} s head start of the legitimate clients, {reps} runs, median (min–max))\n",
+            match spoof {
+                Spoof::V6Prefix => "Random IPv6 /64",
+                _ => "Random 32-bit IPv4 source",
+            },
+            cfg.flood_secs,
+            cfg.legit_lead.as_secs_f64()
+        );
+        println!(
+            "| receiver | receive CPU ns/frame | × floor | tollgate cheaper by | legitimate received / sent | flood admitted/s | inserts/s | established evicted |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for (system, r) in &runs {
+            let (m, lo, hi) = median_of(r, FloodRun::rx_ns_per_packet);
+            let recv: u64 = r.iter().flat_map(|x| x.legit_received.iter()).sum();
+            let sent: u64 = r.iter().flat_map(|x| x.legit_sent.iter()).sum();
+            let admitted = median_of(r, |x| x.abusive_admitted as f64 / x.wall.as_secs_f64()).0;
+            let (inserts, evicted) = match r[0].tollgate {
+                Some(_) => (
+                    format!(
+                        "{:.0}",
+                        median_of(r, |x| {
+                            let t = x.tollgate.as_ref().expect("tollgate run");
+                            (t.tracked.0 + t.tracked.1).saturating_sub(x.legit_sent.len()) as f64
+                                / (x.wall.as_secs_f64() + cfg.legit_lead.as_secs_f64())
+                        })
+                        .0
+                    ),
+                    r.iter()
+                        .map(|x| x.tollgate.as_ref().expect("tollgate run").legit_evicted)
+                        .sum::<usize>()
+                        .to_string(),
+                ),
+                None => ("not measured".into(), "not measured".into()),
+            };
+            let legit = match system {
+                System::Floor | System::FloorRead => "— (drops all)".to_string(),
+                _ => format!("{recv} / {sent}"),
+            };
+            let cheaper = match system {
+                System::NftMeter | System::Hashlimit => format!("{:.1}x", m / tollgate),
+                _ => "".into(),
+            };
+            println!(
+                "| {} | {m:.0} ({lo:.0}–{hi:.0}) | {:.2}x | {cheaper} | {legit} | {admitted:.0} | {inserts} | {evicted} |",
+                system.label(bed.nft_hook.describe()),
+                m / floor,
+            );
+        }
+        println!(
+            "\nPolicy: {}/s burst {} per source, {}/s burst {} for all sources together in every limiter, tollgate's new-source budget {}/s burst {}; {} legitimate IPv4 and {} IPv6 sources at {}/s each. Machine: {}",
+            cfg.flood_rate,
+            cfg.flood_burst,
+            cfg.aggregate.map_or(0, |a| a.0),
+            cfg.aggregate.map_or(0, |a| a.1),
+            cfg.new_sources.map_or(0, |a| a.0),
+            cfg.new_sources.map_or(0, |a| a.1),
+            cfg.legit_sources,
+            cfg.legit_v6_sources(),
+            cfg.legit_rate,
+            machine()
+        );
+    }
+    Ok(())
+}
+
 fn key(s: System) -> &'static str {
     match s {
         System::Floor => "floor",

@@ -34,6 +34,11 @@ pub struct Args {
     /// Which benchmark to run.
     #[arg(value_enum)]
     pub suite: Suite,
+    /// flood: random sources over the whole IPv4 space and random IPv6 /64s,
+    /// legitimate clients established first, every limiter with a global
+    /// ceiling (about 3 minutes).
+    #[arg(long)]
+    pub spoofed: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -62,5 +67,12 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     let mut cmd = std::process::Command::new(release.join(bin));
     cmd.args(arg);
+    if args.spoofed {
+        ensure!(
+            matches!(args.suite, Suite::Flood),
+            "--spoofed is a flood option"
+        );
+        cmd.arg("--spoofed");
+    }
     util::run(&mut cmd)
 }

@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use anyhow::{Context, Result, bail};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use ipnet::IpNet;
-use tollgate_common::{RULE_ALLOW, RuleValue};
+use tollgate_common::{Limit, RULE_ALLOW, RuleValue};
 use tollgate_tests::{
     packet::Packet,
     program::{TestProgram, TierSpec, XDP_DROP, XDP_PASS},
@@ -31,9 +31,13 @@ fn main() -> Result<()> {
             if !tollgate_tests::privileged("tollgate-bench flood") {
                 bail!("the flood benchmark needs root");
             }
-            tollgate_tests::flood::run(&tollgate_tests::flood::Config::from_env()?)
+            if std::env::args().nth(2).as_deref() == Some("--spoofed") {
+                tollgate_tests::flood::run_spoofed(3)
+            } else {
+                tollgate_tests::flood::run(&tollgate_tests::flood::Config::from_env()?)
+            }
         }
-        _ => bail!("usage: tollgate-bench micro|flood"),
+        _ => bail!("usage: tollgate-bench micro|flood [--spoofed]"),
     }
 }
 
@@ -131,6 +135,47 @@ fn micro() -> Result<()> {
         },
     )?;
 
+    // Tiers 2 and 3: a new-source budget of one an hour, spent below; over
+    // it, untracked sources pass within the untracked ceiling (tier 2) or
+    // are over it too (tier 3, a flood's usual case).
+    let hour = 3600 * tollgate_tests::program::SECOND;
+    for (tier, net, ceiling) in [
+        (2, "100.100.0.0/16", generous.config().aggregate),
+        (
+            3,
+            "100.101.0.0/16",
+            Limit::per_period(1, hour, 1).expect("valid"),
+        ),
+    ] {
+        let mut t = generous.config();
+        t.aggregate = ceiling;
+        t.new_sources = Limit::per_period(1, hour, 1).expect("valid");
+        p.maps.set_tier(tier, &t)?;
+        p.maps.set_rule(
+            net.parse::<IpNet>()?,
+            RuleValue {
+                action: tollgate_common::RULE_TIER,
+                tier,
+            },
+        )?;
+    }
+    let untracked_pass = Packet::from(Ipv4Addr::new(100, 100, 7, 7))
+        .udp()
+        .payload(&[0; 18])
+        .build();
+    let untracked_drop = Packet::from(Ipv4Addr::new(100, 101, 7, 7))
+        .udp()
+        .payload(&[0; 18])
+        .build();
+    // Both budgets, then tier 3's one untracked-ceiling packet, from other sources.
+    for spend in [[100, 100, 0, 1], [100, 101, 0, 1], [100, 101, 0, 2]] {
+        let f = Packet::from(Ipv4Addr::from(spend))
+            .udp()
+            .payload(&[0; 18])
+            .build();
+        run(p.xdp_ref(), &f, 1)?;
+    }
+
     let floor_prog: &mut Xdp = p
         .ebpf
         .program_mut("floor_pass")
@@ -197,6 +242,16 @@ fn micro() -> Result<()> {
             "new source (LRU insert)",
             fresh_sources(xdp, &fresh)?,
             fresh_sources(floor, &fresh)?,
+        ),
+        (
+            "untracked source over the new-source budget, within the untracked ceiling",
+            repeated(xdp, &untracked_pass, XDP_PASS)?,
+            repeated(floor, &untracked_pass, XDP_PASS)?,
+        ),
+        (
+            "untracked source over the new-source budget and the untracked ceiling (drop)",
+            repeated(xdp, &untracked_drop, XDP_DROP)?,
+            repeated(floor, &untracked_drop, XDP_PASS)?,
         ),
         (
             "malformed (IHL 3)",
