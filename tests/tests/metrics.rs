@@ -189,8 +189,10 @@ fn label_cardinality_stays_bounded_under_100k_sources_and_10k_paths() {
         "metrics_address = \"127.0.0.1:{port}\"\n\
          [maps]\nsources_v4 = 131072\n\
          [http]\nports = [8080]\nbudget = \"10000000/s\"\nverdict_sample_every = 1\nmax_routes = 200\nmax_hosts = 50\ntop_sources_metric = 10\n\
-         [[tier]]\nname = \"default\"\npackets = \"1000/s\"\n"
+         [[tier]]\nname = \"default\"\npackets = \"1000/s\"\nnew_sources = \"1000000/s\"\n"
     ));
+    // (A budget for the 100,000 new sources: the default, 1/60 of the map
+    // per second, would leave most of them untracked.)
     let _daemon = env.start_with(&[]);
     // Frames go through the daemon's own pinned program with BPF_PROG_TEST_RUN:
     // the real program and maps, 100,000 spoofed sources without a packet
