@@ -110,6 +110,9 @@ pub fn run(opts: RunOptions) -> Result<()> {
 
 async fn run_async(opts: RunOptions) -> Result<()> {
     let file = opts.load_config()?;
+    if let Some(note) = file.notice() {
+        warn!("{note}");
+    }
     raise_memlock_limit();
     if file.interfaces.is_empty() {
         bail!(
@@ -130,9 +133,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             file.state_file.display()
         )
     })?;
-    state
-        .assign_indices(&effective)
-        .map_err(anyhow::Error::msg)?;
+    state.assign_indices(&effective)?;
     if let Some(dir) = file.state_file.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)

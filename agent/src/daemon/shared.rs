@@ -77,10 +77,10 @@ impl Shared {
                 Response::success(s)
             }),
             Request::TierList {} => Ok(Response::success(d.tier_rows())),
-            Request::TierSet(args) => d.tier_set(args).map(done),
+            Request::TierSet(patch) => d.tier_set(*patch).map(done),
             Request::TierRm { name } => d.tier_rm(&name).map(done),
             Request::RuleList {} => Ok(Response::success(d.rule_rows())),
-            Request::RuleAdd { cidr, tier, action } => d.rule_add(&cidr, tier, action).map(done),
+            Request::RuleAdd(rule) => d.rule_add(&rule).map(done),
             Request::RuleRm { cidr } => d.rule_rm(&cidr).map(done),
             Request::Stats { tier } => d.stats(tier.as_deref()).map(Response::success),
             Request::Top { by, n } => {

@@ -5,12 +5,12 @@ use std::{collections::BTreeMap, path::Path};
 
 use anyhow::{Context as _, Result};
 use ipnet::IpNet;
-use tollgate_common::{MAX_TIERS, RULE_ALLOW, RULE_DENY, RULE_TIER, RuleValue, TierConfig};
+use tollgate_common::{MAX_TIERS, RULE_TIER, RuleValue, TierConfig};
 use tracing::{error, info, warn};
 
 use super::Daemon;
 use crate::{
-    config::{self, Config, RuleTarget},
+    config::{self, Config},
     datapath::kernel::Maps,
     state::{self, Overlay},
 };
@@ -44,25 +44,15 @@ pub(super) fn desired(
     };
     let mut tiers = vec![None; MAX_TIERS as usize];
     for t in &cfg.tiers {
-        tiers[index(&t.name)? as usize] = Some(t.to_kernel().map_err(anyhow::Error::msg)?);
+        tiers[index(&t.name)? as usize] = Some(t.to_kernel()?);
     }
     let default_tier = index(&cfg.default_tier)?;
     let mut rules = BTreeMap::new();
     for r in &cfg.rules {
-        let v = match &r.target {
-            RuleTarget::Tier(t) => RuleValue {
-                action: RULE_TIER,
-                tier: index(t)?,
-            },
-            RuleTarget::Allow => RuleValue {
-                action: RULE_ALLOW,
-                tier: default_tier,
-            },
-            RuleTarget::Deny => RuleValue {
-                action: RULE_DENY,
-                tier: default_tier,
-            },
-        };
+        let v = r
+            .target
+            .to_kernel(|t| index(t).ok(), default_tier)
+            .with_context(|| format!("rule {}: {} has no index", r.cidr, r.target))?;
         rules.insert(r.cidr, v);
     }
     // API-key pins hold on top of tier rules, never over allow or deny.
@@ -168,12 +158,14 @@ impl Daemon {
         overlay: Overlay,
     ) -> Result<(), String> {
         let file = new_file.as_ref().unwrap_or(&self.file);
-        let effective = overlay.apply(file)?;
+        let effective = overlay.apply(file).map_err(|e| e.to_string())?;
         // apply() below rewrites the kernel's rules, dropping cluster denies.
         self.generation += 1;
         let mut state = self.state.clone();
         state.overlay = overlay;
-        state.assign_indices(&effective)?;
+        state
+            .assign_indices(&effective)
+            .map_err(|e| e.to_string())?;
         if let Err(e) = apply(
             &mut self.maps,
             &effective,
@@ -231,6 +223,9 @@ impl Daemon {
             .opts
             .load_config()
             .map_err(|e| format!("reload failed, the running configuration is unchanged: {e}"))?;
+        if let Some(note) = new_file.notice() {
+            warn!("{note}");
+        }
         // These only take effect on a restart; keep what is running.
         for (what, changed) in [
             ("interfaces", new_file.interfaces != self.file.interfaces),
@@ -277,6 +272,7 @@ impl Daemon {
 mod tests {
     use super::*;
     use crate::config::{ConfigSource, parse};
+    use tollgate_common::{RULE_ALLOW, RULE_DENY};
 
     fn config() -> Config {
         parse(

@@ -10,13 +10,14 @@ use tollgate_common::{MAX_TIERS, Verdict, names};
 use super::Daemon;
 use crate::datapath::dataplane::{self, LinkState};
 use crate::{
-    config::{ConfigSource, LimitField, RuleTarget, TierSpec},
+    config::ConfigSource,
     metrics::{self, Snapshot, TierSnapshot},
     monitor::TierNames,
     proto::{
         Fill, InterfaceStatus, LimitRow, RuleRow, StatsData, StatusData, TierRow, TierStats,
         TopRow, Traffic,
     },
+    spec::{LimitField, RuleTarget, TierSpec},
 };
 
 impl Daemon {
