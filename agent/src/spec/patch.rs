@@ -49,7 +49,7 @@ pub struct TierPatch {
     /// Tier name (letters, digits, '-', '_', '.'). Example: gold
     pub name: String,
     /// Packets per source. Example: --packets 1000/s
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packets: Option<String>,
     /// Burst of the packets limit, in packets [default: one second's worth].
@@ -63,7 +63,7 @@ pub struct TierPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packets_burst: Option<i64>,
     /// Bytes per source; units B, KB, MB, GB, KiB, MiB, GiB. Example: --bytes 10MB/s
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<String>,
     /// Burst of the bytes limit [default: one second's worth, at least 64KiB].
@@ -72,7 +72,7 @@ pub struct TierPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_burst: Option<SizeValue>,
     /// New TCP connections per source. Example: --connections 20/s
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<String>,
     /// Burst of the connections limit. Example: --connections-burst 40
@@ -80,7 +80,7 @@ pub struct TierPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections_burst: Option<i64>,
     /// HTTP requests per source. Example: --requests 50/s
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<String>,
     /// Burst of the requests limit. Example: --requests-burst 100
@@ -88,7 +88,7 @@ pub struct TierPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_burst: Option<i64>,
     /// Packets for all sources of the tier together. Example: --aggregate 100000/s
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<String>,
     /// Burst of the aggregate limit. Example: --aggregate-burst 200000
@@ -108,7 +108,7 @@ pub struct TierPatch {
     pub mode: Option<TierMode>,
     /// Fleet-wide packets per source, all nodes together (needs [cluster]
     /// and a per-node packets limit). Example: --global-packets 1000/s
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub global_packets: Option<String>,
     /// Extra packets per 1-second window of the fleet-wide limit [default: 0].
@@ -118,7 +118,7 @@ pub struct TierPatch {
     pub global_packets_burst: Option<i64>,
     /// Fleet-wide HTTP requests per source, all nodes together (needs
     /// [cluster] and a per-node requests limit). Example: --global-requests 100/s
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", allow_hyphen_values = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub global_requests: Option<String>,
     /// Extra requests per 1-second window of the fleet-wide limit [default: 0].
