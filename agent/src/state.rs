@@ -311,6 +311,25 @@ tier = "gold"
         );
     }
 
+    /// The state file (CLI changes on top of the file) goes through the same
+    /// validation as the file and each CLI change: an impossible stored tier
+    /// is refused in the same words as `tier set` would use.
+    #[test]
+    fn stored_cli_changes_are_checked_by_the_same_rules() {
+        let file = file_config();
+        let mut overlay = Overlay::default();
+        let mut t = TierSpec::unlimited("t");
+        t.packets = Some(LimitSpec {
+            rate: "10/s".into(),
+            burst: Some(0),
+        });
+        overlay.set_tier(t);
+        assert_eq!(
+            overlay.apply(&file).unwrap_err().to_string(),
+            "with the changes made with the CLI: tier \"t\": packets_burst = 0: must be at least 1"
+        );
+    }
+
     #[test]
     fn indices_are_stable_and_reclaimed_only_when_needed() {
         let mut s = State::default();
