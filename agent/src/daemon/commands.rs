@@ -4,20 +4,17 @@
 use anyhow::Result;
 use tracing::info;
 
-use super::Daemon;
+use super::{Daemon, error::CommandError};
 use crate::datapath::dataplane;
-use crate::spec::{RuleInput, RuleTarget, TierPatch, parse_cidr, quoted};
+use crate::spec::{RuleInput, RuleTarget, TierPatch, parse_cidr};
 
 impl Daemon {
     /// `tier set`: the patch is read and checked by the same code as the
     /// file's `[[tier]]` tables (`Config::with_tier`).
-    pub(super) fn tier_set(&mut self, patch: TierPatch) -> Result<String, String> {
+    pub(super) fn tier_set(&mut self, patch: TierPatch) -> Result<String, CommandError> {
         let name = patch.tier_name().to_owned();
         let creating = self.effective.tier(&name).is_none();
-        let (_, spec) = self
-            .effective
-            .with_tier(&patch)
-            .map_err(|e| e.to_string())?;
+        let (_, spec) = self.effective.with_tier(&patch)?;
         if !creating && self.effective.tier(&name) == Some(&spec) {
             return Ok(format!("tier {name} unchanged"));
         }
@@ -31,17 +28,15 @@ impl Daemon {
         ))
     }
 
-    pub(super) fn tier_rm(&mut self, name: &str) -> Result<String, String> {
+    pub(super) fn tier_rm(&mut self, name: &str) -> Result<String, CommandError> {
         if self.effective.tier(name).is_none() {
-            return Err(format!(
-                "no tier named \"{name}\" (tiers: {})",
-                self.effective.tier_names()
-            ));
+            return Err(CommandError::NoSuchTier {
+                name: name.to_owned(),
+                tiers: self.effective.tier_names(),
+            });
         }
         if self.effective.default_tier == name {
-            return Err(format!(
-                "tier \"{name}\" is the default tier and cannot be removed: set another default_tier in the config file and reload first"
-            ));
+            return Err(CommandError::DefaultTier(name.to_owned()));
         }
         let users: Vec<String> = self
             .effective
@@ -51,13 +46,10 @@ impl Daemon {
             .map(|r| r.cidr.to_string())
             .collect();
         if !users.is_empty() {
-            return Err(format!(
-                "tier \"{name}\" is used by {} rule{} ({}): remove {} first with `tollgate rule rm CIDR`",
-                users.len(),
-                if users.len() == 1 { "" } else { "s" },
-                users.join(", "),
-                if users.len() == 1 { "it" } else { "them" },
-            ));
+            return Err(CommandError::TierInUse {
+                name: name.to_owned(),
+                rules: users,
+            });
         }
         let mut overlay = self.state.overlay.clone();
         overlay.remove_tier(name, self.file.tier(name).is_some());
@@ -67,8 +59,8 @@ impl Daemon {
 
     /// `rule add`: read and checked by the same code as the file's
     /// `[[rule]]` tables (`Config::with_rule`).
-    pub(super) fn rule_add(&mut self, input: &RuleInput) -> Result<String, String> {
-        let (_, rule) = self.effective.with_rule(input).map_err(|e| e.to_string())?;
+    pub(super) fn rule_add(&mut self, input: &RuleInput) -> Result<String, CommandError> {
+        let (_, rule) = self.effective.with_rule(input)?;
         let (net, target) = (rule.cidr, rule.target.clone());
         let replaced = self.effective.rule(&net).map(|r| r.target.clone());
         if replaced.as_ref() == Some(&target) {
@@ -83,10 +75,13 @@ impl Daemon {
         })
     }
 
-    pub(super) fn rule_rm(&mut self, cidr: &str) -> Result<String, String> {
-        let net = parse_cidr(cidr).map_err(|e| format!("rule: cidr = {}: {e}", quoted(cidr)))?;
+    pub(super) fn rule_rm(&mut self, cidr: &str) -> Result<String, CommandError> {
+        let net = parse_cidr(cidr).map_err(|error| CommandError::Cidr {
+            cidr: cidr.to_owned(),
+            error,
+        })?;
         if self.effective.rule(&net).is_none() {
-            return Err(format!("no rule for {net} (see `tollgate rule list`)"));
+            return Err(CommandError::NoSuchRule(net));
         }
         let mut overlay = self.state.overlay.clone();
         overlay.remove_rule(&net, self.file.rule(&net).is_some());
@@ -94,11 +89,11 @@ impl Daemon {
         Ok(format!("rule {net} removed"))
     }
 
-    pub(super) fn detach(&mut self) -> Result<String, String> {
+    pub(super) fn detach(&mut self) -> Result<String, CommandError> {
         // Let go of the objects first, or the guard would re-pin them.
         self.guard = None;
         let pin_dir = self.file.pin_dir.clone();
-        let n = dataplane::remove_pins(&pin_dir).map_err(|e| format!("detach failed: {e:#}"))?;
+        let n = dataplane::remove_pins(&pin_dir).map_err(CommandError::Detach)?;
         let msg = format!(
             "detached from {}; removed {n} pins and {}; the daemon exits",
             if self.file.interfaces.is_empty() {

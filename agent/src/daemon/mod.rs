@@ -6,6 +6,7 @@
 //! attached and pinned: enforcement never stops. `tollgate detach` removes it.
 
 mod commands;
+mod error;
 mod options;
 mod pins;
 mod server;
@@ -190,7 +191,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             warn!(tier = %t.name, "the tier has global limits but no [cluster] is configured: they have no effect");
         }
         let ring = maps.take_samples();
-        let monitor = Monitor::new(&effective.http, &effective.api_keys).map_err(anyhow::Error::msg)?;
+        let monitor = Monitor::new(&effective.http, &effective.api_keys)?;
         let metrics_address = file.metrics_address;
         let mut daemon = Daemon {
             opts,

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use tollgate_common::{MAX_TIERS, RULE_TIER, RuleValue, TierConfig};
 use tracing::{error, info, warn};
 
-use super::Daemon;
+use super::{Daemon, error::CommandError};
 use crate::{
     config::{self, Config},
     datapath::kernel::Maps,
@@ -156,16 +156,14 @@ impl Daemon {
         &mut self,
         new_file: Option<Config>,
         overlay: Overlay,
-    ) -> Result<(), String> {
+    ) -> Result<(), CommandError> {
         let file = new_file.as_ref().unwrap_or(&self.file);
-        let effective = overlay.apply(file).map_err(|e| e.to_string())?;
+        let effective = overlay.apply(file)?;
         // apply() below rewrites the kernel's rules, dropping cluster denies.
         self.generation += 1;
         let mut state = self.state.clone();
         state.overlay = overlay;
-        state
-            .assign_indices(&effective)
-            .map_err(|e| e.to_string())?;
+        state.assign_indices(&effective)?;
         if let Err(e) = apply(
             &mut self.maps,
             &effective,
@@ -173,9 +171,7 @@ impl Daemon {
             &self.pinned,
         ) {
             self.rollback();
-            return Err(format!(
-                "applying the change to the kernel failed: {e:#}; the previous configuration is still in effect"
-            ));
+            return Err(CommandError::Kernel(e));
         }
         if state != self.state
             && let Err(e) = state::save(self.state_path(), &state)
@@ -184,10 +180,10 @@ impl Daemon {
             self.state_write_failures += 1;
             error!(state_file = %self.state_path().display(), error = %e,
                 "could not save a change; it was rolled back and is not in effect");
-            return Err(format!(
-                "could not save the change to {}: {e}; it was rolled back and is not in effect",
-                self.state_path().display()
-            ));
+            return Err(CommandError::Save {
+                path: self.state_path().to_owned(),
+                error: e,
+            });
         }
         self.state = state;
         self.effective = effective;
@@ -209,7 +205,7 @@ impl Daemon {
         }
     }
 
-    pub(super) fn reload(&mut self) -> Result<String, String> {
+    pub(super) fn reload(&mut self) -> Result<String, CommandError> {
         let result = self.reload_inner();
         match result {
             Ok(_) => self.reloads += 1,
@@ -218,11 +214,11 @@ impl Daemon {
         result
     }
 
-    pub(super) fn reload_inner(&mut self) -> Result<String, String> {
+    pub(super) fn reload_inner(&mut self) -> Result<String, CommandError> {
         let mut new_file = self
             .opts
             .load_config()
-            .map_err(|e| format!("reload failed, the running configuration is unchanged: {e}"))?;
+            .map_err(|e| CommandError::Reload(Box::new(e.into())))?;
         if let Some(note) = new_file.notice() {
             warn!("{note}");
         }
@@ -251,7 +247,7 @@ impl Daemon {
         new_file.cluster = self.file.cluster.clone();
         let overlay = self.state.overlay.clone();
         self.commit(Some(new_file), overlay)
-            .map_err(|e| format!("reload failed, the running configuration is unchanged: {e}"))?;
+            .map_err(|e| CommandError::Reload(Box::new(e)))?;
         let msg = format!(
             "reloaded {}: {} tiers, {} rules{}",
             self.file.source,
