@@ -15,6 +15,8 @@ use std::{
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
+use crate::spec::SourceKey;
+
 /// `hex(sha256(salt || key))`.
 pub fn hash_key(salt: &str, key: &[u8]) -> String {
     let mut h = Sha256::new();
@@ -70,14 +72,11 @@ impl ApiKeys {
     }
 }
 
-/// The prefix a source is pinned by: /32 for IPv4, the tier's prefix for IPv6.
+/// The prefix a source is pinned by: /32 for IPv4, the tier's prefix (at
+/// most /64, what the kernel keys the source by) for IPv6.
 pub fn source_prefix(source: IpAddr, ipv6_prefix: u8) -> IpNet {
-    match source {
-        IpAddr::V4(a) => IpNet::from(IpAddr::V4(a)),
-        IpAddr::V6(a) => IpNet::new(IpAddr::V6(a), ipv6_prefix.clamp(1, 128))
-            .expect("clamped prefix")
-            .trunc(),
-    }
+    let prefix = u32::from(ipv6_prefix);
+    SourceKey::of(source, prefix).net(prefix)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

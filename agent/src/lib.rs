@@ -11,6 +11,7 @@ pub mod http;
 pub mod metrics;
 pub mod monitor;
 pub mod proto;
+pub mod spec;
 pub mod state;
 pub mod talkers;
 pub mod units;

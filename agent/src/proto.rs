@@ -11,7 +11,10 @@ use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{config::TierMode, datapath::kernel::AttachMode};
+use crate::{
+    datapath::kernel::AttachMode,
+    spec::{RuleInput, TierMode, TierPatch},
+};
 
 /// Longest request line the daemon reads (bytes, newline included).
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
@@ -30,18 +33,14 @@ pub enum Request {
     // them too (serde ignores extra fields on unit variants of tagged enums).
     Status {},
     TierList {},
-    TierSet(TierSetArgs),
+    /// `tier set`: see [`TierPatch`].
+    TierSet(Box<TierPatch>),
     TierRm {
         name: String,
     },
     RuleList {},
-    RuleAdd {
-        cidr: String,
-        #[serde(default)]
-        tier: Option<String>,
-        #[serde(default)]
-        action: Option<RuleAction>,
-    },
+    /// `rule add`: a CIDR with `tier` or `action` ("allow"/"deny").
+    RuleAdd(RuleInput),
     RuleRm {
         cidr: String,
     },
@@ -72,47 +71,6 @@ pub struct HttpTopData {
     pub rows: Vec<(String, u64)>,
     /// Sampled heads that did not parse as HTTP/1.x (estimated requests).
     pub malformed: u64,
-}
-
-/// `tier set`: every field but the name is optional; absent fields keep the
-/// tier's current value (or the default for a new tier). Rates are strings as
-/// in the config file; `"unlimited"` removes a limit.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TierSetArgs {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub packets: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub packets_burst: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<String>,
-    /// Bytes, as a number or a size ("1MiB").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes_burst: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connections: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connections_burst: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requests: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requests_burst: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aggregate: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aggregate_burst: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ipv6_prefix: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<TierMode>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuleAction {
-    Allow,
-    Deny,
 }
 
 /// The response envelope.
@@ -377,18 +335,18 @@ mod tests {
     fn requests_round_trip_and_reject_unknown_fields() {
         let reqs = [
             Request::Status {},
-            Request::TierSet(TierSetArgs {
+            Request::TierSet(Box::new(TierPatch {
                 name: "gold".into(),
                 packets: Some("100/s".into()),
                 packets_burst: Some(10),
                 mode: Some(TierMode::Shadow),
                 ..Default::default()
-            }),
-            Request::RuleAdd {
+            })),
+            Request::RuleAdd(RuleInput {
                 cidr: "10.0.0.0/8".into(),
                 tier: None,
-                action: Some(RuleAction::Deny),
-            },
+                action: Some("deny".into()),
+            }),
             Request::Top {
                 by: TopBy::Drops,
                 n: 5,

@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 use tollgate_common::MAX_TIERS;
 
 use crate::{
-    config::{Config, RuleSpec, RuleTarget, TierSpec, parse_cidr},
+    config::{Config, ConfigError, Invalid, Section},
     datapath::kernel::AttachMode,
+    spec::{RuleSpec, RuleTarget, TierSpec, parse_cidr, quoted},
 };
 
 pub const STATE_VERSION: u32 = 1;
@@ -61,8 +62,9 @@ impl Overlay {
             && self.removed_rules.is_empty()
     }
 
-    /// The effective configuration: `file` with these changes, validated.
-    pub fn apply(&self, file: &Config) -> Result<Config, String> {
+    /// The effective configuration: `file` with these changes, validated
+    /// (by the same `config::validate` as the file and each CLI change).
+    pub fn apply(&self, file: &Config) -> Result<Config, ConfigError> {
         let mut c = file.clone();
         c.tiers.retain(|t| !self.removed_tiers.contains(&t.name));
         for spec in self.tiers.values() {
@@ -74,7 +76,17 @@ impl Overlay {
         c.rules
             .retain(|r| !self.removed_rules.contains(&r.cidr.to_string()));
         for (cidr, target) in &self.rules {
-            let cidr = parse_cidr(cidr).map_err(|e| format!("state file: rule {cidr}: {e}"))?;
+            let cidr = parse_cidr(cidr).map_err(|e| {
+                ConfigError::WithChanges(Box::new(Invalid::new(
+                    Section::Rule {
+                        index: c.rules.len(),
+                        cidr: None,
+                    },
+                    Some("cidr"),
+                    Some(quoted(cidr)),
+                    e,
+                )))
+            })?;
             let spec = RuleSpec {
                 cidr,
                 target: target.clone(),
@@ -85,7 +97,7 @@ impl Overlay {
             }
         }
         c.validate()
-            .map_err(|e| format!("with the changes made with the CLI: {e}"))?;
+            .map_err(|e| ConfigError::WithChanges(Box::new(e)))?;
         Ok(c)
     }
 
@@ -124,7 +136,7 @@ impl State {
     /// Gives every tier of `config` an index, keeping existing assignments.
     /// Indices of tiers no longer configured stay reserved (a tier that comes
     /// back finds its counters) until a new tier needs one.
-    pub fn assign_indices(&mut self, config: &Config) -> Result<(), String> {
+    pub fn assign_indices(&mut self, config: &Config) -> Result<(), StateError> {
         let wanted: BTreeSet<&str> = config.tiers.iter().map(|t| t.name.as_str()).collect();
         for tier in &config.tiers {
             if self.tier_indices.contains_key(&tier.name) {
@@ -141,7 +153,7 @@ impl State {
                         .filter(|(n, _)| !wanted.contains(n.as_str()))
                         .min_by_key(|(_, i)| **i)
                         .map(|(n, i)| (n.clone(), *i))
-                        .ok_or_else(|| format!("no free tier slot (at most {MAX_TIERS} tiers)"))?;
+                        .ok_or(StateError::NoFreeSlot)?;
                     self.tier_indices.remove(&name);
                     index
                 }
@@ -168,6 +180,8 @@ pub enum StateError {
         path: PathBuf,
         error: serde_json::Error,
     },
+    #[error("no free tier slot (at most {MAX_TIERS} tiers)")]
+    NoFreeSlot,
 }
 
 /// Reads the state file; a missing file is an empty state.
@@ -229,7 +243,10 @@ pub fn save(path: &Path, state: &State) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{self, ConfigSource, LimitSpec};
+    use crate::{
+        config::{self, ConfigSource},
+        spec::LimitSpec,
+    };
 
     fn file_config() -> Config {
         config::parse(
@@ -275,7 +292,12 @@ tier = "gold"
         // Removing a tier a rule still uses fails validation.
         let mut bad = o.clone();
         bad.remove_tier("silver", false);
-        assert!(bad.apply(&file).unwrap_err().contains("no such tier"));
+        assert!(
+            bad.apply(&file)
+                .unwrap_err()
+                .to_string()
+                .contains("no such tier")
+        );
 
         // Setting a removed tier again brings it back.
         o.set_tier(TierSpec::unlimited("gold"));
@@ -286,6 +308,25 @@ tier = "gold"
                 .unwrap()
                 .packets
                 .is_none()
+        );
+    }
+
+    /// The state file (CLI changes on top of the file) goes through the same
+    /// validation as the file and each CLI change: an impossible stored tier
+    /// is refused in the same words as `tier set` would use.
+    #[test]
+    fn stored_cli_changes_are_checked_by_the_same_rules() {
+        let file = file_config();
+        let mut overlay = Overlay::default();
+        let mut t = TierSpec::unlimited("t");
+        t.packets = Some(LimitSpec {
+            rate: "10/s".into(),
+            burst: Some(0),
+        });
+        overlay.set_tier(t);
+        assert_eq!(
+            overlay.apply(&file).unwrap_err().to_string(),
+            "with the changes made with the CLI: tier \"t\": packets_burst = 0: must be at least 1"
         );
     }
 

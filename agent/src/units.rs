@@ -87,6 +87,8 @@ pub enum UnitError {
     UnknownPeriod(String),
     #[error("\"{0}\" is not a whole number")]
     NotANumber(String),
+    #[error("\"{0}\" must not be negative")]
+    Negative(String),
     #[error("\"{0}\" is not a number")]
     NotADecimal(String),
     #[error("unknown unit \"{0}\" (use B, KB, MB, GB, KiB, MiB or GiB)")]
@@ -130,6 +132,9 @@ fn split_rate(s: &str) -> Result<(&str, Period), UnitError> {
 }
 
 fn parse_whole(s: &str) -> Result<u64, UnitError> {
+    if s.trim_start().starts_with('-') {
+        return Err(UnitError::Negative(s.to_owned()));
+    }
     let digits: String = s.chars().filter(|&c| c != '_').collect();
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(UnitError::NotANumber(s.to_owned()));
@@ -144,6 +149,9 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
     if s.is_empty() {
         return Err(UnitError::Empty);
     }
+    if s.starts_with('-') {
+        return Err(UnitError::Negative(s.to_owned()));
+    }
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
         .unwrap_or(s.len());
@@ -156,6 +164,10 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
+        // "1e30GB", "1,5MB", "2+3": the number did not end where the unit starts.
+        other if other.contains(|c: char| c.is_ascii_digit() || "+-.,".contains(c)) => {
+            return Err(UnitError::NotADecimal(s.to_owned()));
+        }
         other => return Err(UnitError::UnknownUnit(other.to_owned())),
     };
     let number: String = number.chars().filter(|&c| c != '_').collect();
@@ -278,22 +290,37 @@ pub fn human_duration(secs: u64) -> String {
     }
 }
 
+/// Why a duration did not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("missing unit (write e.g. \"250ms\" or \"1s\")")]
+    MissingUnit,
+    #[error("\"{0}\" is not a number")]
+    NotANumber(String),
+    #[error("\"{0}\" must not be negative")]
+    Negative(String),
+}
+
 /// Parses a short duration: `"250ms"`, `"1s"`, `"1.5s"`.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, DurationError> {
     let t = s.trim();
     let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
         (n, 1e-3)
     } else if let Some(n) = t.strip_suffix('s') {
         (n, 1.0)
     } else {
-        return Err("missing unit (write e.g. \"250ms\" or \"1s\")".to_owned());
+        return Err(DurationError::MissingUnit);
     };
     let number = number.trim();
+    if number.starts_with('-') {
+        return Err(DurationError::Negative(number.to_owned()));
+    }
     let v: f64 = number
         .parse()
         .ok()
         .filter(|v: &f64| v.is_finite() && *v >= 0.0 && !number.starts_with('+'))
-        .ok_or_else(|| format!("\"{number}\" is not a number"))?;
+        .filter(|v: &f64| (v * scale) < 1e9)
+        .ok_or_else(|| DurationError::NotANumber(number.to_owned()))?;
     Ok(std::time::Duration::from_secs_f64(v * scale))
 }
 
@@ -313,9 +340,10 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration(" 1s ").unwrap(), Duration::from_secs(1));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert!(parse_duration("250").unwrap_err().contains("missing unit"));
-        assert!(parse_duration("xms").unwrap_err().contains("not a number"));
-        assert!(parse_duration("-1s").is_err());
+        let err = |s| parse_duration(s).unwrap_err().to_string();
+        assert!(err("250").contains("missing unit"));
+        assert!(err("xms").contains("not a number"));
+        assert_eq!(err("-1s"), "\"-1\" must not be negative");
     }
 
     #[test]
@@ -350,7 +378,9 @@ mod tests {
         assert!(err("100").starts_with("missing period"), "{}", err("100"));
         assert_eq!(err("abc/s"), "\"abc\" is not a whole number");
         assert_eq!(err("1.5/s"), "\"1.5\" is not a whole number");
-        assert_eq!(err("-1/s"), "\"-1\" is not a whole number");
+        // Negative numbers are named for what they are (issue 12).
+        assert_eq!(err("-1/s"), "\"-1\" must not be negative");
+        assert_eq!(err("-5/s"), "\"-5\" must not be negative");
         assert!(err("0/s").starts_with("must be greater than zero"));
         assert_eq!(err(""), "empty value (write e.g. \"100/s\")");
         assert_eq!(err("99999999999999999999999/s"), "too large");
@@ -387,6 +417,10 @@ mod tests {
         assert_eq!(err("1.2.3MB"), "\"1.2.3\" is not a number");
         assert!(err("0KB").starts_with("must be greater than zero"));
         assert_eq!(err("99999999999GiB"), "too large");
+        // Not an unknown unit: not a number (issue 12).
+        assert_eq!(err("1e30GB"), "\"1e30GB\" is not a number");
+        assert_eq!(err("-5"), "\"-5\" must not be negative");
+        assert_eq!(err("-5MB"), "\"-5MB\" must not be negative");
     }
 
     #[test]

@@ -220,7 +220,7 @@ tier = "gold"
         ),
         (
             &["tier", "set", "bad name", "--packets", "1/s"],
-            &["tier name \"bad name\""],
+            &["tier: name = \"bad name\": use only letters, digits"],
         ),
         (
             &["tier", "rm", "default"],

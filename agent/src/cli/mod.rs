@@ -12,13 +12,10 @@ use serde::Serialize;
 
 use crate::{
     client::{self, ClientError},
-    config::{self, TierMode},
-    datapath,
+    config, datapath,
     datapath::kernel::AttachMode,
-    proto::{
-        self, Done, Request, RuleAction, RuleRow, StatsData, StatusData, TierRow, TierSetArgs,
-        TopData,
-    },
+    proto::{self, Done, Request, RuleRow, StatsData, StatusData, TierRow, TopData},
+    spec::{RuleInput, TierMode, TierPatch},
     talkers::TopBy,
 };
 
@@ -163,51 +160,18 @@ pub enum TierCommand {
     },
 }
 
+/// `tier set`: the tier patch's flags, plus `--shadow` / `--enforce` for `--mode`.
 #[derive(Debug, Args)]
 pub struct TierSetCli {
-    /// Tier name (letters, digits, '-', '_', '.'). Example: gold
-    pub name: String,
-    /// Packets per source. Example: --packets 1000/s
-    #[arg(long, value_name = "RATE")]
-    pub packets: Option<String>,
-    /// Burst of the packets limit, in packets [default: one second's worth].
-    /// Example: --burst 2000
-    #[arg(long, value_name = "N")]
-    pub burst: Option<u64>,
-    /// Bytes per source; units B, KB, MB, GB, KiB, MiB, GiB. Example: --bytes 10MB/s
-    #[arg(long, value_name = "RATE")]
-    pub bytes: Option<String>,
-    /// Burst of the bytes limit [default: one second's worth, at least 64KiB].
-    /// Example: --bytes-burst 1MiB
-    #[arg(long, value_name = "SIZE")]
-    pub bytes_burst: Option<String>,
-    /// New TCP connections per source. Example: --connections 20/s
-    #[arg(long, value_name = "RATE")]
-    pub connections: Option<String>,
-    /// Burst of the connections limit. Example: --connections-burst 40
-    #[arg(long, value_name = "N")]
-    pub connections_burst: Option<u64>,
-    /// HTTP requests per source. Example: --requests 50/s
-    #[arg(long, value_name = "RATE")]
-    pub requests: Option<String>,
-    /// Burst of the requests limit. Example: --requests-burst 100
-    #[arg(long, value_name = "N")]
-    pub requests_burst: Option<u64>,
-    /// Packets for all sources of the tier together. Example: --aggregate 100000/s
-    #[arg(long, value_name = "RATE")]
-    pub aggregate: Option<String>,
-    /// Burst of the aggregate limit. Example: --aggregate-burst 200000
-    #[arg(long, value_name = "N")]
-    pub aggregate_burst: Option<u64>,
-    /// IPv6 sources share one bucket per prefix of this length (1-64).
-    /// Example: --ipv6-prefix 56
-    #[arg(long, value_name = "LEN")]
-    pub ipv6_prefix: Option<u32>,
-    /// Count what would be dropped, but pass everything. Example: --shadow
-    #[arg(long, conflicts_with = "enforce")]
+    #[command(flatten)]
+    pub patch: TierPatch,
+    /// Count what would be dropped, but pass everything (= --mode shadow).
+    /// Example: --shadow
+    #[arg(long, conflicts_with_all = ["enforce", "mode"])]
     pub shadow: bool,
-    /// Drop what is over the limits (the default for new tiers). Example: --enforce
-    #[arg(long)]
+    /// Drop what is over the limits, the default for new tiers (= --mode
+    /// enforce). Example: --enforce
+    #[arg(long, conflicts_with = "mode")]
     pub enforce: bool,
 }
 
@@ -339,6 +303,11 @@ pub fn execute(cli: Cli) -> Result<()> {
                     c.interfaces.join(", ")
                 }
             );
+            // A file without tiers runs on the built-in one: say so.
+            let msg = match c.notice() {
+                Some(note) => format!("{msg}\nnote: {note}"),
+                None => msg,
+            };
             emit(
                 cli.json,
                 &Done {
@@ -365,27 +334,13 @@ pub fn execute(cli: Cli) -> Result<()> {
             emit(cli.json, &rows, || render_tiers(&rows))
         }
         Command::Tier(TierCommand::Set(a)) => {
-            let req = Request::TierSet(TierSetArgs {
-                name: a.name.clone(),
-                packets: a.packets.clone(),
-                packets_burst: a.burst,
-                bytes: a.bytes.clone(),
-                bytes_burst: a.bytes_burst.clone(),
-                connections: a.connections.clone(),
-                connections_burst: a.connections_burst,
-                requests: a.requests.clone(),
-                requests_burst: a.requests_burst,
-                aggregate: a.aggregate.clone(),
-                aggregate_burst: a.aggregate_burst,
-                ipv6_prefix: a.ipv6_prefix,
-                mode: if a.shadow {
-                    Some(TierMode::Shadow)
-                } else if a.enforce {
-                    Some(TierMode::Enforce)
-                } else {
-                    None
-                },
-            });
+            let mut patch = a.patch.clone();
+            if a.shadow {
+                patch.mode = Some(TierMode::Shadow);
+            } else if a.enforce {
+                patch.mode = Some(TierMode::Enforce);
+            }
+            let req = Request::TierSet(Box::new(patch));
             mutate(&cli, &req)
         }
         Command::Tier(TierCommand::Rm { name }) => {
@@ -397,19 +352,19 @@ pub fn execute(cli: Cli) -> Result<()> {
         }
         Command::Rule(RuleCommand::Add(a)) => {
             let action = if a.allow {
-                Some(RuleAction::Allow)
+                Some("allow".to_owned())
             } else if a.deny {
-                Some(RuleAction::Deny)
+                Some("deny".to_owned())
             } else {
                 None
             };
             mutate(
                 &cli,
-                &Request::RuleAdd {
+                &Request::RuleAdd(RuleInput {
                     cidr: a.cidr.clone(),
                     tier: a.tier.clone(),
                     action,
-                },
+                }),
             )
         }
         Command::Rule(RuleCommand::Rm { cidr }) => {
@@ -615,7 +570,9 @@ mod tests {
             "10",
         ])
         .unwrap();
-        assert!(matches!(c.command, Command::Tier(TierCommand::Set(ref a)) if a.burst == Some(10)));
+        assert!(
+            matches!(c.command, Command::Tier(TierCommand::Set(ref a)) if a.patch.packets_burst == Some(10))
+        );
         assert!(
             p(&["tollgate", "rule", "add", "10.0.0.0/8"]).is_err(),
             "needs an action"

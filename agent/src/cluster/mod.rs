@@ -63,7 +63,6 @@
 //! change of state; [`Status::is_up`] says which.
 
 pub mod estimate;
-pub mod lpm;
 pub mod store;
 pub mod usage;
 
@@ -79,17 +78,17 @@ use std::{
 
 use anyhow::Result;
 use ipnet::IpNet;
-use tollgate_common::{RULE_ALLOW, RULE_DENY, RULE_TIER, RuleValue};
+use tollgate_common::{RULE_DENY, RuleValue};
 use tracing::{debug, info, warn};
 
 use crate::{
-    config::{ClusterConfig, GlobalField, LimitField, RuleSpec, RuleTarget, TierMode, TierSpec},
+    config::ClusterConfig,
     datapath::kernel::{self, SourceMaps},
     proto::ClusterStatus,
+    spec::{GlobalField, LimitField, Lpm, RuleSpec, RuleTarget, SourceKey, TierMode, TierSpec},
 };
-use lpm::Lpm;
 use store::{Conn, Entry};
-use usage::{Delta, Kind, Measure, Measures, SourceKey, Usage};
+use usage::{Delta, Kind, Measure, Measures, Usage};
 
 /// Length of a global window.
 pub const WINDOW: Duration = Duration::from_secs(1);
@@ -284,28 +283,13 @@ impl Plan {
         let mut lpm = Lpm::default();
         let mut configured = HashMap::new();
         for r in &view.rules {
-            let (value, target) = match &r.target {
-                RuleTarget::Tier(t) => (
-                    RuleValue {
-                        action: RULE_TIER,
-                        tier: index(t).unwrap_or(default_index),
-                    },
-                    by_name.get(t).copied(),
-                ),
-                RuleTarget::Allow => (
-                    RuleValue {
-                        action: RULE_ALLOW,
-                        tier: default_index,
-                    },
-                    None,
-                ),
-                RuleTarget::Deny => (
-                    RuleValue {
-                        action: RULE_DENY,
-                        tier: default_index,
-                    },
-                    None,
-                ),
+            let value = r
+                .target
+                .to_kernel(|t| Some(index(t).unwrap_or(default_index)), default_index)
+                .expect("every tier has an index here");
+            let target = match &r.target {
+                RuleTarget::Tier(t) => by_name.get(t).copied(),
+                RuleTarget::Allow | RuleTarget::Deny => None,
             };
             lpm.insert(r.cidr, target);
             configured.insert(r.cidr, value);
@@ -321,7 +305,7 @@ impl Plan {
 
     /// The global tier (index into `tiers`) a source belongs to, if any.
     pub fn tier_of(&self, key: &SourceKey) -> Option<usize> {
-        match self.lpm.lookup(key.addr()) {
+        match self.lpm.lookup_key(*key) {
             Some(target) => *target,
             None => self.default,
         }
@@ -695,6 +679,7 @@ impl Syncer {
 mod tests {
     use super::*;
     use crate::config::{self, ConfigSource};
+    use tollgate_common::RULE_TIER;
 
     fn plan(text: &str) -> Plan {
         let c = config::parse(text, ConfigSource::File("t.toml".into())).unwrap();

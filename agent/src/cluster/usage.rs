@@ -2,57 +2,13 @@
 //! turned into admitted-unit estimates ([`super::estimate`]), accumulated until
 //! they are worth pushing.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::collections::HashMap;
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tollgate_common::SourceState;
 
 use super::estimate;
 
-/// A source as the kernel keys it: an IPv4 address (the map's native-endian
-/// key) or the first 64 bits of an IPv6 address masked to its tier's prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SourceKey {
-    V4(u32),
-    V6(u64),
-}
-
-impl SourceKey {
-    pub fn v4(addr: Ipv4Addr) -> SourceKey {
-        SourceKey::V4(u32::from_ne_bytes(addr.octets()))
-    }
-
-    pub fn addr(&self) -> IpAddr {
-        match *self {
-            SourceKey::V4(k) => IpAddr::V4(Ipv4Addr::from(k.to_ne_bytes())),
-            SourceKey::V6(p) => IpAddr::V6(Ipv6Addr::from((p as u128) << 64)),
-        }
-    }
-
-    /// What a rule for this source covers: the address, or the IPv6 prefix
-    /// its tier groups sources by.
-    pub fn net(&self, ipv6_prefix: u32) -> IpNet {
-        match self.addr() {
-            IpAddr::V4(a) => IpNet::V4(Ipv4Net::from(a)),
-            IpAddr::V6(a) => IpNet::V6(
-                Ipv6Net::new(a, ipv6_prefix.clamp(1, 64) as u8)
-                    .expect("prefix within 1..=64")
-                    .trunc(),
-            ),
-        }
-    }
-
-    /// How the source is named in Redis keys: `192.0.2.7`, `2001:db8::/64`.
-    pub fn label(&self, ipv6_prefix: u32) -> String {
-        match self {
-            SourceKey::V4(_) => self.addr().to_string(),
-            SourceKey::V6(_) => self.net(ipv6_prefix).to_string(),
-        }
-    }
-}
+pub use crate::spec::SourceKey;
 
 /// The two global limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,6 +201,7 @@ impl Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     const MS: u64 = 1_000_000;
 

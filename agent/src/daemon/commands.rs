@@ -2,83 +2,19 @@
 //! add/rm, detach.
 
 use anyhow::Result;
-use tollgate_common::MAX_TIERS;
 use tracing::info;
 
-use super::Daemon;
+use super::{Daemon, error::CommandError};
 use crate::datapath::dataplane;
-use crate::{
-    config::{LimitField, LimitSpec, RuleSpec, RuleTarget, TierSpec, check_tier_name, parse_cidr},
-    proto::{RuleAction, TierSetArgs},
-    units,
-};
+use crate::spec::{RuleInput, RuleTarget, TierPatch, parse_cidr};
 
 impl Daemon {
-    pub(super) fn tier_set(&mut self, args: TierSetArgs) -> Result<String, String> {
-        let name = args.name.trim().to_owned();
-        check_tier_name(&name).map_err(|e| format!("tier name \"{name}\": {e}"))?;
-        let existing = self.effective.tier(&name).cloned();
-        let creating = existing.is_none();
-        if creating && self.effective.tiers.len() >= MAX_TIERS as usize {
-            return Err(format!(
-                "cannot create tier \"{name}\": all {MAX_TIERS} tier slots are in use"
-            ));
-        }
-        let mut spec = existing.unwrap_or_else(|| TierSpec::unlimited(&name));
-        let bytes_burst = match &args.bytes_burst {
-            None => None,
-            Some(s) => Some(
-                units::parse_size(s)
-                    .map_err(|e| format!("tier \"{name}\": bytes_burst = \"{s}\": {e}"))?,
-            ),
-        };
-        let changes = [
-            (LimitField::Packets, &args.packets, args.packets_burst),
-            (LimitField::Bytes, &args.bytes, bytes_burst),
-            (
-                LimitField::Connections,
-                &args.connections,
-                args.connections_burst,
-            ),
-            (LimitField::Requests, &args.requests, args.requests_burst),
-            (LimitField::Aggregate, &args.aggregate, args.aggregate_burst),
-        ];
-        for (field, rate, burst) in changes {
-            if let Some(rate) = rate {
-                if rate.trim() == "unlimited" {
-                    *spec.limit_mut(field) = None;
-                } else {
-                    let parsed = field.parse_rate(rate).map_err(|e| {
-                        format!("tier \"{name}\": {} = \"{rate}\": {e}", field.name())
-                    })?;
-                    let old_burst = spec.limit(field).and_then(|l| l.burst);
-                    *spec.limit_mut(field) = Some(LimitSpec {
-                        rate: field.format_rate(&parsed),
-                        burst: old_burst,
-                    });
-                }
-            }
-            if let Some(b) = burst {
-                match spec.limit_mut(field) {
-                    Some(l) => l.burst = Some(b),
-                    None => {
-                        return Err(format!(
-                            "tier \"{name}\": {}_burst = {b}: the tier has no {} limit to apply it to (set one with --{} RATE)",
-                            field.name(),
-                            field.name(),
-                            field.name()
-                        ));
-                    }
-                }
-            }
-        }
-        if let Some(p) = args.ipv6_prefix {
-            spec.ipv6_prefix = p;
-        }
-        if let Some(m) = args.mode {
-            spec.mode = m;
-        }
-        spec.to_kernel()?;
+    /// `tier set`: the patch is read and checked by the same code as the
+    /// file's `[[tier]]` tables (`Config::with_tier`).
+    pub(super) fn tier_set(&mut self, patch: TierPatch) -> Result<String, CommandError> {
+        let name = patch.tier_name().to_owned();
+        let creating = self.effective.tier(&name).is_none();
+        let (_, spec) = self.effective.with_tier(&patch)?;
         if !creating && self.effective.tier(&name) == Some(&spec) {
             return Ok(format!("tier {name} unchanged"));
         }
@@ -92,17 +28,15 @@ impl Daemon {
         ))
     }
 
-    pub(super) fn tier_rm(&mut self, name: &str) -> Result<String, String> {
+    pub(super) fn tier_rm(&mut self, name: &str) -> Result<String, CommandError> {
         if self.effective.tier(name).is_none() {
-            return Err(format!(
-                "no tier named \"{name}\" (tiers: {})",
-                self.effective.tier_names()
-            ));
+            return Err(CommandError::NoSuchTier {
+                name: name.to_owned(),
+                tiers: self.effective.tier_names(),
+            });
         }
         if self.effective.default_tier == name {
-            return Err(format!(
-                "tier \"{name}\" is the default tier and cannot be removed: set another default_tier in the config file and reload first"
-            ));
+            return Err(CommandError::DefaultTier(name.to_owned()));
         }
         let users: Vec<String> = self
             .effective
@@ -112,13 +46,10 @@ impl Daemon {
             .map(|r| r.cidr.to_string())
             .collect();
         if !users.is_empty() {
-            return Err(format!(
-                "tier \"{name}\" is used by {} rule{} ({}): remove {} first with `tollgate rule rm CIDR`",
-                users.len(),
-                if users.len() == 1 { "" } else { "s" },
-                users.join(", "),
-                if users.len() == 1 { "it" } else { "them" },
-            ));
+            return Err(CommandError::TierInUse {
+                name: name.to_owned(),
+                rules: users,
+            });
         }
         let mut overlay = self.state.overlay.clone();
         overlay.remove_tier(name, self.file.tier(name).is_some());
@@ -126,35 +57,15 @@ impl Daemon {
         Ok(format!("tier {name} removed"))
     }
 
-    pub(super) fn rule_add(
-        &mut self,
-        cidr: &str,
-        tier: Option<String>,
-        action: Option<RuleAction>,
-    ) -> Result<String, String> {
-        let net = parse_cidr(cidr).map_err(|e| format!("cidr = \"{cidr}\": {e}"))?;
-        let target = match (tier, action) {
-            (Some(t), None) => {
-                if self.effective.tier(&t).is_none() {
-                    return Err(format!(
-                        "rule {net}: tier = \"{t}\": no such tier (tiers: {})",
-                        self.effective.tier_names()
-                    ));
-                }
-                RuleTarget::Tier(t)
-            }
-            (None, Some(RuleAction::Allow)) => RuleTarget::Allow,
-            (None, Some(RuleAction::Deny)) => RuleTarget::Deny,
-            _ => return Err("give exactly one of --tier NAME, --allow or --deny".to_owned()),
-        };
+    /// `rule add`: read and checked by the same code as the file's
+    /// `[[rule]]` tables (`Config::with_rule`).
+    pub(super) fn rule_add(&mut self, input: &RuleInput) -> Result<String, CommandError> {
+        let (_, rule) = self.effective.with_rule(input)?;
+        let (net, target) = (rule.cidr, rule.target.clone());
         let replaced = self.effective.rule(&net).map(|r| r.target.clone());
         if replaced.as_ref() == Some(&target) {
             return Ok(format!("rule {net} ({target}) unchanged"));
         }
-        let rule = RuleSpec {
-            cidr: net,
-            target: target.clone(),
-        };
         let mut overlay = self.state.overlay.clone();
         overlay.add_rule(&rule);
         self.commit(None, overlay)?;
@@ -164,10 +75,13 @@ impl Daemon {
         })
     }
 
-    pub(super) fn rule_rm(&mut self, cidr: &str) -> Result<String, String> {
-        let net = parse_cidr(cidr).map_err(|e| format!("cidr = \"{cidr}\": {e}"))?;
+    pub(super) fn rule_rm(&mut self, cidr: &str) -> Result<String, CommandError> {
+        let net = parse_cidr(cidr).map_err(|error| CommandError::Cidr {
+            cidr: cidr.to_owned(),
+            error,
+        })?;
         if self.effective.rule(&net).is_none() {
-            return Err(format!("no rule for {net} (see `tollgate rule list`)"));
+            return Err(CommandError::NoSuchRule(net));
         }
         let mut overlay = self.state.overlay.clone();
         overlay.remove_rule(&net, self.file.rule(&net).is_some());
@@ -175,11 +89,11 @@ impl Daemon {
         Ok(format!("rule {net} removed"))
     }
 
-    pub(super) fn detach(&mut self) -> Result<String, String> {
+    pub(super) fn detach(&mut self) -> Result<String, CommandError> {
         // Let go of the objects first, or the guard would re-pin them.
         self.guard = None;
         let pin_dir = self.file.pin_dir.clone();
-        let n = dataplane::remove_pins(&pin_dir).map_err(|e| format!("detach failed: {e:#}"))?;
+        let n = dataplane::remove_pins(&pin_dir).map_err(CommandError::Detach)?;
         let msg = format!(
             "detached from {}; removed {n} pins and {}; the daemon exits",
             if self.file.interfaces.is_empty() {

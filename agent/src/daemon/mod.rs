@@ -6,6 +6,7 @@
 //! attached and pinned: enforcement never stops. `tollgate detach` removes it.
 
 mod commands;
+mod error;
 mod options;
 mod pins;
 mod server;
@@ -110,6 +111,9 @@ pub fn run(opts: RunOptions) -> Result<()> {
 
 async fn run_async(opts: RunOptions) -> Result<()> {
     let file = opts.load_config()?;
+    if let Some(note) = file.notice() {
+        warn!("{note}");
+    }
     raise_memlock_limit();
     if file.interfaces.is_empty() {
         bail!(
@@ -130,9 +134,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             file.state_file.display()
         )
     })?;
-    state
-        .assign_indices(&effective)
-        .map_err(anyhow::Error::msg)?;
+    state.assign_indices(&effective)?;
     if let Some(dir) = file.state_file.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -189,7 +191,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             warn!(tier = %t.name, "the tier has global limits but no [cluster] is configured: they have no effect");
         }
         let ring = maps.take_samples();
-        let monitor = Monitor::new(&effective.http, &effective.api_keys).map_err(anyhow::Error::msg)?;
+        let monitor = Monitor::new(&effective.http, &effective.api_keys)?;
         let metrics_address = file.metrics_address;
         let mut daemon = Daemon {
             opts,

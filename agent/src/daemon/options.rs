@@ -29,8 +29,10 @@ impl RunOptions {
         };
         if !self.interfaces.is_empty() {
             for iface in &self.interfaces {
-                config::check_interface_name(iface)
-                    .map_err(|p| ConfigError(format!("--iface {iface}: {p}")))?;
+                config::check_interface_name(iface).map_err(|problem| ConfigError::Interface {
+                    iface: iface.clone(),
+                    problem,
+                })?;
             }
             c.interfaces = self.interfaces.clone();
         }

@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 
 use ipnet::IpNet;
-use tollgate_common::{RULE_ALLOW, RULE_DENY, RULE_TIER, RuleValue};
+use tollgate_common::{RULE_TIER, RuleValue};
 use tracing::{info, warn};
 
 use super::{Daemon, apply};
-use crate::config::RuleTarget;
+use crate::spec::RuleTarget;
 
 impl Daemon {
     /// Pins `net` to `tier` in the kernel (an API key's tier), unless the
@@ -47,20 +47,12 @@ impl Daemon {
                     .get(&self.effective.default_tier)
                     .copied()
                     .unwrap_or(0);
-                let value = match target {
-                    RuleTarget::Tier(t) => RuleValue {
-                        action: RULE_TIER,
-                        tier: self.state.tier_indices.get(&t).copied().unwrap_or(default),
-                    },
-                    RuleTarget::Allow => RuleValue {
-                        action: RULE_ALLOW,
-                        tier: default,
-                    },
-                    RuleTarget::Deny => RuleValue {
-                        action: RULE_DENY,
-                        tier: default,
-                    },
-                };
+                let value = target
+                    .to_kernel(
+                        |t| Some(self.state.tier_indices.get(t).copied().unwrap_or(default)),
+                        default,
+                    )
+                    .expect("every tier has a slot here");
                 self.maps.set_rule(net, value).map(|_| ())
             }
             None => self.maps.remove_rule(net).map(|_| ()),

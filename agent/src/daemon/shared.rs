@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use tollgate_common::RuleValue;
 use tracing::{error, info, warn};
 
-use super::{Daemon, TALKERS_CAPACITY, top_row};
+use super::{Daemon, TALKERS_CAPACITY, error::CommandError, top_row};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -72,15 +72,16 @@ impl Shared {
     pub fn handle(&self, req: Request) -> (Response, bool) {
         let mut d = lock(&self.daemon);
         let result = match req {
-            Request::Status {} => d.status().map(|mut s| {
+            Request::Status {} => {
+                let mut s = d.status();
                 s.cluster = self.cluster.as_ref().map(|c| c.report());
-                Response::success(s)
-            }),
+                Ok(Response::success(s))
+            }
             Request::TierList {} => Ok(Response::success(d.tier_rows())),
-            Request::TierSet(args) => d.tier_set(args).map(done),
+            Request::TierSet(patch) => d.tier_set(*patch).map(done),
             Request::TierRm { name } => d.tier_rm(&name).map(done),
             Request::RuleList {} => Ok(Response::success(d.rule_rows())),
-            Request::RuleAdd { cidr, tier, action } => d.rule_add(&cidr, tier, action).map(done),
+            Request::RuleAdd(rule) => d.rule_add(&rule).map(done),
             Request::RuleRm { cidr } => d.rule_rm(&cidr).map(done),
             Request::Stats { tier } => d.stats(tier.as_deref()).map(Response::success),
             Request::Top { by, n } => {
@@ -109,17 +110,18 @@ impl Shared {
                     malformed,
                 }))
             }
-            Request::HttpTail {} => Err(
-                "http_tail streams: the control server handles it, not this function".to_owned(),
-            ),
+            Request::HttpTail {} => Err(CommandError::Streams),
             Request::Detach {} => {
                 return match d.detach() {
                     Ok(msg) => (done(msg), true),
-                    Err(e) => (Response::failure(e), false),
+                    Err(e) => (Response::failure(e.to_string()), false),
                 };
             }
         };
-        (result.unwrap_or_else(Response::failure), false)
+        (
+            result.unwrap_or_else(|e| Response::failure(e.to_string())),
+            false,
+        )
     }
 
     pub(super) fn top(&self, by: TopBy, n: usize, names: &BTreeMap<u32, String>) -> TopData {

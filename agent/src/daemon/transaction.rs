@@ -5,13 +5,14 @@ use std::{collections::BTreeMap, path::Path};
 
 use anyhow::{Context as _, Result};
 use ipnet::IpNet;
-use tollgate_common::{MAX_TIERS, RULE_ALLOW, RULE_DENY, RULE_TIER, RuleValue, TierConfig};
+use tollgate_common::{MAX_TIERS, RULE_TIER, RuleValue, TierConfig};
 use tracing::{error, info, warn};
 
-use super::Daemon;
+use super::{Daemon, error::CommandError};
 use crate::{
-    config::{self, Config, RuleTarget},
+    config::{self, Config},
     datapath::kernel::Maps,
+    spec,
     state::{self, Overlay},
 };
 
@@ -44,29 +45,19 @@ pub(super) fn desired(
     };
     let mut tiers = vec![None; MAX_TIERS as usize];
     for t in &cfg.tiers {
-        let mut k = t.to_kernel().map_err(anyhow::Error::msg)?;
+        let mut k = t.to_kernel()?;
         if t.new_sources.is_none() {
-            k.new_sources = config::default_new_sources(&cfg.maps);
+            k.new_sources = spec::default_new_sources(cfg.maps.sources_v4.min(cfg.maps.sources_v6));
         }
         tiers[index(&t.name)? as usize] = Some(k);
     }
     let default_tier = index(&cfg.default_tier)?;
     let mut rules = BTreeMap::new();
     for r in &cfg.rules {
-        let v = match &r.target {
-            RuleTarget::Tier(t) => RuleValue {
-                action: RULE_TIER,
-                tier: index(t)?,
-            },
-            RuleTarget::Allow => RuleValue {
-                action: RULE_ALLOW,
-                tier: default_tier,
-            },
-            RuleTarget::Deny => RuleValue {
-                action: RULE_DENY,
-                tier: default_tier,
-            },
-        };
+        let v = r
+            .target
+            .to_kernel(|t| index(t).ok(), default_tier)
+            .with_context(|| format!("rule {}: {} has no index", r.cidr, r.target))?;
         rules.insert(r.cidr, v);
     }
     // API-key pins hold on top of tier rules, never over allow or deny.
@@ -170,7 +161,7 @@ impl Daemon {
         &mut self,
         new_file: Option<Config>,
         overlay: Overlay,
-    ) -> Result<(), String> {
+    ) -> Result<(), CommandError> {
         let file = new_file.as_ref().unwrap_or(&self.file);
         let effective = overlay.apply(file)?;
         // apply() below rewrites the kernel's rules, dropping cluster denies.
@@ -185,9 +176,7 @@ impl Daemon {
             &self.pinned,
         ) {
             self.rollback();
-            return Err(format!(
-                "applying the change to the kernel failed: {e:#}; the previous configuration is still in effect"
-            ));
+            return Err(CommandError::Kernel(e));
         }
         if state != self.state
             && let Err(e) = state::save(self.state_path(), &state)
@@ -196,10 +185,10 @@ impl Daemon {
             self.state_write_failures += 1;
             error!(state_file = %self.state_path().display(), error = %e,
                 "could not save a change; it was rolled back and is not in effect");
-            return Err(format!(
-                "could not save the change to {}: {e}; it was rolled back and is not in effect",
-                self.state_path().display()
-            ));
+            return Err(CommandError::Save {
+                path: self.state_path().to_owned(),
+                error: e,
+            });
         }
         self.state = state;
         self.effective = effective;
@@ -221,7 +210,7 @@ impl Daemon {
         }
     }
 
-    pub(super) fn reload(&mut self) -> Result<String, String> {
+    pub(super) fn reload(&mut self) -> Result<String, CommandError> {
         let result = self.reload_inner();
         match result {
             Ok(_) => self.reloads += 1,
@@ -230,11 +219,14 @@ impl Daemon {
         result
     }
 
-    pub(super) fn reload_inner(&mut self) -> Result<String, String> {
+    pub(super) fn reload_inner(&mut self) -> Result<String, CommandError> {
         let mut new_file = self
             .opts
             .load_config()
-            .map_err(|e| format!("reload failed, the running configuration is unchanged: {e}"))?;
+            .map_err(|e| CommandError::Reload(Box::new(e.into())))?;
+        if let Some(note) = new_file.notice() {
+            warn!("{note}");
+        }
         // These only take effect on a restart; keep what is running.
         for (what, changed) in [
             ("interfaces", new_file.interfaces != self.file.interfaces),
@@ -260,7 +252,7 @@ impl Daemon {
         new_file.cluster = self.file.cluster.clone();
         let overlay = self.state.overlay.clone();
         self.commit(Some(new_file), overlay)
-            .map_err(|e| format!("reload failed, the running configuration is unchanged: {e}"))?;
+            .map_err(|e| CommandError::Reload(Box::new(e)))?;
         let msg = format!(
             "reloaded {}: {} tiers, {} rules{}",
             self.file.source,
@@ -281,6 +273,7 @@ impl Daemon {
 mod tests {
     use super::*;
     use crate::config::{ConfigSource, parse};
+    use tollgate_common::{RULE_ALLOW, RULE_DENY};
 
     fn config() -> Config {
         parse(
@@ -324,7 +317,7 @@ action = "deny"
         // A tier without `new_sources` gets the budget derived from the maps.
         let with_budget = |name: &str| {
             let mut t = cfg.tier(name).unwrap().to_kernel().unwrap();
-            t.new_sources = config::default_new_sources(&cfg.maps);
+            t.new_sources = spec::default_new_sources(cfg.maps.sources_v4.min(cfg.maps.sources_v6));
             Some(t)
         };
         assert_eq!(k.tiers[3], with_budget("free"));

@@ -7,16 +7,17 @@ use anyhow::Result;
 use ipnet::IpNet;
 use tollgate_common::{MAX_TIERS, Verdict, names};
 
-use super::Daemon;
+use super::{Daemon, error::CommandError};
 use crate::datapath::dataplane::{self, LinkState};
 use crate::{
-    config::{ConfigSource, LimitField, RuleTarget, TierSpec},
+    config::ConfigSource,
     metrics::{self, Snapshot, TierSnapshot},
     monitor::TierNames,
     proto::{
         Fill, InterfaceStatus, LimitRow, RuleRow, StatsData, StatusData, TierRow, TierStats,
         TopRow, Traffic,
     },
+    spec::{LimitField, RuleTarget, TierSpec},
 };
 
 impl Daemon {
@@ -104,19 +105,16 @@ impl Daemon {
             .collect()
     }
 
-    pub(super) fn stats(&self, only: Option<&str>) -> Result<StatsData, String> {
+    pub(super) fn stats(&self, only: Option<&str>) -> Result<StatsData, CommandError> {
         if let Some(t) = only
             && self.effective.tier(t).is_none()
         {
-            return Err(format!(
-                "no tier named \"{t}\" (tiers: {})",
-                self.effective.tier_names()
-            ));
+            return Err(CommandError::NoSuchTier {
+                name: t.to_owned(),
+                tiers: self.effective.tier_names(),
+            });
         }
-        let counters = self
-            .maps
-            .counters()
-            .map_err(|e| format!("reading counters: {e}"))?;
+        let counters = self.maps.counters().map_err(CommandError::Counters)?;
         let names = self.index_names();
         let mut tiers = Vec::new();
         for (index, per_verdict) in counters.iter().enumerate() {
@@ -202,7 +200,7 @@ impl Daemon {
                 usage: self.usage[i].clone(),
             });
         }
-        let status = self.status().ok();
+        let status = Some(self.status());
         let (rules_v4, rules_v6) = self.maps.rules().map_or((0, 0), |r| {
             r.iter().fold((0, 0), |(a, b), (n, _)| match n {
                 IpNet::V4(_) => (a + 1, b),
@@ -244,7 +242,7 @@ impl Daemon {
         }
     }
 
-    pub(super) fn status(&self) -> Result<StatusData, String> {
+    pub(super) fn status(&self) -> StatusData {
         let pin_dir = &self.file.pin_dir;
         let max = |name: &str| {
             aya::maps::MapInfo::from_pin(pin_dir.join(name))
@@ -285,7 +283,7 @@ impl Daemon {
                 }
             })
             .collect();
-        Ok(StatusData {
+        StatusData {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
             uptime_secs: self.started.elapsed().as_secs(),
@@ -323,7 +321,7 @@ impl Daemon {
             },
             // Filled in by Shared::handle, which owns the cluster state.
             cluster: None,
-        })
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! source is classified by a userspace longest-prefix match over the rules the
 //! kernel holds. A scan reads every tracked source, in batches ([`SourceWalk`]).
 
-use std::{collections::HashMap, io};
+use std::io;
 
 use ipnet::IpNet;
 use tollgate_common::{LimitKind, MAX_TIERS, RULE_TIER, RuleValue, SourceState, TierConfig};
@@ -14,48 +14,12 @@ use super::{
     kernel::{self, KernelError, Maps},
     walk::SourceWalk,
 };
+use crate::spec::{Lpm, SourceKey};
 
 pub struct Scan {
     pub active: Vec<u64>,
     pub limited: Vec<u64>,
     pub tracked: (u64, u64),
-}
-
-/// Longest-prefix match over one family's rules: one hash lookup per prefix
-/// length in use, longest first.
-struct Lpm {
-    by_len: Vec<(u8, HashMap<u128, RuleValue>)>,
-}
-
-impl Lpm {
-    fn new(rules: impl Iterator<Item = (u8, u128, RuleValue)>, width: u8) -> Lpm {
-        let mut map: HashMap<u8, HashMap<u128, RuleValue>> = HashMap::new();
-        for (len, addr, v) in rules {
-            map.entry(len)
-                .or_default()
-                .insert(mask(addr, len, width), v);
-        }
-        let mut by_len: Vec<_> = map.into_iter().collect();
-        by_len.sort_by_key(|e| std::cmp::Reverse(e.0));
-        Lpm { by_len }
-    }
-
-    /// `addr` is valid in its top `known` bits only (IPv6 keys are 64-bit prefixes).
-    fn lookup(&self, addr: u128, width: u8, known: u8) -> Option<RuleValue> {
-        self.by_len
-            .iter()
-            .filter(|(len, _)| *len <= known)
-            .find_map(|(len, m)| m.get(&mask(addr, *len, width)).copied())
-    }
-}
-
-fn mask(addr: u128, len: u8, width: u8) -> u128 {
-    if len == 0 {
-        0
-    } else {
-        let keep = u128::MAX << (width - len);
-        addr & keep & (u128::MAX >> (128 - width as u32))
-    }
 }
 
 /// What a scan needs from the kernel besides the source maps, read under the
@@ -99,23 +63,13 @@ pub fn scan(input: &ScanInput, walk: &SourceWalk) -> io::Result<Scan> {
         limited: vec![0; MAX_TIERS as usize],
         tracked: (0, 0),
     };
-    let v4 = Lpm::new(
-        input.rules.iter().filter_map(|(n, v)| match n {
-            IpNet::V4(n) => Some((n.prefix_len(), u32::from(n.network()) as u128, *v)),
-            _ => None,
-        }),
-        32,
-    );
-    let v6 = Lpm::new(
-        input.rules.iter().filter_map(|(n, v)| match n {
-            IpNet::V6(n) => Some((n.prefix_len(), u128::from(n.network()), *v)),
-            _ => None,
-        }),
-        128,
-    );
+    let mut lpm = Lpm::default();
+    for (net, v) in &input.rules {
+        lpm.insert(*net, *v);
+    }
     let now = kernel::clock_ns();
-    let tier_of = |rule: Option<RuleValue>| -> Option<u32> {
-        match rule {
+    let tier_of = |key: SourceKey| -> Option<u32> {
+        match lpm.lookup_key(key).copied() {
             Some(r) if r.action == RULE_TIER => Some(r.tier),
             Some(_) => None, // allow/deny: no buckets in use
             None => Some(input.default_tier),
@@ -144,11 +98,10 @@ pub fn scan(input: &ScanInput, walk: &SourceWalk) -> io::Result<Scan> {
         }
     };
     out.tracked.0 = walk.v4(|key, state| {
-        let addr = u32::from_be_bytes(key.to_ne_bytes()) as u128;
-        judge(tier_of(v4.lookup(addr, 32, 32)), state);
+        judge(tier_of(SourceKey::V4(key)), state);
     })?;
     out.tracked.1 = walk.v6(|key, state| {
-        judge(tier_of(v6.lookup((key as u128) << 64, 128, 64)), state);
+        judge(tier_of(SourceKey::V6(key)), state);
     })?;
     Ok(out)
 }
@@ -157,31 +110,19 @@ pub fn scan(input: &ScanInput, walk: &SourceWalk) -> io::Result<Scan> {
 mod tests {
     use super::*;
 
+    /// The scan classifies sources with the shared matcher (see `spec::Lpm`).
     #[test]
     fn longest_prefix_wins() {
         let r = |tier| RuleValue {
             action: RULE_TIER,
             tier,
         };
-        let lpm = Lpm::new(
-            [
-                (
-                    8u8,
-                    u32::from(std::net::Ipv4Addr::new(10, 0, 0, 0)) as u128,
-                    r(1),
-                ),
-                (
-                    24,
-                    u32::from(std::net::Ipv4Addr::new(10, 1, 2, 0)) as u128,
-                    r(2),
-                ),
-            ]
-            .into_iter(),
-            32,
-        );
-        let a = |x: [u8; 4]| u32::from(std::net::Ipv4Addr::from(x)) as u128;
-        assert_eq!(lpm.lookup(a([10, 1, 2, 3]), 32, 32).unwrap().tier, 2);
-        assert_eq!(lpm.lookup(a([10, 9, 2, 3]), 32, 32).unwrap().tier, 1);
-        assert!(lpm.lookup(a([11, 0, 0, 1]), 32, 32).is_none());
+        let mut lpm = Lpm::default();
+        lpm.insert("10.0.0.0/8".parse().unwrap(), r(1));
+        lpm.insert("10.1.2.0/24".parse().unwrap(), r(2));
+        let a = |x: [u8; 4]| SourceKey::v4(std::net::Ipv4Addr::from(x));
+        assert_eq!(lpm.lookup_key(a([10, 1, 2, 3])).unwrap().tier, 2);
+        assert_eq!(lpm.lookup_key(a([10, 9, 2, 3])).unwrap().tier, 1);
+        assert!(lpm.lookup_key(a([11, 0, 0, 1])).is_none());
     }
 }

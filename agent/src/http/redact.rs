@@ -149,7 +149,9 @@ mod planted {
             "[a-z]{3,6}[0-9]{2,4}[a-z]{3,6}".prop_map(|s| (s, "mixed alphanumeric")),
             "eyJ[A-Za-z0-9_-]{8,20}\\.[A-Za-z0-9_-]{8,20}\\.[A-Za-z0-9_-]{8,20}"
                 .prop_map(|s| (s, "jwt")),
-            "[A-Za-z0-9+/]{10,20}[0-9][A-Z][A-Za-z0-9+/]{8,20}".prop_map(|s| (s, "base64 token")),
+            // Standard base64's '/' is a path separator: in a path such a
+            // token arrives percent-encoded (place 7), so plain it is base64url.
+            "[A-Za-z0-9+_-]{10,20}[0-9][A-Z][A-Za-z0-9+_-]{8,20}".prop_map(|s| (s, "base64 token")),
             "[a-z]{3,8}\\.[a-z]{3,8}@[a-z]{3,8}\\.(com|org|test)".prop_map(|s| (s, "e-mail")),
         ]
     }

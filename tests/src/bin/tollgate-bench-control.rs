@@ -24,7 +24,8 @@ use anyhow::{Context as _, Result, bail, ensure};
 use tollgate::{
     client,
     datapath::{kernel::Maps, walk::SourceWalk},
-    proto::{Request, StatusData, TierSetArgs},
+    proto::{Request, StatusData},
+    spec::TierPatch,
 };
 use tollgate_common::SourceState;
 use tollgate_tests::daemon::{Env, free_port, scrape_metrics};
@@ -124,11 +125,11 @@ fn main() -> Result<()> {
     };
     let mut control_ms = Vec::new();
     for i in 0..ROUNDS {
-        let req = Request::TierSet(TierSetArgs {
+        let req = Request::TierSet(Box::new(TierPatch {
             name: "default".into(),
             packets: Some(if i % 2 == 0 { "900/s" } else { "1000/s" }.into()),
-            ..TierSetArgs::default()
-        });
+            ..TierPatch::default()
+        }));
         let t = Instant::now();
         client::request(&env.socket, &req)?;
         control_ms.push(ms(t.elapsed()));

@@ -135,7 +135,7 @@ fn ingest() -> Result<()> {
         ttl_seconds: 60,
         keys: vec![(hash_key("bench", b"gold-key"), "gold".into())],
     };
-    let mut monitor = Monitor::new(&HttpConfig::default(), &keys).map_err(anyhow::Error::msg)?;
+    let mut monitor = Monitor::new(&HttpConfig::default(), &keys)?;
     let tiers = TierNames {
         names: vec![Some(("default".into(), 64)), Some(("gold".into(), 64))],
     };

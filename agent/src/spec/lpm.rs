@@ -1,6 +1,10 @@
-//! Longest-prefix match over the configured rules, in userspace: which tier a
-//! tracked source belongs to (the kernel's LPM tries hold the same rules, but
-//! reading them per source would cost a syscall each).
+//! The one userspace longest-prefix match over rules: which rule a tracked
+//! source falls under (the kernel's LPM tries hold the same rules, but reading
+//! them per source would cost a syscall each).
+//!
+//! A tracked IPv6 source is a key of at most 64 known bits (its tier's
+//! prefix), so only rules of /64 or shorter decide it: a longer rule covers
+//! part of the key's addresses at most, and is skipped ([`Lpm::lookup_key`]).
 
 use std::{
     collections::HashMap,
@@ -8,6 +12,8 @@ use std::{
 };
 
 use ipnet::IpNet;
+
+use super::source::SourceKey;
 
 /// A map from CIDRs to `T` answering longest-prefix queries: one hash map per
 /// prefix length in use, probed from the longest.
@@ -71,10 +77,27 @@ impl<T> Lpm<T> {
     }
 
     pub fn lookup_v6(&self, addr: Ipv6Addr) -> Option<&T> {
+        self.lookup_v6_within(addr, 128)
+    }
+
+    /// Longest prefix of at most `known` bits containing `addr`.
+    fn lookup_v6_within(&self, addr: Ipv6Addr, known: u8) -> Option<&T> {
         let a = u128::from(addr);
         self.v6
             .iter()
+            .filter(|(len, _)| *len <= known)
             .find_map(|(len, m)| m.get(&(a & mask6(*len))))
+    }
+
+    /// The value of the longest prefix that contains every address of a
+    /// tracked source: IPv4 keys are addresses; IPv6 keys know their first
+    /// 64 bits only, so rules longer than /64 do not decide them.
+    pub fn lookup_key(&self, key: SourceKey) -> Option<&T> {
+        match (key, key.addr()) {
+            (SourceKey::V4(_), IpAddr::V4(a)) => self.lookup_v4(a),
+            (_, IpAddr::V6(a)) => self.lookup_v6_within(a, 64),
+            (_, IpAddr::V4(a)) => self.lookup_v4(a),
+        }
     }
 }
 
@@ -123,6 +146,29 @@ mod tests {
         assert_eq!(at(&l, "2001:db9::"), None);
         l.insert(net("10.0.0.0/8"), "a2");
         assert_eq!(at(&l, "10.2.0.1"), Some("a2"));
+    }
+
+    /// The case the daemon's usage scan and the cluster sync used to answer
+    /// differently: an IPv6 rule longer than /64 whose extra bits are zero.
+    /// A key knows 64 bits, so the /80 rule does not decide it: the /32 does.
+    #[test]
+    fn ipv6_rules_longer_than_the_key_do_not_decide_it() {
+        let mut l = Lpm::default();
+        l.insert(net("2001:db8::/32"), "wide");
+        l.insert(net("2001:db8::/80"), "narrow");
+        let key = SourceKey::V6(0x2001_0db8_0000_0000);
+        assert_eq!(l.lookup_key(key).copied(), Some("wide"));
+        // A full address still gets the /80.
+        assert_eq!(
+            l.lookup("2001:db8::1".parse().unwrap()).copied(),
+            Some("narrow")
+        );
+        // A /64 rule decides the key.
+        l.insert(net("2001:db8::/64"), "exact");
+        assert_eq!(l.lookup_key(key).copied(), Some("exact"));
+        let v4 = SourceKey::v4("10.1.2.3".parse().unwrap());
+        l.insert(net("10.1.2.3/32"), "host");
+        assert_eq!(l.lookup_key(v4).copied(), Some("host"));
     }
 
     /// Agrees with a brute-force scan on random rules and addresses.

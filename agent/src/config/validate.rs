@@ -1,0 +1,215 @@
+//! The one validation every configuration goes through: the file (at start
+//! and on reload), the file with the changes made with the CLI (the state
+//! file), and each `tier set` / `rule add` before it is applied. Rules about
+//! one tier on its own are `TierSpec::to_kernel`'s and run from here; the
+//! rules relating tiers, rules, API keys and `[cluster]` are written here.
+
+use std::collections::HashMap;
+
+use tollgate_common::MAX_TIERS;
+
+use super::{
+    Config,
+    error::{Invalid, Problem, Section},
+};
+use crate::spec::{
+    GlobalField, RuleInput, RuleSpec, TargetError, TierFieldError, TierPatch, TierSpec, parse_cidr,
+    quoted,
+};
+
+/// A tier field's problem, placed at the `index`th tier.
+pub(super) fn tier_invalid(index: usize, name: &str, e: TierFieldError) -> Invalid {
+    let name = e.tier.map(|_| name.to_owned());
+    Invalid::new(
+        Section::Tier { index, name },
+        Some(e.key),
+        e.value,
+        *e.problem,
+    )
+}
+
+/// The rule an input describes, as the `index`th rule.
+pub(super) fn rule_from_input(index: usize, input: &RuleInput) -> Result<RuleSpec, Invalid> {
+    let cidr = parse_cidr(&input.cidr).map_err(|e| {
+        Invalid::new(
+            Section::Rule { index, cidr: None },
+            Some("cidr"),
+            Some(quoted(&input.cidr)),
+            e,
+        )
+    })?;
+    let target = input.target().map_err(|e| {
+        let section = Section::Rule {
+            index,
+            cidr: Some(cidr),
+        };
+        match (&e, &input.action) {
+            (TargetError::UnknownAction, Some(a)) => {
+                Invalid::new(section, Some("action"), Some(quoted(a)), e)
+            }
+            _ => Invalid::new(section, None, None, e),
+        }
+    })?;
+    Ok(RuleSpec { cidr, target })
+}
+
+/// Every rule that relates the parts of `c` to each other, and every tier's own.
+pub fn validate(c: &Config) -> Result<(), Invalid> {
+    let no_such_tier = || Problem::NoSuchTier {
+        tiers: c.tier_names(),
+    };
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (index, t) in c.tiers.iter().enumerate() {
+        let name_at = || Section::Tier { index, name: None };
+        if let Some(&f) = first.get(t.name.as_str()) {
+            return Err(Invalid::new(
+                name_at(),
+                Some("name"),
+                Some(quoted(&t.name)),
+                Problem::DuplicateTier {
+                    first: f,
+                    first_line: None,
+                },
+            ));
+        }
+        first.insert(&t.name, index);
+        if index >= MAX_TIERS as usize {
+            return Err(Invalid::new(
+                name_at(),
+                Some("name"),
+                Some(quoted(&t.name)),
+                Problem::TooManyTiers {
+                    count: c.tiers.len(),
+                },
+            ));
+        }
+        t.to_kernel().map_err(|e| tier_invalid(index, &t.name, e))?;
+        if c.cluster.is_none() {
+            for field in GlobalField::ALL {
+                if let Some(g) = t.global(field) {
+                    return Err(Invalid::new(
+                        Section::Tier {
+                            index,
+                            name: Some(t.name.clone()),
+                        },
+                        Some(field.name()),
+                        Some(quoted(&g.rate)),
+                        Problem::GlobalNeedsCluster,
+                    ));
+                }
+            }
+        }
+    }
+    if c.default_tier.is_empty() {
+        return Err(Invalid::new(
+            Section::Top,
+            None,
+            None,
+            Problem::DefaultTierMissing {
+                tiers: c.tier_names(),
+            },
+        ));
+    }
+    if c.tier(&c.default_tier).is_none() {
+        return Err(Invalid::new(
+            Section::Top,
+            Some("default_tier"),
+            Some(quoted(&c.default_tier)),
+            no_such_tier(),
+        ));
+    }
+    for (index, (_, tier)) in c.api_keys.keys.iter().enumerate() {
+        if c.tier(tier).is_none() {
+            return Err(Invalid::new(
+                Section::ApiKey { index },
+                Some("tier"),
+                Some(quoted(tier)),
+                no_such_tier(),
+            ));
+        }
+    }
+    let mut cidrs = HashMap::new();
+    for (index, r) in c.rules.iter().enumerate() {
+        if let Some(&f) = cidrs.get(&r.cidr) {
+            return Err(Invalid::new(
+                Section::Rule { index, cidr: None },
+                Some("cidr"),
+                Some(quoted(&r.cidr.to_string())),
+                Problem::DuplicateRule {
+                    cidr: r.cidr,
+                    first: f,
+                    first_line: None,
+                },
+            ));
+        }
+        cidrs.insert(r.cidr, index);
+        if let crate::spec::RuleTarget::Tier(t) = &r.target
+            && c.tier(t).is_none()
+        {
+            return Err(Invalid::new(
+                Section::Rule {
+                    index,
+                    cidr: Some(r.cidr),
+                },
+                Some("tier"),
+                Some(quoted(t)),
+                no_such_tier(),
+            ));
+        }
+    }
+    for (i, port) in c.http.ports.iter().enumerate() {
+        if c.http.ports[..i].contains(port) {
+            return Err(Invalid::new(
+                Section::Http,
+                Some("ports"),
+                Some(port.to_string()),
+                Problem::ListedTwice,
+            )
+            .item(i));
+        }
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Checks the configuration (see [`validate`]).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        validate(self)
+    }
+
+    /// This configuration with `patch` applied to its tier (created when it
+    /// is new), validated as a whole; and the tier as it is now.
+    pub fn with_tier(&self, patch: &TierPatch) -> Result<(Config, TierSpec), Invalid> {
+        let name = patch.tier_name();
+        let existing = self.tiers.iter().position(|t| t.name == name);
+        let index = existing.unwrap_or(self.tiers.len());
+        let spec = patch
+            .apply(existing.map(|i| &self.tiers[i]))
+            .map_err(|e| tier_invalid(index, name, e))?;
+        let mut c = self.clone();
+        match existing {
+            Some(i) => c.tiers[i] = spec.clone(),
+            None => c.tiers.push(spec.clone()),
+        }
+        validate(&c)?;
+        Ok((c, spec))
+    }
+
+    /// This configuration with the rule `input` added (or replacing the rule
+    /// of the same CIDR), validated as a whole; and the rule.
+    pub fn with_rule(&self, input: &RuleInput) -> Result<(Config, RuleSpec), Invalid> {
+        let probe = rule_from_input(self.rules.len(), input)?;
+        let existing = self.rules.iter().position(|r| r.cidr == probe.cidr);
+        let rule = match existing {
+            Some(i) => rule_from_input(i, input)?,
+            None => probe,
+        };
+        let mut c = self.clone();
+        match existing {
+            Some(i) => c.rules[i] = rule.clone(),
+            None => c.rules.push(rule.clone()),
+        }
+        validate(&c)?;
+        Ok((c, rule))
+    }
+}

@@ -1,0 +1,59 @@
+//! Why a control command was refused, in the words the CLI shows.
+
+use std::{io, path::PathBuf};
+
+use ipnet::IpNet;
+
+use crate::{
+    config::{ConfigError, Invalid},
+    datapath::kernel::KernelError,
+    spec::{CidrError, quoted},
+    state::StateError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CommandError {
+    /// A change the configuration's rules refuse (`config::validate`).
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The file with the changes made with the CLI, or a reloaded file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("rule: cidr = {}: {error}", quoted(cidr))]
+    Cidr { cidr: String, error: CidrError },
+    #[error("no tier named \"{name}\" (tiers: {tiers})")]
+    NoSuchTier { name: String, tiers: String },
+    #[error(
+        "tier \"{0}\" is the default tier and cannot be removed: set another default_tier in the config file and reload first"
+    )]
+    DefaultTier(String),
+    #[error(
+        "tier \"{name}\" is used by {} rule{} ({}): remove {} first with `tollgate rule rm CIDR`",
+        rules.len(),
+        if rules.len() == 1 { "" } else { "s" },
+        rules.join(", "),
+        if rules.len() == 1 { "it" } else { "them" }
+    )]
+    TierInUse { name: String, rules: Vec<String> },
+    #[error("no rule for {0} (see `tollgate rule list`)")]
+    NoSuchRule(IpNet),
+    #[error(
+        "applying the change to the kernel failed: {0:#}; the previous configuration is still in effect"
+    )]
+    Kernel(anyhow::Error),
+    #[error(
+        "could not save the change to {}: {error}; it was rolled back and is not in effect",
+        path.display()
+    )]
+    Save { path: PathBuf, error: io::Error },
+    #[error("reload failed, the running configuration is unchanged: {0}")]
+    Reload(Box<CommandError>),
+    #[error("detach failed: {0:#}")]
+    Detach(anyhow::Error),
+    #[error("reading counters: {0}")]
+    Counters(KernelError),
+    #[error("http_tail streams: the control server handles it, not this function")]
+    Streams,
+}

@@ -1,0 +1,22 @@
+//! The operator's intent as plain data: tiers and the one way to change one
+//! ([`TierPatch`]), rules and their kernel form, the kernel's source keys and
+//! the one userspace longest-prefix match. No I/O, no aya; every rule that
+//! concerns one tier or one rule on its own is written here, once. Rules that
+//! relate parts of a configuration to each other are `config::validate`'s.
+
+mod lpm;
+mod patch;
+mod rule;
+mod source;
+mod tier;
+
+pub use lpm::Lpm;
+pub use patch::{SizeValue, TierPatch};
+pub use rule::{CidrError, RuleInput, RuleSpec, RuleTarget, TargetError, parse_cidr};
+pub use source::SourceKey;
+pub use tier::{
+    GlobalField, GlobalLimit, IPV6_PREFIX_RANGE, LimitError, LimitField, LimitSpec,
+    MAX_BURST_WINDOW, MAX_BYTES_PER_SECOND, MAX_COUNT_PER_SECOND, MIN_DEFAULT_BYTES_BURST,
+    NEW_SOURCES_TURNOVER, NameError, ResolvedLimit, TierFieldError, TierMode, TierProblem,
+    TierSpec, check_ipv6_prefix, check_tier_name, default_new_sources, quoted,
+};
