@@ -514,7 +514,8 @@ mod same_words;
 
 #[test]
 fn new_sources_default_follows_the_map_size_and_a_burst_needs_its_rate() {
-    let d = crate::spec::default_new_sources((1u32 << 20).min(60_000));
+    // The smaller of a 1,048,576-entry IPv4 map and a 60,000-entry IPv6 map.
+    let d = crate::spec::default_new_sources(60_000);
     assert!((d.rate_per_second() - 1000.0).abs() < 1e-6);
     assert_eq!(d.burst(), 1000);
     let c = parse_str(
