@@ -1,4 +1,8 @@
 //! tollgate's userspace: loading and driving the XDP program, the daemon and the CLI.
+//!
+//! Modules are public only where the binary, the tests or the benchmarks use
+//! them; see ARCHITECTURE.md for the layers.
+#![warn(unreachable_pub)]
 
 pub mod apikeys;
 pub mod cli;
@@ -7,11 +11,11 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod datapath;
-pub mod http;
-pub mod metrics;
+mod http;
+mod metrics;
 pub mod monitor;
 pub mod proto;
 pub mod spec;
 pub mod state;
-pub mod talkers;
-pub mod units;
+mod talkers;
+mod units;

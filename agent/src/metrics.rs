@@ -17,7 +17,7 @@ use crate::{datapath::guard::RepairTotals, http::HttpKey, talkers::TalkerRow};
 
 /// Per-tier numbers.
 #[derive(Clone, Debug, Default)]
-pub struct TierSnapshot {
+pub(crate) struct TierSnapshot {
     pub name: String,
     pub counters: Vec<Counter>,
     /// Packets/s admitted (passed, allowed, shadow) over the last second.
@@ -28,10 +28,10 @@ pub struct TierSnapshot {
     pub usage: Usage,
 }
 
-pub use crate::proto::Usage;
+pub(crate) use crate::proto::Usage;
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct InterfaceInfo {
+pub(crate) struct InterfaceInfo {
     pub name: String,
     pub mode: String,
     pub program_id: u32,
@@ -40,7 +40,7 @@ pub struct InterfaceInfo {
 
 /// Everything one scrape shows.
 #[derive(Clone, Debug, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub version: &'static str,
     pub tiers: Vec<TierSnapshot>,
     pub tracked_v4: u64,
@@ -90,7 +90,7 @@ fn verdict_reason(v: Verdict) -> (&'static str, &'static str) {
 }
 
 /// Renders the snapshot in the Prometheus text exposition format.
-pub fn render(s: &Snapshot) -> Result<String, prometheus::Error> {
+pub(crate) fn render(s: &Snapshot) -> Result<String, prometheus::Error> {
     let r = Registry::new();
     let counter =
         |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
@@ -369,7 +369,7 @@ fn ratio(a: u64, b: u64) -> f64 {
 
 /// Serves `GET /metrics` on `addr` until the listener fails, rendering a fresh
 /// snapshot from `snapshot` on every scrape.
-pub async fn serve<F>(listener: tokio::net::TcpListener, snapshot: F) -> std::io::Result<()>
+pub(crate) async fn serve<F>(listener: tokio::net::TcpListener, snapshot: F) -> std::io::Result<()>
 where
     F: Fn() -> Snapshot + Clone + Send + Sync + 'static,
 {

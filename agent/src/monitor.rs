@@ -191,10 +191,6 @@ impl Monitor {
     pub fn expire_pins(&mut self, now: Instant) -> Vec<IpNet> {
         self.pins.expire(now)
     }
-
-    pub fn pin_count(&self) -> usize {
-        self.pins.len()
-    }
 }
 
 #[cfg(test)]

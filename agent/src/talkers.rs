@@ -9,12 +9,12 @@ use std::{collections::HashMap, net::IpAddr};
 
 use tollgate_common::Verdict;
 
-pub use crate::proto::TopBy;
+pub(crate) use crate::proto::TopBy;
 
 /// One row of `tollgate top`: estimated counts (already scaled by the sampling
 /// rate) and the estimate's upper error bound.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct TalkerRow {
+pub(crate) struct TalkerRow {
     pub source: IpAddr,
     pub tier: u32,
     pub packets: u64,
@@ -46,13 +46,13 @@ impl Entry {
 }
 
 /// Space-saving summaries of sources, one per ranking, sharing one table.
-pub struct Talkers {
+pub(crate) struct Talkers {
     capacity: usize,
     entries: HashMap<IpAddr, Entry>,
 }
 
 impl Talkers {
-    pub fn new(capacity: usize) -> Talkers {
+    pub(crate) fn new(capacity: usize) -> Talkers {
         Talkers {
             capacity: capacity.max(1),
             entries: HashMap::with_capacity(capacity.max(1) + 1),
@@ -60,7 +60,7 @@ impl Talkers {
     }
 
     /// Records one sample standing for `scale` packets of `bytes` bytes each.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         source: IpAddr,
         tier: u32,
@@ -99,7 +99,7 @@ impl Talkers {
     }
 
     /// Records a sampled HTTP request (its packet is counted by verdict samples).
-    pub fn observe_request(&mut self, source: IpAddr, tier: u32, scale: u64) {
+    pub(crate) fn observe_request(&mut self, source: IpAddr, tier: u32, scale: u64) {
         if let Some(e) = self.entries.get_mut(&source) {
             e.tier = tier;
             e.requests += scale;
@@ -116,7 +116,7 @@ impl Talkers {
     }
 
     /// The `n` heaviest sources by `by`, heaviest first.
-    pub fn top(&self, by: TopBy, n: usize) -> Vec<TalkerRow> {
+    pub(crate) fn top(&self, by: TopBy, n: usize) -> Vec<TalkerRow> {
         let mut rows: Vec<_> = self
             .entries
             .iter()
@@ -145,7 +145,7 @@ impl Talkers {
 
     /// Halves every count, so the summary follows what is heavy *now*
     /// (call periodically; exponential decay with a half-life of one period).
-    pub fn decay(&mut self) {
+    pub(crate) fn decay(&mut self) {
         self.entries.retain(|_, e| {
             e.packets /= 2;
             e.bytes /= 2;
@@ -158,12 +158,8 @@ impl Talkers {
         });
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 

@@ -103,7 +103,7 @@ pub enum UnitError {
 
 /// Parses a count rate: `"100/s"`, `"6000/min"`, `"10/h"`. Underscores may
 /// group digits (`"100_000/s"`).
-pub fn parse_count_rate(s: &str) -> Result<Rate, UnitError> {
+pub(crate) fn parse_count_rate(s: &str) -> Result<Rate, UnitError> {
     let (amount, period) = split_rate(s)?;
     let amount = parse_whole(amount)?;
     if amount == 0 {
@@ -114,7 +114,7 @@ pub fn parse_count_rate(s: &str) -> Result<Rate, UnitError> {
 
 /// Parses a byte rate: `"10MB/s"`, `"1.5 GiB/min"`, `"500KB/s"`, `"64000/s"`
 /// (plain bytes).
-pub fn parse_byte_rate(s: &str) -> Result<Rate, UnitError> {
+pub(crate) fn parse_byte_rate(s: &str) -> Result<Rate, UnitError> {
     let (amount, period) = split_rate(s)?;
     let amount = parse_size(amount)?;
     Ok(Rate { amount, period })
@@ -144,7 +144,7 @@ fn parse_whole(s: &str) -> Result<u64, UnitError> {
 
 /// Parses a size in bytes: `"1500"`, `"64KiB"`, `"10MB"`, `"1.5 GiB"`.
 /// KB/MB/GB are powers of 1000, KiB/MiB/GiB powers of 1024. Zero is rejected.
-pub fn parse_size(s: &str) -> Result<u64, UnitError> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, UnitError> {
     let s = s.trim();
     if s.is_empty() {
         return Err(UnitError::Empty);
@@ -205,13 +205,13 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
 }
 
 /// The canonical spelling of a count rate: `"100/s"`.
-pub fn format_count_rate(rate: &Rate) -> String {
+pub(crate) fn format_count_rate(rate: &Rate) -> String {
     format!("{}/{}", rate.amount, rate.period.suffix())
 }
 
 /// The canonical spelling of a byte rate, in the largest unit that divides it
 /// exactly: `"10MB/s"`, `"64KiB/s"`, `"1500B/s"`.
-pub fn format_byte_rate(rate: &Rate) -> String {
+pub(crate) fn format_byte_rate(rate: &Rate) -> String {
     format!(
         "{}/{}",
         format_size_exact(rate.amount),
@@ -220,7 +220,7 @@ pub fn format_byte_rate(rate: &Rate) -> String {
 }
 
 /// A byte count in the largest unit that divides it exactly: `"10MB"`, `"64KiB"`.
-pub fn format_size_exact(bytes: u64) -> String {
+pub(crate) fn format_size_exact(bytes: u64) -> String {
     const UNITS: [(u64, &str); 6] = [
         (1 << 30, "GiB"),
         (1_000_000_000, "GB"),
@@ -238,22 +238,22 @@ pub fn format_size_exact(bytes: u64) -> String {
 }
 
 /// A count for humans: `"950"`, `"1.2k"`, `"12.3k"`, `"4.5M"`, `"7.1G"`.
-pub fn human_count(n: f64) -> String {
+pub(crate) fn human_count(n: f64) -> String {
     scaled(n, 1000.0, &["", "k", "M", "G", "T", "P"], "")
 }
 
 /// A byte count for humans (powers of 1000): `"950 B"`, `"1.2 kB"`, `"10 MB"`.
-pub fn human_bytes(n: f64) -> String {
+pub(crate) fn human_bytes(n: f64) -> String {
     scaled(n, 1000.0, &["B", "kB", "MB", "GB", "TB", "PB"], " ")
 }
 
 /// `"1.2k/s"`.
-pub fn human_rate(per_second: f64) -> String {
+pub(crate) fn human_rate(per_second: f64) -> String {
     format!("{}/s", human_count(per_second))
 }
 
 /// `"10 MB/s"`.
-pub fn human_byte_rate(per_second: f64) -> String {
+pub(crate) fn human_byte_rate(per_second: f64) -> String {
     format!("{}/s", human_bytes(per_second))
 }
 
@@ -277,7 +277,7 @@ fn scaled(n: f64, base: f64, units: &[&str], sep: &str) -> String {
 }
 
 /// A duration for humans: `"45s"`, `"3m 12s"`, `"2h 5m"`, `"3d 4h"`.
-pub fn human_duration(secs: u64) -> String {
+pub(crate) fn human_duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     if d > 0 {
         format!("{d}d {h}h")
@@ -302,7 +302,7 @@ pub enum DurationError {
 }
 
 /// Parses a short duration: `"250ms"`, `"1s"`, `"1.5s"`.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, DurationError> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, DurationError> {
     let t = s.trim();
     let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
         (n, 1e-3)

@@ -44,7 +44,7 @@ use crate::{
 };
 
 pub use options::RunOptions;
-pub use shared::Shared;
+pub(crate) use shared::Shared;
 use shared::lock;
 use tasks::{drain_program_logs, drain_samples, serve};
 use telemetry::{RingLosses, Samples};

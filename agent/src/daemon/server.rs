@@ -34,7 +34,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// stale socket, refuses if a daemon answers there. The socket is 0600 in a
 /// 0700 directory; when `allow_uids` lets other users in, 0666 in a 0711
 /// directory (peer credentials are checked on every connection either way).
-pub fn bind(path: &Path, others_allowed: bool) -> Result<UnixListener> {
+pub(super) fn bind(path: &Path, others_allowed: bool) -> Result<UnixListener> {
     if let Some(dir) = path.parent()
         && !dir.exists()
     {
@@ -74,7 +74,7 @@ pub fn bind(path: &Path, others_allowed: bool) -> Result<UnixListener> {
 
 /// Accepts connections until the daemon stops; each is served on `tasks`,
 /// which the stop waits for.
-pub async fn serve(
+pub(super) async fn serve(
     listener: UnixListener,
     shared: Arc<Shared>,
     allow_uids: Vec<u32>,

@@ -35,7 +35,7 @@ use crate::{
 const SCAN_DUTY: u32 = 10;
 
 /// What the tasks of the daemon share.
-pub struct Shared {
+pub(crate) struct Shared {
     pub(super) daemon: Mutex<Daemon>,
     pub(super) talkers: Mutex<Talkers>,
     pub(super) monitor: Mutex<Monitor>,
@@ -63,13 +63,13 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     /// Whether the cluster sync reaches Redis: `None` without `[cluster]`,
     /// `Some(false)` while global limits are paused (local limits enforce).
-    pub fn cluster_up(&self) -> Option<bool> {
+    pub(crate) fn cluster_up(&self) -> Option<bool> {
         self.cluster.as_ref().map(|c| c.is_up())
     }
 
     /// Handles one control request. Returns the response and whether the
     /// daemon should exit after sending it.
-    pub fn handle(&self, req: Request) -> (Response, bool) {
+    pub(crate) fn handle(&self, req: Request) -> (Response, bool) {
         let mut d = lock(&self.daemon);
         let result = match req {
             Request::Status {} => {
@@ -161,7 +161,7 @@ impl Shared {
     }
 
     /// Subscribes to sampled requests for `http tail`.
-    pub fn tail(&self) -> tokio::sync::broadcast::Receiver<crate::monitor::TailEvent> {
+    pub(crate) fn tail(&self) -> tokio::sync::broadcast::Receiver<crate::monitor::TailEvent> {
         lock(&self.monitor).subscribe()
     }
 
@@ -244,7 +244,7 @@ impl Shared {
     }
 
     /// What `/metrics` shows now.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         let mut s = {
             let d = lock(&self.daemon);
             d.snapshot()

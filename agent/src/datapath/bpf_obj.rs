@@ -18,7 +18,7 @@ const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_DETACH: libc::c_long = 34;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// `enum bpf_link_type`'s BPF_LINK_TYPE_XDP.
-pub const LINK_TYPE_XDP: u32 = 6;
+pub(super) const LINK_TYPE_XDP: u32 = 6;
 
 /// `union bpf_attr` as BPF_OBJ_PIN and BPF_OBJ_GET read it.
 #[repr(C, align(8))]
@@ -54,7 +54,7 @@ fn c_path(path: &Path) -> io::Result<CString> {
 }
 
 /// Opens the BPF object (map, program or link) pinned at `pin`.
-pub fn get(pin: &Path) -> io::Result<OwnedFd> {
+pub(super) fn get(pin: &Path) -> io::Result<OwnedFd> {
     let path = c_path(pin)?;
     let attr = ObjAttr {
         pathname: path.as_ptr() as u64,
@@ -69,7 +69,7 @@ pub fn get(pin: &Path) -> io::Result<OwnedFd> {
 }
 
 /// Pins the object behind `fd` at `pin` (which must not exist).
-pub fn pin(fd: &OwnedFd, pin: &Path) -> io::Result<()> {
+pub(super) fn pin(fd: &OwnedFd, pin: &Path) -> io::Result<()> {
     let path = c_path(pin)?;
     let attr = ObjAttr {
         pathname: path.as_ptr() as u64,
@@ -83,7 +83,7 @@ pub fn pin(fd: &OwnedFd, pin: &Path) -> io::Result<()> {
 
 /// Detaches a link from its hook now (BPF_LINK_DETACH, Linux 5.9+), whoever
 /// else holds it.
-pub fn link_detach(fd: &OwnedFd) -> io::Result<()> {
+pub(super) fn link_detach(fd: &OwnedFd) -> io::Result<()> {
     #[repr(C, align(8))]
     struct LinkDetach {
         link_fd: u32,
@@ -98,7 +98,7 @@ pub fn link_detach(fd: &OwnedFd) -> io::Result<()> {
 
 /// The parts of `struct bpf_link_info` tollgate reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LinkInfo {
+pub(super) struct LinkInfo {
     pub link_type: u32,
     pub id: u32,
     pub prog_id: u32,
@@ -109,7 +109,7 @@ pub struct LinkInfo {
 
 /// A link's info, including the XDP interface index aya's `LinkInfo` does not
 /// expose.
-pub fn link_info(fd: &OwnedFd) -> io::Result<LinkInfo> {
+pub(super) fn link_info(fd: &OwnedFd) -> io::Result<LinkInfo> {
     // struct bpf_link_info: type, id, prog_id, then an 8-aligned union whose
     // `xdp.ifindex` is its first u32 (offset 16).
     #[repr(C, align(8))]
@@ -143,7 +143,7 @@ pub fn link_info(fd: &OwnedFd) -> io::Result<LinkInfo> {
 ///
 /// `K` and `V` must be the map's key and value types (plain `#[repr(C)]` data
 /// of the map's key and value sizes); `keys` and `values` must be equally long.
-pub fn lookup_batch<K: Copy, V: Copy>(
+pub(super) fn lookup_batch<K: Copy, V: Copy>(
     fd: &OwnedFd,
     from: Option<u32>,
     keys: &mut [K],

@@ -4,11 +4,10 @@
 //! Only plaintext HTTP/1.x requests arriving on the attached interfaces are
 //! visible: TLS and HTTP/2 are opaque at XDP.
 
-pub mod redact;
-pub mod request;
-pub mod route;
-pub mod stats;
+pub(crate) mod redact;
+pub(crate) mod request;
+pub(crate) mod route;
+pub(crate) mod stats;
 
-pub use request::{ParsedRequest, parse_request};
-pub use route::template;
-pub use stats::{HttpKey, HttpStats};
+pub(crate) use request::parse_request;
+pub(crate) use stats::{HttpKey, HttpStats};

@@ -5,13 +5,13 @@
 use super::{redact::Redactor, route};
 
 /// Headers parsed per sample at most (the rest of the head is ignored).
-pub const MAX_HEADERS: usize = 32;
+pub(crate) const MAX_HEADERS: usize = 32;
 
 /// What the monitor keeps of one sampled request. Nothing secret: the target
 /// is redacted, credential header values are not kept, the API key (if any) is
 /// kept only long enough to be hashed by the caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ParsedRequest {
+pub(crate) struct ParsedRequest {
     pub method: String,
     /// Route template (ids folded, no query string).
     pub route: String,
@@ -29,10 +29,10 @@ pub struct ParsedRequest {
 /// Credential a request presents for API-key tiering: `X-Api-Key: K` or
 /// `Authorization: Bearer K`. Returned separately so it is never stored.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Presented<'a>(pub &'a [u8]);
+pub(crate) struct Presented<'a>(pub &'a [u8]);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RequestError {
+pub(crate) enum RequestError {
     #[error("not an HTTP/1.x request line: {0}")]
     Invalid(&'static str),
     #[error("request line truncated before the target")]
@@ -40,7 +40,7 @@ pub enum RequestError {
 }
 
 /// Parses a sampled request head.
-pub fn parse_request<'a>(
+pub(crate) fn parse_request<'a>(
     payload: &'a [u8],
     redactor: &Redactor,
 ) -> Result<(ParsedRequest, Option<Presented<'a>>), RequestError> {

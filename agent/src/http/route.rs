@@ -10,13 +10,13 @@
 //! word, `administrators`) is kept.
 
 /// Longest template kept; longer paths are cut (with a trailing `…`).
-pub const MAX_TEMPLATE_LEN: usize = 128;
+pub(crate) const MAX_TEMPLATE_LEN: usize = 128;
 /// Segments kept; deeper paths end in `/…`.
-pub const MAX_SEGMENTS: usize = 12;
+pub(crate) const MAX_SEGMENTS: usize = 12;
 
 /// What a path segment (or a query key) is, as far as redaction cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Segment {
+pub(crate) enum Segment {
     /// Kept as it is: a word, a version, a file name.
     Literal,
     Id,
@@ -25,7 +25,7 @@ pub enum Segment {
 }
 
 impl Segment {
-    pub const fn placeholder(self) -> &'static str {
+    pub(crate) const fn placeholder(self) -> &'static str {
         match self {
             Segment::Literal => "",
             Segment::Id => "{id}",
@@ -38,7 +38,7 @@ impl Segment {
 /// The path of a request target: fragment and query dropped, absolute-form
 /// (`http://user:password@host/path`) reduced to its path, so the authority
 /// and its userinfo never reach an output.
-pub fn path_of(target: &str) -> &str {
+pub(crate) fn path_of(target: &str) -> &str {
     let path = target.split(['?', '#']).next().unwrap_or("");
     match path.find("://") {
         Some(i) => path[i + 3..]
@@ -52,7 +52,7 @@ pub fn path_of(target: &str) -> &str {
 /// The template of a request target: the query string is dropped (its values
 /// are secrets as often as not) and every segment that is not a literal
 /// becomes its placeholder.
-pub fn template(target: &str) -> String {
+pub(crate) fn template(target: &str) -> String {
     let path = path_of(target);
     if !path.starts_with('/') {
         return if path == "*" {
@@ -114,7 +114,7 @@ fn sanitize(s: &str) -> String {
 }
 
 /// `%XX` decoded (invalid escapes kept as they are), lossy UTF-8.
-pub fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     if !b.contains(&b'%') {
         return s.to_owned();
@@ -141,7 +141,7 @@ fn hex(c: u8) -> Option<u8> {
 }
 
 /// What a (decoded) segment is.
-pub fn classify(s: &str) -> Segment {
+pub(crate) fn classify(s: &str) -> Segment {
     let b = s.as_bytes();
     if b.is_empty() {
         return Segment::Literal;

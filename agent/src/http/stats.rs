@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-pub const OTHER: &str = "other";
+pub(crate) const OTHER: &str = "other";
 
 /// Per-dimension distinct-value limits.
 #[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
