@@ -11,10 +11,7 @@ use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    datapath::kernel::AttachMode,
-    spec::{RuleInput, TierMode, TierPatch},
-};
+use crate::spec::{AttachMode, RuleInput, TierMode, TierPatch};
 
 /// Longest request line the daemon reads (bytes, newline included).
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;

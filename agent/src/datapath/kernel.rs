@@ -515,19 +515,8 @@ fn v6_key(net: Ipv6Net) -> Key<[u8; 16]> {
     Key::new(net.prefix_len() as u32, net.network().octets())
 }
 
-/// The XDP attach mode an operator asks for.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachMode {
-    /// Native (driver) mode, falling back to generic with a warning.
-    Auto,
-    /// Native only: fail if the driver lacks XDP support.
-    Native,
-    /// Generic (skb) mode.
-    Generic,
-}
+/// The attach mode is operator intent; its type lives in `spec`.
+pub use crate::spec::AttachMode;
 
 /// Attaches `program` to `iface`; returns the mode actually used.
 pub fn attach(

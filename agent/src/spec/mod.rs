@@ -4,12 +4,14 @@
 //! concerns one tier or one rule on its own is written here, once. Rules that
 //! relate parts of a configuration to each other are `config::validate`'s.
 
+mod attach;
 mod lpm;
 mod patch;
 mod rule;
 mod source;
 mod tier;
 
+pub use attach::AttachMode;
 pub use lpm::Lpm;
 pub use patch::{SizeValue, TierPatch};
 pub use rule::{CidrError, RuleInput, RuleSpec, RuleTarget, TargetError, parse_cidr};
