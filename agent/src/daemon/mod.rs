@@ -228,6 +228,10 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             stop: tokio_util::sync::CancellationToken::new(),
             cluster: cluster.as_ref().map(|c| Arc::new(cluster::Status::new(c))),
         });
+        {
+            let s = shared.clone();
+            let _ = tokio::task::spawn_blocking(move || s.scan_sources()).await;
+        }
         if let Some(ring) = ring {
             tokio::spawn(drain_samples(ring, shared.clone()));
         }

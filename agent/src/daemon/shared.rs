@@ -221,26 +221,35 @@ impl Shared {
         d.check_ring_losses();
         let names = d.tier_names();
         d.update_usage(&requests, &names);
-        let input = ScanInput::read(&d.maps, |t| names.names[t as usize].is_some());
         drop(d);
+        // A walk costs about 250 ns per tracked source (a quarter of a core
+        // at 1,000,000): with many sources, scan less often, so scanning
+        // takes at most 1/SCAN_DUTY of one core.
+        if *lock(&self.next_scan) <= Instant::now() {
+            self.scan_sources();
+        }
+    }
+
+    /// Counts the tracked sources per tier (active, limited) for `stats`,
+    /// `status` and `/metrics`. Also run once before the daemon serves, so
+    /// its first answers already count the sources an adopted program holds.
+    pub(super) fn scan_sources(&self) {
+        let input = {
+            let d = lock(&self.daemon);
+            let names = d.tier_names();
+            ScanInput::read(&d.maps, |t| names.names[t as usize].is_some())
+        };
         // The walk of up to millions of sources runs without the daemon's
         // lock: control requests and scrapes are not held up by it.
         let (Some(walk), Ok(input)) = (&self.walk, input) else {
             return;
         };
-        // A walk costs about 250 ns per tracked source (a quarter of a core
-        // at 1,000,000): with many sources, scan less often, so scanning
-        // takes at most 1/SCAN_DUTY of one core.
-        let mut next = lock(&self.next_scan);
         let started = Instant::now();
-        if *next > started {
-            return;
-        }
         match scan::scan(&input, walk) {
             Ok(scan) => lock(&self.daemon).apply_scan(scan),
             Err(e) => warn!(error = %e, "scanning the source maps"),
         }
-        *next = started + started.elapsed() * SCAN_DUTY;
+        *lock(&self.next_scan) = started + started.elapsed() * SCAN_DUTY;
     }
 
     /// What `/metrics` shows now.
