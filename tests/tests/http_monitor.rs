@@ -177,17 +177,25 @@ fn routes_are_counted_and_secrets_never_leave_the_daemon() {
         ("status", env.ok(&["--json", "status"])),
         ("daemon log", daemon.log()),
     ];
-    for entry in walk(&env.dir) {
-        everything.push((
-            "file under the state/scratch dir",
-            String::from_utf8_lossy(&std::fs::read(&entry).unwrap_or_default()).into_owned(),
-        ));
-    }
+    everything.extend(files_under(&env.dir));
     for (what, text) in &everything {
         for secret in SECRETS {
             assert!(!text.contains(secret), "{secret} leaked into {what}");
         }
     }
+}
+
+/// Every file the daemon wrote under `dir` (state, logs), as text to search.
+fn files_under(dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    walk(dir)
+        .into_iter()
+        .map(|entry| {
+            (
+                "file under the state/scratch dir",
+                String::from_utf8_lossy(&std::fs::read(&entry).unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -567,12 +575,7 @@ fn secrets_in_paths_and_queries_reach_no_output() {
         ),
         ("daemon log", daemon.log()),
     ];
-    for entry in walk(&env.dir) {
-        everything.push((
-            "file under the state/scratch dir",
-            String::from_utf8_lossy(&std::fs::read(&entry).unwrap_or_default()).into_owned(),
-        ));
-    }
+    everything.extend(files_under(&env.dir));
     for (what, out) in &everything {
         for (target, secret) in PLANTED {
             assert!(

@@ -219,35 +219,15 @@ impl TierPatch {
         spec.name = name.to_owned();
         for field in LimitField::ALL {
             let burst = self.burst(field)?;
-            if let Some(rate) = self.rate(field) {
-                if rate.trim() == "unlimited" {
-                    *spec.limit_mut(field) = None;
-                } else {
-                    let parsed = field.parse_rate(rate).map_err(|e| {
-                        TierFieldError::new(name, field.name(), Some(quoted(rate)), e)
-                    })?;
-                    let old_burst = spec.limit(field).and_then(|l| l.burst);
-                    *spec.limit_mut(field) = Some(LimitSpec {
-                        rate: field.format_rate(&parsed),
-                        burst: old_burst,
-                    });
-                }
-            }
-            if let Some(b) = burst {
-                match spec.limit_mut(field) {
-                    Some(l) => l.burst = Some(b),
-                    None => {
-                        return Err(TierFieldError::new(
-                            name,
-                            field.burst_name(),
-                            Some(b.to_string()),
-                            TierProblem::BurstWithoutRate {
-                                field: field.name(),
-                            },
-                        ));
-                    }
-                }
-            }
+            let keys = (field.name(), field.burst_name());
+            patch_limit(
+                spec.limit_mut(field),
+                name,
+                keys,
+                self.rate(field),
+                burst,
+                |r| Ok(field.format_rate(&field.parse_rate(r)?)),
+            )?;
         }
         for field in GlobalField::ALL {
             let (rate, burst) = self.global(field);
@@ -263,35 +243,10 @@ impl TierPatch {
                     ));
                 }
             };
-            if let Some(rate) = rate {
-                if rate.trim() == "unlimited" {
-                    *spec.global_mut(field) = None;
-                } else {
-                    let parsed = units::parse_count_rate(rate).map_err(|e| {
-                        TierFieldError::new(name, field.name(), Some(quoted(rate)), e)
-                    })?;
-                    let old_burst = spec.global(field).and_then(|l| l.burst);
-                    *spec.global_mut(field) = Some(LimitSpec {
-                        rate: units::format_count_rate(&parsed),
-                        burst: old_burst,
-                    });
-                }
-            }
-            if let Some(b) = burst {
-                match spec.global_mut(field) {
-                    Some(l) => l.burst = Some(b),
-                    None => {
-                        return Err(TierFieldError::new(
-                            name,
-                            field.burst_name(),
-                            Some(b.to_string()),
-                            TierProblem::BurstWithoutRate {
-                                field: field.name(),
-                            },
-                        ));
-                    }
-                }
-            }
+            let keys = (field.name(), field.burst_name());
+            patch_limit(spec.global_mut(field), name, keys, rate, burst, |r| {
+                Ok(units::format_count_rate(&units::parse_count_rate(r)?))
+            })?;
         }
         if let Some(p) = self.ipv6_prefix {
             spec.ipv6_prefix = check_ipv6_prefix(p)
@@ -302,4 +257,42 @@ impl TierPatch {
         }
         Ok(spec)
     }
+}
+
+/// Changes one limit of a tier (a per-node or a global one): a rate of
+/// `"unlimited"` removes it, another rate replaces its rate (read into its
+/// canonical form by `canonical`) and keeps its burst, and a burst needs a
+/// limit to attach to.
+fn patch_limit(
+    slot: &mut Option<LimitSpec>,
+    tier: &str,
+    (rate_key, burst_key): (&'static str, &'static str),
+    rate: Option<&String>,
+    burst: Option<u64>,
+    canonical: impl Fn(&str) -> Result<String, units::UnitError>,
+) -> Result<(), TierFieldError> {
+    if let Some(rate) = rate {
+        if rate.trim() == "unlimited" {
+            *slot = None;
+        } else {
+            let rate = canonical(rate)
+                .map_err(|e| TierFieldError::new(tier, rate_key, Some(quoted(rate)), e))?;
+            let burst = slot.as_ref().and_then(|l| l.burst);
+            *slot = Some(LimitSpec { rate, burst });
+        }
+    }
+    if let Some(b) = burst {
+        match slot {
+            Some(l) => l.burst = Some(b),
+            None => {
+                return Err(TierFieldError::new(
+                    tier,
+                    burst_key,
+                    Some(b.to_string()),
+                    TierProblem::BurstWithoutRate { field: rate_key },
+                ));
+            }
+        }
+    }
+    Ok(())
 }
