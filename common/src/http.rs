@@ -1,5 +1,7 @@
-//! Recognising the first packet of an HTTP/1.x request from its payload's first
-//! bytes: a method token followed by a space (RFC 9110 methods).
+//! HTTP/1.x in a TCP payload: whether a segment starts a request (its first
+//! bytes are a method token and a space, RFC 9110 methods: what is sampled),
+//! and how many request heads it ends ([`HeadEnds`]: what a request limit
+//! charges).
 
 /// Bytes of payload the check needs. Every request line is longer than this
 /// ("GET / HTTP/1.1\r\n" is 16 bytes), so shorter payloads are never requests.
@@ -61,6 +63,91 @@ const fn pattern(method: &[u8]) -> u64 {
     word
 }
 
+/// Counts the ends of HTTP/1.x request heads (an empty line after a non-empty
+/// one, `\n` or `\r\n` line endings) in a TCP segment's payload, fed in
+/// pieces: what a request-limited tier charges per segment.
+///
+/// Every request a server acts on has exactly one head end, so counting them
+/// charges pipelined requests and requests that TCP coalesced on
+/// retransmission one each, and a request whose method token was split across
+/// segments once, in the segment that completes its head. A segment is
+/// scanned on its own, without the stream before it, so its start is taken
+/// as the start of a line inside a head (the conservative choice): a segment
+/// that begins with the rest of a head end (`\n`, `\r\n`) is charged for it.
+/// Over-counts, never under-counts, what a server parses: a body holding an
+/// empty line (multipart parts, a chunked body's last chunk) costs one more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadEnds {
+    state: u8,
+    /// Head ends seen so far.
+    pub ends: u32,
+}
+
+/// Inside a non-empty line.
+const MID_LINE: u8 = 0;
+/// At the start of a line inside a head.
+const LINE_START: u8 = 1;
+/// A `\r` at the start of a line inside a head.
+const LINE_START_CR: u8 = 2;
+/// Between requests (after a head end): empty lines are skipped.
+const IDLE: u8 = 3;
+/// A `\r` between requests.
+const IDLE_CR: u8 = 4;
+
+/// `x` has a byte equal to `b` (the classic has-zero-byte test on `x ^ b…b`).
+#[inline(always)]
+const fn has_byte(x: u64, b: u8) -> bool {
+    let t = x ^ (0x0101_0101_0101_0101u64 * b as u64);
+    t.wrapping_sub(0x0101_0101_0101_0101) & !t & 0x8080_8080_8080_8080 != 0
+}
+
+impl HeadEnds {
+    /// The state at the start of a segment.
+    pub const fn segment_start() -> HeadEnds {
+        HeadEnds {
+            state: LINE_START,
+            ends: 0,
+        }
+    }
+
+    /// Feeds one byte.
+    #[inline(always)]
+    pub fn byte(&mut self, b: u8) {
+        self.state = match (self.state, b) {
+            (LINE_START | LINE_START_CR, b'\n') => {
+                self.ends += 1;
+                IDLE
+            }
+            (LINE_START, b'\r') => LINE_START_CR,
+            (IDLE, b'\r') => IDLE_CR,
+            (IDLE | IDLE_CR, b'\n') => IDLE,
+            (_, b'\n') => LINE_START,
+            _ => MID_LINE,
+        };
+    }
+
+    /// Feeds eight bytes (in payload order, as read little-endian): a word
+    /// without `\r` or `\n` only ends up inside a line, which skips the
+    /// per-byte steps for most of a head and most of a body.
+    #[inline(always)]
+    pub fn word(&mut self, word: u64) {
+        // Inside a line, only a `\n` can change the state.
+        if self.state == MID_LINE {
+            if !has_byte(word, b'\n') {
+                return;
+            }
+        } else if !has_byte(word, b'\n') && !has_byte(word, b'\r') {
+            self.state = MID_LINE;
+            return;
+        }
+        let mut i = 0;
+        while i < 8 {
+            self.byte((word >> (i * 8)) as u8);
+            i += 1;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +190,78 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(s)
             );
+        }
+    }
+
+    fn count(segment: &[u8]) -> u32 {
+        let mut h = HeadEnds::segment_start();
+        let mut chunks = segment.chunks_exact(8);
+        for c in &mut chunks {
+            h.word(u64::from_le_bytes(c.try_into().unwrap()));
+        }
+        for &b in chunks.remainder() {
+            h.byte(b);
+        }
+        h.ends
+    }
+
+    #[test]
+    fn head_ends_count_pipelined_requests_once_each() {
+        let one = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(count(one), 1);
+        assert_eq!(count(&one.repeat(40)), 40);
+        // LF-only line endings, and empty lines between requests skipped.
+        assert_eq!(
+            count(b"GET / HTTP/1.1\nHost: x\n\n\r\n\nGET / HTTP/1.1\n\n"),
+            2
+        );
+        // A head without its end, a body, a response-like payload: nothing.
+        assert_eq!(count(b"GET / HTTP/1.1\r\nHost: x\r\n"), 0);
+        assert_eq!(count(b"{\"q\": \"search\"}"), 0);
+        assert_eq!(count(b""), 0);
+    }
+
+    /// Every way to cut a request in two: the two halves, each scanned as a
+    /// segment of its own, are charged at least the one request they carry.
+    #[test]
+    fn a_request_cut_anywhere_is_charged_at_least_once() {
+        for line in [
+            &b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET /a HTTP/1.1\nHost: x\n\n",
+        ] {
+            for cut in 0..=line.len() {
+                let (a, b) = line.split_at(cut);
+                let charged = count(a) + count(b);
+                assert!(
+                    (1..=2).contains(&charged),
+                    "cut at {cut}: {charged} for {:?} | {:?}",
+                    String::from_utf8_lossy(a),
+                    String::from_utf8_lossy(b)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn words_and_bytes_agree() {
+        // Every 8-byte pattern over a small alphabet, from every state.
+        let alphabet = [b'\r', b'\n', b'a'];
+        for n in 0..3usize.pow(8) {
+            let mut word = [0u8; 8];
+            let mut k = n;
+            for w in &mut word {
+                *w = alphabet[k % 3];
+                k /= 3;
+            }
+            for state in [MID_LINE, LINE_START, LINE_START_CR, IDLE, IDLE_CR] {
+                let mut by_word = HeadEnds { state, ends: 0 };
+                let mut by_byte = by_word;
+                by_word.word(u64::from_le_bytes(word));
+                for b in word {
+                    by_byte.byte(b);
+                }
+                assert_eq!(by_word, by_byte, "{word:?} from {state}");
+            }
         }
     }
 }

@@ -27,8 +27,9 @@ pub struct Costs {
     pub bytes: u64,
     /// The packet opens a TCP connection (SYN without ACK).
     pub connection: bool,
-    /// The packet starts an HTTP request.
-    pub request: bool,
+    /// HTTP request heads the packet ends ([`crate::http::HeadEnds`]; 0 off
+    /// the HTTP ports and in tiers without a requests limit).
+    pub requests: u32,
 }
 
 /// Atomically applies one GCRA step to a 64-bit nanosecond TAT.
@@ -201,12 +202,20 @@ pub unsafe fn charge_source(
     }
 
     let requests = &tier.limits[LimitKind::Requests as usize];
-    if costs.request && !requests.is_unlimited() {
-        let inc = requests.increment_ticks();
+    if costs.requests != 0 && !requests.is_unlimited() {
+        // In 64 bits, so no count can wrap the 32-bit clock: more requests at
+        // once than the burst can never be admitted and are refused outright.
+        let wide = requests.increment_ticks() as u64 * costs.requests as u64;
         let cap = requests.capacity_ticks();
-        match unsafe { charge_half(l7_tats, SourceState::REQUESTS_SHIFT, now_ticks, inc, cap) } {
+        let charged = if wide > cap as u64 {
+            None
+        } else {
+            let inc = wide as u32;
+            unsafe { charge_half(l7_tats, SourceState::REQUESTS_SHIFT, now_ticks, inc, cap) }
+        };
+        match charged {
             Some((before, after)) => {
-                charges.requests_ticks = inc;
+                charges.requests_ticks = wide as u32;
                 charges.l7_words = Some((charges.l7_words.map_or(before, |(b, _)| b), after));
             }
             None => {
@@ -384,12 +393,12 @@ mod tests {
         let syn = Costs {
             bytes: 60,
             connection: true,
-            request: false,
+            requests: 0,
         };
         let data = Costs {
             bytes: 60,
             connection: false,
-            request: false,
+            requests: 0,
         };
         unsafe {
             assert!(charge_source(p, &t, SEC, &syn).is_ok());
@@ -414,12 +423,12 @@ mod tests {
         let syn = Costs {
             bytes: 60,
             connection: true,
-            request: false,
+            requests: 0,
         };
         let syn_request = Costs {
             bytes: 60,
             connection: true,
-            request: true,
+            requests: 1,
         };
         unsafe {
             for _ in 0..3 {
@@ -472,5 +481,37 @@ mod tests {
         assert!(n <= 100 + 50 + 1, "admitted {n}");
         assert!(n >= 100, "admitted {n}");
         drop(s);
+    }
+
+    #[test]
+    fn a_segment_ending_several_requests_is_charged_for_all_or_none() {
+        let mut t = tier(None, None, None);
+        t.limits[LimitKind::Requests as usize] = Limit::per_period(1, SEC, 10).unwrap();
+        let mut s = fresh_state(SEC);
+        let p = &mut s as *mut SourceState;
+        let n = |requests| Costs {
+            bytes: 100,
+            connection: false,
+            requests,
+        };
+        unsafe {
+            assert!(charge_source(p, &t, SEC, &n(6)).is_ok());
+            let before = (*p).l7_tats;
+            assert_eq!(charge_source(p, &t, SEC, &n(5)), Err(LimitKind::Requests));
+            assert_eq!((*p).l7_tats, before, "a refused segment charges nothing");
+            assert!(charge_source(p, &t, SEC, &n(4)).is_ok());
+            // More than the burst at once never fits, even idle; a count that
+            // would overflow the 32-bit increment is refused, not wrapped.
+            let mut idle = fresh_state(SEC);
+            assert_eq!(
+                charge_source(&mut idle, &t, SEC, &n(11)),
+                Err(LimitKind::Requests)
+            );
+            assert_eq!(
+                charge_source(&mut idle, &t, SEC, &n(u32::MAX)),
+                Err(LimitKind::Requests)
+            );
+            assert!(charge_source(&mut idle, &t, SEC, &n(10)).is_ok());
+        }
     }
 }

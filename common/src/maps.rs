@@ -376,7 +376,7 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-/// Destination ports whose HTTP requests are sampled (0 = unused slot).
+/// How many HTTP ports [`Settings::http_ports`] holds (0 = unused slot).
 pub const MAX_HTTP_PORTS: usize = 8;
 
 /// Global settings (single entry of `TG_SETTINGS`).
@@ -386,7 +386,9 @@ pub struct Settings {
     /// Tier of sources that match no rule.
     pub default_tier: u32,
     pub flags: u32,
-    /// HTTP requests to these TCP ports are sampled; all zero disables sampling.
+    /// The HTTP ports: TCP destination ports whose payload is HTTP/1.x. Their
+    /// request heads are what a requests limit charges ([`crate::http::HeadEnds`])
+    /// and their requests are sampled; all zero: no HTTP anywhere.
     pub http_ports: [u16; MAX_HTTP_PORTS],
     /// Payload bytes captured per HTTP sample (1..=[`MAX_SNAP_LEN`]).
     pub http_snap_len: u32,
@@ -402,7 +404,7 @@ pub struct Settings {
 
 impl Settings {
     #[inline(always)]
-    pub fn samples_port(&self, port: u16) -> bool {
+    pub fn is_http_port(&self, port: u16) -> bool {
         let mut i = 0;
         while i < MAX_HTTP_PORTS {
             if self.http_ports[i] == port && port != 0 {
@@ -484,6 +486,9 @@ pub struct SamplerState {
 pub const SETTINGS_RULES_V4: u32 = 1 << 0;
 /// `Settings::flags`: consult `TG_RULES_V6`.
 pub const SETTINGS_RULES_V6: u32 = 1 << 1;
+/// `Settings::flags`: count the HTTP request heads of TCP segments to the
+/// HTTP ports (some tier limits requests; the scan costs nothing otherwise).
+pub const SETTINGS_COUNT_REQUESTS: u32 = 1 << 2;
 
 /// Layout identification (single entry of `TG_META`), written by the daemon that
 /// loaded the program.

@@ -31,9 +31,10 @@
 //!    Without a budget every new source is tracked.
 //! 5. The source's buckets (IPv4: the address; IPv6: the first 64 bits masked to
 //!    the tier's prefix length), created idle, are charged in order: one packet,
-//!    `len` bytes, one connection (TCP SYN without ACK), one request (a TCP
-//!    payload starting an HTTP request). Unlimited kinds cost nothing. The first
-//!    limit that rejects gives its drop verdict and nothing is charged.
+//!    `len` bytes, one connection (TCP SYN without ACK), and one request per
+//!    HTTP request head the TCP payload ends, on the HTTP ports only
+//!    ([`request_heads`]). Unlimited kinds cost nothing. The first limit that
+//!    rejects gives its drop verdict and nothing is charged.
 //! 6. Otherwise the tier's aggregate takes one packet, and the source's charges
 //!    are kept; or it gives [`Verdict::DroppedAggregate`] and nothing is charged.
 //! 7. An admitted (or untracked but passed) packet whose transport header is
@@ -100,6 +101,8 @@ impl Rule {
 pub struct Policy {
     pub default_tier: u32,
     pub tiers: [TierConfig; MAX_TIERS as usize],
+    /// The HTTP ports: TCP destination ports whose payload requests limits count.
+    pub http_ports: Vec<u16>,
     rules: Vec<Rule>,
 }
 
@@ -115,6 +118,7 @@ impl Policy {
         Policy {
             default_tier: 0,
             tiers: [TierConfig::default(); MAX_TIERS as usize],
+            http_ports: Vec::new(),
             rules: Vec::new(),
         }
     }
@@ -331,13 +335,20 @@ impl Model {
             return judgement(tier_index, Verdict::Passed);
         }
 
-        let (connection, request) = match packet.transport {
+        let (connection, requests) = match packet.transport {
             Transport::Tcp {
                 new_connection,
                 payload,
-                ..
-            } => (new_connection, parse::is_http_request(frame, payload)),
-            _ => (false, false),
+                dst_port,
+            } => (
+                new_connection,
+                if dst_port != 0 && self.policy.http_ports.contains(&dst_port) {
+                    request_heads(frame.get(payload..).unwrap_or(&[]))
+                } else {
+                    0
+                },
+            ),
+            _ => (false, 0),
         };
         let key = match packet.src {
             SourceAddr::V4(a) => SourceKey::V4(a),
@@ -375,7 +386,7 @@ impl Model {
             now,
             frame.len() as u64,
             connection,
-            request,
+            requests,
         );
         let mut verdict = match per_source {
             Err(kind) => kind.drop_verdict(),
@@ -418,7 +429,7 @@ fn charge(
     now: u64,
     len: u64,
     connection: bool,
-    request: bool,
+    requests: u32,
 ) -> Result<Buckets, LimitKind> {
     let limit = |kind: LimitKind| &tier.limits[kind as usize];
     let now_ticks = (now >> TICK_SHIFT) as u32;
@@ -435,11 +446,33 @@ fn charge(
         )
         .ok_or(LimitKind::Connections)?;
     }
-    if request {
+    // Requests one at a time: a segment is admitted if all of them fit.
+    for _ in 0..requests {
         buckets.requests = step_ticks(buckets.requests, now_ticks, limit(LimitKind::Requests))
             .ok_or(LimitKind::Requests)?;
     }
     Ok(buckets)
+}
+
+/// HTTP request heads a TCP segment's payload ends, restated line by line: the
+/// payload's complete lines (ended by `\n`) are read in order, as if the
+/// segment began inside a request head; an empty line (nothing, or a lone
+/// `\r`) ends the head when a non-empty line came before it since the last
+/// end, and is skipped otherwise.
+pub fn request_heads(payload: &[u8]) -> u32 {
+    let complete = payload.iter().filter(|&&b| b == b'\n').count();
+    let mut in_head = true;
+    let mut ends = 0;
+    for line in payload.split(|&b| b == b'\n').take(complete) {
+        let empty = line.is_empty() || line == b"\r";
+        if !empty {
+            in_head = true;
+        } else if in_head {
+            ends += 1;
+            in_head = false;
+        }
+    }
+    ends
 }
 
 /// One nanosecond-bucket step costing `cost` units; unlimited costs nothing.
@@ -462,6 +495,7 @@ fn step_ticks(tat: u32, now: u32, limit: &Limit) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::{RULE_TIER, TIER_ACTIVE, TIER_SHADOW};
+    use proptest::strategy::Just;
 
     const HOUR: u64 = 3_600_000_000_000;
     const NOW: u64 = 1 << 40;
@@ -489,6 +523,7 @@ mod tests {
 
     fn tcp(src: [u8; 4], flags: u8, payload: &[u8]) -> Vec<u8> {
         let mut t = vec![0u8; 20];
+        t[2..4].copy_from_slice(&80u16.to_be_bytes());
         t[12] = 5 << 4;
         t[13] = flags;
         t.extend_from_slice(payload);
@@ -620,11 +655,12 @@ mod tests {
         let mut p = Policy::new();
         let one = Limit::per_period(1, minute, 1).unwrap();
         p.tiers[0] = tier([None, None, Some(one), Some(one)], None, 0);
+        p.http_ports = vec![80];
         let mut m = Model::new(p, NOW);
         let syn = tcp([6, 6, 6, 6], 0x02, b"");
         let synack = tcp([6, 6, 6, 6], 0x12, b"");
-        let get = tcp([6, 6, 6, 6], 0x18, b"GET / HTTP/1.1\r\n");
-        let body = tcp([6, 6, 6, 6], 0x18, b"GETX / HTTP/1.1\r\n");
+        let get = tcp([6, 6, 6, 6], 0x18, b"GET / HTTP/1.1\r\n\r\n");
+        let body = tcp([6, 6, 6, 6], 0x18, b"GET / HTTP/1.1\r\nHost: x\r\n");
         assert_eq!(
             verdicts(&mut m, &syn, 2),
             [Verdict::Passed, Verdict::DroppedConnections]
@@ -640,8 +676,9 @@ mod tests {
         let mut p = Policy::new();
         let two = Limit::per_period(1, minute, 2).unwrap();
         p.tiers[0] = tier([None, None, Some(two), Some(one)], None, 0);
+        p.http_ports = vec![80];
         let mut m = Model::new(p, NOW);
-        let syn_get = tcp([6, 6, 6, 6], 0x02, b"GET / HTTP/1.1\r\n");
+        let syn_get = tcp([6, 6, 6, 6], 0x02, b"GET / HTTP/1.1\r\n\r\n");
         assert_eq!(m.judge(&get).verdict, Verdict::Passed);
         assert_eq!(m.judge(&syn_get).verdict, Verdict::DroppedRequests);
         assert_eq!(
@@ -762,5 +799,64 @@ mod tests {
             Buckets::idle(NOW + 12_345).to_state(),
             crate::limiter::fresh_state(NOW + 12_345)
         );
+    }
+
+    #[test]
+    fn a_segment_is_charged_every_request_head_it_ends_on_the_http_ports_only() {
+        let minute = 60_000_000_000;
+        let mut p = Policy::new();
+        let ten = Limit::per_period(1, minute, 10).unwrap();
+        p.tiers[0] = tier([None, None, None, Some(ten)], None, 0);
+        p.http_ports = vec![80];
+        let mut m = Model::new(p.clone(), NOW);
+        let four = b"GET / HTTP/1.1\r\n\r\n".repeat(4);
+        let pipelined = tcp([7, 7, 7, 7], 0x18, &four);
+        // 4 + 4 fit a burst of 10, the next 4 do not (and charge nothing).
+        assert_eq!(
+            verdicts(&mut m, &pipelined, 3),
+            [Verdict::Passed, Verdict::Passed, Verdict::DroppedRequests]
+        );
+        // A segment that begins with the rest of a head end is charged for it.
+        assert_eq!(
+            m.judge(&tcp([7, 7, 7, 7], 0x18, b"\n")).verdict,
+            Verdict::Passed
+        );
+        assert_eq!(
+            verdicts(&mut m, &tcp([7, 7, 7, 7], 0x18, b"\r\n"), 2),
+            [Verdict::Passed, Verdict::DroppedRequests]
+        );
+        // Off the HTTP ports nothing is a request.
+        p.http_ports.clear();
+        let mut m = Model::new(p, NOW);
+        assert_eq!(verdicts(&mut m, &pipelined, 5), [Verdict::Passed; 5]);
+        assert_eq!(request_heads(b"GET / HTTP/1.1\n\n\r\n\n"), 1);
+        assert_eq!(request_heads(b"\r\nGET / HTTP/1.1\r\n\r"), 1);
+    }
+
+    proptest::proptest! {
+        /// The kernel's word-at-a-time scan (`http::HeadEnds`, fed as the
+        /// program feeds it: 64-byte chunks, eight bytes at a time, then the
+        /// tail) and this line-by-line restatement agree on any payload.
+        #[test]
+        fn the_head_scan_agrees_with_the_restatement(
+            payload in proptest::collection::vec(
+                proptest::prop_oneof![
+                    Just(b'\r'), Just(b'\n'), Just(b'G'), proptest::num::u8::ANY
+                ],
+                0..400,
+            )
+        ) {
+            let mut scan = crate::http::HeadEnds::segment_start();
+            for chunk in payload.chunks(64) {
+                let mut words = chunk.chunks_exact(8);
+                for w in &mut words {
+                    scan.word(u64::from_le_bytes(w.try_into().unwrap()));
+                }
+                for &b in words.remainder() {
+                    scan.byte(b);
+                }
+            }
+            proptest::prop_assert_eq!(scan.ends, request_heads(&payload));
+        }
     }
 }

@@ -38,8 +38,8 @@ use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 use tollgate::datapath::kernel::MapSizes;
 use tollgate_common::{
     AGGREGATE_SLOTS, Counter, Limit, LimitKind, MAX_HTTP_PORTS, MAX_TIERS, RULE_ALLOW, RULE_DENY,
-    RULE_TIER, RuleValue, Settings, TIER_ACTIVE, TIER_SHADOW, TierConfig, VERDICT_COUNT, Verdict,
-    aggregate_slot,
+    RULE_TIER, RuleValue, SETTINGS_COUNT_REQUESTS, Settings, TIER_ACTIVE, TIER_SHADOW, TierConfig,
+    VERDICT_COUNT, Verdict, aggregate_slot,
     gcra::TICK_SHIFT,
     model::{Judgement, Model, Network, Policy, SourceKey},
     new_sources_slot, parse, untracked_slot,
@@ -323,9 +323,20 @@ pub fn random_policy(rng: &mut StdRng) -> FuzzPolicy {
         http_ports[0] = 80;
         http_ports[3] = 8080;
     }
+    policy.http_ports = http_ports.iter().copied().filter(|&p| p != 0).collect();
+    // As the daemon sets it: on when some tier limits requests (and at times
+    // when none does, where it must change nothing).
+    let limits_requests = policy
+        .tiers
+        .iter()
+        .any(|t| !t.limits[LimitKind::Requests as usize].is_unlimited());
     let settings = Settings {
         default_tier: policy.default_tier,
-        flags: 0,
+        flags: if limits_requests || rng.gen_bool(0.3) {
+            SETTINGS_COUNT_REQUESTS
+        } else {
+            0
+        },
         http_ports,
         http_snap_len: rng.gen_range(1..=1024),
         http_sample_every: *[0, 1, 3].choose(rng).expect("non-empty"),
@@ -587,7 +598,11 @@ impl Generator {
                     0
                 };
                 let payload = tcp_payload(r);
-                p = p.tcp_options(flags, options).payload(&payload);
+                let port = *[80, 80, 8080, 443].choose(r).expect("non-empty");
+                p = p
+                    .tcp_options(flags, options)
+                    .dst_port(port)
+                    .payload(&payload);
             }
             55..85 => {
                 let payload = random_bytes(r, 0, 64);
@@ -798,7 +813,20 @@ fn tcp_payload(r: &mut StdRng) -> Vec<u8> {
                 .collect();
             format!("{method} /{path} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
         }
-        40..50 => NEAR_MISSES.choose(r).expect("near miss").to_vec(),
+        // Pipelined requests, LF-only line endings, blank lines between them,
+        // and a head cut anywhere (what a segment after a split carries).
+        40..46 => {
+            let one: &[u8] = if r.gen_bool(0.5) {
+                b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n"
+            } else {
+                b"POST /p HTTP/1.1\nHost: x\n\n\r\n"
+            };
+            let all = one.repeat(r.gen_range(1..=40));
+            let from = r.gen_range(0..one.len());
+            let to = r.gen_range(from..=all.len());
+            all[from..to].to_vec()
+        }
+        46..50 => NEAR_MISSES.choose(r).expect("near miss").to_vec(),
         // A request line cut shorter than the 8 bytes the check needs.
         50..58 => {
             let line = format!("{} / HTTP/1.1", METHODS.choose(r).expect("method"));

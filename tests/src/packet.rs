@@ -97,6 +97,12 @@ impl Packet {
         self
     }
 
+    /// The TCP or UDP destination port (80 unless set).
+    pub fn dst_port(mut self, port: u16) -> Self {
+        self.dst_port = port;
+        self
+    }
+
     pub fn udp(mut self) -> Self {
         self.l4 = L4::Udp;
         self

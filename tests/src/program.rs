@@ -6,7 +6,9 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use tollgate::datapath::kernel::{self, MapSizes, Maps};
-use tollgate_common::{Limit, LimitKind, TIER_ACTIVE, TIER_SHADOW, TierConfig};
+use tollgate_common::{
+    Limit, LimitKind, MAX_HTTP_PORTS, SETTINGS_COUNT_REQUESTS, TIER_ACTIVE, TIER_SHADOW, TierConfig,
+};
 
 pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
@@ -37,6 +39,18 @@ impl TestProgram {
         let mut maps = Maps::from_ebpf(&mut ebpf)?;
         maps.stamp_layout()?;
         Ok(TestProgram { ebpf, maps })
+    }
+
+    /// Makes `ports` the HTTP ports and turns request counting on, as the
+    /// daemon does when a tier limits requests.
+    pub fn count_requests_on(&mut self, ports: &[u16]) -> Result<()> {
+        let mut settings = self.maps.settings()?;
+        settings.http_ports = [0; MAX_HTTP_PORTS];
+        for (slot, port) in settings.http_ports.iter_mut().zip(ports) {
+            *slot = *port;
+        }
+        settings.flags |= SETTINGS_COUNT_REQUESTS;
+        Ok(self.maps.set_settings(settings)?)
     }
 
     pub fn xdp(&mut self) -> &mut Xdp {

@@ -353,6 +353,44 @@ fn ipv6_sources_are_grouped_by_tier_prefix() {
     assert_eq!(p.maps.tracked_sources().1, 3);
 }
 
+/// A request cut in two at any byte, each half a segment of its own (what
+/// an adversarial client does to hide its method or its head end), is still
+/// charged: at least once, at most twice (the documented over-count when the
+/// second half starts with the rest of a line ending).
+#[test]
+fn a_request_split_across_segments_is_charged_wherever_it_is_cut() {
+    if !privileged("a_request_split_across_segments_is_charged_wherever_it_is_cut") {
+        return;
+    }
+    let mut p = program(TierSpec {
+        requests: Some((1, 2)),
+        ..Default::default()
+    });
+    p.count_requests_on(&[80]).unwrap();
+    let request = b"GET /api/v1/items?id=7 HTTP/1.1\r\nHost: a\r\n\r\n";
+    for cut in 0..=request.len() {
+        let src = Ipv4Addr::new(10, 1, (cut / 250) as u8, (cut % 250) as u8 + 1);
+        let (a, b) = request.split_at(cut);
+        let segment = |payload: &[u8]| {
+            Packet::from(src)
+                .tcp(TCP_ACK | TCP_PSH)
+                .payload(payload)
+                .build()
+        };
+        passes(&mut p, &segment(a), 1);
+        passes(&mut p, &segment(b), 1);
+        // Burst 2: if the halves were charged k (1 or 2), the whole request
+        // passes 2 - k more times.
+        let more = passes(&mut p, &segment(request), 2);
+        assert!(
+            more <= 1,
+            "cut at {cut}: {:?} | {:?} was not charged",
+            String::from_utf8_lossy(a),
+            String::from_utf8_lossy(b)
+        );
+    }
+}
+
 #[test]
 fn each_limit_kind_drops_with_its_own_reason() {
     if !privileged("each_limit_kind_drops_with_its_own_reason") {
@@ -397,34 +435,61 @@ fn each_limit_kind_drops_with_its_own_reason() {
     assert_eq!(passes(&mut p, &data, 6), 6);
     assert_eq!(count(&p, 0, Verdict::DroppedConnections), 4);
 
-    // Requests: HTTP request starts limited; other payloads are not.
+    // Requests: each request head a segment ends costs one (pipelined ones
+    // all, or the segment is refused whole); other payloads cost nothing.
     let mut p = program(TierSpec {
         requests: Some((1, 3)),
         ..Default::default()
     });
+    p.count_requests_on(&[80]).unwrap();
     let get = Packet::from(A)
         .tcp(TCP_ACK | TCP_PSH)
         .payload(b"GET /api/v1/x HTTP/1.1\r\nHost: a\r\n\r\n")
         .build();
     let post = Packet::from(A)
         .tcp(TCP_ACK | TCP_PSH)
-        .payload(b"POST /login HTTP/1.1\r\n")
+        .payload(b"POST /login HTTP/1.1\r\nHost: a\r\n\r\n")
         .build();
     let body = Packet::from(A)
         .tcp(TCP_ACK | TCP_PSH)
         .payload(b"{\"json\": \"GET / \"}")
         .build();
+    let head_without_end = Packet::from(A)
+        .tcp(TCP_ACK | TCP_PSH)
+        .payload(b"POST /login HTTP/1.1\r\n")
+        .build();
     let get_vlan6 = Packet::from("2001:db8::5".parse::<Ipv6Addr>().unwrap())
         .vlan(0x8100)
         .ext(Ext::DstOpts)
         .tcp_options(TCP_ACK, 12)
-        .payload(b"DELETE /item/7 HTTP/1.1\r\n")
+        .payload(b"DELETE /item/7 HTTP/1.1\r\n\r\n")
+        .build();
+    let pipelined_two = Packet::from("2001:db8::5".parse::<Ipv6Addr>().unwrap())
+        .tcp(TCP_ACK | TCP_PSH)
+        .payload(&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".repeat(2))
+        .build();
+    let other_port = Packet::from(A)
+        .tcp(TCP_ACK | TCP_PSH)
+        .dst_port(5432)
+        .payload(b"GET /api/v1/x HTTP/1.1\r\nHost: a\r\n\r\n")
         .build();
     assert_eq!(passes(&mut p, &get, 2), 2);
     assert_eq!(passes(&mut p, &post, 3), 1);
     assert_eq!(passes(&mut p, &body, 5), 5, "a body is not a request");
+    assert_eq!(
+        passes(&mut p, &head_without_end, 5),
+        5,
+        "a head is charged where it ends"
+    );
+    assert_eq!(passes(&mut p, &other_port, 5), 5, "not an HTTP port");
     assert_eq!(count(&p, 0, Verdict::DroppedRequests), 2);
-    assert_eq!(passes(&mut p, &get_vlan6, 5), 3, "its own bucket: burst 3");
+    assert_eq!(passes(&mut p, &get_vlan6, 1), 1, "its own bucket: burst 3");
+    assert_eq!(
+        passes(&mut p, &pipelined_two, 3),
+        1,
+        "two of the three left"
+    );
+    assert_eq!(passes(&mut p, &get_vlan6, 3), 0);
 
     // Aggregate: per-source room, but the tier as a whole admits 10.
     let mut p = program(TierSpec {
@@ -640,4 +705,24 @@ fn a_flood_beyond_the_budget_cannot_evict_established_sources() {
     let (tracked, kept) = survivors(true);
     assert_eq!(kept, ESTABLISHED as usize);
     assert_eq!(tracked, ESTABLISHED as usize + 10);
+}
+
+/// The verifier walks every path of the program up to 1,000,000 instructions;
+/// a change that brings it near the limit would make tollgate unloadable on
+/// the next one. The charge step is a global function (verified once), which
+/// keeps the count far below it.
+#[test]
+fn the_program_stays_well_inside_the_verifier_limit() {
+    if !privileged("the_program_stays_well_inside_the_verifier_limit") {
+        return;
+    }
+    let p = TestProgram::load().expect("load");
+    let verified = p
+        .xdp_ref()
+        .info()
+        .unwrap()
+        .verified_instruction_count()
+        .expect("the kernel reports verified instructions");
+    eprintln!("the verifier processed {verified} instructions (limit 1,000,000)");
+    assert!(verified <= 750_000, "{verified} verified instructions");
 }

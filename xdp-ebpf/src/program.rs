@@ -1,16 +1,20 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_NOEXIST, xdp_action},
-    helpers::{bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_loop, bpf_xdp_load_bytes},
+    },
     macros::{map, xdp},
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
 use tollgate_common::{
     AGGREGATE_SLOTS, COUNTER_SLOTS, Counter, HttpSample, MAX_SNAP_LEN, MAX_TIERS, Meta, RULE_ALLOW,
-    RULE_DENY, RuleValue, SAMPLE_FLAG_REQUEST, SAMPLE_HTTP, SAMPLE_VERDICT, SETTINGS_RULES_V4,
-    SETTINGS_RULES_V6, SampleHeader, SamplerState, Settings, SourceState, TierConfig, Verdict,
-    aggregate_slot, gcra,
+    RULE_DENY, RuleValue, SAMPLE_FLAG_REQUEST, SAMPLE_HTTP, SAMPLE_VERDICT,
+    SETTINGS_COUNT_REQUESTS, SETTINGS_RULES_V4, SETTINGS_RULES_V6, SampleHeader, SamplerState,
+    Settings, SourceState, TierConfig, Verdict, aggregate_slot, gcra,
+    http::HeadEnds,
     limiter::{self, Costs, NewSource},
     new_sources_slot,
     parse::{self, IpPacket, PacketReader, Parsed, SourceAddr, Transport},
@@ -105,11 +109,22 @@ fn try_tollgate(ctx: &XdpContext) -> Result<u32, Internal> {
         Parsed::NotIp => (settings.default_tier, Verdict::NotIp),
         Parsed::Malformed => (settings.default_tier, Verdict::Malformed),
         Parsed::Ip(packet) => {
-            let request = match packet.transport {
-                Transport::Tcp { payload, .. } => parse::is_http_request(&frame, payload),
-                _ => false,
+            let (request, requests) = match packet.transport {
+                Transport::Tcp {
+                    payload, dst_port, ..
+                } => (
+                    parse::is_http_request(&frame, payload),
+                    if settings.flags & SETTINGS_COUNT_REQUESTS != 0
+                        && settings.is_http_port(dst_port)
+                    {
+                        request_heads(ctx, payload as u32, len as u32)?
+                    } else {
+                        0
+                    },
+                ),
+                _ => (false, 0),
             };
-            let judged = judge(settings, &packet, len, request)?;
+            let judged = judge(settings, &packet, len, requests)?;
             sample(ctx, settings, &packet, judged, len, request);
             judged
         }
@@ -129,7 +144,7 @@ fn judge(
     settings: &Settings,
     packet: &IpPacket,
     len: u64,
-    request: bool,
+    requests: u32,
 ) -> Result<(u32, Verdict), Internal> {
     let tier_index = match lookup_rule(settings, &packet.src) {
         Some(rule) if rule.action == RULE_ALLOW => return Ok((rule.tier, Verdict::Allowed)),
@@ -150,7 +165,7 @@ fn judge(
                 ..
             }
         ),
-        request,
+        requests,
     };
     // SAFETY: a BPF helper with no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -159,25 +174,62 @@ fn judge(
             Ok(state) => state,
             Err(untracked) => break 'judged untracked,
         };
-        // SAFETY: `state` is a live map value, `aggregate` an array slot; both are
-        // only ever changed through the limiter's atomics.
-        match unsafe { limiter::charge_source(state, tier, now, &costs) } {
-            Err(kind) => kind.drop_verdict(),
-            Ok(charges) => {
-                let aggregate = TG_AGGREGATE
-                    .get_ptr_mut(aggregate_slot(tier_index))
-                    .ok_or(Internal)?;
-                if unsafe { limiter::charge_aggregate(aggregate, &tier.aggregate, now) } {
-                    Verdict::Passed
-                } else {
-                    // Not admitted: the source keeps its budget for its next packet.
-                    unsafe { limiter::refund_source(state, &charges) };
-                    Verdict::DroppedAggregate
-                }
-            }
-        }
+        let aggregate = TG_AGGREGATE
+            .get_ptr_mut(aggregate_slot(tier_index))
+            .ok_or(Internal)?;
+        let tier_ptr: *const TierConfig = tier;
+        charged_verdict(tg_charge(state, tier_ptr, aggregate, now, &costs))?
     };
     Ok((tier_index, finish(verdict, packet, tier)))
+}
+
+/// What [`tg_charge`] returns when a pointer it was given is null.
+const CHARGE_INTERNAL: u32 = u32::MAX;
+
+/// The verdict [`tg_charge`] returned.
+#[inline(always)]
+fn charged_verdict(code: u32) -> Result<Verdict, Internal> {
+    Ok(match code {
+        c if c == Verdict::Passed as u32 => Verdict::Passed,
+        c if c == Verdict::DroppedPackets as u32 => Verdict::DroppedPackets,
+        c if c == Verdict::DroppedBytes as u32 => Verdict::DroppedBytes,
+        c if c == Verdict::DroppedConnections as u32 => Verdict::DroppedConnections,
+        c if c == Verdict::DroppedRequests as u32 => Verdict::DroppedRequests,
+        c if c == Verdict::DroppedAggregate as u32 => Verdict::DroppedAggregate,
+        _ => return Err(Internal),
+    })
+}
+
+/// Charges a tracked source's buckets, then the tier's aggregate ceiling.
+/// A global function: the verifier checks it once, on its own, instead of
+/// once per path through the parser that reaches it.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tg_charge(
+    state: *mut SourceState,
+    tier: *const TierConfig,
+    aggregate: *mut u64,
+    now: u64,
+    costs: *const Costs,
+) -> u32 {
+    if state.is_null() || tier.is_null() || aggregate.is_null() || costs.is_null() {
+        return CHARGE_INTERNAL;
+    }
+    // SAFETY: non-null pointers to a live map value, a tier, an array slot
+    // and the caller's costs; the buckets only change through the atomics.
+    let (tier, costs) = unsafe { (&*tier, &*costs) };
+    (match unsafe { limiter::charge_source(state, tier, now, costs) } {
+        Err(kind) => kind.drop_verdict(),
+        Ok(charges) => {
+            if unsafe { limiter::charge_aggregate(aggregate, &tier.aggregate, now) } {
+                Verdict::Passed
+            } else {
+                // Not admitted: the source keeps its budget for its next packet.
+                unsafe { limiter::refund_source(state, &charges) };
+                Verdict::DroppedAggregate
+            }
+        }
+    }) as u32
 }
 
 /// Admission control for a source the tier does not track, in a tier with a
@@ -242,7 +294,7 @@ fn sample(
         _ => 0,
     };
     let wants_http =
-        http_port != 0 && settings.http_sample_every != 0 && settings.samples_port(http_port);
+        http_port != 0 && settings.http_sample_every != 0 && settings.is_http_port(http_port);
     if settings.verdict_sample_every == 0 && !wants_http {
         return;
     }
@@ -384,6 +436,134 @@ fn write_http<const N: usize>(
     unsafe { (&raw mut (*record).header).write(h) };
     entry.submit(0);
     true
+}
+
+/// Payload bytes scanned at most: more than any frame this program sees
+/// carries (it is loaded without `xdp.frags`, so a frame is one buffer of at
+/// most a page), and a bound the verifier can check packet offsets against.
+const SCAN_MAX: u32 = 4096;
+
+/// Where the head scan stands between `bpf_loop` steps.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ScanState {
+    offset: u32,
+    end: u32,
+    heads: HeadEnds,
+}
+
+/// The head scan's state, per CPU. It lives in a map rather than on the
+/// stack so that the verifier treats its fields as unknown numbers: on the
+/// stack it would follow the exact offset and count through every step as
+/// constants and never see two steps as the same state.
+#[map(name = "TG_SCAN")]
+static TG_SCAN: PerCpuArray<ScanState> = PerCpuArray::with_max_entries(1, 0);
+
+/// What the callback gets besides the map: the packet.
+#[repr(C)]
+struct ScanContext {
+    ctx: *mut aya_ebpf::bindings::xdp_md,
+}
+
+/// How many HTTP request heads the TCP payload from `payload` to `end` ends
+/// (`HeadEnds`): what the segment charges a requests limit. The scan runs in
+/// a `bpf_loop` callback, which the verifier checks as one loop body rather
+/// than per iteration: 32 bytes a step, then eight, then the last few one at
+/// a time.
+#[inline(always)]
+fn request_heads(ctx: &XdpContext, payload: u32, end: u32) -> Result<u32, Internal> {
+    if payload >= end {
+        return Ok(0);
+    }
+    let end = end.min(payload + SCAN_MAX);
+    let state = TG_SCAN.get_ptr_mut(0).ok_or(Internal)?;
+    // SAFETY: this CPU's slot; XDP runs with preemption disabled.
+    unsafe {
+        state.write(ScanState {
+            offset: payload,
+            end,
+            heads: HeadEnds::segment_start(),
+        })
+    };
+    let mut scan = ScanContext { ctx: ctx.ctx };
+    let len = end - payload;
+    let steps = len / 32 + len % 32 / 8 + 1;
+    // SAFETY: `scan` outlives the call; the callback only reads it.
+    unsafe {
+        bpf_loop(
+            steps,
+            scan_step as *mut core::ffi::c_void,
+            (&raw mut scan).cast(),
+            0,
+        )
+    };
+    let state = TG_SCAN.get(0).ok_or(Internal)?;
+    Ok(state.heads.ends)
+}
+
+/// One step of [`request_heads`]: the next eight payload bytes, or the next
+/// byte when fewer are left. Returns 1 (stop) at the end of the payload.
+extern "C" fn scan_step(_index: u64, data: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `data` is the `ScanContext` that `request_heads` passed.
+    let frame = XdpContext::new(unsafe { (*data.cast::<ScanContext>()).ctx });
+    let Some(state) = TG_SCAN.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's slot, written by `request_heads` before the loop.
+    let state = unsafe { &mut *state };
+    let offset = state.offset;
+    if offset >= state.end || offset > SCAN_MAX * 2 {
+        return 1;
+    }
+    let at = frame.data() + offset as usize;
+    if state.end - offset >= 32 {
+        if at + 32 > frame.data_end() {
+            return 1;
+        }
+        let word = |i: usize| {
+            // SAFETY: bounds checked above for all four words.
+            u64::from_le(unsafe { core::ptr::read_unaligned((at + i * 8) as *const u64) })
+        };
+        state.heads.word(word(0));
+        state.heads.word(word(1));
+        state.heads.word(word(2));
+        state.heads.word(word(3));
+        state.offset = offset + 32;
+    } else if state.end - offset >= 8 {
+        if at + 8 > frame.data_end() {
+            return 1;
+        }
+        // SAFETY: bounds checked above.
+        state.heads.word(u64::from_le(unsafe {
+            core::ptr::read_unaligned(at as *const u64)
+        }));
+        state.offset = offset + 8;
+    } else {
+        // The last 1 to 7 bytes: the word that ends with them (it starts
+        // inside the TCP header at worst, whose bytes are skipped), so the
+        // tail costs one read instead of a helper call per byte.
+        let tail = state.end - offset;
+        let from = state.end.wrapping_sub(8);
+        if from > SCAN_MAX * 2 {
+            return 1;
+        }
+        let at = frame.data() + from as usize;
+        if at + 8 > frame.data_end() {
+            return 1;
+        }
+        // SAFETY: bounds checked above.
+        let word = u64::from_le(unsafe { core::ptr::read_unaligned(at as *const u64) });
+        let mut i = 0;
+        while i < 8 {
+            if i >= 8 - tail {
+                state.heads.byte((word >> (i * 8)) as u8);
+            }
+            i += 1;
+        }
+        state.offset = state.end;
+        return 1;
+    }
+    0
 }
 
 #[inline(always)]

@@ -110,6 +110,11 @@ pub enum Problem {
     },
     #[error("global limits need a [cluster] section (redis = \"redis://...\")")]
     GlobalNeedsCluster,
+    #[error(
+        "requests are counted on the [http] ports, and [http] ports is empty: \
+         list the ports your HTTP servers listen on (e.g. ports = [80, 8080])"
+    )]
+    RequestsNeedHttpPorts,
     #[error("listed twice")]
     ListedTwice,
     #[error("must be between {lo} and {hi}")]

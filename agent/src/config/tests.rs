@@ -426,6 +426,12 @@ fn cluster_errors_name_file_line_field_and_value() {
         &["tollgate.toml:", "missing field `redis`"],
     );
     assert_err(
+        "[[tier]]\nname = \"a\"\nrequests = \"10/s\"\n[http]\nports = []\n",
+        &[
+            "tollgate.toml:3: tier \"a\": requests = \"10/s\": requests are counted on the [http] ports, and [http] ports is empty",
+        ],
+    );
+    assert_err(
         "[[tier]]\nname = \"a\"\npackets = \"10/s\"\nglobal_packets = \"100/s\"\n",
         &[
             "tollgate.toml:4: tier \"a\": global_packets = \"100/s\": global limits need a [cluster] section",

@@ -84,6 +84,19 @@ pub fn validate(c: &Config) -> Result<(), Invalid> {
             ));
         }
         t.to_kernel().map_err(|e| tier_invalid(index, &t.name, e))?;
+        if let Some(requests) = &t.requests
+            && c.http.ports.is_empty()
+        {
+            return Err(Invalid::new(
+                Section::Tier {
+                    index,
+                    name: Some(t.name.clone()),
+                },
+                Some("requests"),
+                Some(quoted(&requests.rate)),
+                Problem::RequestsNeedHttpPorts,
+            ));
+        }
         if c.cluster.is_none() {
             for field in GlobalField::ALL {
                 if let Some(g) = t.global(field) {

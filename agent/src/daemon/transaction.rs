@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use anyhow::{Context as _, Result};
 use ipnet::IpNet;
-use tollgate_common::{MAX_TIERS, RULE_TIER, RuleValue, TierConfig};
+use tollgate_common::{MAX_TIERS, RULE_TIER, RuleValue, SETTINGS_COUNT_REQUESTS, TierConfig};
 use tracing::{error, info, warn};
 
 use super::{Daemon, error::CommandError};
@@ -86,6 +86,20 @@ pub(super) fn apply(
     pinned: &BTreeMap<IpNet, RuleValue>,
 ) -> Result<()> {
     let want = desired(cfg, indices, pinned)?;
+    // The program counts request heads only while some tier limits requests;
+    // switched on before such a tier is written, off after it is gone.
+    let count_requests = want
+        .tiers
+        .iter()
+        .flatten()
+        .any(|t| !t.limits[tollgate_common::LimitKind::Requests as usize].is_unlimited());
+    let current = maps.settings()?;
+    if count_requests && current.flags & SETTINGS_COUNT_REQUESTS == 0 {
+        maps.set_settings(tollgate_common::Settings {
+            flags: current.flags | SETTINGS_COUNT_REQUESTS,
+            ..current
+        })?;
+    }
     for (i, tier) in (0..MAX_TIERS).zip(&want.tiers) {
         if let Some(k) = tier
             && maps.tier(i)? != *k
@@ -98,6 +112,11 @@ pub(super) fn apply(
         &cfg.http,
         tollgate_common::Settings {
             default_tier: want.default_tier,
+            flags: if count_requests {
+                current.flags | SETTINGS_COUNT_REQUESTS
+            } else {
+                current.flags & !SETTINGS_COUNT_REQUESTS
+            },
             ..current
         },
     );
