@@ -1,7 +1,8 @@
 //! The daemon's consumer of the kernel's samples: HTTP request samples become
 //! route statistics, `http tail` events and API-key tier pins; verdict samples
 //! feed the top-talkers summary. Nothing here touches the kernel: pin changes
-//! are returned for the caller to apply.
+//! are returned for the caller to apply. Its settings (`[http]` redaction,
+//! `[api_keys]`) follow the configuration the daemon publishes.
 
 use std::{
     net::IpAddr,
@@ -11,10 +12,11 @@ use std::{
 use ipnet::IpNet;
 use tokio::sync::broadcast;
 use tollgate_common::MAX_TIERS;
+use tracing::warn;
 
 use crate::{
     apikeys::{ApiKeyError, ApiKeys, PinChange, Pins, source_prefix},
-    config::{ApiKeysConfig, HttpConfig},
+    config::{ApiKeysConfig, HttpConfig, Published, Subscription, TierNames},
     datapath::samples::Sample,
     http::{self, HttpStats, redact::Redactor, stats::Limits},
 };
@@ -47,29 +49,6 @@ pub struct TailEvent {
     pub scale: u32,
 }
 
-/// Tier names and IPv6 prefixes by index, as the kernel holds them now.
-#[derive(Clone, Debug, Default)]
-pub struct TierNames {
-    pub names: Vec<Option<(String, u8)>>,
-}
-
-impl TierNames {
-    pub fn name(&self, index: u32) -> String {
-        match self.names.get(index as usize) {
-            Some(Some((n, _))) => n.clone(),
-            _ => format!("#{index}"),
-        }
-    }
-
-    pub fn prefix_of(&self, name: &str) -> u8 {
-        self.names
-            .iter()
-            .flatten()
-            .find(|(n, _)| n == name)
-            .map_or(64, |(_, p)| *p)
-    }
-}
-
 pub struct Monitor {
     stats: HttpStats,
     redactor: Redactor,
@@ -80,10 +59,18 @@ pub struct Monitor {
     pub malformed: u64,
     pub undecodable: u64,
     tail: broadcast::Sender<TailEvent>,
+    /// The configuration the daemon publishes with every committed change.
+    config: Subscription,
+    /// The configuration whose `[http]` and `[api_keys]` are in use.
+    applied: Published,
 }
 
 impl Monitor {
-    pub fn new(http: &HttpConfig, keys: &ApiKeysConfig) -> Result<Monitor, ApiKeyError> {
+    /// A monitor with the configuration in force on `config` (`[http]`'s
+    /// table sizes and `[api_keys]`' TTL are read here only).
+    pub fn new(mut config: Subscription) -> Result<Monitor, ApiKeyError> {
+        let applied = config.borrow_and_update().clone();
+        let (http, keys) = (&applied.config.http, &applied.config.api_keys);
         let (tail, _) = broadcast::channel(TAIL_BUFFER);
         let mut m = Monitor {
             stats: HttpStats::new(Limits {
@@ -98,19 +85,39 @@ impl Monitor {
             malformed: 0,
             undecodable: 0,
             tail,
+            config,
+            applied: applied.clone(),
         };
-        m.reconfigure(http, keys)?;
+        m.reconfigure(&applied.config.http, &applied.config.api_keys)?;
         Ok(m)
     }
 
-    /// Applies a reloaded `[http]`/`[api_keys]` (statistics are kept).
-    pub fn reconfigure(
-        &mut self,
-        http: &HttpConfig,
-        keys: &ApiKeysConfig,
-    ) -> Result<(), ApiKeyError> {
+    /// The configuration in force, after applying its `[http]` and
+    /// `[api_keys]` if a commit changed them since the last call (statistics
+    /// and pins are kept). Called before each batch of samples, so a sample
+    /// read after a commit is judged by the committed configuration.
+    pub fn follow(&mut self) -> Published {
+        if !self.config.has_changed().unwrap_or(false) {
+            return self.config.borrow().clone();
+        }
+        let current = self.config.borrow_and_update().clone();
+        let (http, keys) = (&current.config.http, &current.config.api_keys);
+        if *http != self.applied.config.http || *keys != self.applied.config.api_keys {
+            match self.reconfigure(http, keys) {
+                Ok(()) => self.applied = current.clone(),
+                Err(e) => warn!(error = %e, generation = current.generation,
+                    "the HTTP monitor kept its previous settings"),
+            }
+        }
+        current
+    }
+
+    /// Applies `[http]`'s redaction and `[api_keys]`; on an error nothing
+    /// changes.
+    fn reconfigure(&mut self, http: &HttpConfig, keys: &ApiKeysConfig) -> Result<(), ApiKeyError> {
+        let keys = ApiKeys::new(&keys.salt, &keys.keys)?;
         self.redactor = Redactor::new(&http.redact_headers);
-        self.keys = ApiKeys::new(&keys.salt, &keys.keys)?;
+        self.keys = keys;
         Ok(())
     }
 
@@ -195,9 +202,31 @@ impl Monitor {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
-    use crate::apikeys::hash_key;
+    use crate::{
+        apikeys::hash_key,
+        config::{Effective, Publisher, embedded_default},
+    };
     use tollgate_common::{SAMPLE_HTTP, SampleHeader};
+
+    /// A configuration with these `[http]` and `[api_keys]`, as a commit
+    /// publishes it.
+    fn effective(generation: u64, http: HttpConfig, keys: ApiKeysConfig) -> Published {
+        let mut config = embedded_default();
+        config.http = http;
+        config.api_keys = keys;
+        Arc::new(Effective::new(generation, config, Default::default()))
+    }
+
+    fn gold_key() -> ApiKeysConfig {
+        ApiKeysConfig {
+            salt: "s".into(),
+            ttl_seconds: 60,
+            keys: vec![(hash_key("s", b"gold-key"), "gold".into())],
+        }
+    }
 
     fn sample(payload: &[u8]) -> Vec<u8> {
         let h = SampleHeader {
@@ -225,12 +254,8 @@ mod tests {
 
     #[test]
     fn requests_are_counted_tailed_redacted_and_keys_pin() {
-        let keys = ApiKeysConfig {
-            salt: "s".into(),
-            ttl_seconds: 60,
-            keys: vec![(hash_key("s", b"gold-key"), "gold".into())],
-        };
-        let mut m = Monitor::new(&HttpConfig::default(), &keys).unwrap();
+        let publisher = Publisher::new(effective(0, HttpConfig::default(), gold_key()));
+        let mut m = Monitor::new(publisher.subscribe()).unwrap();
         let mut tail = m.subscribe();
         let rec =
             sample(b"GET /users/12?token=abc HTTP/1.1\r\nHost: api\r\nX-Api-Key: gold-key\r\n\r\n");
@@ -259,5 +284,59 @@ mod tests {
                 .is_none()
         );
         assert_eq!(m.malformed, 2);
+    }
+
+    #[test]
+    fn published_keys_and_redaction_apply_from_the_next_batch_on() {
+        let publisher = Publisher::new(effective(0, HttpConfig::default(), gold_key()));
+        let mut m = Monitor::new(publisher.subscribe()).unwrap();
+        let mut tail = m.subscribe();
+        let rec = sample(
+            b"GET /a HTTP/1.1\r\nHost: api\r\nUser-Agent: curl\r\nX-Api-Key: silver-key\r\n\r\n",
+        );
+        // One batch: follow the channel, then ingest. Returns the generation
+        // in force, the pin change and the user agent `http tail` shows.
+        let mut batch = || {
+            let in_force = m.follow();
+            let change = m.ingest_http(&Sample::decode(&rec).unwrap(), &names(), Instant::now());
+            let ua = tail.try_recv().unwrap().user_agent;
+            (in_force.generation, change.map(|(c, _)| c), ua)
+        };
+        let (generation, change, ua) = batch();
+        assert_eq!((generation, ua.as_deref()), (0, Some("curl")));
+        assert!(change.is_none(), "silver-key is not configured yet");
+
+        // A commit that changes neither [http] nor [api_keys] (a tier set)
+        // keeps the settings; one that does replaces them.
+        publisher.send_replace(effective(1, HttpConfig::default(), gold_key()));
+        let (generation, change, ua) = batch();
+        assert_eq!((generation, ua.as_deref()), (1, Some("curl")));
+        assert!(change.is_none());
+        let keys = ApiKeysConfig {
+            keys: vec![(hash_key("s", b"silver-key"), "gold".into())],
+            ..gold_key()
+        };
+        let redacting = HttpConfig {
+            redact_headers: vec!["User-Agent".into()],
+            ..HttpConfig::default()
+        };
+        publisher.send_replace(effective(2, redacting, keys));
+        let (generation, change, ua) = batch();
+        assert_eq!((generation, ua), (2, None), "User-Agent is redacted now");
+        assert!(matches!(change, Some(PinChange::Install { ref tier, .. }) if tier == "gold"));
+
+        // Keys that are not sha256 hashes leave the previous settings in force.
+        let bad = ApiKeysConfig {
+            keys: vec![("abc".into(), "gold".into())],
+            ..gold_key()
+        };
+        publisher.send_replace(effective(3, HttpConfig::default(), bad));
+        let (generation, change, ua) = batch();
+        assert_eq!((generation, ua), (3, None), "still redacted");
+        assert!(
+            matches!(change, Some(PinChange::Refreshed)),
+            "silver-key still known"
+        );
+        assert_eq!(m.stats().top(http::stats::Group::Route, 5)[0].1, 8);
     }
 }

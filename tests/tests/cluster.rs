@@ -543,11 +543,27 @@ fn two_nodes_share_a_global_limit_and_fail_open_without_redis() {
         })
         .collect();
     let denied = IpNet::from(std::net::IpAddr::from(source));
-    nodes[0].wait_until("the client is denied", Duration::from_secs(3), |n| {
+    let is_denied = |n: &Node| {
         rules(n)
             .iter()
             .any(|(net, v)| *net == denied && v.action == RULE_DENY)
-    });
+    };
+    nodes[0].wait_until("the client is denied", Duration::from_secs(3), is_denied);
+    // A CLI change rewrites the kernel's rules from the configuration (the
+    // client's exact rule is back to tier g): the sync receives the committed
+    // configuration on the daemon's channel and puts its deny back within a
+    // sync or two, long before a new window could deny the client anew.
+    for change in [
+        &["rule", "add", "192.0.2.0/24", "--tier", "g"][..],
+        &["rule", "rm", "192.0.2.0/24"][..],
+    ] {
+        nodes[0].ok(change);
+        nodes[0].wait_until(
+            "the deny is back after a commit",
+            Duration::from_millis(400),
+            is_denied,
+        );
+    }
     let status = nodes[0].daemon.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status}");
     for s in senders {

@@ -312,6 +312,74 @@ fn an_api_key_moves_its_client_to_the_keys_tier_until_the_pin_expires() {
     });
 }
 
+/// `[api_keys]` reach the HTTP monitor on the daemon's configuration channel:
+/// a key that a reload adds pins its client from the next request on.
+#[test]
+fn a_key_added_by_a_reload_pins_its_client_from_the_next_request() {
+    if !privileged("a_key_added_by_a_reload_pins_its_client_from_the_next_request") {
+        return;
+    }
+    let env = Env::new();
+    let with_key = config(&env, free_port(), "requests = \"10000/s\"");
+    // The same file with another key's hash in place of GOLD_KEY's.
+    let without_key = with_key.replace(
+        &hash_key(SALT, GOLD_KEY.as_bytes()),
+        &hash_key(SALT, b"another-key"),
+    );
+    assert_ne!(with_key, without_key);
+    env.write_config(&without_key);
+    let _daemon = env.start_with(&[]);
+    let server = Server::bind(SocketAddr::from((env.veth.host_ip, PORT))).unwrap();
+    let addr = server.addr;
+    let tiers: Value = serde_json::from_str(&env.ok(&["--json", "tier", "list"])).unwrap();
+    let gold = tiers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "gold")
+        .unwrap()["index"]
+        .as_u64()
+        .unwrap() as u32;
+    let maps = Maps::from_pins(&env.pins.path).unwrap();
+    let pinned = || {
+        maps.rules()
+            .unwrap()
+            .into_iter()
+            .any(|(net, v)| net.to_string() == format!("{}/32", env.veth.peer_ip) && v.tier == gold)
+    };
+    let get = |path: &'static str| {
+        env.ns
+            .run(move || {
+                request_once(
+                    addr,
+                    &format!("GET {path} HTTP/1.1\r\nHost: t\r\nX-Api-Key: {GOLD_KEY}"),
+                    Duration::from_secs(3),
+                )
+            })
+            .join()
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    };
+    let sampled = |route: &str| {
+        let top: Value =
+            serde_json::from_str(&env.ok(&["--json", "http", "top", "--by", "route"])).unwrap();
+        route_count(&top, route) > 0
+    };
+
+    get("/before");
+    env.eventually(Duration::from_secs(5), "/before sampled", || {
+        sampled("/before")
+    });
+    assert!(!pinned(), "the key is not configured yet");
+
+    env.write_config(&with_key);
+    env.ok(&["reload"]);
+    get("/after");
+    env.eventually(Duration::from_secs(5), "the key's pin", pinned);
+    assert!(sampled("/after"));
+}
+
 /// A keep-alive client whose connection comes from `from`.
 fn socket2_bind(from: std::net::Ipv4Addr, to: SocketAddr) -> anyhow::Result<Client> {
     // std has no bind-before-connect; a TcpStream from a bound socket via libc.

@@ -25,6 +25,11 @@
 //!    the window ends plus [`DENY_MARGIN`], then puts back whatever rule the
 //!    configuration has for that exact CIDR.
 //!
+//! The configuration comes from the daemon's `watch` channel
+//! ([`Subscription`]): a sync that finds a new one published (a commit or a
+//! rollback rewrote the kernel's rules, dropping the denies) re-plans and puts
+//! its denies back first.
+//!
 //! # Accuracy
 //!
 //! With N nodes, each admitting a source at most at its per-node rate `ρ`
@@ -67,7 +72,7 @@ pub mod store;
 pub mod usage;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -82,10 +87,10 @@ use tollgate_common::{RULE_DENY, RuleValue};
 use tracing::{debug, info, warn};
 
 use crate::{
-    config::ClusterConfig,
+    config::{ClusterConfig, Effective, Subscription},
     datapath::kernel::{self, SourceMaps},
     proto::ClusterStatus,
-    spec::{GlobalField, LimitField, Lpm, RuleSpec, RuleTarget, SourceKey, TierMode, TierSpec},
+    spec::{GlobalField, LimitField, Lpm, RuleTarget, SourceKey, TierMode},
 };
 use store::{Conn, Entry};
 use usage::{Delta, Kind, Measure, Measures, Usage};
@@ -100,24 +105,11 @@ pub const KEY_TTL: Duration = Duration::from_secs(3);
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// What the sync needs from the daemon.
+/// What the sync needs from the daemon besides the configuration (which it
+/// reads from the daemon's channel).
 pub trait Host: Send + Sync + 'static {
-    /// The configuration in effect, unless its generation is still `known`.
-    fn view(&self, known: Option<u64>) -> Option<View>;
     /// Writes rules into the kernel (under the daemon's lock).
     fn update_rules(&self, upsert: &[(IpNet, RuleValue)], remove: &[IpNet]) -> Result<()>;
-}
-
-/// The part of the daemon's effective configuration the sync uses. The
-/// generation changes whenever the daemon rewrites the kernel's rules.
-#[derive(Clone, Debug)]
-pub struct View {
-    pub generation: u64,
-    pub tiers: Vec<TierSpec>,
-    pub default_tier: String,
-    pub rules: Vec<RuleSpec>,
-    /// Tier name -> kernel tier index.
-    pub indices: BTreeMap<String, u32>,
 }
 
 /// The sync's state for `status` and metrics; cheap to read from anywhere.
@@ -214,7 +206,8 @@ pub struct GlobalTier {
 /// The configuration turned into what one sync needs.
 #[derive(Debug, Default)]
 pub struct Plan {
-    pub generation: Option<u64>,
+    /// The generation of the configuration this plan was made from.
+    pub generation: u64,
     pub tiers: Vec<GlobalTier>,
     /// Rule CIDR -> index into `tiers` (None: a tier without global limits,
     /// or an allow/deny rule).
@@ -225,11 +218,12 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(view: &View, cfg: &ClusterConfig) -> Plan {
-        let index = |name: &str| view.indices.get(name).copied();
+    pub fn new(effective: &Effective, cfg: &ClusterConfig) -> Plan {
+        let (config, indices) = (&effective.config, &effective.indices);
+        let index = |name: &str| indices.get(name).copied();
         let mut tiers = Vec::new();
         let mut by_name = HashMap::new();
-        for t in view.tiers.iter().filter(|t| t.has_global_limits()) {
+        for t in config.tiers.iter().filter(|t| t.has_global_limits()) {
             let Some(kernel_index) = index(&t.name) else {
                 continue;
             };
@@ -279,10 +273,10 @@ impl Plan {
             by_name.insert(t.name.clone(), tiers.len());
             tiers.push(g);
         }
-        let default_index = index(&view.default_tier).unwrap_or(0);
+        let default_index = index(&config.default_tier).unwrap_or(0);
         let mut lpm = Lpm::default();
         let mut configured = HashMap::new();
-        for r in &view.rules {
+        for r in &config.rules {
             let value = r
                 .target
                 .to_kernel(|t| Some(index(t).unwrap_or(default_index)), default_index)
@@ -295,8 +289,8 @@ impl Plan {
             configured.insert(r.cidr, value);
         }
         Plan {
-            generation: Some(view.generation),
-            default: by_name.get(&view.default_tier).copied(),
+            generation: effective.generation,
+            default: by_name.get(&config.default_tier).copied(),
             tiers,
             lpm,
             configured,
@@ -412,6 +406,7 @@ impl Jitter {
 pub async fn run(
     cfg: ClusterConfig,
     pin_dir: PathBuf,
+    mut config: Subscription,
     host: Arc<dyn Host>,
     status: Arc<Status>,
     stop: Arc<tokio::sync::Notify>,
@@ -427,7 +422,10 @@ pub async fn run(
             return;
         }
     };
+    let in_force = config.borrow_and_update().clone();
     let mut sync = Syncer {
+        plan: Arc::new(Plan::new(&in_force, &cfg)),
+        config,
         script: store::script(),
         timeout: cfg
             .sync_interval
@@ -436,7 +434,6 @@ pub async fn run(
         host,
         status,
         scanner: Arc::new(Mutex::new((maps, Usage::default()))),
-        plan: Arc::new(Plan::default()),
         denies: Denies::default(),
         conn: None,
         retry_at: Instant::now(),
@@ -462,6 +459,8 @@ pub async fn run(
 
 struct Syncer {
     cfg: ClusterConfig,
+    /// The daemon's configuration in force; `plan` is made from it.
+    config: Subscription,
     script: redis::Script,
     timeout: Duration,
     host: Arc<dyn Host>,
@@ -495,12 +494,16 @@ impl Syncer {
 
     /// One sync: configuration, expiries, scan, round trip, denies.
     async fn once(&mut self) {
-        // The configuration, when it changed (reloads and CLI changes rewrite
-        // the kernel's rules: put the denies back).
-        let host = self.host.clone();
-        let known = self.plan.generation;
-        if let Some(Some(view)) = Self::blocking(move || host.view(known)).await {
-            self.plan = Arc::new(Plan::new(&view, &self.cfg));
+        // The configuration, when a new one was published (reloads, CLI
+        // changes and rollbacks rewrite the kernel's rules: put the denies
+        // back).
+        if self.config.has_changed().unwrap_or(false) {
+            let in_force = self.config.borrow_and_update().clone();
+            debug!(
+                generation = in_force.generation,
+                "cluster: the configuration changed"
+            );
+            self.plan = Arc::new(Plan::new(&in_force, &self.cfg));
             let again: Vec<_> = self
                 .denies
                 .active
@@ -685,14 +688,9 @@ mod tests {
         let c = config::parse(text, ConfigSource::File("t.toml".into())).unwrap();
         let mut state = crate::state::State::default();
         state.assign_indices(&c).unwrap();
-        let view = View {
-            generation: 7,
-            tiers: c.tiers.clone(),
-            default_tier: c.default_tier.clone(),
-            rules: c.rules.clone(),
-            indices: state.tier_indices.clone(),
-        };
-        Plan::new(&view, c.cluster.as_ref().unwrap())
+        let cluster = c.cluster.clone().unwrap();
+        let effective = Effective::new(7, c, state.tier_indices.clone());
+        Plan::new(&effective, &cluster)
     }
 
     const CFG: &str = r#"
@@ -736,7 +734,7 @@ tier = "api"
     #[test]
     fn plans_map_sources_to_global_tiers() {
         let p = plan(CFG);
-        assert_eq!(p.generation, Some(7));
+        assert_eq!(p.generation, 7);
         assert_eq!(p.tiers.len(), 1);
         let api = &p.tiers[0];
         assert_eq!(api.name, "api");

@@ -1,11 +1,13 @@
 //! The configuration: its validated form ([`Config`]), the file format
 //! (`file`: TOML with line numbers in errors), and the one validation all
-//! changes go through (`validate`).
+//! changes go through (`validate`); the configuration in force as the
+//! daemon's tasks receive it (`effective`: a `watch` channel).
 //!
 //! Every file error names the file, the line and the field with its value, e.g.
 //! `tollgate.toml:7: tier "gold": packets = "100/x": unknown period "x" (use /s, /min or /h)`.
 //! See `deploy/tollgate.toml` for a commented example.
 
+mod effective;
 mod error;
 mod file;
 mod validate;
@@ -14,6 +16,7 @@ use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use ipnet::IpNet;
 
+pub use effective::{Effective, Published, Publisher, Subscription, TierNames};
 pub use error::{ConfigError, FieldPath, InterfaceNameError, Invalid, Problem, Section};
 pub use file::{embedded_default, load_file, parse};
 pub use validate::validate;

@@ -35,10 +35,10 @@ use crate::datapath::{
 };
 use crate::{
     cluster,
-    config::Config,
+    config::{Config, Effective, Publisher},
     datapath::kernel::Maps,
     metrics::{self, Usage},
-    monitor::{Monitor, TierNames},
+    monitor::Monitor,
     state::{self, State},
     talkers::Talkers,
 };
@@ -81,9 +81,6 @@ pub struct Daemon {
     usage: Vec<Usage>,
     /// Tracked sources per family, from the last usage scan.
     tracked: (u64, u64),
-    /// Bumped whenever the kernel's rules are rewritten from `effective`
-    /// (the cluster sync then re-asserts its denies).
-    generation: u64,
     /// Re-pins removed pins and re-attaches to re-created interfaces; `None`
     /// once detached.
     guard: Option<guard::Guard>,
@@ -94,8 +91,9 @@ pub struct Daemon {
     state_write_failures: u64,
     /// Samples lost to a full ring, as logged so far.
     ring_losses: RingLosses,
-    /// Publishes the tier names by index with every committed change.
-    published_names: tokio::sync::watch::Sender<TierNames>,
+    /// Publishes `effective` (with the tier indices and names) to the tasks
+    /// with every committed change (`transaction::commit`).
+    published: Publisher,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (program stays attached) or
@@ -191,7 +189,13 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             warn!(tier = %t.name, "the tier has global limits but no [cluster] is configured: they have no effect");
         }
         let ring = maps.take_samples();
-        let monitor = Monitor::new(&effective.http, &effective.api_keys)?;
+        // The start publishes the first configuration; every commit the next.
+        let published = Publisher::new(Arc::new(Effective::new(
+            0,
+            effective.clone(),
+            state.tier_indices.clone(),
+        )));
+        let monitor = Monitor::new(published.subscribe())?;
         let metrics_address = file.metrics_address;
         let mut daemon = Daemon {
             opts,
@@ -207,22 +211,20 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             reload_failures: 0,
             usage: vec![Usage::default(); MAX_TIERS as usize],
             tracked: (0, 0),
-            generation: 0,
             guard: Some(guard),
             config_readable: None,
             state_write_failures: 0,
             ring_losses: RingLosses::default(),
-            published_names: tokio::sync::watch::Sender::new(TierNames::default()),
+            published,
         };
         daemon.baseline_ring_losses();
-        daemon.published_names.send_replace(daemon.tier_names());
-        let names = daemon.published_names.subscribe();
+        let config = daemon.subscribe();
         daemon.clear_stale_pins();
         let shared = Arc::new(Shared {
             daemon: Mutex::new(daemon),
             talkers: Mutex::new(Talkers::new(TALKERS_CAPACITY)),
             monitor: Mutex::new(monitor),
-            tiers: names,
+            config,
             walk,
             next_scan: Mutex::new(Instant::now()),
             stop: tokio_util::sync::CancellationToken::new(),

@@ -13,7 +13,6 @@ use tollgate_common::RuleValue;
 use tracing::{error, info, warn};
 
 use super::{Daemon, TALKERS_CAPACITY, error::CommandError, top_row};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::datapath::{
@@ -23,9 +22,10 @@ use crate::datapath::{
 use crate::{
     apikeys::PinChange,
     cluster,
+    config::Subscription,
     datapath::samples::Sample,
     metrics::Snapshot,
-    monitor::{Monitor, TierNames},
+    monitor::Monitor,
     proto::{Done, Request, Response, TopData},
     talkers::{Talkers, TopBy},
 };
@@ -38,11 +38,12 @@ const SCAN_DUTY: u32 = 10;
 pub(crate) struct Shared {
     pub(super) daemon: Mutex<Daemon>,
     pub(super) talkers: Mutex<Talkers>,
+    /// Follows the configuration in force on its own subscription.
     pub(super) monitor: Mutex<Monitor>,
-    /// Tier names by kernel index, as of the last committed change (the
-    /// daemon publishes them with every commit, so samples name tiers right
-    /// from the first packet after a reload or `tier set`).
-    pub(super) tiers: watch::Receiver<TierNames>,
+    /// The configuration in force, as of the last committed change (the
+    /// daemon publishes it with every commit, so tiers are named right from
+    /// the first tick after a reload or `tier set`).
+    pub(super) config: Subscription,
     /// Cancelled when the daemon stops (a signal, or `tollgate detach`): no
     /// new control request starts, and every task winds down.
     pub(super) stop: CancellationToken,
@@ -85,21 +86,11 @@ impl Shared {
             Request::RuleRm { cidr } => d.rule_rm(&cidr).map(done),
             Request::Stats { tier } => d.stats(tier.as_deref()).map(Response::success),
             Request::Top { by, n } => {
-                let names = d.index_names();
                 drop(d);
+                let names = self.config.borrow().names.by_index();
                 Ok(Response::success(self.top(by, n, &names)))
             }
-            Request::Reload {} => {
-                let result = d.reload();
-                if result.is_ok() {
-                    let (http, keys) = (d.effective.http.clone(), d.effective.api_keys.clone());
-                    drop(d);
-                    if let Err(e) = lock(&self.monitor).reconfigure(&http, &keys) {
-                        warn!(error = %e, "reload: the HTTP monitor kept its previous settings");
-                    }
-                }
-                result.map(done)
-            }
+            Request::Reload {} => d.reload().map(done),
             Request::HttpTop { by, n } => {
                 drop(d);
                 let rows = lock(&self.monitor).stats().top(by, n.clamp(1, 1000));
@@ -146,16 +137,8 @@ impl Shared {
 
     /// Re-reads the config (SIGHUP); logs the outcome.
     pub(super) fn reload_from_signal(&self) {
-        let mut d = lock(&self.daemon);
-        match d.reload() {
-            Ok(msg) => {
-                info!("SIGHUP: {msg}");
-                let (http, keys) = (d.effective.http.clone(), d.effective.api_keys.clone());
-                drop(d);
-                if let Err(e) = lock(&self.monitor).reconfigure(&http, &keys) {
-                    warn!(error = %e, "SIGHUP: the HTTP monitor kept its previous settings");
-                }
-            }
+        match lock(&self.daemon).reload() {
+            Ok(msg) => info!("SIGHUP: {msg}"),
             Err(e) => error!("SIGHUP: {e}"),
         }
     }
@@ -168,17 +151,19 @@ impl Shared {
     /// Digests a batch of ring-buffer records; applies API-key pins.
     pub(super) fn ingest(&self, records: &[Vec<u8>]) {
         let now = Instant::now();
-        let tiers = self.tiers.borrow().clone();
         let mut pins = Vec::new();
         {
             let mut monitor = lock(&self.monitor);
+            // The batch is judged by the configuration in force now.
+            let in_force = monitor.follow();
+            let tiers = &in_force.names;
             let mut talkers = lock(&self.talkers);
             for r in records {
                 match Sample::decode(r) {
                     Err(_) => monitor.undecodable += 1,
                     Ok(s) if s.is_http() => {
                         talkers.observe_request(s.source(), s.header.tier, s.header.scale as u64);
-                        if let Some(change) = monitor.ingest_http(&s, &tiers, now) {
+                        if let Some(change) = monitor.ingest_http(&s, tiers, now) {
                             pins.push(change);
                         }
                     }
@@ -219,8 +204,8 @@ impl Shared {
             Err(e) => warn!(error = %e, "sampling counters"),
         }
         d.check_ring_losses();
-        let names = d.tier_names();
-        d.update_usage(&requests, &names);
+        let in_force = self.config.borrow().clone();
+        d.update_usage(&requests, &in_force.names);
         drop(d);
         // A walk costs about 250 ns per tracked source (a quarter of a core
         // at 1,000,000): with many sources, scan less often, so scanning
@@ -235,9 +220,9 @@ impl Shared {
     /// its first answers already count the sources an adopted program holds.
     pub(super) fn scan_sources(&self) {
         let input = {
+            let in_force = self.config.borrow().clone();
             let d = lock(&self.daemon);
-            let names = d.tier_names();
-            ScanInput::read(&d.maps, |t| names.names[t as usize].is_some())
+            ScanInput::read(&d.maps, |t| in_force.names.is_used(t))
         };
         // The walk of up to millions of sources runs without the daemon's
         // lock: control requests and scrapes are not held up by it.
@@ -265,7 +250,7 @@ impl Shared {
             s.samples_undecodable = m.undecodable;
         }
         s.cluster_up = self.cluster_up();
-        let k = lock(&self.daemon).effective.http.top_sources_metric;
+        let k = self.config.borrow().config.http.top_sources_metric;
         if k > 0 {
             s.top = lock(&self.talkers).top(TopBy::Packets, k);
         }
@@ -274,20 +259,6 @@ impl Shared {
 }
 
 impl cluster::Host for Shared {
-    fn view(&self, known: Option<u64>) -> Option<cluster::View> {
-        let d = lock(&self.daemon);
-        if known == Some(d.generation) {
-            return None;
-        }
-        Some(cluster::View {
-            generation: d.generation,
-            tiers: d.effective.tiers.clone(),
-            default_tier: d.effective.default_tier.clone(),
-            rules: d.effective.rules.clone(),
-            indices: d.state.tier_indices.clone(),
-        })
-    }
-
     fn update_rules(&self, upsert: &[(IpNet, RuleValue)], remove: &[IpNet]) -> Result<()> {
         lock(&self.daemon)
             .maps

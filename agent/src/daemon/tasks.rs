@@ -65,11 +65,15 @@ pub(super) async fn serve(
         (Some(cfg), Some(status)) => {
             info!(redis = %cfg.redis, node_id = %cfg.node_id, interval = ?cfg.sync_interval,
                 "cluster: syncing global limits through Redis");
-            let pin_dir = lock(&shared.daemon).file.pin_dir.clone();
+            let (pin_dir, config) = {
+                let d = lock(&shared.daemon);
+                (d.file.pin_dir.clone(), d.subscribe())
+            };
             let host: Arc<dyn cluster::Host> = shared.clone();
             Some(tokio::spawn(cluster::run(
                 cfg,
                 pin_dir,
+                config,
                 host,
                 status.clone(),
                 cluster_stop.clone(),

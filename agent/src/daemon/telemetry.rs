@@ -10,8 +10,8 @@ use tracing::{error, info, warn};
 use super::Daemon;
 use crate::datapath::scan::Scan;
 use crate::{
+    config::TierNames,
     metrics::Usage,
-    monitor::TierNames,
     state::{self},
 };
 

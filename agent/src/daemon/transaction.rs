@@ -1,7 +1,8 @@
 //! The config transaction: what the kernel should hold for a configuration,
-//! writing only the difference, and commit/rollback/reload around it.
+//! writing only the difference, and commit/rollback/reload around it; every
+//! commit publishes the configuration in force to the tasks.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{collections::BTreeMap, path::Path, sync::Arc};
 
 use anyhow::{Context as _, Result};
 use ipnet::IpNet;
@@ -10,7 +11,7 @@ use tracing::{error, info, warn};
 
 use super::{Daemon, error::CommandError};
 use crate::{
-    config::{self, Config},
+    config::{self, Config, Effective, Published, Subscription},
     datapath::kernel::Maps,
     spec,
     state::{self, Overlay},
@@ -174,8 +175,9 @@ impl Daemon {
     }
 
     /// Makes `overlay` (and, for a reload, `new_file`) effective: validates,
-    /// applies to the kernel, persists, and only then commits in memory. On any
-    /// failure the kernel is put back as it was and nothing changes.
+    /// applies to the kernel, persists, and only then commits in memory and
+    /// publishes it to the tasks. On any failure the kernel is put back as it
+    /// was and nothing changes.
     pub(super) fn commit(
         &mut self,
         new_file: Option<Config>,
@@ -183,8 +185,6 @@ impl Daemon {
     ) -> Result<(), CommandError> {
         let file = new_file.as_ref().unwrap_or(&self.file);
         let effective = overlay.apply(file)?;
-        // apply() below rewrites the kernel's rules, dropping cluster denies.
-        self.generation += 1;
         let mut state = self.state.clone();
         state.overlay = overlay;
         state.assign_indices(&effective)?;
@@ -214,10 +214,11 @@ impl Daemon {
         if let Some(f) = new_file {
             self.file = f;
         }
-        self.published_names.send_replace(self.tier_names());
+        self.publish();
         Ok(())
     }
 
+    /// Puts the kernel back as `effective` has it after a failed change.
     pub(super) fn rollback(&mut self) {
         if let Err(e) = apply(
             &mut self.maps,
@@ -227,6 +228,32 @@ impl Daemon {
         ) {
             error!(error = %format!("{e:#}"), "rolling back a failed change also failed: the kernel may hold a partial change");
         }
+        // Never the failed change: the configuration still in force, again,
+        // because the kernel's rules were rewritten from it (which dropped
+        // the cluster sync's denies: the sync puts them back).
+        self.publish();
+    }
+
+    /// Sends `effective` and the tier indices to every task, as the next
+    /// generation. Only [`Daemon::commit`] and [`Daemon::rollback`] call it,
+    /// once the kernel holds exactly this configuration.
+    fn publish(&mut self) {
+        let generation = self.published.borrow().generation + 1;
+        self.published.send_replace(Arc::new(Effective::new(
+            generation,
+            self.effective.clone(),
+            self.state.tier_indices.clone(),
+        )));
+    }
+
+    /// The configuration in force, as last published.
+    pub(super) fn in_force(&self) -> Published {
+        self.published.borrow().clone()
+    }
+
+    /// A task's subscription to the configuration in force.
+    pub(super) fn subscribe(&self) -> Subscription {
+        self.published.subscribe()
     }
 
     pub(super) fn reload(&mut self) -> Result<String, CommandError> {

@@ -12,7 +12,6 @@ use crate::datapath::dataplane::{self, LinkState};
 use crate::{
     config::ConfigSource,
     metrics::{self, Snapshot, TierSnapshot},
-    monitor::TierNames,
     proto::{
         Fill, InterfaceStatus, LimitRow, RuleRow, StatsData, StatusData, TierRow, TierStats,
         TopRow, Traffic,
@@ -21,14 +20,6 @@ use crate::{
 };
 
 impl Daemon {
-    pub(super) fn index_names(&self) -> BTreeMap<u32, String> {
-        self.effective
-            .tiers
-            .iter()
-            .filter_map(|t| self.state.index_of(&t.name).map(|i| (i, t.name.clone())))
-            .collect()
-    }
-
     pub(super) fn tier_source(&self, name: &str) -> &'static str {
         if self.state.overlay.tiers.contains_key(name) {
             "cli"
@@ -115,7 +106,7 @@ impl Daemon {
             });
         }
         let counters = self.maps.counters().map_err(CommandError::Counters)?;
-        let names = self.index_names();
+        let names = self.in_force().names.by_index();
         let mut tiers = Vec::new();
         for (index, per_verdict) in counters.iter().enumerate() {
             let index = index as u32;
@@ -163,21 +154,10 @@ impl Daemon {
         })
     }
 
-    /// Tier names and IPv6 prefixes by kernel index.
-    pub(super) fn tier_names(&self) -> TierNames {
-        let mut names = vec![None; MAX_TIERS as usize];
-        for t in &self.effective.tiers {
-            if let Some(&i) = self.state.tier_indices.get(&t.name) {
-                let prefix = t.to_kernel().map_or(64, |k| k.ipv6_prefix as u8);
-                names[i as usize] = Some((t.name.clone(), prefix));
-            }
-        }
-        TierNames { names }
-    }
-
     /// The daemon's part of a metrics snapshot (fresh kernel counters).
     pub(super) fn snapshot(&self) -> Snapshot {
-        let names = self.tier_names();
+        let in_force = self.in_force();
+        let names = &in_force.names;
         let counters = self.maps.counters().unwrap_or_default();
         let mut tiers = Vec::new();
         for (i, name) in names.names.iter().enumerate() {

@@ -8,6 +8,7 @@
 
 use std::{
     net::Ipv4Addr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -15,9 +16,9 @@ use anyhow::{Context, Result, bail};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use tollgate::{
     apikeys::hash_key,
-    config::{ApiKeysConfig, HttpConfig},
+    config::{self, ApiKeysConfig, Effective, HttpConfig, Publisher, TierNames},
     datapath::samples::Sample,
-    monitor::{Monitor, TierNames},
+    monitor::Monitor,
 };
 use tollgate_common::{Limit, SAMPLE_HTTP, SampleHeader};
 use tollgate_tests::{
@@ -135,7 +136,11 @@ fn ingest() -> Result<()> {
         ttl_seconds: 60,
         keys: vec![(hash_key("bench", b"gold-key"), "gold".into())],
     };
-    let mut monitor = Monitor::new(&HttpConfig::default(), &keys)?;
+    let mut config = config::embedded_default();
+    config.http = HttpConfig::default();
+    config.api_keys = keys;
+    let publisher = Publisher::new(Arc::new(Effective::new(0, config, Default::default())));
+    let mut monitor = Monitor::new(publisher.subscribe())?;
     let tiers = TierNames {
         names: vec![Some(("default".into(), 64)), Some(("gold".into(), 64))],
     };

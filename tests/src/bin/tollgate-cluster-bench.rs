@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use tollgate::{
-    cluster::{self, KEY_TTL, Plan, View, store, usage::Usage},
+    cluster::{self, KEY_TTL, Plan, store, usage::Usage},
     config::{self, ConfigSource},
     datapath::kernel::{self, MapSizes, Maps, SourceMaps},
     state::State,
@@ -76,13 +76,7 @@ global_packets = "2000/s"
     let mut state = State::default();
     state.assign_indices(&cfg).map_err(anyhow::Error::msg)?;
     let plan = Plan::new(
-        &View {
-            generation: 0,
-            tiers: cfg.tiers.clone(),
-            default_tier: cfg.default_tier.clone(),
-            rules: cfg.rules.clone(),
-            indices: state.tier_indices.clone(),
-        },
+        &config::Effective::new(0, cfg, state.tier_indices.clone()),
         &cluster_cfg,
     );
 
