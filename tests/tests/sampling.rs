@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use aya::maps::{MapData, RingBuf};
 use tollgate::datapath::samples::Sample;
-use tollgate_common::{Limit, SampleHeader, Settings, Verdict};
+use tollgate_common::{Limit, SETTINGS_COUNT_REQUESTS, SampleHeader, Settings, Verdict};
 use tollgate_tests::{
     packet::{Packet, TCP_ACK, TCP_PSH},
     privileged,
@@ -113,8 +113,9 @@ fn dropped_requests_are_sampled_and_marked() {
     if !privileged("dropped_requests_are_sampled_and_marked") {
         return;
     }
+    // Request counting on, as the daemon sets it for a tier that limits requests.
     let (mut p, mut ring) = program(
-        |_| {},
+        |s| s.flags |= SETTINGS_COUNT_REQUESTS,
         TierSpec {
             requests: Some((1, 1)),
             ..Default::default()
