@@ -26,14 +26,15 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
+use aya::Ebpf;
 use aya::programs::{Xdp, xdp::XdpLinkId};
-use aya::{Ebpf, EbpfLoader};
 use tollgate::datapath::kernel::{self, AttachMode, MapSizes, Maps};
 use tollgate_common::Verdict;
 
 use crate::{
     generator::{self, Flood, PacketSocket, Sent},
     net::{Netns, Veth, pin_to_cpu, sh},
+    probes::{self, Probes},
     program::TierSpec,
     rawbpf::{self, Spoof},
     traffic::send_udp_paced,
@@ -234,7 +235,7 @@ impl Config {
 /// A receiving side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum System {
-    /// `floor_drop`: XDP_DROP everything, natively on the veth.
+    /// `floor_drop` (the probes object): XDP_DROP everything, natively on the veth.
     Floor,
     /// Reference: an XDP program that reads the IPv4 source, then drops.
     FloorRead,
@@ -595,14 +596,14 @@ impl Bed {
     ) -> Result<Installed> {
         match system {
             System::Floor => {
-                // Only floor_drop is loaded (the object's maps are created, unused).
-                let mut ebpf = Box::new(EbpfLoader::new().load(tollgate::datapath::EBPF_OBJECT)?);
-                let name = "floor_drop";
+                // floor_drop from the probes object (its one small map is
+                // created, unused).
+                let name = probes::FLOOR_DROP;
+                let mut ebpf = Box::new(Probes::load(&[name])?.ebpf);
                 let xdp: &mut Xdp = ebpf
                     .program_mut(name)
                     .context("program floor_drop")?
                     .try_into()?;
-                xdp.load()?;
                 let (link, mode) = kernel::attach(xdp, &self.veth.host, AttachMode::Native)?;
                 ensure!(mode == AttachMode::Native, "native XDP on veth");
                 Ok(Installed::Xdp {

@@ -11,6 +11,7 @@ pub mod generator;
 pub mod httpd;
 pub mod net;
 pub mod packet;
+pub mod probes;
 pub mod program;
 pub mod rawbpf;
 pub mod redis;
@@ -18,6 +19,8 @@ pub mod soak;
 pub mod traffic;
 
 use std::sync::atomic::{AtomicU32, Ordering};
+
+pub use probes::PROBES_OBJECT;
 
 /// Whether privileged tests must run (CI, where a skip is a failure).
 pub fn privileged_required() -> bool {

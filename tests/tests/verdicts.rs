@@ -1,13 +1,16 @@
 //! test_run verdict tests: every parser path, rule kind, limit kind and mode,
 //! run through the real program in the kernel.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use aya::programs::{TestRun as _, TestRunOptions};
 use ipnet::IpNet;
 use tollgate_common::{RULE_ALLOW, RULE_DENY, RULE_TIER, RuleValue, Verdict};
 use tollgate_tests::{
     packet::{Ext, Packet, TCP_ACK, TCP_PSH, TCP_SYN},
     privileged,
+    probes::{self, Probes},
     program::{TestProgram, TierSpec, XDP_DROP, XDP_PASS},
 };
 
@@ -725,4 +728,79 @@ fn the_program_stays_well_inside_the_verifier_limit() {
         .expect("the kernel reports verified instructions");
     eprintln!("the verifier processed {verified} instructions (limit 1,000,000)");
     assert!(verified <= 750_000, "{verified} verified instructions");
+}
+
+/// The object the agent ships holds the `tollgate` program and its own maps
+/// only: the benchmark floors and probes live in the probes object.
+#[test]
+fn the_production_object_holds_only_tollgate() {
+    let obj = aya_obj::Object::parse(tollgate::datapath::EBPF_OBJECT).expect("parse");
+    let programs: BTreeSet<&str> = obj.programs.keys().map(String::as_str).collect();
+    assert_eq!(
+        programs,
+        BTreeSet::from([tollgate_common::names::PROGRAM]),
+        "programs in the production object"
+    );
+    let maps: BTreeSet<&str> = obj.maps.keys().map(String::as_str).collect();
+    for name in tollgate::datapath::kernel::MAP_NAMES {
+        assert!(maps.contains(name), "{name} missing from {maps:?}");
+    }
+    assert!(
+        !maps.iter().any(|m| m.starts_with("PROBE")),
+        "a probe map in the production object: {maps:?}"
+    );
+    // Apart from tollgate's own maps, only aya-log's and the data sections.
+    let others: Vec<_> = maps
+        .iter()
+        .filter(|m| !tollgate::datapath::kernel::MAP_NAMES.contains(m))
+        .filter(|m| !m.starts_with("AYA_LOG") && !m.starts_with('.'))
+        .collect();
+    assert!(others.is_empty(), "unexpected maps: {others:?}");
+}
+
+/// The probes object holds the floors and probes the benchmarks load.
+#[test]
+fn the_probes_object_holds_the_probes() {
+    let obj = aya_obj::Object::parse(probes::PROBES_OBJECT).expect("parse");
+    let programs: BTreeSet<&str> = obj.programs.keys().map(String::as_str).collect();
+    assert_eq!(programs, BTreeSet::from(probes::PROGRAMS));
+    assert!(
+        obj.maps.contains_key(probes::PROBE_SOURCES_V4),
+        "{:?}",
+        obj.maps.keys()
+    );
+    assert!(
+        !obj.maps.keys().any(|m| m.starts_with("TG_")),
+        "a production map in the probes object: {:?}",
+        obj.maps.keys()
+    );
+}
+
+/// Every probe loads and returns what the benchmarks expect of it.
+#[test]
+fn the_probes_load_and_return_their_verdicts() {
+    if !privileged("the_probes_load_and_return_their_verdicts") {
+        return;
+    }
+    let mut p = Probes::load(&probes::PROGRAMS).expect("load the probes");
+    let frame = Packet::from(A).udp().build();
+    let run = |p: &Probes, name: &str| {
+        p.xdp(name)
+            .unwrap()
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                repeat: 1,
+                ..Default::default()
+            })
+            .unwrap()
+            .return_value
+    };
+    assert_eq!(run(&p, probes::FLOOR_PASS), XDP_PASS);
+    assert_eq!(run(&p, probes::FLOOR_DROP), XDP_DROP);
+    assert_eq!(run(&p, probes::PROBE_CLOCK), XDP_PASS);
+    assert_eq!(run(&p, probes::PROBE_JIFFIES), XDP_PASS);
+    // The key is absent until the host tracks it.
+    assert_eq!(run(&p, probes::PROBE_SOURCE_LOOKUP), XDP_DROP);
+    p.track_probe_source().unwrap();
+    assert_eq!(run(&p, probes::PROBE_SOURCE_LOOKUP), XDP_PASS);
 }

@@ -88,12 +88,16 @@ pub fn run(args: Args) -> Result<()> {
         fmt.args(["fmt", "--all", "--check"]);
         steps.push(step("fmt", fmt, path.as_ref()));
 
+        // The eBPF crates (the production program and the benchmark probes)
+        // are linted for their own target below.
         let mut clippy = cargo();
         clippy.args([
             "clippy",
             "--workspace",
             "--exclude",
             "tollgate-ebpf",
+            "--exclude",
+            "tollgate-probes",
             "--all-targets",
             "--",
             "-D",
@@ -107,6 +111,8 @@ pub fn run(args: Args) -> Result<()> {
             "clippy",
             "--package",
             "tollgate-ebpf",
+            "--package",
+            "tollgate-probes",
             "--target",
             "bpfel-unknown-none",
             "-Z",

@@ -2,7 +2,8 @@
 //!
 //! * kernel: test_run ns/packet of an HTTP request packet with sampling off
 //!   and with every request sampled (ring drained between rounds, so every
-//!   sample is really written), against the minimal XDP program;
+//!   sample is really written), against the minimal XDP program (`floor_pass`
+//!   from the probes object);
 //! * daemon: samples/s that one core decodes, parses, templates, redacts and
 //!   aggregates (`Monitor::ingest_http`), on a realistic mix of request heads.
 
@@ -23,6 +24,7 @@ use tollgate::{
 use tollgate_common::{Limit, SAMPLE_HTTP, SampleHeader};
 use tollgate_tests::{
     packet::{Packet, TCP_ACK, TCP_PSH},
+    probes::{self, Probes},
     program::{TestProgram, TierSpec, XDP_PASS},
 };
 
@@ -68,12 +70,8 @@ fn kernel_cost() -> Result<()> {
         .config(),
     )?;
     let mut ring = p.maps.take_samples().context("sample ring")?;
-    let floor: &mut Xdp = p
-        .ebpf
-        .program_mut("floor_pass")
-        .context("floor_pass")?
-        .try_into()?;
-    floor.load()?;
+    let reference = Probes::load(&[probes::FLOOR_PASS])?;
+    let floor = reference.xdp(probes::FLOOR_PASS)?;
     let head = b"GET /api/v1/users/12345/orders?page=2 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: bench/1.0\r\nAccept: */*\r\nAuthorization: Bearer 0123456789abcdef\r\n\r\n";
     let frame = Packet::from(Ipv4Addr::new(203, 0, 113, 5))
         .tcp(TCP_ACK | TCP_PSH)
@@ -104,7 +102,6 @@ fn kernel_cost() -> Result<()> {
             let xdp = p.xdp_ref();
             t.push(run(xdp, &frame80)?);
             while ring.next().is_some() {}
-            let floor: &Xdp = p.ebpf.program("floor_pass").context("floor")?.try_into()?;
             f.push(run(floor, &frame80)?);
         }
         let after = p.maps.sampler_totals()?;

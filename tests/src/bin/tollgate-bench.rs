@@ -1,7 +1,7 @@
 //! Benchmarks that need the real kernel (run through `cargo xtask bench`).
 //!
 //! `micro`: BPF_PROG_TEST_RUN ns/packet for each data-path case, next to the
-//! minimal XDP_PASS program from the same object, in one run.
+//! minimal XDP_PASS program (`floor_pass`, from the probes object), in one run.
 //!
 //! `flood`: a spoofed flood over a veth into the minimal XDP_DROP, tollgate,
 //! an nftables meter and iptables hashlimit in turn (receive CPU per packet,
@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use tollgate_common::{Limit, RULE_ALLOW, RuleValue};
 use tollgate_tests::{
     packet::Packet,
+    probes::{self, Probes},
     program::{TestProgram, TierSpec, XDP_DROP, XDP_PASS},
 };
 
@@ -85,13 +86,18 @@ fn fresh_sources(xdp: &Xdp, frames: &[Vec<u8>]) -> Result<(f64, f64, f64)> {
 }
 
 fn micro() -> Result<()> {
-    let mut p = TestProgram::load_sized(&tollgate::datapath::kernel::MapSizes {
+    let sizes = tollgate::datapath::kernel::MapSizes {
         sources_v4: 1 << 20,
         sources_v6: 1 << 16,
         rules_v4: 1024,
         rules_v6: 1024,
         ..Default::default()
-    })?;
+    };
+    let mut p = TestProgram::load_sized(&sizes)?;
+    // The floor and the single-operation probes, from the probes object; the
+    // probes' source map is sized like tollgate's and holds the probe's key.
+    let mut reference = Probes::load_sized(&probes::PROGRAMS, Some(sizes.sources_v4))?;
+    reference.track_probe_source()?;
     // A realistic policy: default tier with all four limits and an aggregate,
     // one allow rule and one tier rule, so every lookup a real host pays is paid.
     let generous = TierSpec {
@@ -176,17 +182,7 @@ fn micro() -> Result<()> {
         run(p.xdp_ref(), &f, 1)?;
     }
 
-    let floor_prog: &mut Xdp = p
-        .ebpf
-        .program_mut("floor_pass")
-        .context("floor_pass program")?
-        .try_into()?;
-    floor_prog.load()?;
-    let floor: &Xdp = p
-        .ebpf
-        .program("floor_pass")
-        .context("floor_pass")?
-        .try_into()?;
+    let floor = reference.xdp(probes::FLOOR_PASS)?;
 
     let v4 = Packet::from(Ipv4Addr::new(203, 0, 113, 10))
         .udp()
@@ -310,11 +306,6 @@ fn micro() -> Result<()> {
         }
         p.maps.set_settings(settings)?;
         let xdp = p.xdp_ref();
-        let floor: &Xdp = p
-            .ebpf
-            .program("floor_pass")
-            .context("floor_pass")?
-            .try_into()?;
         ablations.push((
             name,
             repeated(xdp, &abl_frame, XDP_PASS)?,
@@ -322,30 +313,60 @@ fn micro() -> Result<()> {
         ));
     }
 
-    // Single-operation probes from the same object, priced the same way.
-    let mut probes = Vec::new();
-    for name in ["probe_clock", "probe_jiffies", "probe_source_lookup"] {
-        let prog: &mut Xdp = p
-            .ebpf
-            .program_mut(name)
-            .context("probe program")?
-            .try_into()?;
-        prog.load()?;
+    // Request counting (issue 14): TCP segments to an HTTP port from a known
+    // source under the full policy (requests allowed without bound here, so
+    // a million repetitions stay under the limit), counting off, then on.
+    p.maps.set_tier(
+        0,
+        &TierSpec {
+            requests: Some((1_000_000_000, 1_000_000_000)),
+            ..generous
+        }
+        .config(),
+    )?;
+    let segment = |payload: &[u8]| {
+        Packet::from(Ipv4Addr::new(100, 64, 1, 2))
+            .tcp(tollgate_tests::packet::TCP_ACK | tollgate_tests::packet::TCP_PSH)
+            .payload(payload)
+            .build()
+    };
+    let request = segment(
+        b"GET /api/v1/items?id=7 HTTP/1.1\r\nHost: api.test\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\n\r\n",
+    );
+    let pipelined =
+        segment(&b"GET /api/v1/items?id=7 HTTP/1.1\r\nHost: api.test\r\n\r\n".repeat(10));
+    let body = segment(&[b'a'; 1400]);
+    let mut counting = Vec::new();
+    for on in [false, true] {
+        let mut settings = p.maps.settings()?;
+        settings.http_ports[0] = 80;
+        if on {
+            settings.flags |= tollgate_common::SETTINGS_COUNT_REQUESTS;
+        } else {
+            settings.flags &= !tollgate_common::SETTINGS_COUNT_REQUESTS;
+        }
+        p.maps.set_settings(settings)?;
+        let xdp = p.xdp_ref();
+        for (what, frame) in [
+            ("request segment, 90 B payload", &request),
+            ("10 pipelined requests, 510 B payload", &pipelined),
+            ("body segment, 1400 B payload", &body),
+        ] {
+            counting.push((what, on, repeated(xdp, frame, XDP_PASS)?.0));
+        }
     }
+
+    // Single-operation probes beside the floor, priced the same way.
+    let mut operations = Vec::new();
     for (name, what) in [
-        ("probe_clock", "bpf_ktime_get_ns()"),
-        ("probe_jiffies", "bpf_jiffies64() (inlined)"),
-        ("probe_source_lookup", "LRU hash lookup, key present"),
+        (probes::PROBE_CLOCK, "bpf_ktime_get_ns()"),
+        (probes::PROBE_JIFFIES, "bpf_jiffies64() (inlined)"),
+        (probes::PROBE_SOURCE_LOOKUP, "LRU hash lookup, key present"),
     ] {
-        let prog: &Xdp = p.ebpf.program(name).context("probe")?.try_into()?;
-        let floor: &Xdp = p
-            .ebpf
-            .program("floor_pass")
-            .context("floor_pass")?
-            .try_into()?;
+        let prog = reference.xdp(name)?;
         let t = repeated(prog, &abl_frame, XDP_PASS)?.0;
         let f = repeated(floor, &abl_frame, XDP_PASS)?.0;
-        probes.push((what, t, f));
+        operations.push((what, t, f));
     }
 
     println!(
@@ -369,11 +390,19 @@ fn micro() -> Result<()> {
             t / f
         );
     }
-    println!("\nSingle operations (probe programs in the same object):\n");
+    println!("\nSingle operations (probe programs, each against the floor):\n");
     println!("| operation | probe ns/pkt | minimal ns/pkt | cost of the operation |");
     println!("|---|---|---|---|");
-    for (what, t, f) in &probes {
+    for (what, t, f) in &operations {
         println!("| {what} | {t:.1} | {f:.1} | {:.1} ns |", t - f);
+    }
+    println!("\nRequest counting on an HTTP port (known IPv4 source, full policy):\n");
+    println!("| segment | counting off ns/pkt | counting on ns/pkt | cost of counting |");
+    println!("|---|---|---|---|");
+    for (what, on, t) in &counting {
+        if !*on && let Some((_, _, with)) = counting.iter().find(|(w, o, _)| w == what && *o) {
+            println!("| {what} | {t:.1} | {with:.1} | {:.1} ns |", with - t);
+        }
     }
     println!(
         "\n{REPEAT} test_run repetitions per round for repeated paths; {NEW_SOURCES} distinct sources, one run each, for the new-source path."
