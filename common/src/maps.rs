@@ -512,6 +512,8 @@ pub mod names {
     pub const SAMPLES: &str = "TG_SAMPLES";
     pub const SAMPLER: &str = "TG_SAMPLER";
     pub const META: &str = "TG_META";
+    /// The request-head scan's per-CPU scratch state: lives for one packet.
+    pub const SCAN: &str = "TG_SCAN";
     pub const PROGRAM: &str = "tollgate";
 }
 

@@ -538,7 +538,10 @@ fn two_nodes_share_a_global_limit_and_fail_open_without_redis() {
             let dst = SocketAddr::from((n.veth.host_ip, 9));
             n.ns.run(move || -> anyhow::Result<Sent> {
                 let s = UdpSocket::bind((source, 0))?;
-                send_udp_paced(&s, dst, OFFERED, Duration::from_secs(3))
+                // Long enough to stay over the fleet quota through the wait
+                // for the deny and both commits below: a deny legitimately
+                // ends with the window once the client falls silent.
+                send_udp_paced(&s, dst, OFFERED, Duration::from_secs(6))
             })
         })
         .collect();
@@ -552,15 +555,33 @@ fn two_nodes_share_a_global_limit_and_fail_open_without_redis() {
     // A CLI change rewrites the kernel's rules from the configuration (the
     // client's exact rule is back to tier g): the sync receives the committed
     // configuration on the daemon's channel and puts its deny back within a
-    // sync or two, long before a new window could deny the client anew.
+    // sync or two.
+    // The two nodes offer twice the fleet quota, so the client is denied from
+    // about 0.6 s into each 1 s window (measured: 603 to 632 ms) to its end. Each change is made
+    // while it is denied there, and the deny must be back before that window
+    // ends: then it came back through the daemon's channel, not from a new
+    // window's count.
+    let ms_into_window = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_millis()
+    };
     for change in [
         &["rule", "add", "192.0.2.0/24", "--tier", "g"][..],
         &["rule", "rm", "192.0.2.0/24"][..],
     ] {
+        let deadline = Instant::now() + Duration::from_secs(4);
+        while !((640..720).contains(&ms_into_window()) && is_denied(&nodes[0])) {
+            assert!(Instant::now() < deadline, "never denied mid-window for 4 s");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let left = Duration::from_millis(990 - u64::from(ms_into_window()));
+        let commit = Instant::now();
         nodes[0].ok(change);
         nodes[0].wait_until(
-            "the deny is back after a commit",
-            Duration::from_millis(400),
+            "the deny is back after a commit, before the window ends",
+            left.saturating_sub(commit.elapsed()),
             is_denied,
         );
     }

@@ -749,10 +749,12 @@ fn the_production_object_holds_only_tollgate() {
         !maps.iter().any(|m| m.starts_with("PROBE")),
         "a probe map in the production object: {maps:?}"
     );
-    // Apart from tollgate's own maps, only aya-log's and the data sections.
+    // Apart from tollgate's own maps (pinned, and per-packet scratch), only
+    // aya-log's and the data sections.
     let others: Vec<_> = maps
         .iter()
         .filter(|m| !tollgate::datapath::kernel::MAP_NAMES.contains(m))
+        .filter(|m| !tollgate::datapath::kernel::SCRATCH_MAP_NAMES.contains(m))
         .filter(|m| !m.starts_with("AYA_LOG") && !m.starts_with('.'))
         .collect();
     assert!(others.is_empty(), "unexpected maps: {others:?}");

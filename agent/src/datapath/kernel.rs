@@ -93,6 +93,10 @@ pub const MAP_NAMES: [&str; 11] = [
     names::SAMPLER,
 ];
 
+/// Maps the program uses within one packet only (scratch space): not pinned,
+/// as nothing in them outlives the packet; an adopted program keeps its own.
+pub const SCRATCH_MAP_NAMES: [&str; 1] = [names::SCAN];
+
 /// CLOCK_MONOTONIC in nanoseconds: the kernel's `bpf_ktime_get_ns`.
 pub fn clock_ns() -> u64 {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
