@@ -11,10 +11,11 @@
 //! `sync_interval` (jittered ±25% so no traffic pattern can hide between the
 //! reads), this task, off the packet path:
 //!
-//! 1. walks the kernel's per-source maps and, for the sources of tiers with
-//!    global limits (found by longest-prefix match over the configured rules,
-//!    [`lpm`]), estimates what each was admitted since the last walk from its
-//!    bucket's TAT ([`estimate`]);
+//! 1. walks the kernel's per-source maps (the one batched walk,
+//!    [`SourceWalk`]) and, for the sources of tiers with global limits (found
+//!    by longest-prefix match over the configured rules, [`lpm`]), estimates
+//!    what each was admitted since the last walk from its bucket's TAT
+//!    ([`estimate`]);
 //! 2. pushes, in one pipelined round trip of Lua script calls (EVALSHA, EVAL
 //!    on NOSCRIPT), the accumulated usage of each source above `share` of its
 //!    global allowance per interval: `INCRBY tg:{<window>}:<tier>:<p|r>:<source>`
@@ -73,6 +74,7 @@ pub mod usage;
 
 use std::{
     collections::HashMap,
+    io,
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -83,12 +85,12 @@ use std::{
 
 use anyhow::Result;
 use ipnet::IpNet;
-use tollgate_common::{RULE_DENY, RuleValue};
+use tollgate_common::{RULE_DENY, RuleValue, SourceState};
 use tracing::{debug, info, warn};
 
 use crate::{
     config::{ClusterConfig, Effective, Subscription},
-    datapath::kernel::{self, SourceMaps},
+    datapath::{kernel, walk::SourceWalk},
     proto::ClusterStatus,
     spec::{GlobalField, LimitField, Lpm, RuleTarget, SourceKey, TierMode},
 };
@@ -306,44 +308,62 @@ impl Plan {
     }
 }
 
-/// Reads every source of a tier with global limits; returns what to push.
-/// Runs on a blocking thread (two syscalls per source of those tiers, one per
-/// other source). Map walks are bounded: a walk restarts from the first key
-/// when its current key is evicted under it.
-pub fn scan(maps: &SourceMaps, plan: &Plan, usage: &mut Usage, window: u64) -> Vec<Delta> {
+/// Reads every source of a tier with global limits in the one batched walk of
+/// the source maps ([`SourceWalk`]) and appends what to push to `out`. Runs on
+/// a blocking thread. The walk is bounded by the maps' sizes; a source the
+/// kernel hands over twice is read once ([`Usage::seen`]).
+///
+/// # The clock
+///
+/// The estimator takes `now` as the instant of the read (backlog = TAT − now,
+/// [`estimate`]), so `now` must not be earlier than the kernel's copy of the
+/// state: a packet admitted in between would show as backlog the source never
+/// had, and the next interval would start before its read. The clock is read
+/// once per batch, right after the syscall that copied it: never earlier than
+/// the copy, and late by at most one batch's syscall and handling. A late
+/// `now` understates both backlogs by the same lag, which cancels for a
+/// source pressing its limit (the estimate is then ΔTAT / T); one read after
+/// the whole walk would be late by the walk itself (tens of milliseconds at a
+/// million sources), enough for a source with a shorter backlog to look idle
+/// and be under-counted. The scan's start, read before the walk, is what the
+/// next scan takes a new source to have been idle since (no later than any
+/// read of this one).
+///
+/// On an error the deltas of the sources read so far are still in `out`, and
+/// the sources not reached keep their last reads (the scan is not finished),
+/// so the next complete walk measures them over the longer interval.
+pub fn scan(
+    walk: &SourceWalk,
+    plan: &Plan,
+    usage: &mut Usage,
+    window: u64,
+    out: &mut Vec<Delta>,
+) -> io::Result<()> {
     let started = kernel::clock_ns();
     usage.begin(window);
-    let mut out = Vec::new();
     if !plan.tiers.is_empty() {
-        let bound = 2 * maps.max_v4 as usize + 1024;
-        for key in maps.v4.keys().take(bound) {
-            let Ok(k) = key else { break };
-            let sk = SourceKey::V4(k);
-            let Some(t) = plan.tier_of(&sk) else { continue };
-            if usage.seen(&sk) {
-                continue;
+        let mut read = |sk: SourceKey, state: &SourceState, now: u64, out: &mut Vec<Delta>| {
+            let Some(t) = plan.tier_of(&sk) else { return };
+            if !usage.seen(&sk) {
+                usage.observe(sk, t, &plan.tiers[t].measures, state, now, out);
             }
-            if let Ok(state) = maps.v4.get(&k, 0) {
-                let now = kernel::clock_ns();
-                usage.observe(sk, t, &plan.tiers[t].measures, &state, now, &mut out);
+        };
+        let v4 = walk.v4_batches(|keys, states| {
+            let now = kernel::clock_ns();
+            for (k, state) in keys.iter().zip(states) {
+                read(SourceKey::V4(*k), state, now, out);
             }
-        }
-        let bound = 2 * maps.max_v6 as usize + 1024;
-        for key in maps.v6.keys().take(bound) {
-            let Ok(k) = key else { break };
-            let sk = SourceKey::V6(k);
-            let Some(t) = plan.tier_of(&sk) else { continue };
-            if usage.seen(&sk) {
-                continue;
+        });
+        let v6 = walk.v6_batches(|keys, states| {
+            let now = kernel::clock_ns();
+            for (k, state) in keys.iter().zip(states) {
+                read(SourceKey::V6(*k), state, now, out);
             }
-            if let Ok(state) = maps.v6.get(&k, 0) {
-                let now = kernel::clock_ns();
-                usage.observe(sk, t, &plan.tiers[t].measures, &state, now, &mut out);
-            }
-        }
+        });
+        v4.and(v6)?;
     }
     usage.finish(started);
-    out
+    Ok(())
 }
 
 /// The window (seconds since the epoch) and the time left in it.
@@ -411,8 +431,8 @@ pub async fn run(
     status: Arc<Status>,
     stop: Arc<tokio::sync::Notify>,
 ) {
-    let maps = match tokio::task::spawn_blocking(move || SourceMaps::open(&pin_dir)).await {
-        Ok(Ok(m)) => m,
+    let walk = match tokio::task::spawn_blocking(move || SourceWalk::open(&pin_dir)).await {
+        Ok(Ok(w)) => w,
         Ok(Err(e)) => {
             warn!(error = %e, "cluster: cannot open the source maps: global limits are off");
             return;
@@ -433,7 +453,8 @@ pub async fn run(
         cfg,
         host,
         status,
-        scanner: Arc::new(Mutex::new((maps, Usage::default()))),
+        scanner: Arc::new(Mutex::new((walk, Usage::default()))),
+        walk_failing: false,
         denies: Denies::default(),
         conn: None,
         retry_at: Instant::now(),
@@ -465,7 +486,9 @@ struct Syncer {
     timeout: Duration,
     host: Arc<dyn Host>,
     status: Arc<Status>,
-    scanner: Arc<Mutex<(SourceMaps, Usage)>>,
+    scanner: Arc<Mutex<(SourceWalk, Usage)>>,
+    /// Whether the last walk of the source maps failed (logged once).
+    walk_failing: bool,
     plan: Arc<Plan>,
     denies: Denies,
     conn: Option<Conn>,
@@ -516,17 +539,31 @@ impl Syncer {
 
         let (window, left) = window_now();
         let (scanner, plan) = (self.scanner.clone(), self.plan.clone());
-        let Some((deltas, tracked)) = Self::blocking(move || {
+        let Some((deltas, walked, tracked)) = Self::blocking(move || {
             let mut s = scanner.lock().unwrap_or_else(|p| p.into_inner());
-            let (maps, usage) = &mut *s;
-            let deltas = scan(maps, &plan, usage, window);
-            (deltas, usage.len())
+            let (walk, usage) = &mut *s;
+            let mut deltas = Vec::new();
+            let walked = scan(walk, &plan, usage, window, &mut deltas);
+            (deltas, walked, usage.len())
         })
         .await
         else {
             return;
         };
         self.status.tracked.store(tracked as u64, Ordering::Relaxed);
+        match walked {
+            Ok(()) if self.walk_failing => {
+                info!("cluster: the source maps are readable again");
+                self.walk_failing = false;
+            }
+            Ok(()) => {}
+            // What was read is pushed; the rest is measured by the next walk.
+            Err(e) if !self.walk_failing => {
+                warn!(error = %e, "cluster: walking the source maps failed: pushing what was read");
+                self.walk_failing = true;
+            }
+            Err(e) => debug!(error = %e, "cluster: walking the source maps still fails"),
+        }
 
         if self.conn.is_none() {
             if Instant::now() < self.retry_at {

@@ -90,7 +90,8 @@ impl Usage {
         }
     }
 
-    /// Whether `key` was already read in this scan (a map walk restarted).
+    /// Whether `key` was already read in this scan (the walk handed it over
+    /// twice): a second read would count its interval again.
     pub fn seen(&self, key: &SourceKey) -> bool {
         self.tracks.get(key).is_some_and(|t| t.scan == self.scan)
     }

@@ -468,41 +468,6 @@ impl Maps {
     }
 }
 
-/// Separate handles on the pinned per-source maps, for a reader that must not
-/// hold the daemon's lock while it walks them (cluster sync).
-pub struct SourceMaps {
-    pub v4: HashMap<MapData, u32, SourceState>,
-    pub v6: HashMap<MapData, u64, SourceState>,
-    /// Capacities, which bound a walk of each map.
-    pub max_v4: u32,
-    pub max_v6: u32,
-}
-
-impl SourceMaps {
-    /// Opens `TG_SOURCES_V4` and `TG_SOURCES_V6` pinned in `dir`.
-    pub fn open(dir: &Path) -> Result<SourceMaps> {
-        let open = |name: &'static str| -> Result<(Map, u32)> {
-            let data = MapData::from_pin(dir.join(name))
-                .map_err(|source| KernelError::Map { name, source })?;
-            let max = data
-                .info()
-                .map(|i| i.max_entries())
-                .map_err(|source| KernelError::Map { name, source })?;
-            let map =
-                Map::from_map_data(data).map_err(|source| KernelError::Map { name, source })?;
-            Ok((map, max))
-        };
-        let (v4, max_v4) = open(names::SOURCES_V4)?;
-        let (v6, max_v6) = open(names::SOURCES_V6)?;
-        Ok(SourceMaps {
-            v4: typed(names::SOURCES_V4, v4)?,
-            v6: typed(names::SOURCES_V6, v6)?,
-            max_v4,
-            max_v6,
-        })
-    }
-}
-
 fn check_tier(index: u32) -> Result<()> {
     if index < MAX_TIERS {
         Ok(())

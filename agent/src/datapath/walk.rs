@@ -37,17 +37,41 @@ impl SourceWalk {
     /// Calls `each` with every tracked IPv4 source (its key as the kernel
     /// reads it from the packet, network order) and its bucket state; returns
     /// how many there were.
-    pub fn v4(&self, each: impl FnMut(u32, &SourceState)) -> io::Result<u64> {
-        walk(&self.v4, each)
+    pub fn v4(&self, mut each: impl FnMut(u32, &SourceState)) -> io::Result<u64> {
+        self.v4_batches(|keys, states| {
+            for (k, s) in keys.iter().zip(states) {
+                each(*k, s);
+            }
+        })
     }
 
     /// Like [`SourceWalk::v4`] for IPv6 source prefixes (`parse::ipv6_key`).
-    pub fn v6(&self, each: impl FnMut(u64, &SourceState)) -> io::Result<u64> {
+    pub fn v6(&self, mut each: impl FnMut(u64, &SourceState)) -> io::Result<u64> {
+        self.v6_batches(|keys, states| {
+            for (k, s) in keys.iter().zip(states) {
+                each(*k, s);
+            }
+        })
+    }
+
+    /// Like [`SourceWalk::v4`], one batch at a time: `each` gets the keys and
+    /// states one syscall copied (equally long), called right after that
+    /// syscall returns, so a clock read first thing in `each` is no earlier
+    /// than the kernel's read of any state in the batch.
+    pub fn v4_batches(&self, each: impl FnMut(&[u32], &[SourceState])) -> io::Result<u64> {
+        walk(&self.v4, each)
+    }
+
+    /// Like [`SourceWalk::v4_batches`] for IPv6 source prefixes.
+    pub fn v6_batches(&self, each: impl FnMut(&[u64], &[SourceState])) -> io::Result<u64> {
         walk(&self.v6, each)
     }
 }
 
-fn walk<K: Copy + Default>(fd: &OwnedFd, mut each: impl FnMut(K, &SourceState)) -> io::Result<u64> {
+fn walk<K: Copy + Default>(
+    fd: &OwnedFd,
+    mut each: impl FnMut(&[K], &[SourceState]),
+) -> io::Result<u64> {
     let mut keys = vec![K::default(); BATCH];
     let mut values = vec![SourceState::default(); BATCH];
     let mut token = None;
@@ -56,8 +80,8 @@ fn walk<K: Copy + Default>(fd: &OwnedFd, mut each: impl FnMut(K, &SourceState)) 
         // The walk ends when the kernel reports the last bucket: a hash map
         // has finitely many, so this loop is bounded by the map's size.
         let (n, next) = bpf_obj::lookup_batch(fd, token, &mut keys, &mut values)?;
-        for (k, v) in keys[..n].iter().zip(&values[..n]) {
-            each(*k, v);
+        if n > 0 {
+            each(&keys[..n], &values[..n]);
         }
         total += n as u64;
         match next {

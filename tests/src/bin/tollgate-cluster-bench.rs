@@ -20,7 +20,10 @@ use anyhow::{Context, Result, bail};
 use tollgate::{
     cluster::{self, KEY_TTL, Plan, store, usage::Usage},
     config::{self, ConfigSource},
-    datapath::kernel::{self, MapSizes, Maps, SourceMaps},
+    datapath::{
+        kernel::{self, MapSizes, Maps},
+        walk::SourceWalk,
+    },
     state::State,
 };
 use tollgate_common::SourceState;
@@ -52,7 +55,7 @@ fn main() -> Result<()> {
     let mut ebpf = kernel::load(tollgate::datapath::EBPF_OBJECT, &sizes, Some(&pins.path))?;
     let mut maps = Maps::from_ebpf(&mut ebpf)?;
     maps.stamp_layout()?;
-    let source_maps = SourceMaps::open(&pins.path)?;
+    let walk = SourceWalk::open(&pins.path)?;
 
     // One tier: 1000/s per node, 2000/s fleet-wide, 5% share.
     let text = format!(
@@ -106,7 +109,7 @@ global_packets = "2000/s"
     ))?;
     let mut usage = Usage::default();
     // Two warm-up intervals: baselines, and the script cached by EVAL.
-    let mut walk = Vec::new();
+    let mut walk_ms = Vec::new();
     let mut rtt = Vec::new();
     let mut pushed = 0u64;
     let mut before = None;
@@ -118,7 +121,8 @@ global_packets = "2000/s"
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs();
         let t = Instant::now();
-        let deltas = cluster::scan(&source_maps, &plan, &mut usage, window);
+        let mut deltas = Vec::new();
+        cluster::scan(&walk, &plan, &mut usage, window, &mut deltas)?;
         let walked = t.elapsed();
         let entries = cluster::entries(&plan, window, &deltas);
         let t = Instant::now();
@@ -129,7 +133,7 @@ global_packets = "2000/s"
             started = Instant::now();
         }
         if i >= 2 {
-            walk.push(walked.as_secs_f64() * 1e3);
+            walk_ms.push(walked.as_secs_f64() * 1e3);
             rtt.push(round_trip.as_secs_f64() * 1e3);
             pushed += entries.len() as u64;
         }
@@ -146,7 +150,7 @@ global_packets = "2000/s"
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         (v[v.len() / 2], v[v.len() - 1])
     };
-    let (walk_med, walk_max) = median(&mut walk);
+    let (walk_med, walk_max) = median(&mut walk_ms);
     let (rtt_med, rtt_max) = median(&mut rtt);
     println!(
         "cluster sync, one node: {sources} active sources (all above the share), interval {} ms, {intervals} intervals ({elapsed:.1} s)",
