@@ -226,15 +226,7 @@ fn an_api_key_moves_its_client_to_the_keys_tier_until_the_pin_expires() {
     let _daemon = env.start_with(&[]);
     let server = Server::bind(SocketAddr::from((env.veth.host_ip, PORT))).unwrap();
     let addr = server.addr;
-    let tiers: Value = serde_json::from_str(&env.ok(&["--json", "tier", "list"])).unwrap();
-    let gold = tiers
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "gold")
-        .unwrap()["index"]
-        .as_u64()
-        .unwrap() as u32;
+    let gold = env.tier_index("gold");
 
     // 12 requests with the key on one keep-alive connection: the first is
     // sampled, the key pins the client's /32 to gold, and all 12 are served
@@ -331,15 +323,7 @@ fn a_key_added_by_a_reload_pins_its_client_from_the_next_request() {
     let _daemon = env.start_with(&[]);
     let server = Server::bind(SocketAddr::from((env.veth.host_ip, PORT))).unwrap();
     let addr = server.addr;
-    let tiers: Value = serde_json::from_str(&env.ok(&["--json", "tier", "list"])).unwrap();
-    let gold = tiers
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "gold")
-        .unwrap()["index"]
-        .as_u64()
-        .unwrap() as u32;
+    let gold = env.tier_index("gold");
     let maps = Maps::from_pins(&env.pins.path).unwrap();
     let pinned = || {
         maps.rules()
