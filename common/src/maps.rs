@@ -324,6 +324,12 @@ impl TierConfig {
     pub const fn admits_new_sources(&self) -> bool {
         !self.new_sources.is_unlimited()
     }
+    /// Whether the tier limits HTTP requests (so the program must count
+    /// them: [`SETTINGS_COUNT_REQUESTS`]).
+    #[inline(always)]
+    pub const fn limits_requests(&self) -> bool {
+        !self.limits[LimitKind::Requests as usize].is_unlimited()
+    }
 }
 
 /// Rule actions (value of `TG_RULES_V4` / `TG_RULES_V6`).

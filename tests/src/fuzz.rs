@@ -326,10 +326,7 @@ pub fn random_policy(rng: &mut StdRng) -> FuzzPolicy {
     policy.http_ports = http_ports.iter().copied().filter(|&p| p != 0).collect();
     // As the daemon sets it: on when some tier limits requests (and at times
     // when none does, where it must change nothing).
-    let limits_requests = policy
-        .tiers
-        .iter()
-        .any(|t| !t.limits[LimitKind::Requests as usize].is_unlimited());
+    let limits_requests = policy.tiers.iter().any(TierConfig::limits_requests);
     let settings = Settings {
         default_tier: policy.default_tier,
         flags: if limits_requests || rng.gen_bool(0.3) {

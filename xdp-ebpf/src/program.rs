@@ -501,8 +501,8 @@ fn request_heads(ctx: &XdpContext, payload: u32, end: u32) -> Result<u32, Intern
     Ok(state.heads.ends)
 }
 
-/// One step of [`request_heads`]: the next eight payload bytes, or the next
-/// byte when fewer are left. Returns 1 (stop) at the end of the payload.
+/// One step of [`request_heads`]: the next 32 payload bytes, or the next 8
+/// when fewer are left, or the last 1 to 7 (then it returns 1: stop).
 extern "C" fn scan_step(_index: u64, data: *mut core::ffi::c_void) -> i64 {
     // SAFETY: `data` is the `ScanContext` that `request_heads` passed.
     let frame = XdpContext::new(unsafe { (*data.cast::<ScanContext>()).ctx });

@@ -89,11 +89,7 @@ pub(super) fn apply(
     let want = desired(cfg, indices, pinned)?;
     // The program counts request heads only while some tier limits requests;
     // switched on before such a tier is written, off after it is gone.
-    let count_requests = want
-        .tiers
-        .iter()
-        .flatten()
-        .any(|t| !t.limits[tollgate_common::LimitKind::Requests as usize].is_unlimited());
+    let count_requests = want.tiers.iter().flatten().any(TierConfig::limits_requests);
     let current = maps.settings()?;
     if count_requests && current.flags & SETTINGS_COUNT_REQUESTS == 0 {
         maps.set_settings(tollgate_common::Settings {
