@@ -86,6 +86,7 @@ fn verdict_reason(v: Verdict) -> (&'static str, &'static str) {
         Verdict::Malformed => ("dropped", "malformed"),
         Verdict::Untracked => ("passed", "untracked"),
         Verdict::DroppedUntracked => ("dropped", "untracked_limit"),
+        Verdict::DroppedRouteCeiling => ("dropped", "route_ceiling"),
     }
 }
 

@@ -3,6 +3,8 @@
 //! and how many request heads it ends ([`HeadEnds`]: what a request limit
 //! charges).
 
+use crate::route::ROUTED_HEADS;
+
 /// Bytes of payload the check needs. Every request line is longer than this
 /// ("GET / HTTP/1.1\r\n" is 16 bytes), so shorter payloads are never requests.
 pub const PREFIX_LEN: usize = 8;
@@ -81,6 +83,14 @@ pub struct HeadEnds {
     state: u8,
     /// Head ends seen so far.
     pub ends: u32,
+    /// Bytes fed so far.
+    pub pos: u32,
+    /// Request lines that began after a head end (the next request of a
+    /// pipeline): how many, and where the first [`ROUTED_HEADS`] began
+    /// (offsets from the first byte fed). Routing reads them
+    /// ([`crate::route`]).
+    pub starts: u32,
+    pub start_at: [u32; ROUTED_HEADS],
 }
 
 /// Inside a non-empty line.
@@ -107,13 +117,45 @@ impl HeadEnds {
         HeadEnds {
             state: LINE_START,
             ends: 0,
+            pos: 0,
+            starts: 0,
+            start_at: [0; ROUTED_HEADS],
         }
+    }
+
+    /// The state, read from memory every time: in the kernel `HeadEnds`
+    /// lives in a map, and a volatile load makes the verifier see the state
+    /// as any value at every byte instead of following each constant through
+    /// every later byte (which multiplies the paths it has to walk).
+    #[inline(always)]
+    fn load_state(&self) -> u8 {
+        // SAFETY: a field of `self`.
+        unsafe { core::ptr::read_volatile(&self.state) }
+    }
+
+    #[inline(always)]
+    fn store_state(&mut self, state: u8) {
+        // SAFETY: a field of `self`.
+        unsafe { core::ptr::write_volatile(&mut self.state, state) }
+    }
+
+    /// A request line begins at the byte about to be fed.
+    #[inline(always)]
+    fn note_start(&mut self) {
+        // SAFETY: a field of `self` (volatile for the reason of `load_state`:
+        // the count indexes `start_at`).
+        let n = unsafe { core::ptr::read_volatile(&self.starts) };
+        if (n as usize) < ROUTED_HEADS {
+            self.start_at[n as usize] = self.pos;
+        }
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(&mut self.starts, n + 1) };
     }
 
     /// Feeds one byte.
     #[inline(always)]
     pub fn byte(&mut self, b: u8) {
-        self.state = match (self.state, b) {
+        let next = match (self.load_state(), b) {
             (LINE_START | LINE_START_CR, b'\n') => {
                 self.ends += 1;
                 IDLE
@@ -121,9 +163,15 @@ impl HeadEnds {
             (LINE_START, b'\r') => LINE_START_CR,
             (IDLE, b'\r') => IDLE_CR,
             (IDLE | IDLE_CR, b'\n') => IDLE,
+            (IDLE | IDLE_CR, _) => {
+                self.note_start();
+                MID_LINE
+            }
             (_, b'\n') => LINE_START,
             _ => MID_LINE,
         };
+        self.store_state(next);
+        self.pos += 1;
     }
 
     /// Feeds eight bytes (in payload order, as read little-endian): a word
@@ -131,13 +179,19 @@ impl HeadEnds {
     /// per-byte steps for most of a head and most of a body.
     #[inline(always)]
     pub fn word(&mut self, word: u64) {
+        let state = self.load_state();
         // Inside a line, only a `\n` can change the state.
-        if self.state == MID_LINE {
+        if state == MID_LINE {
             if !has_byte(word, b'\n') {
+                self.pos += 8;
                 return;
             }
         } else if !has_byte(word, b'\n') && !has_byte(word, b'\r') {
-            self.state = MID_LINE;
+            if state == IDLE || state == IDLE_CR {
+                self.note_start();
+            }
+            self.store_state(MID_LINE);
+            self.pos += 8;
             return;
         }
         let mut i = 0;
@@ -194,6 +248,10 @@ mod tests {
     }
 
     fn count(segment: &[u8]) -> u32 {
+        scan(segment).ends
+    }
+
+    fn scan(segment: &[u8]) -> HeadEnds {
         let mut h = HeadEnds::segment_start();
         let mut chunks = segment.chunks_exact(8);
         for c in &mut chunks {
@@ -202,7 +260,30 @@ mod tests {
         for &b in chunks.remainder() {
             h.byte(b);
         }
-        h.ends
+        h
+    }
+
+    #[test]
+    fn the_request_lines_after_head_ends_are_noted_where_they_begin() {
+        let one = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+        let three = one.repeat(3);
+        let h = scan(&three);
+        assert_eq!((h.ends, h.starts, h.pos), (3, 2, three.len() as u32));
+        assert_eq!(&h.start_at[..2], &[one.len() as u32, 2 * one.len() as u32]);
+        // Empty lines between requests are skipped; LF-only heads.
+        let h = scan(b"GET / HTTP/1.1\n\n\r\n\nPUT /b HTTP/1.1\nHost: y\n\n");
+        assert_eq!((h.ends, h.starts, h.start_at[0]), (2, 1, 19));
+        // More starts than are kept: counted, the first ones placed.
+        let many = one.repeat(ROUTED_HEADS + 3);
+        let h = scan(&many);
+        assert_eq!(h.starts, ROUTED_HEADS as u32 + 2);
+        assert_eq!(
+            h.start_at[ROUTED_HEADS - 1],
+            (ROUTED_HEADS * one.len()) as u32
+        );
+        // A segment that starts mid-head notes nothing until a head ends.
+        let h = scan(b"Host: x\r\n\r\nGET /c");
+        assert_eq!((h.ends, h.starts, h.start_at[0]), (1, 1, 11));
     }
 
     #[test]
@@ -254,7 +335,10 @@ mod tests {
                 k /= 3;
             }
             for state in [MID_LINE, LINE_START, LINE_START_CR, IDLE, IDLE_CR] {
-                let mut by_word = HeadEnds { state, ends: 0 };
+                let mut by_word = HeadEnds {
+                    state,
+                    ..HeadEnds::segment_start()
+                };
                 let mut by_byte = by_word;
                 by_word.word(u64::from_le_bytes(word));
                 for b in word {

@@ -16,5 +16,6 @@ pub mod maps;
 #[cfg(any(test, feature = "model"))]
 pub mod model;
 pub mod parse;
+pub mod route;
 
 pub use maps::*;

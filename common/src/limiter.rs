@@ -80,8 +80,12 @@ unsafe fn charge_half(
     None
 }
 
+/// Gives back `amount` nanoseconds charged to a TAT by [`charge_u64`].
+///
+/// # Safety
+/// As [`charge_u64`].
 #[inline(always)]
-unsafe fn refund_u64(tat: *mut u64, amount: u64) {
+pub unsafe fn refund_u64(tat: *mut u64, amount: u64) {
     if amount != 0 {
         // SAFETY: as the charge that preceded it.
         unsafe { atomic::add_u64(tat, amount.wrapping_neg()) };

@@ -7,7 +7,7 @@ use crate::gcra::{INTERVAL_SHIFT, TICK_SHIFT};
 /// Bumped whenever a map's key, value or meaning changes. Stored in the
 /// `TG_META` map so a new daemon can tell a compatible pinned program from an
 /// incompatible one.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Tiers are indices into `TG_TIERS` (an array map).
 pub const MAX_TIERS: u32 = 64;
@@ -79,9 +79,14 @@ pub enum Verdict {
     /// A source the tier does not track, over the tier's untracked ceiling
     /// (the aggregate limit applied to untracked sources apart): XDP_DROP.
     DroppedUntracked = 12,
+    /// A request in the segment was refused by its route's ceiling (the
+    /// requests/s all sources together may send to that endpoint), or the
+    /// segment carried more distinct ceilinged routes than one segment may
+    /// ([`crate::route::ROUTE_SLOTS`]): XDP_DROP.
+    DroppedRouteCeiling = 13,
 }
 
-pub const VERDICT_COUNT: u32 = 13;
+pub const VERDICT_COUNT: u32 = 14;
 
 impl Verdict {
     pub const ALL: [Verdict; VERDICT_COUNT as usize] = [
@@ -98,6 +103,7 @@ impl Verdict {
         Verdict::NotIp,
         Verdict::Untracked,
         Verdict::DroppedUntracked,
+        Verdict::DroppedRouteCeiling,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -115,6 +121,7 @@ impl Verdict {
             Verdict::NotIp => "not_ip",
             Verdict::Untracked => "untracked",
             Verdict::DroppedUntracked => "dropped_untracked",
+            Verdict::DroppedRouteCeiling => "dropped_route_ceiling",
         }
     }
 
@@ -128,6 +135,7 @@ impl Verdict {
                 | Verdict::DroppedRequests
                 | Verdict::DroppedAggregate
                 | Verdict::DroppedUntracked
+                | Verdict::DroppedRouteCeiling
                 | Verdict::Denied
                 | Verdict::Malformed
         )
@@ -405,7 +413,11 @@ pub struct Settings {
     /// Sample one judged packet in this many (per CPU) for the top-talkers
     /// summary; 0 disables.
     pub verdict_sample_every: u32,
-    pub _reserved: u32,
+    /// What a request head whose route is unknown charges its source's
+    /// requests bucket (a head split across segments, or past the routed
+    /// heads of a segment: [`crate::route`]): the dearest enforced route's
+    /// cost, at least 1.
+    pub split_head_cost: u32,
 }
 
 impl Settings {
@@ -495,6 +507,9 @@ pub const SETTINGS_RULES_V6: u32 = 1 << 1;
 /// `Settings::flags`: count the HTTP request heads of TCP segments to the
 /// HTTP ports (some tier limits requests; the scan costs nothing otherwise).
 pub const SETTINGS_COUNT_REQUESTS: u32 = 1 << 2;
+/// `Settings::flags`: look up the route of every request head on the HTTP
+/// ports in `TG_ROUTES` (some route is configured).
+pub const SETTINGS_ROUTES: u32 = 1 << 3;
 
 /// Layout identification (single entry of `TG_META`), written by the daemon that
 /// loaded the program.
@@ -520,6 +535,12 @@ pub mod names {
     pub const META: &str = "TG_META";
     /// The request-head scan's per-CPU scratch state: lives for one packet.
     pub const SCAN: &str = "TG_SCAN";
+    /// Routes: LPM trie of port, host tag and request line to `RouteValue`.
+    pub const ROUTES: &str = "TG_ROUTES";
+    /// Per route (by `RouteValue::index`), the TAT of its ceiling.
+    pub const ROUTE_CEILINGS: &str = "TG_ROUTE_CEILINGS";
+    /// Per route, per CPU, `RouteCounter`.
+    pub const ROUTE_COUNTERS: &str = "TG_ROUTE_COUNTERS";
     pub const PROGRAM: &str = "tollgate";
 }
 

@@ -343,7 +343,7 @@ pub fn random_policy(rng: &mut StdRng) -> FuzzPolicy {
             Limit::per_period(1000, SECOND, 20).expect("valid limit")
         },
         verdict_sample_every: *[0, 1, 7].choose(rng).expect("non-empty"),
-        _reserved: 0,
+        split_head_cost: 1,
     };
     FuzzPolicy { policy, settings }
 }

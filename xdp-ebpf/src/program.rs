@@ -10,14 +10,18 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use tollgate_common::{
-    AGGREGATE_SLOTS, COUNTER_SLOTS, Counter, HttpSample, MAX_SNAP_LEN, MAX_TIERS, Meta, RULE_ALLOW,
-    RULE_DENY, RuleValue, SAMPLE_FLAG_REQUEST, SAMPLE_HTTP, SAMPLE_VERDICT,
-    SETTINGS_COUNT_REQUESTS, SETTINGS_RULES_V4, SETTINGS_RULES_V6, SampleHeader, SamplerState,
-    Settings, SourceState, TierConfig, Verdict, aggregate_slot, gcra,
+    AGGREGATE_SLOTS, COUNTER_SLOTS, Counter, HttpSample, MAX_HTTP_PORTS, MAX_SNAP_LEN, MAX_TIERS,
+    Meta, RULE_ALLOW, RULE_DENY, RuleValue, SAMPLE_FLAG_REQUEST, SAMPLE_HTTP, SAMPLE_VERDICT,
+    SETTINGS_COUNT_REQUESTS, SETTINGS_ROUTES, SETTINGS_RULES_V4, SETTINGS_RULES_V6, SampleHeader,
+    SamplerState, Settings, SourceState, TierConfig, Verdict, aggregate_slot, gcra,
     http::HeadEnds,
     limiter::{self, Costs, NewSource},
     new_sources_slot,
     parse::{self, IpPacket, PacketReader, Parsed, SourceAddr, Transport},
+    route::{
+        MAX_ROUTES, ROUTE_KEY_LEN, ROUTE_LINE_LEN, ROUTE_LINE_OFFSET, ROUTE_SHADOW, ROUTE_SLOTS,
+        ROUTED_HEADS, RouteCounter, RouteKey, RouteValue, SegmentRoutes,
+    },
     untracked_slot,
 };
 
@@ -109,22 +113,26 @@ fn try_tollgate(ctx: &XdpContext) -> Result<u32, Internal> {
         Parsed::NotIp => (settings.default_tier, Verdict::NotIp),
         Parsed::Malformed => (settings.default_tier, Verdict::Malformed),
         Parsed::Ip(packet) => {
-            let (request, requests) = match packet.transport {
+            let (request, heads) = match packet.transport {
                 Transport::Tcp {
                     payload, dst_port, ..
-                } => (
-                    parse::is_http_request(&frame, payload),
-                    if settings.flags & SETTINGS_COUNT_REQUESTS != 0
+                } => {
+                    let request = parse::is_http_request(&frame, payload);
+                    let heads = if settings.flags & (SETTINGS_COUNT_REQUESTS | SETTINGS_ROUTES) != 0
                         && settings.is_http_port(dst_port)
                     {
-                        request_heads(ctx, payload as u32, len as u32)?
+                        request_heads(ctx, settings, payload as u32, len as u32, dst_port, request)?
                     } else {
-                        0
-                    },
-                ),
-                _ => (false, 0),
+                        Heads::NONE
+                    };
+                    (request, heads)
+                }
+                _ => (false, Heads::NONE),
             };
-            let judged = judge(settings, &packet, len, requests)?;
+            let judged = judge(settings, &packet, len, heads)?;
+            if heads.routed {
+                tg_route_count(judged.1.drops() as u32);
+            }
             sample(ctx, settings, &packet, judged, len, request);
             judged
         }
@@ -144,7 +152,7 @@ fn judge(
     settings: &Settings,
     packet: &IpPacket,
     len: u64,
-    requests: u32,
+    heads: Heads,
 ) -> Result<(u32, Verdict), Internal> {
     let tier_index = match lookup_rule(settings, &packet.src) {
         Some(rule) if rule.action == RULE_ALLOW => return Ok((rule.tier, Verdict::Allowed)),
@@ -165,20 +173,28 @@ fn judge(
                 ..
             }
         ),
-        requests,
+        requests: heads.requests,
     };
     // SAFETY: a BPF helper with no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let verdict = 'judged: {
-        let state = match source_state(&packet.src, tier_index, tier, now)? {
-            Ok(state) => state,
-            Err(untracked) => break 'judged untracked,
-        };
-        let aggregate = TG_AGGREGATE
-            .get_ptr_mut(aggregate_slot(tier_index))
-            .ok_or(Internal)?;
-        let tier_ptr: *const TierConfig = tier;
-        charged_verdict(tg_charge(state, tier_ptr, aggregate, now, &costs))?
+    let verdict = match source_state(&packet.src, tier_index, tier, now)? {
+        Ok(state) => {
+            let aggregate = TG_AGGREGATE
+                .get_ptr_mut(aggregate_slot(tier_index))
+                .ok_or(Internal)?;
+            let tier_ptr: *const TierConfig = tier;
+            let charge = Charge {
+                costs,
+                routed: heads.routed as u32,
+            };
+            charged_verdict(tg_charge(state, tier_ptr, aggregate, now, &charge))?
+        }
+        // An untracked source's requests still go through their routes'
+        // ceilings: the backend's capacity is every source's.
+        Err(Verdict::Untracked) if heads.routed && tg_route_ceilings(now) != 0 => {
+            Verdict::DroppedRouteCeiling
+        }
+        Err(untracked) => untracked,
     };
     Ok((tier_index, finish(verdict, packet, tier)))
 }
@@ -200,9 +216,19 @@ fn charged_verdict(code: u32) -> Result<Verdict, Internal> {
     })
 }
 
-/// Charges a tracked source's buckets, then the tier's aggregate ceiling.
-/// A global function: the verifier checks it once, on its own, instead of
-/// once per path through the parser that reaches it.
+/// What [`tg_charge`] charges: the packet's costs, and whether its request
+/// heads have routes (`TG_SCAN`'s routes, charged first).
+#[repr(C)]
+pub struct Charge {
+    costs: Costs,
+    routed: u32,
+}
+
+/// Charges a tracked source's packet: its routes' ceilings, then the
+/// source's buckets, then the tier's aggregate ceiling; whatever refuses it
+/// gives back what the steps before charged. A global function: the
+/// verifier checks it once, on its own, instead of once per path through the
+/// parser that reaches it.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn tg_charge(
@@ -210,26 +236,34 @@ pub extern "C" fn tg_charge(
     tier: *const TierConfig,
     aggregate: *mut u64,
     now: u64,
-    costs: *const Costs,
+    charge: *const Charge,
 ) -> u32 {
-    if state.is_null() || tier.is_null() || aggregate.is_null() || costs.is_null() {
+    if state.is_null() || tier.is_null() || aggregate.is_null() || charge.is_null() {
         return CHARGE_INTERNAL;
     }
     // SAFETY: non-null pointers to a live map value, a tier, an array slot
     // and the caller's costs; the buckets only change through the atomics.
-    let (tier, costs) = unsafe { (&*tier, &*costs) };
-    (match unsafe { limiter::charge_source(state, tier, now, costs) } {
+    let (tier, charge) = unsafe { (&*tier, &*charge) };
+    let routed = charge.routed != 0;
+    // A request its route's ceiling refuses costs its source nothing.
+    if routed && tg_route_ceilings(now) != 0 {
+        return Verdict::DroppedRouteCeiling as u32;
+    }
+    let verdict = match unsafe { limiter::charge_source(state, tier, now, &charge.costs) } {
         Err(kind) => kind.drop_verdict(),
         Ok(charges) => {
             if unsafe { limiter::charge_aggregate(aggregate, &tier.aggregate, now) } {
-                Verdict::Passed
-            } else {
-                // Not admitted: the source keeps its budget for its next packet.
-                unsafe { limiter::refund_source(state, &charges) };
-                Verdict::DroppedAggregate
+                return Verdict::Passed as u32;
             }
+            // Not admitted: the source keeps its budget for its next packet.
+            unsafe { limiter::refund_source(state, &charges) };
+            Verdict::DroppedAggregate
         }
-    }) as u32
+    };
+    if routed {
+        tg_route_refund();
+    }
+    verdict as u32
 }
 
 /// Admission control for a source the tier does not track, in a tier with a
@@ -443,13 +477,33 @@ fn write_http<const N: usize>(
 /// most a page), and a bound the verifier can check packet offsets against.
 const SCAN_MAX: u32 = 4096;
 
-/// Where the head scan stands between `bpf_loop` steps.
+/// The LPM key of a route lookup: padded so the key's bytes are 8-aligned
+/// (zeroed a word at a time); `prefix_len` and `data` are laid out as aya's
+/// `lpm_trie::Key<RouteKey>`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RouteLookup {
+    _pad: u32,
+    prefix_len: u32,
+    data: RouteKey,
+}
+
+/// Where the head scan and the route pass stand between `bpf_loop` steps.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct ScanState {
     offset: u32,
     end: u32,
     heads: HeadEnds,
+    /// Route pass: the payload's offset, whether it begins with a request
+    /// line (1) or inside a head (0), the destination port, and the heads
+    /// routed so far.
+    payload: u32,
+    first: u32,
+    port: u32,
+    routed_heads: u32,
+    key: RouteLookup,
+    routes: SegmentRoutes,
 }
 
 /// The head scan's state, per CPU. It lives in a map rather than on the
@@ -459,32 +513,69 @@ struct ScanState {
 #[map(name = "TG_SCAN")]
 static TG_SCAN: PerCpuArray<ScanState> = PerCpuArray::with_max_entries(1, 0);
 
-/// What the callback gets besides the map: the packet.
+/// Routes: port, host tag and request line to what a request costs
+/// (`common::route`). A route without a port is written once per HTTP port.
+#[map(name = "TG_ROUTES")]
+static TG_ROUTES: LpmTrie<RouteKey, RouteValue> =
+    LpmTrie::with_max_entries(MAX_ROUTES * MAX_HTTP_PORTS as u32, 0);
+/// Per route, the TAT of its ceiling (all sources together), apart from the
+/// routes so reloads keep it.
+#[map(name = "TG_ROUTE_CEILINGS")]
+static TG_ROUTE_CEILINGS: Array<u64> = Array::with_max_entries(MAX_ROUTES, 0);
+/// Per route, per CPU: requests, dropped, refused by the ceiling, shadow would-drops.
+#[map(name = "TG_ROUTE_COUNTERS")]
+static TG_ROUTE_COUNTERS: PerCpuArray<RouteCounter> = PerCpuArray::with_max_entries(MAX_ROUTES, 0);
+
+/// What a segment's request heads charge: `requests` for the source's
+/// requests bucket; `routed` when some head has a route, whose ceilings and
+/// counters then take the segment (`TG_SCAN`'s `routes`).
+#[derive(Clone, Copy)]
+struct Heads {
+    requests: u32,
+    routed: bool,
+}
+
+impl Heads {
+    const NONE: Heads = Heads {
+        requests: 0,
+        routed: false,
+    };
+}
+
+/// What the callbacks get besides the map: the packet.
 #[repr(C)]
 struct ScanContext {
     ctx: *mut aya_ebpf::bindings::xdp_md,
 }
 
-/// How many HTTP request heads the TCP payload from `payload` to `end` ends
-/// (`HeadEnds`): what the segment charges a requests limit. The scan runs in
-/// a `bpf_loop` callback, which the verifier checks as one loop body rather
-/// than per iteration: 32 bytes a step, then eight, then the last few one at
-/// a time.
+/// The HTTP request heads the TCP payload from `payload` to `end` ends
+/// (`HeadEnds`), and with routes configured what they charge
+/// (`common::route`): what the segment charges a requests limit and the
+/// routes' ceilings. The scan runs in a `bpf_loop` callback, which the
+/// verifier checks as one loop body rather than per iteration: 32 bytes a
+/// step, then eight, then the last few one at a time. The route pass is a
+/// second `bpf_loop`, one step per head whose request line is in the segment.
 #[inline(always)]
-fn request_heads(ctx: &XdpContext, payload: u32, end: u32) -> Result<u32, Internal> {
+fn request_heads(
+    ctx: &XdpContext,
+    settings: &Settings,
+    payload: u32,
+    end: u32,
+    port: u16,
+    starts_request: bool,
+) -> Result<Heads, Internal> {
     if payload >= end {
-        return Ok(0);
+        return Ok(Heads::NONE);
     }
     let end = end.min(payload + SCAN_MAX);
     let state = TG_SCAN.get_ptr_mut(0).ok_or(Internal)?;
-    // SAFETY: this CPU's slot; XDP runs with preemption disabled.
+    // SAFETY: this CPU's slot; XDP runs with preemption disabled. Only the
+    // scan's fields are written: the route pass sets its own before use.
     unsafe {
-        state.write(ScanState {
-            offset: payload,
-            end,
-            heads: HeadEnds::segment_start(),
-        })
-    };
+        (*state).offset = payload;
+        (*state).end = end;
+        (*state).heads = HeadEnds::segment_start();
+    }
     let mut scan = ScanContext { ctx: ctx.ctx };
     let len = end - payload;
     let steps = len / 32 + len % 32 / 8 + 1;
@@ -497,8 +588,231 @@ fn request_heads(ctx: &XdpContext, payload: u32, end: u32) -> Result<u32, Intern
             0,
         )
     };
-    let state = TG_SCAN.get(0).ok_or(Internal)?;
-    Ok(state.heads.ends)
+    // SAFETY: as above; the loop has returned.
+    let state = unsafe { &mut *state };
+    let ends = state.heads.ends;
+    if settings.flags & SETTINGS_ROUTES == 0 || ends == 0 {
+        return Ok(Heads {
+            requests: ends,
+            routed: false,
+        });
+    }
+    let first = starts_request as u32;
+    // Heads whose request line is in the segment: all when it begins with
+    // one, else all but the first; at most the first and the noted starts.
+    let known = ends - (1 - first);
+    let routable = known.min(first + ROUTED_HEADS as u32);
+    state.routes.used = 0;
+    state.routes.overflow = 0;
+    state.routes.requests = 0;
+    state.routed_heads = 0;
+    if routable != 0 {
+        state.payload = payload;
+        state.first = first;
+        state.port = port as u32;
+        // SAFETY: as the scan above.
+        unsafe {
+            bpf_loop(
+                routable,
+                route_step as *mut core::ffi::c_void,
+                (&raw mut scan).cast(),
+                0,
+            )
+        };
+    }
+    let state = TG_SCAN.get_ptr_mut(0).ok_or(Internal)?;
+    // SAFETY: as above.
+    let state = unsafe { &mut *state };
+    let unrouted = ends.saturating_sub(state.routed_heads);
+    state
+        .routes
+        .add_unrouted(unrouted, settings.split_head_cost);
+    Ok(Heads {
+        requests: state.routes.requests,
+        routed: state.routes.used != 0 || state.routes.overflow != 0,
+    })
+}
+
+/// One step of the route pass: the route of head `index` (by its end) of
+/// the segment, whose request line begins at the payload's first byte
+/// (`first`, head 0) or at the start the scan noted after the head before.
+extern "C" fn route_step(index: u64, data: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `data` is the `ScanContext` that `request_heads` passed.
+    let frame = XdpContext::new(unsafe { (*data.cast::<ScanContext>()).ctx });
+    let Some(state) = TG_SCAN.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's slot, written by `request_heads` before the loop.
+    let state = unsafe { &mut *state };
+    let noted = if state.first != 0 {
+        if index == 0 {
+            None
+        } else {
+            Some(index as usize - 1)
+        }
+    } else {
+        Some(index as usize)
+    };
+    let start = match noted {
+        None => 0,
+        Some(n) if n < ROUTED_HEADS => state.heads.start_at[n],
+        Some(_) => return 1,
+    };
+    let offset = state.payload.wrapping_add(start) as usize;
+    let frame_len = frame.data_end() - frame.data();
+    state.routed_heads += 1;
+    if start > SCAN_MAX || offset >= frame_len {
+        state.routes.requests = state.routes.requests.saturating_add(1);
+        return 0;
+    }
+    // 1..=ROUTE_LINE_LEN bytes, in a form whose lower bound the verifier
+    // sees (`offset < frame_len` above): the minimum is taken before the +1.
+    let len = (frame_len - offset - 1).min(ROUTE_LINE_LEN - 1) + 1;
+    let key = &mut state.key;
+    key.data = [0; ROUTE_KEY_LEN];
+    key.data[0] = (state.port >> 8) as u8;
+    key.data[1] = state.port as u8;
+    key.prefix_len = (ROUTE_KEY_LEN * 8) as u32;
+    // SAFETY: 1..=ROUTE_LINE_LEN bytes into the key's line, inside the key.
+    let loaded = unsafe {
+        bpf_xdp_load_bytes(
+            frame.ctx as *mut _,
+            offset as u32,
+            (&raw mut key.data[ROUTE_LINE_OFFSET]).cast(),
+            len as u32,
+        )
+    } == 0;
+    if !loaded {
+        state.routes.requests = state.routes.requests.saturating_add(1);
+        return 0;
+    }
+    // SAFETY: `RouteLookup` from `prefix_len` on is laid out as aya's
+    // packed `Key<RouteKey>`: a u32 and the key bytes.
+    let lookup = unsafe { &*((&raw const key.prefix_len).cast::<Key<RouteKey>>()) };
+    match TG_ROUTES.get(lookup) {
+        Some(route) => state.routes.add(route),
+        None => state.routes.requests = state.routes.requests.saturating_add(1),
+    }
+    0
+}
+
+/// Charges the segment's requests (`TG_SCAN`'s routes) to their routes'
+/// ceilings: 0 when every enforced ceiling admits them (a shadow ceiling
+/// that would refuse is noted and passes), else 1 with nothing charged. A
+/// global function: the verifier checks it once.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tg_route_ceilings(now: u64) -> u32 {
+    let Some(state) = TG_SCAN.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scan slot, filled by the route pass of this packet.
+    let routes = unsafe { &mut (*state).routes };
+    if routes.overflow != 0 {
+        return 1;
+    }
+    let mut i = 0;
+    while i < ROUTE_SLOTS {
+        if i as u32 >= routes.used {
+            break;
+        }
+        let slot = &mut routes.slots[i];
+        slot.charged_ns = 0;
+        slot.refused = 0;
+        if !slot.ceiling.is_unlimited() {
+            let one = slot.ceiling.increment_ns(1);
+            // More at once than the burst is refused outright; below it the
+            // product fits: a burst is at most a day of nanoseconds (< 2^47)
+            // and a segment carries fewer than 2^16 requests.
+            let admitted = one <= slot.ceiling.capacity_ns && slot.count < 0x1_0000 && {
+                let increment = one * slot.count as u64;
+                match TG_ROUTE_CEILINGS.get_ptr_mut(slot.index) {
+                    // SAFETY: an array slot, only changed through the atomics.
+                    Some(tat) => unsafe {
+                        limiter::charge_u64(tat, now, increment, slot.ceiling.capacity_ns) && {
+                            slot.charged_ns = increment;
+                            true
+                        }
+                    },
+                    None => false,
+                }
+            };
+            if !admitted {
+                slot.refused = 1;
+                if slot.flags & ROUTE_SHADOW == 0 {
+                    refund_routes(routes);
+                    return 1;
+                }
+            }
+        }
+        i += 1;
+    }
+    0
+}
+
+/// Gives the ceilings back what [`tg_route_ceilings`] charged them.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tg_route_refund() -> u32 {
+    let Some(state) = TG_SCAN.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scan slot.
+    refund_routes(unsafe { &mut (*state).routes });
+    0
+}
+
+#[inline(always)]
+fn refund_routes(routes: &mut SegmentRoutes) {
+    let mut i = 0;
+    while i < ROUTE_SLOTS {
+        let slot = &mut routes.slots[i];
+        if slot.charged_ns != 0
+            && let Some(tat) = TG_ROUTE_CEILINGS.get_ptr_mut(slot.index)
+        {
+            // SAFETY: an array slot, only changed through the atomics.
+            unsafe { limiter::refund_u64(tat, slot.charged_ns) };
+            slot.charged_ns = 0;
+        }
+        i += 1;
+    }
+}
+
+/// Counts the segment's routed requests under their routes
+/// (`TG_ROUTE_COUNTERS`), `dropped` when the segment was.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tg_route_count(dropped: u32) -> u32 {
+    let Some(state) = TG_SCAN.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scan slot.
+    let routes = unsafe { &(*state).routes };
+    let mut i = 0;
+    while i < ROUTE_SLOTS {
+        if i as u32 >= routes.used {
+            break;
+        }
+        let slot = &routes.slots[i];
+        if let Some(counter) = TG_ROUTE_COUNTERS.get_ptr_mut(slot.index) {
+            let n = slot.count as u64;
+            // SAFETY: per-CPU slot; XDP runs with preemption disabled.
+            let counter = unsafe { &mut *counter };
+            counter.requests += n;
+            if dropped != 0 {
+                counter.dropped += n;
+            }
+            if slot.refused != 0 {
+                if slot.flags & ROUTE_SHADOW != 0 {
+                    counter.shadow_would_drop += n;
+                } else {
+                    counter.dropped_ceiling += n;
+                }
+            }
+        }
+        i += 1;
+    }
+    0
 }
 
 /// One step of [`request_heads`]: the next 32 payload bytes, or the next 8

@@ -19,6 +19,7 @@ use tollgate_common::{
     COUNTER_SLOTS, Counter, LAYOUT_VERSION, MAX_TIERS, Meta, RuleValue, SETTINGS_RULES_V4,
     SETTINGS_RULES_V6, SamplerState, Settings, SourceState, TierConfig, VERDICT_COUNT, Verdict,
     names,
+    route::{RouteCounter, RouteKey, RouteValue},
 };
 
 /// Errors from the kernel side, each naming what it was doing.
@@ -42,13 +43,15 @@ pub enum KernelError {
     MissingProgram(&'static str),
     #[error("tier index {0} is out of range (0..{MAX_TIERS})")]
     TierIndex(u32),
+    #[error("route index {0} is out of range (0..{MAX_ROUTES})", MAX_ROUTES = tollgate_common::route::MAX_ROUTES)]
+    RouteIndex(u32),
     #[error("pinned maps in {dir} have layout version {found}, this build uses {LAYOUT_VERSION}")]
     LayoutMismatch { dir: PathBuf, found: u32 },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-type Result<T, E = KernelError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = KernelError> = std::result::Result<T, E>;
 
 /// Sizes of the maps that configuration controls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -79,7 +82,7 @@ impl Default for MapSizes {
 }
 
 /// Every map the program uses, in the order they are pinned.
-pub const MAP_NAMES: [&str; 11] = [
+pub const MAP_NAMES: [&str; 14] = [
     names::SETTINGS,
     names::META,
     names::TIERS,
@@ -91,6 +94,9 @@ pub const MAP_NAMES: [&str; 11] = [
     names::COUNTERS,
     names::SAMPLES,
     names::SAMPLER,
+    names::ROUTES,
+    names::ROUTE_CEILINGS,
+    names::ROUTE_COUNTERS,
 ];
 
 /// Maps the program uses within one packet only (scratch space): not pinned,
@@ -148,6 +154,10 @@ pub struct Maps {
     /// takes it with [`Maps::take_samples`].
     samples: Option<RingBuf<MapData>>,
     pub sampler: PerCpuArray<MapData, SamplerState>,
+    /// Routes (`common::route`): see `datapath::routes`.
+    pub routes: LpmTrie<MapData, RouteKey, RouteValue>,
+    pub route_ceilings: Array<MapData, u64>,
+    pub route_counters: PerCpuArray<MapData, RouteCounter>,
 }
 
 fn typed<T>(name: &'static str, map: Map) -> Result<T>
@@ -200,6 +210,9 @@ impl Maps {
             counters: one(&mut get, names::COUNTERS)?,
             samples: Some(one(&mut get, names::SAMPLES)?),
             sampler: one(&mut get, names::SAMPLER)?,
+            routes: one(&mut get, names::ROUTES)?,
+            route_ceilings: one(&mut get, names::ROUTE_CEILINGS)?,
+            route_counters: one(&mut get, names::ROUTE_COUNTERS)?,
         })
     }
 

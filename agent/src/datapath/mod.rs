@@ -8,6 +8,7 @@ mod bpf_obj;
 pub mod dataplane;
 pub mod guard;
 pub mod kernel;
+pub mod routes;
 pub mod samples;
 pub mod scan;
 pub mod walk;
