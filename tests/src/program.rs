@@ -7,7 +7,9 @@ use aya::{
 };
 use tollgate::datapath::kernel::{self, MapSizes, Maps};
 use tollgate_common::{
-    Limit, LimitKind, MAX_HTTP_PORTS, SETTINGS_COUNT_REQUESTS, TIER_ACTIVE, TIER_SHADOW, TierConfig,
+    Limit, LimitKind, MAX_HTTP_PORTS, SETTINGS_COUNT_REQUESTS, TIER_ACTIVE, TIER_SHADOW,
+    TierConfig,
+    route::{ROUTE_SHADOW, RouteValue, route_key},
 };
 
 pub const XDP_ABORTED: u32 = 0;
@@ -50,6 +52,21 @@ impl TestProgram {
             *slot = *port;
         }
         settings.flags |= SETTINGS_COUNT_REQUESTS;
+        Ok(self.maps.set_settings(settings)?)
+    }
+
+    /// Adds a route as the daemon writes one: `line` is `METHOD SP
+    /// path-prefix` on `port`, or empty for the whole port.
+    pub fn add_route(&mut self, port: u16, line: &str, value: RouteValue) -> Result<()> {
+        let prefix = route_key(port, line.as_bytes()).context("route line too long")?;
+        Ok(self.maps.update_routes(&[(prefix, value)], &[])?)
+    }
+
+    /// What a head whose route is unknown costs (the daemon sets the
+    /// dearest enforced route's cost).
+    pub fn set_split_head_cost(&mut self, cost: u32) -> Result<()> {
+        let mut settings = self.maps.settings()?;
+        settings.split_head_cost = cost;
         Ok(self.maps.set_settings(settings)?)
     }
 
@@ -127,5 +144,19 @@ impl TierSpec {
             },
             flags: TIER_ACTIVE | if self.shadow { TIER_SHADOW } else { 0 },
         }
+    }
+}
+
+/// A route's kernel value: slot `index`, `cost` per request, an optional
+/// ceiling (requests/s, burst) for all sources together, shadow or enforced.
+pub fn route(index: u32, cost: u32, ceiling: Option<(u64, u64)>, shadow: bool) -> RouteValue {
+    RouteValue {
+        index,
+        cost,
+        ceiling: ceiling
+            .map(|(rate, burst)| Limit::per_period(rate, SECOND, burst).expect("valid limit"))
+            .unwrap_or(Limit::UNLIMITED),
+        flags: if shadow { ROUTE_SHADOW } else { 0 },
+        _reserved: 0,
     }
 }
