@@ -41,6 +41,25 @@
 //!    malformed is [`Verdict::Malformed`] (dropped, but charged).
 //! 8. In a shadow tier every dropping verdict of steps 4-7 becomes
 //!    [`Verdict::ShadowWouldDrop`].
+//!
+//! Routes ([`Route`], with any configured): a TCP segment to an HTTP port
+//! ends request heads ([`request_heads`]); each head is *routed* when its
+//! request line is in the segment (the first head when the payload begins
+//! with a request line, every later one: its first line, less one leading
+//! `\r`) and it is among the first [`ROUTED_HEADS`] + 1 heads. A routed
+//! head takes the route on its port whose line is the longest prefix of the
+//! request line's first [`ROUTE_LINE_LEN`] bytes (a route with an empty line
+//! is the whole port), and charges its source that route's cost (1 for a
+//! shadow route, 1 without a route); every other head charges
+//! [`Policy::split_head_cost`]. The distinct routes of a segment, in order of
+//! appearance, are its first four; a later distinct route with a ceiling
+//! refuses the segment. For a tracked source the ceilings come first (step
+//! 5): a ceiling that cannot take its route's requests at once gives
+//! [`Verdict::DroppedRouteCeiling`] (a shadow route's only counts), and the
+//! ceilings keep their charges only if the packet passes. For an untracked
+//! source they come after its [`Verdict::Untracked`]. Allow and deny rules
+//! and inactive tiers skip them. Every routed segment's routes count its
+//! requests, whatever the verdict.
 
 extern crate std;
 
@@ -50,8 +69,19 @@ use crate::{
     Counter, Limit, LimitKind, MAX_TIERS, RULE_ALLOW, RULE_DENY, RuleValue, TierConfig,
     VERDICT_COUNT, Verdict, gcra,
     gcra::TICK_SHIFT,
+    http,
     parse::{self, Parsed, SourceAddr, Transport},
+    route::{MAX_ROUTES, ROUTE_LINE_LEN, ROUTED_HEADS, RouteCounter, RouteValue},
 };
+
+/// A route as the daemon writes it: requests to `port` whose request line
+/// begins with `line` (empty: every request to the port).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub port: u16,
+    pub line: Vec<u8>,
+    pub value: RouteValue,
+}
 
 /// A rule's network: the address with the host bits cleared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +134,10 @@ pub struct Policy {
     /// The HTTP ports: TCP destination ports whose payload requests limits count.
     pub http_ports: Vec<u16>,
     rules: Vec<Rule>,
+    /// Routes; none: request heads cost one each.
+    pub routes: Vec<Route>,
+    /// What a head whose route is unknown costs (0 counts as 1).
+    pub split_head_cost: u32,
 }
 
 impl Default for Policy {
@@ -120,7 +154,20 @@ impl Policy {
             tiers: [TierConfig::default(); MAX_TIERS as usize],
             http_ports: Vec::new(),
             rules: Vec::new(),
+            routes: Vec::new(),
+            split_head_cost: 1,
         }
+    }
+
+    /// The route of a request line: the longest line among `port`'s routes
+    /// that begins `request` (as far as a key holds of it).
+    pub fn route(&self, port: u16, request: &[u8]) -> Option<RouteValue> {
+        let seen = &request[..request.len().min(ROUTE_LINE_LEN)];
+        self.routes
+            .iter()
+            .filter(|r| r.port == port && seen.starts_with(&r.line))
+            .max_by_key(|r| r.line.len())
+            .map(|r| r.value)
     }
 
     /// Adds or replaces the rule for `network/prefix_len` (host bits ignored).
@@ -241,6 +288,11 @@ pub struct Model {
     untracked: [u64; MAX_TIERS as usize],
     new_sources: [u64; MAX_TIERS as usize],
     counters: Vec<[Counter; VERDICT_COUNT as usize]>,
+    /// Per route slot: the ceiling's TAT and the counters.
+    route_tats: Vec<u64>,
+    route_counters: Vec<RouteCounter>,
+    /// The routes whose ceiling refused the segment being judged.
+    route_refused: Vec<u32>,
 }
 
 impl Model {
@@ -260,7 +312,26 @@ impl Model {
             untracked: [0; MAX_TIERS as usize],
             new_sources: [0; MAX_TIERS as usize],
             counters: vec![[Counter::default(); VERDICT_COUNT as usize]; MAX_TIERS as usize],
+            route_tats: vec![0; MAX_ROUTES as usize],
+            route_counters: vec![RouteCounter::default(); MAX_ROUTES as usize],
+            route_refused: Vec::new(),
         }
+    }
+
+    /// The TAT of the ceiling of route slot `index`.
+    pub fn route_tat(&self, index: u32) -> u64 {
+        self.route_tats[index as usize]
+    }
+
+    /// Per route slot, requests counted so far.
+    pub fn route_counters(&self) -> &[RouteCounter] {
+        &self.route_counters
+    }
+
+    /// Replaces the route counters (to resynchronise with the kernel).
+    pub fn set_route_counters(&mut self, counters: Vec<RouteCounter>) {
+        assert_eq!(counters.len(), MAX_ROUTES as usize);
+        self.route_counters = counters;
     }
 
     /// Forgets every source's buckets and every aggregate (as deleting the
@@ -270,6 +341,7 @@ impl Model {
         self.aggregate = [0; MAX_TIERS as usize];
         self.untracked = [0; MAX_TIERS as usize];
         self.new_sources = [0; MAX_TIERS as usize];
+        self.route_tats = vec![0; MAX_ROUTES as usize];
     }
 
     /// `counters()[tier][verdict]`: packets and bytes judged so far.
@@ -305,20 +377,61 @@ impl Model {
 
     /// Judges one frame, updating buckets and counters.
     pub fn judge(&mut self, frame: &[u8]) -> Judgement {
-        let judgement = self.decide(frame);
+        let (judgement, routed) = self.decide(frame);
+        if let Some(routed) = routed {
+            self.count_routes(&routed, judgement.verdict);
+        }
         let counter = &mut self.counters[judgement.tier as usize][judgement.verdict as usize];
         counter.packets += 1;
         counter.bytes += frame.len() as u64;
         judgement
     }
 
-    fn decide(&mut self, frame: &[u8]) -> Judgement {
+    fn decide(&mut self, frame: &[u8]) -> (Judgement, Option<Routed>) {
         let default_tier = self.policy.default_tier;
         let packet = match parse::parse(frame) {
-            Parsed::NotIp => return judgement(default_tier, Verdict::NotIp),
-            Parsed::Malformed => return judgement(default_tier, Verdict::Malformed),
+            Parsed::NotIp => return (judgement(default_tier, Verdict::NotIp), None),
+            Parsed::Malformed => return (judgement(default_tier, Verdict::Malformed), None),
             Parsed::Ip(packet) => packet,
         };
+        let (connection, requests, routed) = match packet.transport {
+            Transport::Tcp {
+                new_connection,
+                payload,
+                dst_port,
+            } if dst_port != 0 && self.policy.http_ports.contains(&dst_port) => {
+                let payload = frame.get(payload..).unwrap_or(&[]);
+                if self.policy.routes.is_empty() {
+                    (new_connection, request_heads(payload), None)
+                } else {
+                    let routed = self.route_heads(dst_port, payload);
+                    let requests = routed.requests;
+                    let routed = (!routed.slots.is_empty() || routed.overflow).then_some(routed);
+                    (new_connection, requests, routed)
+                }
+            }
+            Transport::Tcp { new_connection, .. } => (new_connection, 0, None),
+            _ => (false, 0, None),
+        };
+        let judged = self.decide_ip(
+            &packet,
+            frame.len() as u64,
+            connection,
+            requests,
+            routed.as_ref(),
+        );
+        (judged, routed)
+    }
+
+    fn decide_ip(
+        &mut self,
+        packet: &parse::IpPacket,
+        len: u64,
+        connection: bool,
+        requests: u32,
+        routed: Option<&Routed>,
+    ) -> Judgement {
+        let default_tier = self.policy.default_tier;
 
         let tier_index = match self.policy.lookup(&packet.src) {
             Some(rule) if rule.action == RULE_ALLOW => {
@@ -335,21 +448,6 @@ impl Model {
             return judgement(tier_index, Verdict::Passed);
         }
 
-        let (connection, requests) = match packet.transport {
-            Transport::Tcp {
-                new_connection,
-                payload,
-                dst_port,
-            } => (
-                new_connection,
-                if dst_port != 0 && self.policy.http_ports.contains(&dst_port) {
-                    request_heads(frame.get(payload..).unwrap_or(&[]))
-                } else {
-                    0
-                },
-            ),
-            _ => (false, 0),
-        };
         let key = match packet.src {
             SourceAddr::V4(a) => SourceKey::V4(a),
             SourceAddr::V6(a) => SourceKey::V6(parse::ipv6_key(&a, tier.ipv6_prefix)),
@@ -364,10 +462,18 @@ impl Model {
                         None => Verdict::DroppedUntracked,
                         Some(ceiling) => {
                             self.untracked[t] = ceiling;
-                            if packet.transport == Transport::Malformed {
-                                Verdict::Malformed
-                            } else {
-                                Verdict::Untracked
+                            match routed.map(|r| self.route_ceilings(r)) {
+                                Some(Err(())) => Verdict::DroppedRouteCeiling,
+                                admitted => {
+                                    if let Some(Ok(tats)) = admitted {
+                                        self.commit_route_tats(tats);
+                                    }
+                                    if packet.transport == Transport::Malformed {
+                                        Verdict::Malformed
+                                    } else {
+                                        Verdict::Untracked
+                                    }
+                                }
                             }
                         }
                     };
@@ -375,19 +481,18 @@ impl Model {
                 }
             }
         }
-        let buckets = self
-            .sources
+        self.sources
             .entry(key)
             .or_insert_with(|| Buckets::idle(now));
-
-        let per_source = charge(
-            *buckets,
-            &tier,
-            now,
-            frame.len() as u64,
-            connection,
-            requests,
-        );
+        let ceilings = match routed.map(|r| self.route_ceilings(r)) {
+            Some(Err(())) => {
+                return judgement(tier_index, shadowed(&tier, Verdict::DroppedRouteCeiling));
+            }
+            Some(Ok(tats)) => Some(tats),
+            None => None,
+        };
+        let buckets = self.sources.get_mut(&key).expect("inserted above");
+        let per_source = charge(*buckets, &tier, now, len, connection, requests);
         let mut verdict = match per_source {
             Err(kind) => kind.drop_verdict(),
             Ok(charged) => {
@@ -402,11 +507,159 @@ impl Model {
                 }
             }
         };
+        if verdict == Verdict::Passed
+            && let Some(tats) = ceilings
+        {
+            self.commit_route_tats(tats);
+        }
         if verdict == Verdict::Passed && packet.transport == Transport::Malformed {
             verdict = Verdict::Malformed;
         }
         judgement(tier_index, shadowed(&tier, verdict))
     }
+}
+
+/// The routes of one segment's request heads ([`Model::route_heads`]).
+#[derive(Clone, Debug, Default)]
+struct Routed {
+    /// What the heads charge the source's requests bucket.
+    requests: u32,
+    /// The segment's first distinct routes, with the requests of each.
+    slots: Vec<(RouteValue, u32)>,
+    /// A later distinct route had a ceiling.
+    overflow: bool,
+}
+
+/// Route slots a segment has (the kernel's `ROUTE_SLOTS`, restated).
+const SEGMENT_ROUTES: usize = 4;
+
+impl Model {
+    /// Restates what a segment's heads charge and which routes they take.
+    fn route_heads(&self, port: u16, payload: &[u8]) -> Routed {
+        let begins_with_request = payload.len() >= http::PREFIX_LEN
+            && http::starts_request(payload[..8].try_into().expect("8 bytes"));
+        let mut routed = Routed::default();
+        for (i, start) in head_starts(payload, begins_with_request)
+            .into_iter()
+            .enumerate()
+        {
+            let route = match start {
+                Some(at) if i <= ROUTED_HEADS => self.policy.route(port, &payload[at..]),
+                _ => {
+                    routed.requests += self.policy.split_head_cost.max(1);
+                    continue;
+                }
+            };
+            let Some(route) = route else {
+                routed.requests += 1;
+                continue;
+            };
+            routed.requests += if route.flags & crate::route::ROUTE_SHADOW != 0 {
+                1
+            } else {
+                route.cost.max(1)
+            };
+            if let Some(slot) = routed
+                .slots
+                .iter_mut()
+                .find(|(r, _)| r.index == route.index)
+            {
+                slot.1 += 1;
+            } else if routed.slots.len() < SEGMENT_ROUTES {
+                routed.slots.push((route, 1));
+            } else if !route.ceiling.is_unlimited() {
+                routed.overflow = true;
+            }
+        }
+        routed
+    }
+
+    /// The route ceilings' TATs after taking the segment's requests, or
+    /// `Err` when an enforced ceiling (or the overflow) refuses them.
+    fn route_ceilings(&mut self, routed: &Routed) -> Result<Vec<(u32, u64)>, ()> {
+        if routed.overflow {
+            return Err(());
+        }
+        let mut tats = Vec::new();
+        for (route, count) in &routed.slots {
+            if route.ceiling.is_unlimited() {
+                continue;
+            }
+            let one = route.ceiling.increment_ns(1);
+            let next = (one <= route.ceiling.capacity_ns && *count < 0x1_0000)
+                .then(|| {
+                    gcra::admit(
+                        self.route_tats[route.index as usize],
+                        self.now_ns,
+                        one * *count as u64,
+                        route.ceiling.capacity_ns,
+                    )
+                })
+                .flatten();
+            match next {
+                Some(tat) => tats.push((route.index, tat)),
+                None if route.flags & crate::route::ROUTE_SHADOW != 0 => {
+                    self.route_refused.push(route.index);
+                }
+                None => {
+                    self.route_refused.push(route.index);
+                    return Err(());
+                }
+            }
+        }
+        Ok(tats)
+    }
+
+    fn commit_route_tats(&mut self, tats: Vec<(u32, u64)>) {
+        for (index, tat) in tats {
+            self.route_tats[index as usize] = tat;
+        }
+    }
+
+    fn count_routes(&mut self, routed: &Routed, verdict: Verdict) {
+        for (route, count) in &routed.slots {
+            let n = *count as u64;
+            let refused = self.route_refused.contains(&route.index);
+            let c = &mut self.route_counters[route.index as usize];
+            c.requests += n;
+            if verdict.drops() {
+                c.dropped += n;
+            }
+            if refused {
+                if route.flags & crate::route::ROUTE_SHADOW != 0 {
+                    c.shadow_would_drop += n;
+                } else {
+                    c.dropped_ceiling += n;
+                }
+            }
+        }
+        self.route_refused.clear();
+    }
+}
+
+/// For each request head a payload ends, in order, where its request line
+/// begins in the payload when the payload holds it: the first head's at 0
+/// when the payload begins with one; a later head's at its first line, less
+/// one leading `\r`. Lines as [`request_heads`] reads them.
+fn head_starts(payload: &[u8], begins_with_request: bool) -> Vec<Option<usize>> {
+    let complete = payload.iter().filter(|&&b| b == b'\n').count();
+    let mut starts = Vec::new();
+    let mut in_head = true;
+    let mut start = begins_with_request.then_some(0);
+    let mut offset = 0;
+    for line in payload.split(|&b| b == b'\n').take(complete) {
+        let empty = line.is_empty() || line == b"\r";
+        if !empty && !in_head {
+            in_head = true;
+            start = Some(offset + (line[0] == b'\r') as usize);
+        } else if empty && in_head {
+            starts.push(start);
+            in_head = false;
+            start = None;
+        }
+        offset += line.len() + 1;
+    }
+    starts
 }
 
 fn judgement(tier: u32, verdict: Verdict) -> Judgement {
@@ -857,6 +1110,83 @@ mod tests {
                 }
             }
             proptest::prop_assert_eq!(scan.ends, request_heads(&payload));
+            // And on where the request lines after head ends begin: the
+            // kernel's noted starts are the starts of heads 1, 2, ...
+            let starts = head_starts(&payload, false);
+            for (i, start) in starts.iter().enumerate().skip(1).take(ROUTED_HEADS) {
+                proptest::prop_assert_eq!(Some(scan.start_at[i - 1] as usize), *start, "head {}", i);
+            }
         }
+    }
+
+    fn route(index: u32, cost: u32, ceiling: Option<u64>, shadow: bool) -> RouteValue {
+        RouteValue {
+            index,
+            cost,
+            ceiling: ceiling.map_or(Limit::UNLIMITED, per_hour),
+            flags: if shadow {
+                crate::route::ROUTE_SHADOW
+            } else {
+                0
+            },
+            _reserved: 0,
+        }
+    }
+
+    #[test]
+    fn routed_heads_charge_their_routes_and_ceilings_hold_across_sources() {
+        let mut policy = Policy::new();
+        policy.http_ports = vec![80];
+        let forty = Limit::per_period(1, 10_000_000_000, 40).unwrap();
+        policy.tiers[0] = tier([None, None, None, Some(forty)], None, TIER_ACTIVE);
+        policy.routes = vec![
+            Route {
+                port: 80,
+                line: b"POST /api/search".to_vec(),
+                value: route(0, 20, None, false),
+            },
+            Route {
+                port: 80,
+                line: b"GET /r".to_vec(),
+                value: route(1, 1, Some(3), false),
+            },
+            Route {
+                port: 80,
+                line: Vec::new(),
+                value: route(2, 2, None, false),
+            },
+        ];
+        policy.split_head_cost = 20;
+        let mut m = Model::new(policy, NOW);
+        let req = |line: &str| format!("{line} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes();
+        let dear = tcp([1, 1, 1, 1], 0x18, &req("POST /api/search?q"));
+        assert_eq!(
+            verdicts(&mut m, &dear, 3),
+            [Verdict::Passed, Verdict::Passed, Verdict::DroppedRequests]
+        );
+        // The port's route (cost 2) for anything else: 20 of burst 40.
+        let other = tcp([1, 1, 1, 2], 0x18, &req("GET /x"));
+        assert_eq!(
+            verdicts(&mut m, &other, 21)
+                .iter()
+                .filter(|v| **v == Verdict::Passed)
+                .count(),
+            20
+        );
+        // A ceiling of 3 across sources.
+        let passed = (0..6u8)
+            .filter(|&i| {
+                m.judge(&tcp([2, 2, 2, i], 0x18, &req("GET /r/1"))).verdict == Verdict::Passed
+            })
+            .count();
+        assert_eq!(passed, 3);
+        assert_eq!(m.route_counters()[1].requests, 6);
+        assert_eq!(m.route_counters()[1].dropped_ceiling, 3);
+        // A split head costs the dearest route.
+        let tail = tcp([3, 3, 3, 3], 0x18, b"Host: x\r\n\r\n");
+        assert_eq!(
+            verdicts(&mut m, &tail, 3),
+            [Verdict::Passed, Verdict::Passed, Verdict::DroppedRequests]
+        );
     }
 }

@@ -41,8 +41,10 @@ use tollgate_common::{
     RULE_TIER, RuleValue, SETTINGS_COUNT_REQUESTS, Settings, TIER_ACTIVE, TIER_SHADOW, TierConfig,
     VERDICT_COUNT, Verdict, aggregate_slot,
     gcra::TICK_SHIFT,
-    model::{Judgement, Model, Network, Policy, SourceKey},
-    new_sources_slot, parse, untracked_slot,
+    model::{Judgement, Model, Network, Policy, Route, SourceKey},
+    new_sources_slot, parse,
+    route::{MAX_ROUTES, ROUTE_SHADOW, RouteValue, route_key},
+    untracked_slot,
 };
 
 use crate::{
@@ -324,6 +326,17 @@ pub fn random_policy(rng: &mut StdRng) -> FuzzPolicy {
         http_ports[3] = 8080;
     }
     policy.http_ports = http_ports.iter().copied().filter(|&p| p != 0).collect();
+    if !policy.http_ports.is_empty() && rng.gen_bool(0.5) {
+        policy.routes = random_routes(rng, &policy.http_ports);
+        policy.split_head_cost = policy
+            .routes
+            .iter()
+            .filter(|r| r.value.flags & ROUTE_SHADOW == 0)
+            .map(|r| r.value.cost)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+    }
     // As the daemon sets it: on when some tier limits requests (and at times
     // when none does, where it must change nothing).
     let limits_requests = policy.tiers.iter().any(TierConfig::limits_requests);
@@ -343,9 +356,77 @@ pub fn random_policy(rng: &mut StdRng) -> FuzzPolicy {
             Limit::per_period(1000, SECOND, 20).expect("valid limit")
         },
         verdict_sample_every: *[0, 1, 7].choose(rng).expect("non-empty"),
-        split_head_cost: 1,
+        split_head_cost: policy.split_head_cost,
     };
     FuzzPolicy { policy, settings }
+}
+
+/// Route lines the generator's requests hit and miss ([`ROUTE_PATHS`]).
+const ROUTE_LINES: [&str; 9] = [
+    "GET /",
+    "GET /a",
+    "GET /api/v1",
+    "POST /api",
+    "POST /api/search",
+    "PUT /p",
+    "DELETE /a/b",
+    "GET /api/v1/items/",
+    "HEAD /",
+];
+
+/// Paths the generator's requests use, so that routes match often.
+const ROUTE_PATHS: [&str; 8] = [
+    "/",
+    "/a",
+    "/ab",
+    "/api",
+    "/api/search?q=1",
+    "/api/v1/items/7",
+    "/p",
+    "/a/b/c",
+];
+
+/// Up to eight routes on the HTTP ports: lines, whole ports, costs, ceilings
+/// (one an hour, bursts from 1: exact against the frozen clock), shadow.
+fn random_routes(rng: &mut StdRng, ports: &[u16]) -> Vec<Route> {
+    let mut routes: Vec<Route> = Vec::new();
+    for index in 0..rng.gen_range(1..=8u32) {
+        let port = *ports.choose(rng).expect("non-empty");
+        let line = if rng.gen_bool(0.15) {
+            Vec::new()
+        } else {
+            ROUTE_LINES
+                .choose(rng)
+                .expect("non-empty")
+                .as_bytes()
+                .to_vec()
+        };
+        if routes.iter().any(|r| r.port == port && r.line == line) {
+            continue;
+        }
+        let value = RouteValue {
+            // Sparse slots, some high, as the daemon may assign them.
+            index: if rng.gen_bool(0.2) {
+                MAX_ROUTES - 1 - index
+            } else {
+                index
+            },
+            cost: if rng.gen_bool(0.5) {
+                1
+            } else {
+                rng.gen_range(1..=12)
+            },
+            ceiling: if rng.gen_bool(0.5) {
+                Limit::per_period(1, HOUR, small(rng, 30)).expect("valid limit")
+            } else {
+                Limit::UNLIMITED
+            },
+            flags: if rng.gen_bool(0.2) { ROUTE_SHADOW } else { 0 },
+            _reserved: 0,
+        };
+        routes.push(Route { port, line, value });
+    }
+    routes
 }
 
 fn describe_limit(l: &Limit) -> String {
@@ -392,6 +473,25 @@ pub fn describe(fp: &FuzzPolicy) -> String {
             rule_net(r.network, r.prefix_len),
             r.value.tier
         );
+    }
+    for r in &p.routes {
+        let _ = writeln!(
+            s,
+            "route {:?} on {} -> slot {} cost {} ceiling {}{}",
+            String::from_utf8_lossy(&r.line),
+            r.port,
+            r.value.index,
+            r.value.cost,
+            describe_limit(&r.value.ceiling),
+            if r.value.flags & ROUTE_SHADOW != 0 {
+                " (shadow)"
+            } else {
+                ""
+            }
+        );
+    }
+    if !p.routes.is_empty() {
+        let _ = writeln!(s, "split heads cost {}", p.split_head_cost);
     }
     let st = &fp.settings;
     let _ = write!(
@@ -823,13 +923,30 @@ fn tcp_payload(r: &mut StdRng) -> Vec<u8> {
             let to = r.gen_range(from..=all.len());
             all[from..to].to_vec()
         }
-        46..50 => NEAR_MISSES.choose(r).expect("near miss").to_vec(),
+        // Requests to the routes' paths, alone or pipelined with others,
+        // and sometimes cut (the tail of a head, a head's start).
+        46..58 => {
+            let mut all = Vec::new();
+            for _ in 0..*[1, 1, 2, 3, 5, 12].choose(r).expect("non-empty") {
+                let method = *["GET", "POST", "PUT", "DELETE", "HEAD", "GET"]
+                    .choose(r)
+                    .expect("method");
+                let path = ROUTE_PATHS.choose(r).expect("path");
+                all.extend(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").bytes());
+            }
+            if r.gen_bool(0.25) {
+                let from = r.gen_range(0..all.len());
+                all.drain(..from);
+            }
+            all
+        }
+        58..62 => NEAR_MISSES.choose(r).expect("near miss").to_vec(),
         // A request line cut shorter than the 8 bytes the check needs.
-        50..58 => {
+        62..66 => {
             let line = format!("{} / HTTP/1.1", METHODS.choose(r).expect("method"));
             line.as_bytes()[..r.gen_range(0..8)].to_vec()
         }
-        58..70 => Vec::new(),
+        66..74 => Vec::new(),
         _ => random_bytes(r, 1, 300),
     }
 }
@@ -1022,6 +1139,19 @@ impl Pair {
             .filter(|net| !upsert.iter().any(|(n, _)| n == net))
             .collect();
         maps.update_rules(&upsert, &remove)?;
+        let old: Vec<_> = maps
+            .routes()?
+            .into_iter()
+            .map(|(prefix, _)| prefix)
+            .collect();
+        maps.update_routes(&[], &old)?;
+        let routes: Vec<_> = fp
+            .policy
+            .routes
+            .iter()
+            .map(|r| (route_key(r.port, &r.line).expect("short line"), r.value))
+            .collect();
+        maps.update_routes(&routes, &[])?;
         self.model.policy = fp.policy.clone();
         Ok(())
     }
@@ -1039,6 +1169,9 @@ impl Pair {
         }
         for slot in 0..AGGREGATE_SLOTS {
             maps.aggregate.set(slot, 0, 0)?;
+        }
+        for slot in 0..MAX_ROUTES {
+            maps.route_ceilings.set(slot, 0, 0)?;
         }
         self.model.clear_buckets();
         Ok(())
@@ -1091,6 +1224,8 @@ impl Pair {
     fn resync_counters(&mut self) -> Result<()> {
         let kernel = self.program.maps.counters()?;
         self.model.set_counters(kernel);
+        self.model
+            .set_route_counters(self.program.maps.route_counters()?);
         Ok(())
     }
 
@@ -1175,6 +1310,26 @@ impl Pair {
                         "tier {t} {what} holds {k} packets in the kernel, {m} in the model"
                     ));
                 }
+            }
+        }
+        // Route ceilings (one an hour, like packets) and route counters.
+        let kernel_routes = maps.route_counters()?;
+        for index in 0..MAX_ROUTES {
+            let k = units_ns(maps.route_ceilings.get(&index, 0)?, kernel_base, packets);
+            let m = units_ns(self.model.route_tat(index), MODEL_NOW, packets);
+            if k != m {
+                problems.push(format!(
+                    "route {index}'s ceiling holds {k} requests in the kernel, {m} in the model"
+                ));
+            }
+            let (k, m) = (
+                kernel_routes[index as usize],
+                self.model.route_counters()[index as usize],
+            );
+            if k != m {
+                problems.push(format!(
+                    "route {index}'s counters are {k:?} in the kernel, {m:?} in the model"
+                ));
             }
         }
         Ok(problems)
