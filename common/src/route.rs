@@ -4,7 +4,8 @@
 //!
 //! The kernel finds a request's route by a longest-prefix match over bytes
 //! (`TG_ROUTES`, an LPM trie keyed by [`RouteKey`]): the destination port,
-//! a host tag, then the request line's first bytes as they arrive
+//! a host tag, two zero bytes (so the line is 8-aligned and the kernel copies
+//! it a word at a time), then the request line's first bytes as they arrive
 //! (`POST /api/search?q=...`). A route of a whole port is the 16-bit prefix
 //! (the port alone); a route of a method and path prefix on a port is that
 //! port, a zero host tag, and the bytes `METHOD SP path-prefix`.
@@ -22,12 +23,12 @@
 
 use crate::Limit;
 
-/// Bytes of a route key: port, host tag, request line.
+/// Bytes of a route key: port, host tag, padding, request line.
 pub const ROUTE_KEY_LEN: usize = 64;
 /// Where the host tag starts in a key.
 pub const ROUTE_HOST_OFFSET: usize = 2;
-/// Where the request line starts in a key.
-pub const ROUTE_LINE_OFFSET: usize = 6;
+/// Where the request line starts in a key (8-aligned).
+pub const ROUTE_LINE_OFFSET: usize = 8;
 /// Request-line bytes a key holds: a route's `METHOD SP path-prefix` is at
 /// most this long.
 pub const ROUTE_LINE_LEN: usize = ROUTE_KEY_LEN - ROUTE_LINE_OFFSET;
@@ -50,7 +51,7 @@ pub const ROUTE_SHADOW: u32 = 1 << 0;
 pub type RouteKey = [u8; ROUTE_KEY_LEN];
 
 /// A route's key and its prefix length in bits: `port` big-endian, then the
-/// host tag (0: any host), then `line` (`METHOD SP path-prefix`, or empty for
+/// host tag (0: any host) and two zero bytes, then `line` (`METHOD SP path-prefix`, or empty for
 /// a route of the whole port, whose prefix is the port alone).
 pub fn route_key(port: u16, line: &[u8]) -> Option<(u32, RouteKey)> {
     if line.len() > ROUTE_LINE_LEN {
@@ -214,10 +215,10 @@ mod tests {
     #[test]
     fn keys_put_the_port_first_and_the_line_after_the_host_tag() {
         let (bits, key) = route_key(8080, b"POST /api").unwrap();
-        assert_eq!(bits, (6 + 9) * 8);
+        assert_eq!(bits, (8 + 9) * 8);
         assert_eq!(&key[..2], &8080u16.to_be_bytes());
-        assert_eq!(&key[2..6], &[0; 4]);
-        assert_eq!(&key[6..15], b"POST /api");
+        assert_eq!(&key[2..8], &[0; 6]);
+        assert_eq!(&key[8..17], b"POST /api");
         assert_eq!(
             route_key(443, b""),
             Some((16, {

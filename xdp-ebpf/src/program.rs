@@ -666,26 +666,52 @@ extern "C" fn route_step(index: u64, data: *mut core::ffi::c_void) -> i64 {
         state.routes.requests = state.routes.requests.saturating_add(1);
         return 0;
     }
-    // 1..=ROUTE_LINE_LEN bytes, in a form whose lower bound the verifier
-    // sees (`offset < frame_len` above): the minimum is taken before the +1.
-    let len = (frame_len - offset - 1).min(ROUTE_LINE_LEN - 1) + 1;
     let key = &mut state.key;
-    key.data = [0; ROUTE_KEY_LEN];
-    key.data[0] = (state.port >> 8) as u8;
-    key.data[1] = state.port as u8;
     key.prefix_len = (ROUTE_KEY_LEN * 8) as u32;
-    // SAFETY: 1..=ROUTE_LINE_LEN bytes into the key's line, inside the key.
-    let loaded = unsafe {
-        bpf_xdp_load_bytes(
-            frame.ctx as *mut _,
-            offset as u32,
-            (&raw mut key.data[ROUTE_LINE_OFFSET]).cast(),
-            len as u32,
-        )
-    } == 0;
-    if !loaded {
-        state.routes.requests = state.routes.requests.saturating_add(1);
-        return 0;
+    // The port, a zero host tag and padding in one word (little-endian
+    // memory: the port's big-endian bytes first).
+    let head = (state.port as u16).to_be() as u64;
+    let words = (&raw mut key.data).cast::<u64>();
+    // SAFETY: `data` is 8-aligned in `RouteLookup` and 64 bytes long.
+    unsafe { words.write(head) };
+    let at = frame.data() + offset;
+    if offset <= SCAN_MAX as usize * 2 && at + ROUTE_LINE_LEN <= frame.data_end() {
+        // The usual case: the whole line window is in the frame; copied a
+        // word at a time straight from the packet.
+        let mut i = 0;
+        while i < ROUTE_LINE_LEN / 8 {
+            // SAFETY: bounds checked above; the key has 7 words after the first.
+            unsafe {
+                words
+                    .add(1 + i)
+                    .write(core::ptr::read_unaligned((at + i * 8) as *const u64))
+            };
+            i += 1;
+        }
+    } else {
+        // The frame ends within the window: the bytes it has, zeros after.
+        // 1..=ROUTE_LINE_LEN bytes, in a form whose lower bound the verifier
+        // sees (`offset < frame_len` above): the minimum is taken before the +1.
+        let len = (frame_len - offset - 1).min(ROUTE_LINE_LEN - 1) + 1;
+        let mut i = 0;
+        while i < ROUTE_LINE_LEN / 8 {
+            // SAFETY: as above.
+            unsafe { words.add(1 + i).write(0) };
+            i += 1;
+        }
+        // SAFETY: 1..=ROUTE_LINE_LEN bytes into the key's line, inside the key.
+        let loaded = unsafe {
+            bpf_xdp_load_bytes(
+                frame.ctx as *mut _,
+                offset as u32,
+                (&raw mut key.data[ROUTE_LINE_OFFSET]).cast(),
+                len as u32,
+            )
+        } == 0;
+        if !loaded {
+            state.routes.requests = state.routes.requests.saturating_add(1);
+            return 0;
+        }
     }
     // SAFETY: `RouteLookup` from `prefix_len` on is laid out as aya's
     // packed `Key<RouteKey>`: a u32 and the key bytes.

@@ -24,10 +24,32 @@ const REPEAT: u32 = 1_000_000;
 const ROUNDS: usize = 7;
 const NEW_SOURCES: u32 = 200_000;
 
+/// The request-counting rows' program settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Counting {
+    Off,
+    On,
+    Routes,
+}
+
+/// Paths of the benchmark's routes (three methods each): the requests hit
+/// `/api/v1/items`.
+const ROUTE_PATHS: [&str; 8] = [
+    "/",
+    "/api",
+    "/api/v1",
+    "/api/v1/items",
+    "/api/v1/orders",
+    "/admin",
+    "/login",
+    "/static/",
+];
+
 fn main() -> Result<()> {
     let mode = std::env::args().nth(1).unwrap_or_default();
     match mode.as_str() {
         "micro" => micro(),
+        "requests" => requests_only(),
         "flood" => {
             if !tollgate_tests::privileged("tollgate-bench flood") {
                 bail!("the flood benchmark needs root");
@@ -38,7 +60,7 @@ fn main() -> Result<()> {
                 tollgate_tests::flood::run(&tollgate_tests::flood::Config::from_env()?)
             }
         }
-        _ => bail!("usage: tollgate-bench micro|flood [--spoofed]"),
+        _ => bail!("usage: tollgate-bench micro|requests|flood [--spoofed]"),
     }
 }
 
@@ -313,48 +335,7 @@ fn micro() -> Result<()> {
         ));
     }
 
-    // Request counting (issue 14): TCP segments to an HTTP port from a known
-    // source under the full policy (requests allowed without bound here, so
-    // a million repetitions stay under the limit), counting off, then on.
-    p.maps.set_tier(
-        0,
-        &TierSpec {
-            requests: Some((1_000_000_000, 1_000_000_000)),
-            ..generous
-        }
-        .config(),
-    )?;
-    let segment = |payload: &[u8]| {
-        Packet::from(Ipv4Addr::new(100, 64, 1, 2))
-            .tcp(tollgate_tests::packet::TCP_ACK | tollgate_tests::packet::TCP_PSH)
-            .payload(payload)
-            .build()
-    };
-    let request = segment(
-        b"GET /api/v1/items?id=7 HTTP/1.1\r\nHost: api.test\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\n\r\n",
-    );
-    let pipelined =
-        segment(&b"GET /api/v1/items?id=7 HTTP/1.1\r\nHost: api.test\r\n\r\n".repeat(10));
-    let body = segment(&[b'a'; 1400]);
-    let mut counting = Vec::new();
-    for on in [false, true] {
-        let mut settings = p.maps.settings()?;
-        settings.http_ports[0] = 80;
-        if on {
-            settings.flags |= tollgate_common::SETTINGS_COUNT_REQUESTS;
-        } else {
-            settings.flags &= !tollgate_common::SETTINGS_COUNT_REQUESTS;
-        }
-        p.maps.set_settings(settings)?;
-        let xdp = p.xdp_ref();
-        for (what, frame) in [
-            ("request segment, 90 B payload", &request),
-            ("10 pipelined requests, 510 B payload", &pipelined),
-            ("body segment, 1400 B payload", &body),
-        ] {
-            counting.push((what, on, repeated(xdp, frame, XDP_PASS)?.0));
-        }
-    }
+    let counting = request_counting(&mut p, generous)?;
 
     // Single-operation probes beside the floor, priced the same way.
     let mut operations = Vec::new();
@@ -396,16 +377,116 @@ fn micro() -> Result<()> {
     for (what, t, f) in &operations {
         println!("| {what} | {t:.1} | {f:.1} | {:.1} ns |", t - f);
     }
-    println!("\nRequest counting on an HTTP port (known IPv4 source, full policy):\n");
-    println!("| segment | counting off ns/pkt | counting on ns/pkt | cost of counting |");
-    println!("|---|---|---|---|");
-    for (what, on, t) in &counting {
-        if !*on && let Some((_, _, with)) = counting.iter().find(|(w, o, _)| w == what && *o) {
-            println!("| {what} | {t:.1} | {with:.1} | {:.1} ns |", with - t);
-        }
-    }
+    print_counting(&counting);
     println!(
         "\n{REPEAT} test_run repetitions per round for repeated paths; {NEW_SOURCES} distinct sources, one run each, for the new-source path."
     );
+    Ok(())
+}
+
+/// One row of the request-counting table: segment, mode, ns/packet.
+type CountingRow = (&'static str, Counting, f64);
+
+/// Request counting (issue 14): TCP segments to an HTTP port from a known
+/// source under `generous` (requests allowed without bound here, so a
+/// million repetitions stay under the limit), counting off, on, and on with
+/// routes.
+fn request_counting(p: &mut TestProgram, generous: TierSpec) -> Result<Vec<CountingRow>> {
+    p.maps.set_tier(
+        0,
+        &TierSpec {
+            requests: Some((1_000_000_000, 1_000_000_000)),
+            ..generous
+        }
+        .config(),
+    )?;
+    let segment = |payload: &[u8]| {
+        Packet::from(Ipv4Addr::new(100, 64, 1, 2))
+            .tcp(tollgate_tests::packet::TCP_ACK | tollgate_tests::packet::TCP_PSH)
+            .payload(payload)
+            .build()
+    };
+    let request = segment(
+        b"GET /api/v1/items?id=7 HTTP/1.1\r\nHost: api.test\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\n\r\n",
+    );
+    let pipelined =
+        segment(&b"GET /api/v1/items?id=7 HTTP/1.1\r\nHost: api.test\r\n\r\n".repeat(10));
+    let body = segment(&[b'a'; 1400]);
+    // Counting off, counting on, then counting with routes (issue 14): 24
+    // routes on port 80, one of which the requests match.
+    let mut counting = Vec::new();
+    for mode in [Counting::Off, Counting::On, Counting::Routes] {
+        let mut settings = p.maps.settings()?;
+        settings.http_ports[0] = 80;
+        if mode == Counting::Off {
+            settings.flags &= !tollgate_common::SETTINGS_COUNT_REQUESTS;
+        } else {
+            settings.flags |= tollgate_common::SETTINGS_COUNT_REQUESTS;
+        }
+        p.maps.set_settings(settings)?;
+        if mode == Counting::Routes {
+            for (i, path) in ROUTE_PATHS.iter().enumerate() {
+                for (j, method) in ["GET", "POST", "DELETE"].iter().enumerate() {
+                    let index = (i * 3 + j) as u32;
+                    p.add_route(
+                        80,
+                        &format!("{method} {path}"),
+                        tollgate_tests::program::route(index, 1 + index % 3, None, false),
+                    )?;
+                }
+            }
+        }
+        let xdp = p.xdp_ref();
+        for (what, frame) in [
+            ("request segment, 90 B payload", &request),
+            ("10 pipelined requests, 510 B payload", &pipelined),
+            ("body segment, 1400 B payload", &body),
+        ] {
+            counting.push((what, mode, repeated(xdp, frame, XDP_PASS)?.0));
+        }
+    }
+
+    Ok(counting)
+}
+
+fn print_counting(counting: &[CountingRow]) {
+    println!("\nRequest counting on an HTTP port (known IPv4 source, full policy):\n");
+    println!(
+        "| segment | counting off ns/pkt | counting on ns/pkt | with 24 routes ns/pkt | cost of counting | cost of the route lookups |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let at = |what: &str, mode: Counting| {
+        counting
+            .iter()
+            .find(|(w, m, _)| *w == what && *m == mode)
+            .map(|(_, _, t)| *t)
+            .unwrap_or(f64::NAN)
+    };
+    for (what, mode, off) in counting {
+        if *mode != Counting::Off {
+            continue;
+        }
+        let (on, routes) = (at(what, Counting::On), at(what, Counting::Routes));
+        println!(
+            "| {what} | {off:.1} | {on:.1} | {routes:.1} | {:.1} ns | {:.1} ns |",
+            on - off,
+            routes - on
+        );
+    }
+}
+
+/// `tollgate-bench requests`: the request-counting rows alone.
+fn requests_only() -> Result<()> {
+    let mut p = TestProgram::load()?;
+    let generous = TierSpec {
+        packets: Some((1_000_000_000, 1_000_000_000)),
+        bytes: Some((1 << 40, 1 << 40)),
+        aggregate: Some((1_000_000_000, 1_000_000_000)),
+        ipv6_prefix: 64,
+        ..Default::default()
+    };
+    let counting = request_counting(&mut p, generous)?;
+    print_counting(&counting);
+    println!("\n{REPEAT} test_run repetitions per round, median of {ROUNDS} rounds.");
     Ok(())
 }
