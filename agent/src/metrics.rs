@@ -13,7 +13,7 @@ use prometheus::{
 };
 use tollgate_common::{Counter, SamplerState, VERDICT_COUNT, Verdict};
 
-use crate::{datapath::guard::RepairTotals, http::HttpKey, talkers::TalkerRow};
+use crate::{datapath::guard::RepairTotals, http::HttpKey, openapi::DriftKind, talkers::TalkerRow};
 
 /// Per-tier numbers.
 #[derive(Clone, Debug, Default)]
@@ -54,6 +54,11 @@ pub(crate) struct Snapshot {
     pub samples_undecodable: u64,
     pub http: Vec<(HttpKey, u64)>,
     pub http_malformed: u64,
+    /// Estimated requests to endpoints `[http] openapi` does not document,
+    /// by (method, route), bounded by `max_routes`.
+    pub http_shadow: Vec<((String, String), u64)>,
+    /// Estimated drifting requests by kind; `None` without `[http] openapi`.
+    pub http_drift: Option<Vec<(DriftKind, u64)>>,
     pub interfaces: Vec<InterfaceInfo>,
     pub reloads: u64,
     pub reload_failures: u64,
@@ -258,6 +263,24 @@ pub(crate) fn render(s: &Snapshot) -> Result<String, prometheus::Error> {
     )?;
     http_bad.inc_by(s.http_malformed);
     r.register(Box::new(http_bad))?;
+    if let Some(drift) = &s.http_drift {
+        let shadow = counter(
+            "tollgate_http_shadow_requests_total",
+            "Estimated HTTP requests to endpoints the [http] openapi document does not have, by method and route template (at most max_routes routes; the rest as \"other\").",
+            &["method", "route"],
+        )?;
+        for ((method, route), v) in &s.http_shadow {
+            shadow.with_label_values(&[method, route]).inc_by(*v);
+        }
+        let kinds = counter(
+            "tollgate_http_drift_total",
+            "Estimated HTTP requests to documented operations that the [http] openapi document does not allow, by kind (content_type, content_length, unauthenticated).",
+            &["kind"],
+        )?;
+        for (kind, v) in drift {
+            kinds.with_label_values(&[kind.name()]).inc_by(*v);
+        }
+    }
 
     let info = int_gauge(
         "tollgate_program_info",
