@@ -495,4 +495,4 @@ fn max_length(schema: &oas3::spec::Schema, spec: &oas3::Spec) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

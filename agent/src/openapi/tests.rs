@@ -1,9 +1,8 @@
 use super::*;
-use crate::http::{EndpointRow, InventoryData};
 
 /// A 3.1 document with a base path, a security default, an operation that
 /// drops it, a request body with a size limit, and paths of the same shape.
-const SPEC_31: &str = r##"
+pub(crate) const SPEC_31: &str = r##"
 openapi: 3.1.0
 info: {title: shop, version: "1"}
 servers:
@@ -177,99 +176,4 @@ fn bad_documents_name_the_file_and_the_json_path() {
         .unwrap_err()
         .to_string();
     assert!(e.starts_with("/nonexistent/spec.yaml: cannot read"), "{e}");
-}
-
-fn row(method: &str, route: &str, requests: u64) -> EndpointRow {
-    EndpointRow {
-        method: method.into(),
-        host: "api.test".into(),
-        route: route.into(),
-        first_seen: 1,
-        last_seen: 2,
-        requests,
-        sources: 1,
-        content_types: Default::default(),
-        max_content_length: None,
-        auth: [("bearer".to_owned(), requests)].into(),
-        status: None,
-        operation: None,
-    }
-}
-
-#[test]
-fn comparison_reports_documented_shadow_orphan_and_drift() {
-    let s = spec();
-    let mut put = row("PUT", "/v1/users/{id}", 5);
-    put.content_types = [("application/json".into(), 3), ("text/xml".into(), 2)].into();
-    put.max_content_length = Some(2000);
-    put.auth = [("none".into(), 1), ("bearer".into(), 4)].into();
-    let mut data = InventoryData {
-        now: 3,
-        since: None,
-        max_endpoints: 10,
-        kept: 4,
-        endpoints: vec![
-            row("GET", "/v1/users/{id}", 9),
-            put,
-            row("GET", "/v1/admin/export", 2),
-            row(
-                crate::http::inventory::OTHER,
-                crate::http::inventory::OTHER,
-                1,
-            ),
-        ],
-        spec: None,
-        orphans: vec![],
-        drift: vec![],
-    };
-    data.compare(&s, None);
-    let status: Vec<_> = data.endpoints.iter().map(|e| e.status.as_deref()).collect();
-    assert_eq!(
-        status,
-        [Some("documented"), Some("documented"), Some("shadow"), None]
-    );
-    assert_eq!(
-        data.endpoints[0].operation.as_deref(),
-        Some("GET /users/{userId}")
-    );
-    let orphans: Vec<_> = data
-        .orphans
-        .iter()
-        .map(|o| format!("{} {}", o.method, o.path))
-        .collect();
-    assert_eq!(
-        orphans,
-        [
-            "GET /files/{name}.json",
-            "GET /health",
-            "POST /orders",
-            "GET /users/me"
-        ]
-    );
-    let drift: Vec<_> = data
-        .drift
-        .iter()
-        .map(|d| (d.kind.as_str(), d.requests))
-        .collect();
-    assert_eq!(
-        drift,
-        [
-            ("content_length", None),
-            ("content_type", Some(2)),
-            ("unauthenticated", Some(1))
-        ]
-    );
-    let summary = data.spec.as_ref().unwrap();
-    assert_eq!(
-        (
-            summary.documented,
-            summary.shadow,
-            summary.orphan,
-            summary.drift
-        ),
-        (2, 1, 4, 3)
-    );
-    // A second comparison replaces the first.
-    data.compare(&s, Some(10));
-    assert_eq!(data.drift.len(), 3);
 }
