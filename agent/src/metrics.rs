@@ -469,6 +469,25 @@ mod tests {
         promtool_accepts(&text);
     }
 
+    #[test]
+    fn shadow_and_drift_only_with_a_document() {
+        let mut s = Snapshot::default();
+        assert!(!render(&s).unwrap().contains("tollgate_http_drift_total"));
+        s.http_shadow = vec![(("GET".into(), "/admin/{id}".into()), 3)];
+        s.http_drift = Some(DriftKind::ALL.iter().map(|k| (*k, 2)).collect());
+        let text = render(&s).unwrap();
+        assert!(text.contains(
+            r#"tollgate_http_shadow_requests_total{method="GET",route="/admin/{id}"} 3"#
+        ));
+        for kind in ["content_type", "content_length", "unauthenticated"] {
+            assert!(
+                text.contains(&format!("tollgate_http_drift_total{{kind=\"{kind}\"}} 2")),
+                "{text}"
+            );
+        }
+        promtool_accepts(&text);
+    }
+
     /// Every metric the shipped Grafana dashboard queries exists.
     #[test]
     fn the_dashboard_only_uses_exported_metrics() {
