@@ -294,6 +294,7 @@ fn shadow_orphan_and_drift_against_openapi_31_survive_a_restart() {
 
     // The text form says the same.
     let text = env.ok(&["http", "inventory"]);
+    eprintln!("$ tollgate http inventory\n{text}");
     for want in [
         "OpenAPI ",
         "(3.1.0): 4 operations; 3 documented, 2 shadow, 1 orphan, 3 drift",
