@@ -165,7 +165,7 @@ impl Monitor {
     /// The inventory's persisted form, if it changed since the last call
     /// (`force`: whether or not).
     pub(crate) fn inventory_json(&mut self, force: bool) -> Option<Vec<u8>> {
-        (force || self.inventory.is_dirty()).then(|| self.inventory.to_json())
+        (force || self.inventory.is_dirty()).then(|| self.inventory.save_json())
     }
 
     /// `http inventory`: endpoints last seen at or after `since` (Unix
@@ -459,7 +459,7 @@ mod tests {
         };
         let publisher = Publisher::new(effective(0, HttpConfig::default(), gold_key()));
         let mut m = Monitor::new(publisher.subscribe()).unwrap();
-        let mut ingest = |m: &mut Monitor, head: &[u8]| {
+        let ingest = |m: &mut Monitor, head: &[u8]| {
             m.follow();
             m.ingest_http(
                 &Sample::decode(&sample(head)).unwrap(),

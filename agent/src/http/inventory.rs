@@ -8,7 +8,7 @@
 //!
 //! Bounded: at most `[http] max_endpoints` endpoints; what comes after is
 //! counted in one `(other)` row. Kept in the state directory across restarts
-//! ([`Inventory::to_json`], [`Inventory::from_json`]; the daemon writes it).
+//! ([`Inventory::save_json`], [`Inventory::from_json`]; the daemon writes it).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -209,7 +209,7 @@ pub(crate) struct Inventory {
     /// allocation for an endpoint already known.
     by_route: HashMap<String, Vec<(String, String, Endpoint)>>,
     len: usize,
-    /// Whether it changed since the last [`Inventory::to_json`].
+    /// Whether it changed since the last [`Inventory::save_json`].
     dirty: bool,
 }
 
@@ -367,7 +367,7 @@ impl Inventory {
     }
 
     /// The persisted form (and the inventory counts as saved).
-    pub(crate) fn to_json(&mut self) -> Vec<u8> {
+    pub(crate) fn save_json(&mut self) -> Vec<u8> {
         self.dirty = false;
         let endpoints = self
             .by_route
@@ -398,7 +398,7 @@ impl Inventory {
         self.dirty
     }
 
-    /// An inventory read back from [`Inventory::to_json`]'s bytes, bounded
+    /// An inventory read back from [`Inventory::save_json`]'s bytes, bounded
     /// by `limit` like a live one (endpoints over it are counted as `(other)`).
     pub(crate) fn from_json(bytes: &[u8], limit: usize) -> Result<Inventory, InventoryError> {
         let file: File = serde_json::from_slice(bytes)?;
@@ -598,7 +598,7 @@ mod tests {
         });
         inv.record(&obs("GET", "/", 4, 60));
         assert!(inv.is_dirty());
-        let bytes = inv.to_json();
+        let bytes = inv.save_json();
         assert!(!inv.is_dirty());
         let back = Inventory::from_json(&bytes, 10).unwrap();
         assert_eq!(back.rows(None), inv.rows(None));
