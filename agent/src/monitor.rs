@@ -155,11 +155,16 @@ impl Monitor {
         Ok(())
     }
 
-    /// Replaces the inventory with one read back from the state directory.
-    pub(crate) fn restore_inventory(&mut self, bytes: &[u8]) -> Result<usize, InventoryError> {
+    /// Replaces the inventory with one read back from the state directory;
+    /// returns the endpoints kept and the rows dropped as not what the
+    /// parser makes.
+    pub(crate) fn restore_inventory(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<(usize, usize), InventoryError> {
         let limit = self.applied.config.http.max_endpoints;
         self.inventory = Inventory::from_json(bytes, limit)?;
-        Ok(self.inventory.len())
+        Ok((self.inventory.len(), self.inventory.dropped))
     }
 
     /// The inventory's persisted form, if it changed since the last call

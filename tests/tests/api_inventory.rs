@@ -338,6 +338,21 @@ fn shadow_orphan_and_drift_against_openapi_31_survive_a_restart() {
         assert!(metrics.contains(series), "{series} not in:\n{metrics}");
     }
 
+    // A reload with a broken document is refused, naming the file and the
+    // JSON path; the document in force stays.
+    let good = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, SPEC.replace("maxLength: 64", "maxLength: -1")).unwrap();
+    env.fails(
+        &["reload"],
+        &[&format!(
+            "http: openapi = \"{0}\": {0}: at $.paths[\"/users/{{userId}}\"].put.requestBody",
+            spec.display()
+        )],
+    );
+    assert_eq!(report(&env.json(&["http", "inventory"])), report(&inv));
+    std::fs::write(&spec, good).unwrap();
+    env.ok(&["reload"]);
+
     // Restart: the inventory comes back from the state directory, and the
     // same comparison holds with the daemon's document...
     let before = report(&inv);

@@ -276,7 +276,9 @@ fn restore_inventory(monitor: &mut Monitor, path: &std::path::Path) {
         }
     };
     match monitor.restore_inventory(&bytes) {
-        Ok(n) => info!(file = %path.display(), endpoints = n, "API inventory restored"),
+        Ok((n, 0)) => info!(file = %path.display(), endpoints = n, "API inventory restored"),
+        Ok((n, dropped)) => warn!(file = %path.display(), endpoints = n, dropped,
+            "API inventory restored without rows that are not what the parser makes"),
         Err(e) => {
             let aside = path.with_extension("json.unreadable");
             let _ = std::fs::rename(path, &aside);

@@ -211,6 +211,9 @@ pub(crate) struct Inventory {
     len: usize,
     /// Whether it changed since the last [`Inventory::save_json`].
     dirty: bool,
+    /// Rows of a persisted inventory that were not read back (see
+    /// [`Inventory::from_json`]).
+    pub dropped: usize,
 }
 
 /// One endpoint as `http inventory` shows it.
@@ -400,6 +403,8 @@ impl Inventory {
 
     /// An inventory read back from [`Inventory::save_json`]'s bytes, bounded
     /// by `limit` like a live one (endpoints over it are counted as `(other)`).
+    /// Rows whose route or host is not what the parser makes are dropped
+    /// (and counted in `dropped`); a file that is not an inventory is an error.
     pub(crate) fn from_json(bytes: &[u8], limit: usize) -> Result<Inventory, InventoryError> {
         let file: File = serde_json::from_slice(bytes)?;
         if file.version != FILE_VERSION {
@@ -418,9 +423,15 @@ impl Inventory {
                 let a = AuthScheme::from_name(k).ok_or_else(|| bad("unknown auth scheme"))?;
                 auth[a as usize] = *v;
             }
-            // Never trust a file more than the parser: routes are templates.
-            if p.route != OTHER && route::template(&p.route) != p.route {
-                return Err(bad("route is not a template"));
+            // Never trust a file more than the parser: a row whose route is
+            // not a template (or whose host is not a cleaned one) is dropped.
+            let host_ok = p.host.len() <= 64
+                && p.host.bytes().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || b".-:[]_()".contains(&c)
+                });
+            if p.route != OTHER && (route::template(&p.route) != p.route || !host_ok) {
+                inv.dropped += 1;
+                continue;
             }
             let e = Endpoint {
                 first_seen: p.first_seen,
@@ -609,7 +620,12 @@ mod tests {
         assert!(small.rows(None).iter().any(|r| r.route == OTHER));
 
         let text = String::from_utf8(bytes).unwrap();
-        let forged = text.replace("/items/{id}", "/items/12345");
+        let forged = text
+            .replace("/items/{id}", "/items/12345")
+            .replace("api.test", "user:SECRET@api.test");
+        let read = Inventory::from_json(forged.as_bytes(), 10).unwrap();
+        assert_eq!((read.len(), read.dropped), (0, 2), "{:?}", read.rows(None));
+        let forged = text.replace("\"auth\":{\"api_key\"", "\"auth\":{\"password\"");
         assert!(matches!(
             Inventory::from_json(forged.as_bytes(), 10),
             Err(InventoryError::Endpoint { .. })

@@ -205,8 +205,8 @@ fn clean_host(value: &[u8]) -> String {
 /// a plain name (`x-7f3a9c2e41d8b6f0`) becomes its class's placeholder, so a
 /// secret cannot ride in it.
 pub(crate) fn content_type(value: &[u8]) -> String {
-    let essence = String::from_utf8_lossy(value);
-    let essence = crate::openapi::essence(&essence);
+    let raw = String::from_utf8_lossy(value);
+    let essence = crate::openapi::essence(&raw);
     let Some((kind, sub)) = essence.split_once('/') else {
         return "{invalid}".to_owned();
     };
@@ -219,9 +219,27 @@ pub(crate) fn content_type(value: &[u8]) -> String {
     if !token(kind) || !token(sub) || !kind.bytes().all(|c| c.is_ascii_alphabetic()) {
         return "{invalid}".to_owned();
     }
-    let plain = sub
-        .split(['.', '+', '-'])
-        .all(|part| route::classify(part) == route::Segment::Literal);
+    // Classified as sent (case tells a base64 token from a word): unless it
+    // is words only (`X-WWW-Form-Urlencoded`), the whole subtype must not be
+    // a token (a JWT's parts alone look harmless); and each of its parts
+    // must be a plain name.
+    let sent = raw.split(';').next().unwrap_or("").trim();
+    let sent_sub = sent.split_once('/').map_or("", |(_, s)| s);
+    let word = |p: &str| {
+        let b = p.as_bytes();
+        !b.is_empty()
+            && b.iter().all(u8::is_ascii_alphabetic)
+            && (b[1..].iter().all(u8::is_ascii_lowercase) || b.iter().all(u8::is_ascii_uppercase))
+    };
+    let words = sent_sub.split(['.', '+', '-']).all(word);
+    let plain = (words
+        || !matches!(
+            route::classify(sent_sub),
+            route::Segment::Token | route::Segment::Email
+        ))
+        && sent_sub
+            .split(['.', '+', '-'])
+            .all(|part| route::classify(part) == route::Segment::Literal);
     if plain {
         essence
     } else {
@@ -326,6 +344,18 @@ mod tests {
                 "multipart/form-data",
             ),
             ("application/vnd.api+json", "application/vnd.api+json"),
+            (
+                "application/vnd.github.v3+json",
+                "application/vnd.github.v3+json",
+            ),
+            (
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            ),
+            (
+                "Application/X-WWW-Form-Urlencoded",
+                "application/x-www-form-urlencoded",
+            ),
             ("application/x-7f3a9c2e41d8b6f0aa", "application/{id}"),
             (
                 "application/x-eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2ln",
@@ -339,6 +369,28 @@ mod tests {
     }
 
     proptest! {
+        /// A secret of any class planted in a Content-Type's subtype or a
+        /// Host's userinfo is not in what the parser keeps.
+        #[test]
+        fn no_secret_in_a_kept_content_type_or_host(
+            secret in prop_oneof![
+                "[0-9]{6,12}",
+                "[0-9a-f]{24,40}",
+                "[a-z]{3,6}[0-9]{2,4}[a-z]{3,6}",
+                "eyJ[A-Za-z0-9_-]{8,20}\\.[A-Za-z0-9_-]{8,20}\\.[A-Za-z0-9_-]{8,20}",
+                "[A-Za-z0-9_]{10,20}[0-9][A-Z][A-Za-z0-9_]{8,20}",
+            ],
+            prefix in "(x-|vnd\\.|)",
+            suffix in "(\\+json|)",
+        ) {
+            let head = format!(
+                "POST / HTTP/1.1\r\nHost: u:{secret}@api.test\r\nContent-Type: application/{prefix}{secret}{suffix}\r\n\r\n"
+            );
+            let (p, _) = parse_request(head.as_bytes(), &Redactor::default()).unwrap();
+            let kept = format!("{:?} {:?}", p.host, p.content_type);
+            prop_assert!(!kept.contains(&secret.to_ascii_lowercase()), "{secret} in {kept}");
+        }
+
         #[test]
         fn never_panics_on_hostile_bytes(bytes in prop::collection::vec(any::<u8>(), 0..1100)) {
             let _ = parse_request(&bytes, &Redactor::default());
