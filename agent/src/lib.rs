@@ -14,6 +14,7 @@ pub mod datapath;
 mod http;
 mod metrics;
 pub mod monitor;
+pub mod openapi;
 pub mod proto;
 pub mod spec;
 pub mod state;

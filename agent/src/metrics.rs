@@ -13,7 +13,7 @@ use prometheus::{
 };
 use tollgate_common::{Counter, SamplerState, VERDICT_COUNT, Verdict};
 
-use crate::{datapath::guard::RepairTotals, http::HttpKey, talkers::TalkerRow};
+use crate::{datapath::guard::RepairTotals, http::HttpKey, openapi::DriftKind, talkers::TalkerRow};
 
 /// Per-tier numbers.
 #[derive(Clone, Debug, Default)]
@@ -54,6 +54,11 @@ pub(crate) struct Snapshot {
     pub samples_undecodable: u64,
     pub http: Vec<(HttpKey, u64)>,
     pub http_malformed: u64,
+    /// Estimated requests to endpoints `[http] openapi` does not document,
+    /// by (method, route), bounded by `max_routes`.
+    pub http_shadow: Vec<((String, String), u64)>,
+    /// Estimated drifting requests by kind; `None` without `[http] openapi`.
+    pub http_drift: Option<Vec<(DriftKind, u64)>>,
     pub interfaces: Vec<InterfaceInfo>,
     pub reloads: u64,
     pub reload_failures: u64,
@@ -259,6 +264,24 @@ pub(crate) fn render(s: &Snapshot) -> Result<String, prometheus::Error> {
     )?;
     http_bad.inc_by(s.http_malformed);
     r.register(Box::new(http_bad))?;
+    if let Some(drift) = &s.http_drift {
+        let shadow = counter(
+            "tollgate_http_shadow_requests_total",
+            "Estimated HTTP requests to endpoints the [http] openapi document does not have, by method and route template (at most max_routes routes; the rest as \"other\").",
+            &["method", "route"],
+        )?;
+        for ((method, route), v) in &s.http_shadow {
+            shadow.with_label_values(&[method, route]).inc_by(*v);
+        }
+        let kinds = counter(
+            "tollgate_http_drift_total",
+            "Estimated HTTP requests to documented operations that the [http] openapi document does not allow, by kind (content_type, content_length, unauthenticated).",
+            &["kind"],
+        )?;
+        for (kind, v) in drift {
+            kinds.with_label_values(&[kind.name()]).inc_by(*v);
+        }
+    }
 
     let info = int_gauge(
         "tollgate_program_info",
@@ -444,6 +467,25 @@ mod tests {
         assert!(text.contains(r#"route="/users/{id}""#));
         assert!(text.contains("tollgate_cluster_up 1"));
         assert!(text.contains("# TYPE tollgate_bytes_total counter"));
+        promtool_accepts(&text);
+    }
+
+    #[test]
+    fn shadow_and_drift_only_with_a_document() {
+        let mut s = Snapshot::default();
+        assert!(!render(&s).unwrap().contains("tollgate_http_drift_total"));
+        s.http_shadow = vec![(("GET".into(), "/admin/{id}".into()), 3)];
+        s.http_drift = Some(DriftKind::ALL.iter().map(|k| (*k, 2)).collect());
+        let text = render(&s).unwrap();
+        assert!(text.contains(
+            r#"tollgate_http_shadow_requests_total{method="GET",route="/admin/{id}"} 3"#
+        ));
+        for kind in ["content_type", "content_length", "unauthenticated"] {
+            assert!(
+                text.contains(&format!("tollgate_http_drift_total{{kind=\"{kind}\"}} 2")),
+                "{text}"
+            );
+        }
         promtool_accepts(&text);
     }
 

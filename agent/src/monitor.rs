@@ -5,7 +5,9 @@
 //! `[api_keys]`) follow the configuration the daemon publishes.
 
 use std::{
+    collections::HashMap,
     net::IpAddr,
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -18,7 +20,13 @@ use crate::{
     apikeys::{ApiKeyError, ApiKeys, PinChange, Pins, source_prefix},
     config::{ApiKeysConfig, HttpConfig, Published, Subscription, TierNames},
     datapath::samples::Sample,
-    http::{self, HttpStats, redact::Redactor, stats::Limits},
+    http::{
+        self, HttpStats, InventoryData,
+        inventory::{AuthScheme, Inventory, InventoryError, Observation},
+        redact::Redactor,
+        stats::{Limits, OTHER},
+    },
+    openapi::{ApiSpec, DriftKind},
 };
 
 /// Most pins (API-key clients) held at once.
@@ -63,6 +71,19 @@ pub struct Monitor {
     config: Subscription,
     /// The configuration whose `[http]` and `[api_keys]` are in use.
     applied: Published,
+    /// The API inventory (kept across restarts by the daemon).
+    inventory: Inventory,
+    /// `[http] openapi`, and a number that changes with it (endpoints cache
+    /// the operation they matched under it).
+    spec: Option<Arc<ApiSpec>>,
+    spec_generation: u64,
+    max_content_length: Option<u64>,
+    /// Estimated requests to endpoints the document does not have, by route
+    /// and method: the first `max_routes` routes, the rest as `other`.
+    shadow: HashMap<String, Vec<(String, u64)>>,
+    shadow_limit: usize,
+    /// Estimated requests of documented operations showing drift, by kind.
+    drift: [u64; 3],
 }
 
 impl Monitor {
@@ -87,6 +108,13 @@ impl Monitor {
             tail,
             config,
             applied: applied.clone(),
+            inventory: Inventory::new(http.max_endpoints),
+            spec: None,
+            spec_generation: 0,
+            max_content_length: None,
+            shadow: HashMap::new(),
+            shadow_limit: http.max_routes,
+            drift: [0; 3],
         };
         m.reconfigure(&applied.config.http, &applied.config.api_keys)?;
         Ok(m)
@@ -118,7 +146,69 @@ impl Monitor {
         let keys = ApiKeys::new(&keys.salt, &keys.keys)?;
         self.redactor = Redactor::new(&http.redact_headers);
         self.keys = keys;
+        self.inventory.set_limit(http.max_endpoints);
+        self.max_content_length = http.max_content_length;
+        if self.spec != http.openapi {
+            self.spec = http.openapi.clone();
+            self.spec_generation += 1;
+        }
         Ok(())
+    }
+
+    /// Replaces the inventory with one read back from the state directory;
+    /// returns the endpoints kept and the rows dropped as not what the
+    /// parser makes.
+    pub(crate) fn restore_inventory(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<(usize, usize), InventoryError> {
+        let limit = self.applied.config.http.max_endpoints;
+        self.inventory = Inventory::from_json(bytes, limit)?;
+        Ok((self.inventory.len(), self.inventory.dropped))
+    }
+
+    /// The inventory's persisted form, if it changed since the last call
+    /// (`force`: whether or not).
+    pub(crate) fn inventory_json(&mut self, force: bool) -> Option<Vec<u8>> {
+        (force || self.inventory.is_dirty()).then(|| self.inventory.save_json())
+    }
+
+    /// `http inventory`: endpoints last seen at or after `since` (Unix
+    /// seconds), compared with `[http] openapi` when one is configured.
+    pub(crate) fn inventory(&self, since: Option<u64>) -> InventoryData {
+        let mut data = InventoryData {
+            now: unix_now(),
+            since,
+            max_endpoints: self.applied.config.http.max_endpoints,
+            kept: self.inventory.len(),
+            endpoints: self.inventory.rows(since),
+            spec: None,
+            orphans: Vec::new(),
+            drift: Vec::new(),
+        };
+        if let Some(spec) = &self.spec {
+            data.compare(spec, self.max_content_length);
+        }
+        data
+    }
+
+    /// Estimated requests to endpoints `[http] openapi` does not document,
+    /// by (method, route).
+    pub(crate) fn shadow_requests(&self) -> Vec<((String, String), u64)> {
+        self.shadow
+            .iter()
+            .flat_map(|(route, v)| v.iter().map(|(m, n)| ((m.clone(), route.clone()), *n)))
+            .collect()
+    }
+
+    /// Estimated drifting requests by kind (`None` without `[http] openapi`).
+    pub(crate) fn drift_requests(&self) -> Option<Vec<(DriftKind, u64)>> {
+        self.spec.as_ref().map(|_| {
+            DriftKind::ALL
+                .iter()
+                .map(|k| (*k, self.drift[*k as usize]))
+                .collect()
+        })
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<TailEvent> {
@@ -163,6 +253,47 @@ impl Monitor {
             verdict,
             scale,
         );
+        let (endpoint, other) = self.inventory.record(&Observation {
+            method: &req.method,
+            host: req.host.as_deref(),
+            route: &req.route,
+            source: sample.source(),
+            scale,
+            now: unix_now(),
+            content_type: req.content_type.as_deref(),
+            content_length: req.content_length,
+            auth: req.auth,
+        });
+        if let Some(spec) = &self.spec {
+            let operation = match endpoint.matched {
+                Some((generation, op)) if generation == self.spec_generation && !other => op,
+                _ => {
+                    let op = spec.operation(&req.method, &req.route);
+                    endpoint.matched = Some((self.spec_generation, op));
+                    op
+                }
+            };
+            match operation {
+                None => count_shadow(
+                    &mut self.shadow,
+                    self.shadow_limit,
+                    &req.method,
+                    &req.route,
+                    scale,
+                ),
+                Some(op) => {
+                    for kind in spec.drift(
+                        op,
+                        req.content_type.as_deref(),
+                        req.content_length,
+                        req.auth != AuthScheme::None,
+                        self.max_content_length,
+                    ) {
+                        self.drift[kind as usize] += scale;
+                    }
+                }
+            }
+        }
         if self.tail.receiver_count() > 0 {
             let _ = self.tail.send(TailEvent {
                 unix_ms: SystemTime::now()
@@ -200,9 +331,42 @@ impl Monitor {
     }
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Counts shadow requests for the metric: routes admitted up to `limit`,
+/// the rest under `other`, so the label set stays bounded.
+fn count_shadow(
+    shadow: &mut HashMap<String, Vec<(String, u64)>>,
+    limit: usize,
+    method: &str,
+    route: &str,
+    scale: u64,
+) {
+    let route = if shadow.contains_key(route) || shadow.len() < limit {
+        route
+    } else {
+        OTHER
+    };
+    let methods = match shadow.get_mut(route) {
+        Some(m) => m,
+        None => shadow.entry(route.to_owned()).or_default(),
+    };
+    match methods.iter().position(|(m, _)| m == method) {
+        Some(i) => methods[i].1 += scale,
+        None if methods.len() < 16 => methods.push((method.to_owned(), scale)),
+        None => match methods.iter().position(|(m, _)| m == OTHER) {
+            Some(i) => methods[i].1 += scale,
+            None => methods.push((OTHER.to_owned(), scale)),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
     use crate::{
@@ -284,6 +448,62 @@ mod tests {
                 .is_none()
         );
         assert_eq!(m.malformed, 2);
+    }
+
+    #[test]
+    fn the_inventory_counts_shadow_and_drift_against_the_published_document() {
+        let spec = crate::openapi::ApiSpec::parse(
+            "openapi: 3.1.0\ninfo: {title: t, version: '1'}\nsecurity: [{k: []}]\npaths:\n  /users/{uid}:\n    put:\n      requestBody: {content: {application/json: {}}}\n      responses: {'200': {description: ok}}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let http = HttpConfig {
+            openapi: Some(Arc::new(spec)),
+            max_content_length: Some(100),
+            ..HttpConfig::default()
+        };
+        let publisher = Publisher::new(effective(0, HttpConfig::default(), gold_key()));
+        let mut m = Monitor::new(publisher.subscribe()).unwrap();
+        let ingest = |m: &mut Monitor, head: &[u8]| {
+            m.follow();
+            m.ingest_http(
+                &Sample::decode(&sample(head)).unwrap(),
+                &names(),
+                Instant::now(),
+            );
+        };
+        let drifting = b"PUT /users/42 HTTP/1.1\r\nHost: api\r\nContent-Type: text/xml\r\nContent-Length: 500\r\n\r\n";
+        ingest(&mut m, drifting);
+        assert_eq!(m.drift_requests(), None, "no document yet");
+        publisher.send_replace(effective(1, http, gold_key()));
+        ingest(&mut m, drifting);
+        ingest(&mut m, b"GET /users/42 HTTP/1.1\r\nHost: api\r\n\r\n");
+        ingest(
+            &mut m,
+            b"PUT /users/7 HTTP/1.1\r\nHost: api\r\nX-Api-Key: k\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\n",
+        );
+        assert_eq!(
+            m.drift_requests().unwrap(),
+            [
+                (DriftKind::ContentType, 2),
+                (DriftKind::ContentLength, 2),
+                (DriftKind::Unauthenticated, 2)
+            ],
+            "the sample before the document is not judged; scale 2"
+        );
+        assert_eq!(
+            m.shadow_requests(),
+            [(("GET".to_owned(), "/users/{id}".to_owned()), 2)]
+        );
+        let inv = m.inventory(None);
+        assert_eq!(inv.endpoints.len(), 2);
+        let s = inv.spec.as_ref().unwrap();
+        assert_eq!((s.documented, s.shadow, s.orphan, s.drift), (1, 1, 0, 3));
+        // Persisted and restored: the same rows.
+        let bytes = m.inventory_json(false).unwrap();
+        assert!(m.inventory_json(false).is_none(), "unchanged since");
+        m.restore_inventory(&bytes).unwrap();
+        assert_eq!(m.inventory(None).endpoints, inv.endpoints);
     }
 
     #[test]

@@ -58,7 +58,16 @@ pub enum Request {
     /// Streams sampled requests (one `TailEvent` JSON per line) until the
     /// client hangs up.
     HttpTail {},
+    /// The API inventory (answered with [`InventoryData`]): endpoints seen in
+    /// the last `since_secs` seconds (all when absent), compared with
+    /// `[http] openapi` when the daemon has one.
+    HttpInventory {
+        #[serde(default)]
+        since_secs: Option<u64>,
+    },
 }
+
+pub use crate::http::{AuthScheme, DriftRow, EndpointRow, InventoryData, Orphan, SpecSummary};
 
 /// `http top`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -348,6 +357,10 @@ mod tests {
                 by: TopBy::Drops,
                 n: 5,
             },
+            Request::HttpInventory {
+                since_secs: Some(3600),
+            },
+            Request::HttpInventory { since_secs: None },
         ];
         for r in reqs {
             let json = serde_json::to_string(&r).unwrap();
@@ -365,6 +378,8 @@ mod tests {
             r#"{"cmd":"tier_rm"}"#,
             r#"{"cmd":"top","by":"bytes","n":3}"#,
             r#"{"cmd":"top","by":"drops","n":-3}"#,
+            r#"{"cmd":"http_inventory","since_secs":-1}"#,
+            r#"{"cmd":"http_inventory","sort":"x"}"#,
             r#"[]"#,
             r#""status""#,
         ] {
@@ -409,8 +424,8 @@ mod fuzz {
         /// and what decodes encodes back to the same request.
         #[test]
         fn json_shaped_requests_round_trip(
-            cmd in "(status|tier_list|tier_set|tier_rm|rule_list|rule_add|rule_rm|stats|top|reload|detach|http_top|http_tail|bogus)",
-            key in "(name|cidr|tier|action|by|n|packets|x)",
+            cmd in "(status|tier_list|tier_set|tier_rm|rule_list|rule_add|rule_rm|stats|top|reload|detach|http_top|http_tail|http_inventory|bogus)",
+            key in "(name|cidr|tier|action|by|n|packets|since_secs|x)",
             value in prop_oneof![
                 "\\PC{0,64}".prop_map(serde_json::Value::String),
                 any::<i64>().prop_map(serde_json::Value::from),

@@ -211,6 +211,18 @@ pub fn load(path: &Path) -> Result<State, StateError> {
 /// the new file, never a mix, and once this returns the new one survives a
 /// power cut.
 pub fn save(path: &Path, state: &State) -> io::Result<()> {
+    let mut json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
+    json.push(b'\n');
+    write_atomic(path, &json)
+}
+
+/// The file next to the state file that keeps the API inventory.
+pub fn inventory_path(state_file: &Path) -> PathBuf {
+    state_file.with_file_name("inventory.json")
+}
+
+/// Writes `bytes` to `path` atomically and durably (see [`save`]), mode 0600.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -219,8 +231,6 @@ pub fn save(path: &Path, state: &State) -> io::Result<()> {
         io::Error::new(io::ErrorKind::InvalidInput, "state path has no file name")
     })?;
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let mut json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-    json.push(b'\n');
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -228,7 +238,7 @@ pub fn save(path: &Path, state: &State) -> io::Result<()> {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(&json)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;

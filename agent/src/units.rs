@@ -324,6 +324,28 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, DurationErr
     Ok(std::time::Duration::from_secs_f64(v * scale))
 }
 
+/// Parses an age: `"90s"`, `"15m"`, `"2h"`, `"7d"` (whole numbers).
+pub(crate) fn parse_age(s: &str) -> Result<std::time::Duration, DurationError> {
+    let t = s.trim();
+    let (number, scale) = match t.char_indices().last() {
+        Some((i, 's')) => (&t[..i], 1),
+        Some((i, 'm')) => (&t[..i], 60),
+        Some((i, 'h')) => (&t[..i], 3600),
+        Some((i, 'd')) => (&t[..i], 86_400),
+        _ => return Err(DurationError::MissingUnit),
+    };
+    if number.starts_with('-') {
+        return Err(DurationError::Negative(number.to_owned()));
+    }
+    let v: u64 = number
+        .parse()
+        .ok()
+        .filter(|_| !number.starts_with('+'))
+        .filter(|v: &u64| v.checked_mul(scale).is_some())
+        .ok_or_else(|| DurationError::NotANumber(number.to_owned()))?;
+    Ok(std::time::Duration::from_secs(v * scale))
+}
+
 impl fmt::Display for Period {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.suffix())
@@ -333,6 +355,25 @@ impl fmt::Display for Period {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages() {
+        use std::time::Duration;
+        assert_eq!(parse_age("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_age("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_age(" 2h ").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_age("7d").unwrap(), Duration::from_secs(604_800));
+        assert_eq!(parse_age("10").unwrap_err(), DurationError::MissingUnit);
+        assert!(matches!(parse_age("-1h"), Err(DurationError::Negative(_))));
+        assert!(matches!(
+            parse_age("1.5h"),
+            Err(DurationError::NotANumber(_))
+        ));
+        assert!(matches!(
+            parse_age("10ms"),
+            Err(DurationError::NotANumber(_))
+        ));
+    }
 
     #[test]
     fn durations() {

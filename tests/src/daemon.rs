@@ -164,6 +164,19 @@ impl Env {
     /// Like [`Env::spawn`], with the daemon started through `wrapper` (a
     /// command that execs its arguments, e.g. `setpriv ...`).
     pub fn spawn_via(&self, wrapper: &[&str], extra: &[&str]) -> Daemon {
+        self.spawn_logging(wrapper, extra, "info")
+    }
+
+    /// Starts the daemon logging at `rust_log` (`RUST_LOG`, e.g. "trace")
+    /// and waits until it answers.
+    pub fn start_logging(&self, extra: &[&str], rust_log: &str) -> Daemon {
+        let mut d = self.spawn_logging(&[], extra, rust_log);
+        d.wait_ready();
+        d
+    }
+
+    /// Like [`Env::spawn_via`], logging at `rust_log`.
+    pub fn spawn_logging(&self, wrapper: &[&str], extra: &[&str], rust_log: &str) -> Daemon {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let log = self.dir.join(format!(
             "daemon-{}.log",
@@ -186,7 +199,7 @@ impl Env {
             .args(["--pin-dir".as_ref(), self.pins.path.as_os_str()])
             .args(["--state".as_ref(), self.state.as_os_str()])
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)

@@ -126,6 +126,11 @@ impl Client {
     pub fn request(&mut self, head: &str) -> Result<()> {
         self.writer
             .write_all(format!("{head}\r\n\r\n").as_bytes())?;
+        self.read_ok()
+    }
+
+    /// Reads a `200 OK` with its 2-byte body.
+    fn read_ok(&mut self) -> Result<()> {
         let mut status = String::new();
         self.reader.read_line(&mut status)?;
         if !status.starts_with("HTTP/1.1 200") {
@@ -142,6 +147,16 @@ impl Client {
         let mut body = [0u8; 2];
         self.reader.read_exact(&mut body)?;
         Ok(())
+    }
+
+    /// Sends one request with a body: `head` (without the final blank line)
+    /// gets its Content-Length, then `body`; waits for the `200 OK`.
+    pub fn request_with_body(&mut self, head: &str, body: &[u8]) -> Result<()> {
+        let head = format!("{head}\r\nContent-Length: {}", body.len());
+        self.writer
+            .write_all(format!("{head}\r\n\r\n").as_bytes())?;
+        self.writer.write_all(body)?;
+        self.read_ok()
     }
 
     /// Sends raw bytes (for malformed requests) without waiting for an answer.

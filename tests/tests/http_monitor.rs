@@ -175,8 +175,17 @@ fn routes_are_counted_and_secrets_never_leave_the_daemon() {
         ("top", env.ok(&["--json", "top", "--by", "requests"])),
         ("stats", env.ok(&["--json", "stats"])),
         ("status", env.ok(&["--json", "status"])),
-        ("daemon log", daemon.log()),
+        ("http inventory", env.ok(&["http", "inventory"])),
+        (
+            "http inventory --json",
+            env.ok(&["--json", "http", "inventory"]),
+        ),
     ];
+    // The inventory file is written at the stop.
+    let mut daemon = daemon;
+    daemon.terminate(Duration::from_secs(10));
+    assert!(env.dir.join("state/inventory.json").exists());
+    everything.push(("daemon log", daemon.log()));
     everything.extend(files_under(&env.dir));
     for (what, text) in &everything {
         for secret in SECRETS {
@@ -534,8 +543,10 @@ fn sampled_requests_name_the_tier_at_once_after_tier_set_and_reload() {
 /// Secrets a request carries in its path and query, of every class the
 /// templates know (integers, UUIDs, object ids, mixed alphanumerics, JWTs,
 /// base64 tokens, e-mails, path parameters, a bare query, percent-encoded
-/// `key=value`, absolute-form userinfo), reach none of `http tail` (text and
-/// JSON), `http top`, `/metrics`, the daemon's log or its files.
+/// `key=value`, absolute-form userinfo), and secrets in a Host's userinfo and
+/// a Content-Type, reach none of `http tail` (text and JSON), `http top`,
+/// `http inventory` (text and JSON), `/metrics`, the daemon's log at trace
+/// level or its files (the state file and the inventory file included).
 #[test]
 fn secrets_in_paths_and_queries_reach_no_output() {
     if !privileged("secrets_in_paths_and_queries_reach_no_output") {
@@ -572,10 +583,21 @@ fn secrets_in_paths_and_queries_reach_no_output() {
             "USERINFOSECRET",
         ),
     ];
+    // Secrets in the headers the inventory keeps (Host, Content-Type).
+    const IN_HEADERS: [(&str, &str); 2] = [
+        (
+            "GET /profile HTTP/1.1\r\nHost: admin:HOSTUSERINFOSECRET@api.test",
+            "HOSTUSERINFOSECRET",
+        ),
+        (
+            "GET /profile HTTP/1.1\r\nHost: api.test\r\nContent-Type: application/x-Zq81kXp3CtSecret0Tw2",
+            "Zq81kXp3CtSecret0Tw2",
+        ),
+    ];
     let env = Env::new();
     let metrics_port = free_port();
     env.write_config(&config(&env, metrics_port, "requests = \"10000/s\""));
-    let daemon = env.start_with(&[]);
+    let mut daemon = env.start_logging(&[], "trace");
     let server = Server::bind(SocketAddr::from((env.veth.host_ip, PORT))).unwrap();
     let addr = server.addr;
     let (mut text_tail, mut json_tail) = (env.http_tail(false), env.http_tail(true));
@@ -586,22 +608,26 @@ fn secrets_in_paths_and_queries_reach_no_output() {
             for (target, _) in PLANTED {
                 c.request(&format!("GET {target} HTTP/1.1\r\nHost: api.test"))?;
             }
+            for (head, _) in IN_HEADERS {
+                c.request(head)?;
+            }
             Ok(())
         })
         .join()
         .unwrap()
         .unwrap()
         .unwrap();
+    let sent = (PLANTED.len() + IN_HEADERS.len()) as u64;
     assert_eq!(
         server.requests.load(std::sync::atomic::Ordering::Relaxed),
-        PLANTED.len() as u64
+        sent
     );
     let json = |args: &[&str]| -> Value {
         serde_json::from_str(&env.ok(&[&["--json"], args].concat())).unwrap()
     };
     env.eventually(Duration::from_secs(5), "every request in http top", || {
         let top = json(&["http", "top", "--by", "method"]);
-        route_count(&top, "GET") >= PLANTED.len() as u64
+        route_count(&top, "GET") >= sent
     });
     std::thread::sleep(Duration::from_millis(300)); // the samples reach tail
     let _ = text_tail.kill();
@@ -609,7 +635,7 @@ fn secrets_in_paths_and_queries_reach_no_output() {
     let text = String::from_utf8_lossy(&text_tail.wait_with_output().unwrap().stdout).into_owned();
     let json_text =
         String::from_utf8_lossy(&json_tail.wait_with_output().unwrap().stdout).into_owned();
-    assert_eq!(text.lines().count(), PLANTED.len(), "{text}");
+    assert_eq!(text.lines().count() as u64, sent, "{text}");
     assert!(text.contains("GET /accounts/{id}/statement "), "{text}");
     assert!(text.contains("GET /inbox/{email}/unread "), "{text}");
     assert!(text.contains("GET /cart;{param} "), "{text}");
@@ -625,11 +651,38 @@ fn secrets_in_paths_and_queries_reach_no_output() {
                 json(&["http", "top", "--by", "host"])
             ),
         ),
-        ("daemon log", daemon.log()),
     ];
+    let inventory_text = env.ok(&["http", "inventory"]);
+    assert!(
+        inventory_text.contains("/accounts/{id}/statement"),
+        "{inventory_text}"
+    );
+    assert!(
+        inventory_text.contains("application/{id}"),
+        "{inventory_text}"
+    );
+    let inventory = json(&["http", "inventory"]);
+    let seen: u64 = inventory["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(seen, sent, "{inventory:#}");
+    everything.push(("http inventory", inventory_text));
+    everything.push(("http inventory --json", inventory.to_string()));
+    // The inventory file is written at the stop; the log is complete then.
+    daemon.terminate(Duration::from_secs(10));
+    assert!(env.dir.join("state/inventory.json").exists());
+    let log = daemon.log();
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "not a trace-level log:\n{log}"
+    );
+    everything.push(("daemon log (trace)", log));
     everything.extend(files_under(&env.dir));
     for (what, out) in &everything {
-        for (target, secret) in PLANTED {
+        for (target, secret) in PLANTED.iter().chain(&IN_HEADERS) {
             assert!(
                 !out.contains(secret),
                 "{secret} (from {target}) leaked into {what}:\n{out}"

@@ -231,6 +231,71 @@ pub enum HttpCommand {
     /// values, no query values), like tcpdump for HTTP. Ctrl-C stops it.
     /// Example: tollgate http tail
     Tail,
+    /// The API inventory the sampled traffic shows: every endpoint (method,
+    /// host, route template) with when it was first and last seen, estimated
+    /// requests, distinct sources, content types, the largest Content-Length
+    /// and the auth schemes presented (never a value). Kept across restarts.
+    /// Example: tollgate http inventory --since 1h --openapi openapi.yaml
+    ///
+    /// With an OpenAPI 3.0/3.1 document (--openapi, or `[http] openapi` in the
+    /// daemon's config) each endpoint is `documented` or `shadow` (seen, not
+    /// in the document); documented operations never seen are listed as
+    /// orphans, and requests a documented operation does not allow as drift
+    /// (a content type it does not accept, a Content-Length over its schema's
+    /// maxLength or `[http] max_content_length`, no credentials where its
+    /// security requires them).
+    #[command(after_help = INVENTORY_HELP)]
+    Inventory(HttpInventoryArgs),
+}
+
+const INVENTORY_HELP: &str = "\
+Examples:
+  tollgate http inventory                       every endpoint seen, busiest first
+  tollgate http inventory --since 1h --sort last-seen
+  tollgate http inventory --openapi openapi.yaml
+                                                shadow, orphan and drift against a spec
+  tollgate --json http inventory --openapi openapi.json | jq '.endpoints[] | select(.status == \"shadow\")'
+
+Routes are templates (/users/42 is /users/{id}); a template segment matches
+any path parameter of the document (/users/{userId}), and the document's
+servers' base paths (servers: [{url: https://api.example.com/v1}]) are
+stripped first. Request counts are estimates (samples × their 1-in-K scale).";
+
+/// How `http inventory` orders its rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InventorySort {
+    /// Estimated requests, most first.
+    Requests,
+    /// Distinct sources, most first.
+    Sources,
+    /// Route template, then method and host.
+    Route,
+    /// Most recently seen first.
+    LastSeen,
+    /// Oldest first.
+    FirstSeen,
+}
+
+#[derive(Debug, Args)]
+pub struct HttpInventoryArgs {
+    /// Only endpoints seen in the last DURATION (90s, 15m, 2h, 7d); orphans
+    /// are then operations not seen in that time. Example: --since 1h
+    #[arg(long, value_name = "DURATION", value_parser = parse_since)]
+    pub since: Option<u64>,
+    /// Row order. Example: --sort last-seen
+    #[arg(long, value_enum, default_value = "requests")]
+    pub sort: InventorySort,
+    /// Compare with this OpenAPI 3.0 or 3.1 document (YAML or JSON), read
+    /// here, instead of the daemon's `[http] openapi`. Example: --openapi api.yaml
+    #[arg(long, value_name = "FILE")]
+    pub openapi: Option<PathBuf>,
+}
+
+/// `--since 1h` in seconds.
+fn parse_since(s: &str) -> Result<u64, String> {
+    crate::units::parse_age(s)
+        .map(|d| d.as_secs())
+        .map_err(|e| format!("{e}; write e.g. 90s, 15m, 2h or 7d"))
 }
 
 #[derive(Debug, Args)]
@@ -387,6 +452,21 @@ pub fn execute(cli: Cli) -> Result<()> {
             let t: proto::HttpTopData = call(&cli, &Request::HttpTop { by: a.by, n: a.n })?;
             emit(cli.json, &t, || render_http_top(&t))
         }
+        Command::Http(HttpCommand::Inventory(a)) => {
+            let mut data: proto::InventoryData = call(
+                &cli,
+                &Request::HttpInventory {
+                    since_secs: a.since,
+                },
+            )?;
+            if let Some(path) = &a.openapi {
+                let spec = crate::openapi::ApiSpec::load(path)?;
+                let limit = data.spec.as_ref().and_then(|s| s.max_content_length);
+                data.compare(&spec, limit);
+            }
+            sort_inventory(&mut data, a.sort);
+            emit(cli.json, &data, || render_inventory(&data))
+        }
         Command::Http(HttpCommand::Tail) => {
             let socket = socket_path(&cli)?;
             let json = cli.json;
@@ -496,6 +576,20 @@ fn mutate(cli: &Cli, req: &Request) -> Result<()> {
     emit(cli.json, &d, || d.message.clone())
 }
 
+fn sort_inventory(data: &mut proto::InventoryData, by: InventorySort) {
+    let key = |e: &proto::EndpointRow| (e.route.clone(), e.method.clone(), e.host.clone());
+    data.endpoints.sort_by(|a, b| {
+        let first = match by {
+            InventorySort::Requests => b.requests.cmp(&a.requests),
+            InventorySort::Sources => b.sources.cmp(&a.sources),
+            InventorySort::Route => std::cmp::Ordering::Equal,
+            InventorySort::LastSeen => b.last_seen.cmp(&a.last_seen),
+            InventorySort::FirstSeen => a.first_seen.cmp(&b.first_seen),
+        };
+        first.then_with(|| key(a).cmp(&key(b)))
+    });
+}
+
 fn emit<T: Serialize>(json: bool, data: &T, human: impl FnOnce() -> String) -> Result<()> {
     let text = if json {
         serde_json::to_string_pretty(data).context("encoding JSON")?
@@ -559,6 +653,28 @@ mod tests {
     #[test]
     fn parses_the_documented_command_lines() {
         let p = |args: &[&str]| Cli::try_parse_from(args).map_err(|e| e.to_string());
+        let c = p(&[
+            "tollgate",
+            "http",
+            "inventory",
+            "--since",
+            "2h",
+            "--sort",
+            "last-seen",
+            "--openapi",
+            "a.yaml",
+        ])
+        .unwrap();
+        match c.command {
+            Command::Http(HttpCommand::Inventory(a)) => {
+                assert_eq!(a.since, Some(7200));
+                assert_eq!(a.sort, InventorySort::LastSeen);
+                assert_eq!(a.openapi.as_deref(), Some(Path::new("a.yaml")));
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = p(&["tollgate", "http", "inventory", "--since", "2 weeks"]).unwrap_err();
+        assert!(e.contains("write e.g. 90s, 15m, 2h or 7d"), "{e}");
         let c = p(&[
             "tollgate",
             "tier",

@@ -376,6 +376,128 @@ pub fn render_http_top(t: &proto::HttpTopData) -> String {
     )
 }
 
+/// `http inventory`: the endpoints, then (against a document) the shadow
+/// endpoints, orphan operations and drift.
+pub fn render_inventory(d: &proto::InventoryData) -> String {
+    let mut out = String::new();
+    if d.endpoints.is_empty() {
+        out.push_str("no endpoints seen yet (plaintext HTTP/1.x to the ports in [http] ports)\n");
+    } else {
+        let with_status = d.spec.is_some();
+        let mut headers = vec![
+            "METHOD",
+            "HOST",
+            "ROUTE",
+            ">REQUESTS",
+            ">SOURCES",
+            "FIRST SEEN",
+            "LAST SEEN",
+            "AUTH",
+            "CONTENT TYPES",
+            ">MAX LENGTH",
+        ];
+        if with_status {
+            headers.push("STATUS");
+        }
+        let mut table = Table::new(&headers);
+        let ago = |t: u64| format!("{} ago", human_duration(d.now.saturating_sub(t)));
+        let counts = |m: &std::collections::BTreeMap<String, u64>| {
+            if m.is_empty() {
+                return "-".to_owned();
+            }
+            m.iter()
+                .map(|(k, n)| format!("{k}:{}", human_count(*n as f64)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        for e in &d.endpoints {
+            let mut row = vec![
+                e.method.clone(),
+                e.host.clone(),
+                e.route.clone(),
+                human_count(e.requests as f64),
+                human_count(e.sources as f64),
+                ago(e.first_seen),
+                ago(e.last_seen),
+                counts(&e.auth),
+                counts(&e.content_types),
+                e.max_content_length
+                    .map_or("-".to_owned(), |n| human_bytes(n as f64)),
+            ];
+            if with_status {
+                row.push(e.status.clone().unwrap_or_else(|| "-".to_owned()));
+            }
+            table.row(row);
+        }
+        out.push_str(&table.render());
+        out.push_str(&format!(
+            "{} endpoints (keeping {} of at most {}); requests are estimates (samples × 1-in-K)\n",
+            d.endpoints.len(),
+            d.kept,
+            d.max_endpoints
+        ));
+    }
+    let Some(spec) = &d.spec else {
+        return out;
+    };
+    out.push_str(&format!(
+        "\nOpenAPI {} ({}): {} operations; {} documented, {} shadow, {} orphan, {} drift\n",
+        spec.source,
+        spec.version,
+        spec.operations,
+        spec.documented,
+        spec.shadow,
+        spec.orphan,
+        spec.drift
+    ));
+    let shadow: Vec<_> = d
+        .endpoints
+        .iter()
+        .filter(|e| e.status.as_deref() == Some("shadow"))
+        .collect();
+    if !shadow.is_empty() {
+        out.push_str("\nShadow endpoints (seen, not in the document):\n");
+        let mut t = Table::new(&["METHOD", "HOST", "ROUTE", ">REQUESTS"]);
+        for e in shadow {
+            t.row(vec![
+                e.method.clone(),
+                e.host.clone(),
+                e.route.clone(),
+                human_count(e.requests as f64),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    if !d.orphans.is_empty() {
+        out.push_str("\nOrphan operations (documented, never seen):\n");
+        let mut t = Table::new(&["METHOD", "PATH", "OPERATION ID"]);
+        for o in &d.orphans {
+            t.row(vec![
+                o.method.clone(),
+                o.path.clone(),
+                o.operation_id.clone().unwrap_or_else(|| "-".to_owned()),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    if !d.drift.is_empty() {
+        out.push_str("\nDrift (requests a documented operation does not allow):\n");
+        let mut t = Table::new(&["KIND", "METHOD", "HOST", "ROUTE", ">REQUESTS", "DETAIL"]);
+        for r in &d.drift {
+            t.row(vec![
+                r.kind.clone(),
+                r.method.clone(),
+                r.host.clone(),
+                r.route.clone(),
+                r.requests.map_or("-".to_owned(), |n| human_count(n as f64)),
+                format!("{} ({})", r.detail, r.operation),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    out
+}
+
 /// One `http tail` line: time, source, verdict, method, redacted target, host.
 pub fn render_tail_event(e: &crate::monitor::TailEvent) -> String {
     let secs = e.unix_ms / 1000;

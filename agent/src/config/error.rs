@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use tollgate_common::MAX_TIERS;
 
 use crate::{
+    openapi::SpecError,
     spec::{CidrError, NameError, TargetError, TierProblem},
     units::{DurationError, UnitError},
 };
@@ -145,6 +146,10 @@ pub enum Problem {
     ShareRange,
     #[error("must be an absolute path")]
     NotAbsolute,
+    /// The OpenAPI document (`[http] openapi`): its file and the JSON path
+    /// of the bad node.
+    #[error(transparent)]
+    OpenApi(#[from] SpecError),
 }
 
 /// A problem at a place in the configuration, without a file:

@@ -7,6 +7,7 @@ use std::{
     ops::Range,
     path::{Path, PathBuf},
     str::FromStr,
+    sync::Arc,
 };
 
 use serde::Deserialize;
@@ -22,6 +23,7 @@ use super::{
 };
 use crate::{
     datapath::kernel::{AttachMode, MapSizes},
+    openapi::ApiSpec,
     spec::{RuleInput, TierPatch, quoted},
     units,
 };
@@ -60,6 +62,9 @@ struct RawHttp {
     max_routes: Option<i64>,
     max_hosts: Option<i64>,
     top_sources_metric: Option<i64>,
+    max_endpoints: Option<i64>,
+    openapi: Option<PathBuf>,
+    max_content_length: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -509,6 +514,35 @@ fn lower_http(raw: Option<RawHttp>) -> Result<HttpConfig, Invalid> {
     }
     if let Some(v) = raw.top_sources_metric {
         http.top_sources_metric = ranged(v, "top_sources_metric", 0, 100)? as usize;
+    }
+    if let Some(v) = raw.max_endpoints {
+        http.max_endpoints = ranged(v, "max_endpoints", 1, 100_000)? as usize;
+    }
+    if let Some(s) = raw.max_content_length {
+        let n = units::parse_size(&s).map_err(|e| {
+            Invalid::new(
+                Section::Http,
+                Some("max_content_length"),
+                Some(quoted(&s)),
+                e,
+            )
+        })?;
+        http.max_content_length = Some(n);
+    }
+    if let Some(path) = raw.openapi {
+        let err = |p: Problem| {
+            Invalid::new(
+                Section::Http,
+                Some("openapi"),
+                Some(quoted(&path.display().to_string())),
+                p,
+            )
+        };
+        if !path.is_absolute() {
+            return Err(err(Problem::NotAbsolute));
+        }
+        let spec = ApiSpec::load(&path).map_err(|e| err(Problem::OpenApi(e)))?;
+        http.openapi = Some(Arc::new(spec));
     }
     Ok(http)
 }

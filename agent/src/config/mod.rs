@@ -12,7 +12,7 @@ mod error;
 mod file;
 mod validate;
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use ipnet::IpNet;
 
@@ -23,6 +23,7 @@ pub use validate::validate;
 
 use crate::{
     datapath::kernel::{AttachMode, MapSizes},
+    openapi::ApiSpec,
     spec::{RuleSpec, TierSpec},
 };
 
@@ -117,6 +118,15 @@ pub struct HttpConfig {
     pub max_hosts: usize,
     /// Export the K heaviest sources as a metric (0: off).
     pub top_sources_metric: usize,
+    /// Endpoints (method, host, route) the API inventory keeps; the rest
+    /// are counted in one `(other)` row.
+    pub max_endpoints: usize,
+    /// The OpenAPI document traffic is compared with (read at start and on
+    /// every reload; `http inventory` and the shadow and drift metrics).
+    pub openapi: Option<Arc<ApiSpec>>,
+    /// Requests to a documented operation with a larger Content-Length are
+    /// drift (besides the operation's own `maxLength`).
+    pub max_content_length: Option<u64>,
 }
 
 impl Default for HttpConfig {
@@ -132,6 +142,9 @@ impl Default for HttpConfig {
             max_routes: 200,
             max_hosts: 50,
             top_sources_metric: 0,
+            max_endpoints: 1000,
+            openapi: None,
+            max_content_length: None,
         }
     }
 }

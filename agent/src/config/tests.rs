@@ -579,3 +579,65 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn http_openapi_inventory_and_length_limit() {
+    let dir = std::env::temp_dir().join(format!("tg-config-openapi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("api.yaml");
+    std::fs::write(
+        &good,
+        "openapi: 3.1.0\ninfo: {title: t, version: '1'}\npaths:\n  /a:\n    get: {responses: {'200': {description: ok}}}\n",
+    )
+    .unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {"/a": {"get": {"security": 7}}}}"#,
+    )
+    .unwrap();
+    let c = parse_str(&format!(
+        "[http]\nmax_endpoints = 50\nmax_content_length = \"1MB\"\nopenapi = \"{}\"\n",
+        good.display()
+    ))
+    .unwrap();
+    assert_eq!(c.http.max_endpoints, 50);
+    assert_eq!(c.http.max_content_length, Some(1_000_000));
+    let spec = c.http.openapi.as_ref().unwrap();
+    assert_eq!(spec.operations.len(), 1);
+    // The same document read again is the same configuration (a reload
+    // that changes nothing changes nothing).
+    let again = parse_str(&format!(
+        "[http]\nmax_endpoints = 50\nmax_content_length = \"1MB\"\nopenapi = \"{}\"\n",
+        good.display()
+    ))
+    .unwrap();
+    assert_eq!(again.http, c.http);
+
+    let e = parse_str(&format!(
+        "[http]\nports = [80]\nopenapi = \"{}\"\n",
+        bad.display()
+    ))
+    .unwrap_err()
+    .to_string();
+    let want = format!(
+        "tollgate.toml:3: http: openapi = \"{0}\": {0}: at $.paths[\"/a\"].get.security:",
+        bad.display()
+    );
+    assert!(e.starts_with(&want), "{e}\nwant {want}");
+    let e = parse_str("[http]\nopenapi = \"api.yaml\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(":2: http: openapi = \"api.yaml\": must be an absolute path"),
+        "{e}"
+    );
+    let e = parse_str("[http]\nmax_endpoints = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(":2: http: max_endpoints = 0: must be between 1 and 100000"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -57,6 +57,9 @@ pub const TALKERS_CAPACITY: usize = 1024;
 pub const TALKERS_DECAY: Duration = Duration::from_secs(10);
 /// Counters are sampled this often for `stats` rates.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// The API inventory is written to its file this often (when it changed),
+/// and at every stop.
+pub const INVENTORY_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a stop waits for the control requests being handled.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -195,7 +198,9 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             effective.clone(),
             state.tier_indices.clone(),
         )));
-        let monitor = Monitor::new(published.subscribe())?;
+        let mut monitor = Monitor::new(published.subscribe())?;
+        let inventory_file = state::inventory_path(&file.state_file);
+        restore_inventory(&mut monitor, &inventory_file);
         let metrics_address = file.metrics_address;
         let mut daemon = Daemon {
             opts,
@@ -229,6 +234,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             next_scan: Mutex::new(Instant::now()),
             stop: tokio_util::sync::CancellationToken::new(),
             cluster: cluster.as_ref().map(|c| Arc::new(cluster::Status::new(c))),
+            inventory_file,
         });
         {
             let s = shared.clone();
@@ -255,6 +261,31 @@ async fn run_async(opts: RunOptions) -> Result<()> {
     .await;
     let _ = std::fs::remove_file(&socket_path);
     result
+}
+
+/// Reads the API inventory kept by the last run. A file that does not read
+/// is set aside (`inventory.json.unreadable`) and the inventory starts empty:
+/// it never keeps the daemon from enforcing.
+fn restore_inventory(monitor: &mut Monitor, path: &std::path::Path) {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "cannot read the API inventory: starting an empty one");
+            return;
+        }
+    };
+    match monitor.restore_inventory(&bytes) {
+        Ok((n, 0)) => info!(file = %path.display(), endpoints = n, "API inventory restored"),
+        Ok((n, dropped)) => warn!(file = %path.display(), endpoints = n, dropped,
+            "API inventory restored without rows that are not what the parser makes"),
+        Err(e) => {
+            let aside = path.with_extension("json.unreadable");
+            let _ = std::fs::rename(path, &aside);
+            warn!(file = %path.display(), moved_to = %aside.display(), error = %e,
+                "the API inventory file does not read: starting an empty one");
+        }
+    }
 }
 
 /// Kernels before 5.11 charge BPF map memory to RLIMIT_MEMLOCK (the reason

@@ -3,6 +3,7 @@
 
 use std::{
     collections::BTreeMap,
+    path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
     time::Instant,
 };
@@ -54,6 +55,14 @@ pub(crate) struct Shared {
     pub(super) next_scan: Mutex<Instant>,
     /// The cluster sync's state, when `[cluster]` is configured.
     pub(super) cluster: Option<Arc<cluster::Status>>,
+    /// Where the API inventory is kept (next to the state file).
+    pub(super) inventory_file: PathBuf,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -102,6 +111,11 @@ impl Shared {
                 }))
             }
             Request::HttpTail {} => Err(CommandError::Streams),
+            Request::HttpInventory { since_secs } => {
+                drop(d);
+                let since = since_secs.map(|s| unix_now().saturating_sub(s));
+                Ok(Response::success(lock(&self.monitor).inventory(since)))
+            }
             Request::Detach {} => {
                 return match d.detach() {
                     Ok(msg) => (done(msg), true),
@@ -237,6 +251,18 @@ impl Shared {
         *lock(&self.next_scan) = started + started.elapsed() * SCAN_DUTY;
     }
 
+    /// Writes the API inventory to its file if it changed since the last
+    /// write (`force`: in any case, as at a stop). The monitor's lock is held
+    /// only to serialize it.
+    pub(super) fn save_inventory(&self, force: bool) {
+        let Some(bytes) = lock(&self.monitor).inventory_json(force) else {
+            return;
+        };
+        if let Err(e) = crate::state::write_atomic(&self.inventory_file, &bytes) {
+            warn!(file = %self.inventory_file.display(), error = %e, "cannot save the API inventory");
+        }
+    }
+
     /// What `/metrics` shows now.
     pub(crate) fn snapshot(&self) -> Snapshot {
         let mut s = {
@@ -247,6 +273,8 @@ impl Shared {
             let m = lock(&self.monitor);
             s.http = m.stats().counts().map(|(k, v)| (k.clone(), v)).collect();
             s.http_malformed = m.malformed;
+            s.http_shadow = m.shadow_requests();
+            s.http_drift = m.drift_requests();
             s.samples_undecodable = m.undecodable;
         }
         s.cluster_up = self.cluster_up();

@@ -7,7 +7,9 @@ use anyhow::Result;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::{SAMPLE_INTERVAL, STOP_GRACE, Shared, TALKERS_DECAY, lock, server};
+use super::{
+    INVENTORY_SAVE_INTERVAL, SAMPLE_INTERVAL, STOP_GRACE, Shared, TALKERS_DECAY, lock, server,
+};
 use crate::datapath::guard;
 use crate::{
     cluster,
@@ -58,6 +60,7 @@ pub(super) async fn serve(
         lock(&s.daemon).guard_tick()
     });
     every(TALKERS_DECAY, true, |s| lock(&s.talkers).decay());
+    every(INVENTORY_SAVE_INTERVAL, true, |s| s.save_inventory(false));
 
     // Fleet-wide limits: a task of its own, never on the packet path.
     let cluster_stop = Arc::new(tokio::sync::Notify::new());
@@ -112,6 +115,10 @@ pub(super) async fn serve(
         .is_err()
     {
         warn!("stopping with control requests still running after {STOP_GRACE:?}");
+    }
+    {
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || s.save_inventory(true)).await;
     }
     if let Some(task) = cluster_task {
         // Lifts its denies (the rules would outlive the daemon otherwise).
