@@ -212,6 +212,7 @@ fn charged_verdict(code: u32) -> Result<Verdict, Internal> {
         c if c == Verdict::DroppedConnections as u32 => Verdict::DroppedConnections,
         c if c == Verdict::DroppedRequests as u32 => Verdict::DroppedRequests,
         c if c == Verdict::DroppedAggregate as u32 => Verdict::DroppedAggregate,
+        c if c == Verdict::DroppedRouteCeiling as u32 => Verdict::DroppedRouteCeiling,
         _ => return Err(Internal),
     })
 }
