@@ -95,23 +95,27 @@ impl Maps {
     /// Per-route counters summed over CPUs, indexed by `RouteValue::index`.
     pub fn route_counters(&self) -> Result<Vec<RouteCounter>> {
         (0..MAX_ROUTES)
-            .map(|index| {
-                let per_cpu =
-                    self.route_counters
-                        .get(&index, 0)
-                        .map_err(|source| KernelError::Map {
-                            name: names::ROUTE_COUNTERS,
-                            source,
-                        })?;
-                Ok(per_cpu
-                    .iter()
-                    .fold(RouteCounter::default(), |a, c| RouteCounter {
-                        requests: a.requests + c.requests,
-                        dropped: a.dropped + c.dropped,
-                        dropped_ceiling: a.dropped_ceiling + c.dropped_ceiling,
-                        shadow_would_drop: a.shadow_would_drop + c.shadow_would_drop,
-                    }))
-            })
+            .map(|index| self.route_counter(index))
             .collect()
+    }
+
+    /// One route's counters summed over CPUs (one syscall: the daemon reads
+    /// only the indices it has assigned).
+    pub fn route_counter(&self, index: u32) -> Result<RouteCounter> {
+        let per_cpu = self
+            .route_counters
+            .get(&index, 0)
+            .map_err(|source| KernelError::Map {
+                name: names::ROUTE_COUNTERS,
+                source,
+            })?;
+        Ok(per_cpu
+            .iter()
+            .fold(RouteCounter::default(), |a, c| RouteCounter {
+                requests: a.requests + c.requests,
+                dropped: a.dropped + c.dropped,
+                dropped_ceiling: a.dropped_ceiling + c.dropped_ceiling,
+                shadow_would_drop: a.shadow_would_drop + c.shadow_would_drop,
+            }))
     }
 }
