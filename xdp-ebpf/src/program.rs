@@ -763,10 +763,14 @@ pub extern "C" fn tg_route_refund() -> u32 {
     0
 }
 
+/// (Slots past `used` hold an earlier segment's routes: never touched.)
 #[inline(always)]
 fn refund_routes(routes: &mut SegmentRoutes) {
     let mut i = 0;
     while i < ROUTE_SLOTS {
+        if i as u32 >= routes.used {
+            break;
+        }
         let slot = &mut routes.slots[i];
         if slot.charged_ns != 0
             && let Some(tat) = TG_ROUTE_CEILINGS.get_ptr_mut(slot.index)
