@@ -24,6 +24,7 @@ use std::{
 };
 
 use serde_json::Value;
+use tollgate::datapath::kernel::Maps;
 use tollgate_tests::{
     daemon::{Env, free_port, metric_value, scrape_metrics},
     httpd::Server,
@@ -302,6 +303,13 @@ fn routes_hold_their_cost_ceiling_and_shadow_at_a_real_server() {
         "{r}"
     );
     assert_eq!(counter(&r, "dropped_ceiling"), 0, "{r}");
+    // `http top` names the configured route of sampled requests.
+    let top = env.json(&["http", "top", "--by", "config-route"]);
+    let rows = top["rows"].as_array().unwrap();
+    assert!(
+        rows.iter().any(|r| r[0] == "search") && rows.iter().any(|r| r[0] == "-"),
+        "{top}"
+    );
 
     // (b) A ceilinged route hammered from 20 addresses, each at 20/s (400/s
     // in all against 200/s), each also sending cheap requests at 5/s: 25/s
@@ -414,6 +422,25 @@ fn routes_hold_their_cost_ceiling_and_shadow_at_a_real_server() {
         },
     );
 
+    // The kernel holds every route once per HTTP port, and split heads cost
+    // the dearest enforced route's cost (the shadow route's is not charged).
+    let maps = Maps::from_pins(&env.pins.path).unwrap();
+    assert_eq!(maps.routes().unwrap().len(), 3 * 5);
+    assert_eq!(maps.settings().unwrap().split_head_cost, COST as u32);
+    // A reload that lowers the search's cost and puts the export route on
+    // one port: only the difference is written, and search keeps its index.
+    let search_index = counter(&route(&env, "search"), "index");
+    let reloaded = config(&env, metrics)
+        .replace(&format!("cost = {COST}"), "cost = 10")
+        .replace("name = \"export\"", "name = \"export\"\nport = 8093");
+    env.write_config(&reloaded);
+    let out = env.ok(&["reload"]);
+    assert!(out.contains("3 routes"), "{out}");
+    assert_eq!(counter(&route(&env, "search"), "index"), search_index);
+    assert_eq!(counter(&route(&env, "search"), "cost"), 10);
+    assert_eq!(maps.routes().unwrap().len(), 5 + 1 + 5);
+    assert_eq!(maps.settings().unwrap().split_head_cost, 10);
+
     // A restart adopts the pinned maps: the CLI's route is still there, at
     // the same index, with its counters.
     let index = counter(&r, "index");
@@ -429,4 +456,40 @@ fn routes_hold_their_cost_ceiling_and_shadow_at_a_real_server() {
     env.fails(&["route", "rm", "probe"], &["no route named \"probe\""]);
     assert_eq!(env.json(&["route", "list"]).as_array().unwrap().len(), 2);
     drop(adopter);
+}
+
+/// `tollgate check` (no daemon, no root) names a bad route's file and line,
+/// and counts the routes of a good file.
+#[test]
+fn check_names_a_bad_routes_line() {
+    let dir = std::env::temp_dir().join(format!("tg-{}", tollgate_tests::unique_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tollgate.toml");
+    let check = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(tollgate_tests::daemon::bin())
+            .arg("--config")
+            .arg(&path)
+            .arg("check")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let good = "[[tier]]\nname = \"default\"\nrequests = \"100/s\"\n[[route]]\nname = \"search\"\nmatch = \"POST /api/search\"\ncost = 20\n";
+    let (ok, out) = check(good);
+    assert!(ok && out.contains("1 routes"), "{out}");
+    let (ok, out) = check(&good.replace("cost = 20", "cost = 200"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{}:7: route \"search\": cost = 200: more than tier \"default\"'s requests burst of 100",
+            path.display()
+        )),
+        "{out}"
+    );
 }
