@@ -260,3 +260,17 @@ fn the_example_config_parses_with_its_routes() {
     let c = parse_str(include_str!("../../../../deploy/tollgate.toml")).unwrap();
     assert!(!c.routes.is_empty(), "deploy/tollgate.toml shows [[route]]");
 }
+
+#[test]
+fn the_readme_routes_example_parses() {
+    let readme = include_str!("../../../../README.md");
+    let section = &readme[readme
+        .find("## Routes")
+        .expect("README has a Routes section")..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let c = parse_str(example).unwrap();
+    let names: Vec<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["search", "admin", "export"]);
+    assert_eq!(c.route("admin").unwrap().match_label(), "*");
+}
