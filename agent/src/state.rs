@@ -177,8 +177,10 @@ impl State {
     /// Gives every tier and route of `config` an index, keeping existing
     /// assignments. Indices of tiers (routes) no longer configured stay
     /// reserved (one that comes back finds its counters and, for a route,
-    /// its ceiling's state) until a new one needs one.
-    pub fn assign_indices(&mut self, config: &Config) -> Result<(), StateError> {
+    /// its ceiling's state) until a new one needs one. Returns the route
+    /// indices taken over from routes that are gone: their ceilings and
+    /// counters are to be reset (`Maps::reset_routes`).
+    pub fn assign_indices(&mut self, config: &Config) -> Result<Vec<u32>, StateError> {
         let tiers = config.tiers.iter().map(|t| t.name.as_str());
         assign(&mut self.tier_indices, tiers, MAX_TIERS).ok_or(StateError::NoFreeSlot)?;
         let routes = config.routes.iter().map(|r| r.name.as_str());
@@ -196,13 +198,15 @@ impl State {
 
 /// Gives each of `names` an index below `max` in `indices`, keeping the
 /// ones it has; reclaims the lowest index of a name not in `names` when
-/// every index is taken. `None` when there is none to reclaim.
+/// every index is taken. Returns the reclaimed indices; `None` when there is
+/// none to reclaim.
 fn assign<'a>(
     indices: &mut BTreeMap<String, u32>,
     names: impl Iterator<Item = &'a str> + Clone,
     max: u32,
-) -> Option<()> {
+) -> Option<Vec<u32>> {
     let wanted: BTreeSet<&str> = names.clone().collect();
+    let mut reclaimed = Vec::new();
     for name in names {
         if indices.contains_key(name) {
             continue;
@@ -217,12 +221,13 @@ fn assign<'a>(
                     .min_by_key(|(_, i)| **i)
                     .map(|(n, i)| (n.clone(), *i))?;
                 indices.remove(&gone);
+                reclaimed.push(index);
                 index
             }
         };
         indices.insert(name.to_owned(), index);
     }
-    Some(())
+    Some(reclaimed)
 }
 
 /// Why the state file could not be read.
@@ -456,6 +461,22 @@ tier = "gold"
         let back: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
         assert_eq!(back.overlay.routes["c"], c);
+        // With every index taken, a new route takes over the lowest index
+        // of a route that is gone, and says so (its ceiling is to be reset).
+        let mut full = effective.clone();
+        for i in 0..MAX_ROUTES - 3 {
+            full.routes.push(RouteSpec {
+                name: format!("r{i}"),
+                ..c.clone()
+            });
+        }
+        assert_eq!(s.assign_indices(&full).unwrap(), Vec::<u32>::new());
+        full.routes.push(RouteSpec {
+            name: "late".into(),
+            ..c.clone()
+        });
+        assert_eq!(s.assign_indices(&full).unwrap(), vec![0]);
+        assert_eq!((s.route_index("late"), s.route_index("a")), (Some(0), None));
         // A state file from before routes reads as no routes.
         let old: State = serde_json::from_str(r#"{"version":1,"overlay":{"tiers":{}}}"#).unwrap();
         assert!(old.route_indices.is_empty() && old.overlay.routes.is_empty());

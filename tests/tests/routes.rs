@@ -493,3 +493,54 @@ fn check_names_a_bad_routes_line() {
         "{out}"
     );
 }
+
+/// With every route index taken, a new route takes over the index of a
+/// route that is gone, and starts with zero counters (and an idle ceiling),
+/// not the old route's.
+#[test]
+fn a_reclaimed_route_index_starts_from_zero() {
+    if !privileged("a_reclaimed_route_index_starts_from_zero") {
+        return;
+    }
+    const PORT: u16 = 8096;
+    let env = Env::new();
+    let file = |names: &mut dyn Iterator<Item = String>| {
+        let mut text = format!(
+            "interfaces = [\"{}\"]\nmetrics_address = \"127.0.0.1:{}\"\n[[tier]]\nname = \"default\"\npackets = \"100000/s\"\n[http]\nports = [{PORT}]\n",
+            env.veth.host,
+            free_port()
+        );
+        for name in names {
+            text.push_str(&format!(
+                "[[route]]\nname = \"{name}\"\nmatch = \"GET /{name}\"\n"
+            ));
+        }
+        text
+    };
+    let max = tollgate_common::route::MAX_ROUTES;
+    env.write_config(&file(&mut (0..max).map(|i| format!("r{i}"))));
+    let _daemon = env.start_with(&[]);
+    let server = Server::bind(SocketAddr::from((env.veth.host_ip, PORT))).unwrap();
+    let addr = server.addr;
+    env.ns
+        .run(move || {
+            let mut c = tollgate_tests::httpd::Client::connect(addr, Duration::from_secs(3))?;
+            for _ in 0..3 {
+                c.request("GET /r0 HTTP/1.1\r\nHost: t")?;
+            }
+            anyhow::Ok(())
+        })
+        .join()
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let r0 = route(&env, "r0");
+    assert_eq!(counter(&r0, "requests"), 3, "{r0}");
+    env.write_config(&file(
+        &mut (1..max).map(|i| format!("r{i}")).chain(["late".to_owned()]),
+    ));
+    env.ok(&["reload"]);
+    let late = route(&env, "late");
+    assert_eq!(counter(&late, "index"), counter(&r0, "index"), "{late}");
+    assert_eq!(counter(&late, "requests"), 0, "{late}");
+}

@@ -134,7 +134,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             file.state_file.display()
         )
     })?;
-    state.assign_indices(&effective)?;
+    let reclaimed = state.assign_indices(&effective)?;
     if let Some(dir) = file.state_file.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -167,6 +167,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             modes,
             logger,
         } = dataplane::bring_up(&plan, &mut |maps| {
+            maps.reset_routes(&reclaimed)?;
             apply(maps, &effective, indices, &BTreeMap::new())
         })?;
         state.attachments = modes;

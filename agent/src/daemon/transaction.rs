@@ -255,7 +255,11 @@ impl Daemon {
         let effective = overlay.apply(file)?;
         let mut state = self.state.clone();
         state.overlay = overlay;
-        state.assign_indices(&effective)?;
+        let reclaimed = state.assign_indices(&effective)?;
+        // A route index taken over from a route that is gone starts idle.
+        if let Err(e) = self.maps.reset_routes(&reclaimed) {
+            return Err(CommandError::Kernel(e.into()));
+        }
         if let Err(e) = apply(
             &mut self.maps,
             &effective,

@@ -3,7 +3,7 @@
 //! is and how its key is built lives in `tollgate_common::route`; which
 //! routes to write is the configuration's business.
 
-use aya::maps::{MapError, lpm_trie::Key};
+use aya::maps::{MapError, PerCpuValues, lpm_trie::Key};
 use tollgate_common::{
     SETTINGS_ROUTES, names,
     route::{MAX_ROUTES, RouteCounter, RouteKey, RouteValue},
@@ -88,6 +88,30 @@ impl Maps {
         if flags != settings.flags {
             settings.flags = flags;
             self.set_settings(settings)?;
+        }
+        Ok(())
+    }
+
+    /// Gives `indices` an idle ceiling and zero counters: for an index taken
+    /// over from a route that is gone, so the new route inherits neither.
+    pub fn reset_routes(&mut self, indices: &[u32]) -> Result<()> {
+        for &index in indices {
+            if index >= MAX_ROUTES {
+                return Err(KernelError::RouteIndex(index));
+            }
+            let map = |name| move |source| KernelError::Map { name, source };
+            self.route_ceilings
+                .set(index, 0, 0)
+                .map_err(map(names::ROUTE_CEILINGS))?;
+            let cpus = self
+                .route_counters
+                .get(&index, 0)
+                .map_err(map(names::ROUTE_COUNTERS))?
+                .len();
+            let zero = PerCpuValues::try_from(vec![RouteCounter::default(); cpus])?;
+            self.route_counters
+                .set(index, zero, 0)
+                .map_err(map(names::ROUTE_COUNTERS))?;
         }
         Ok(())
     }
