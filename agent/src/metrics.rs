@@ -5,13 +5,14 @@
 //! fresh registry from the snapshot instead of incrementing long-lived
 //! counters: values are exactly the kernel's, and a counter can never drift
 //! from them. Every label set is bounded: tiers (<= 64), verdicts (11), HTTP
-//! dimensions (capped in `http::stats`), top talkers (K, off by default).
+//! dimensions (capped in `http::stats`), routes (<= 256, configured), top
+//! talkers (K, off by default).
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
-use tollgate_common::{Counter, SamplerState, VERDICT_COUNT, Verdict};
+use tollgate_common::{Counter, SamplerState, VERDICT_COUNT, Verdict, route::RouteCounter};
 
 use crate::{datapath::guard::RepairTotals, http::HttpKey, openapi::DriftKind, talkers::TalkerRow};
 
@@ -73,6 +74,8 @@ pub(crate) struct Snapshot {
     pub top: Vec<TalkerRow>,
     /// `Some` when cluster sync is configured.
     pub cluster_up: Option<bool>,
+    /// Configured routes and their counters, as of the last per-second read.
+    pub routes: Vec<(String, RouteCounter)>,
 }
 
 fn verdict_reason(v: Verdict) -> (&'static str, &'static str) {
@@ -283,6 +286,36 @@ pub(crate) fn render(s: &Snapshot) -> Result<String, prometheus::Error> {
         }
     }
 
+    let route_requests = counter(
+        "tollgate_route_requests_total",
+        "HTTP requests routed to the configured route, every verdict.",
+        &["route"],
+    )?;
+    let route_dropped = counter(
+        "tollgate_route_dropped_total",
+        "Requests to the route in dropped segments: reason=\"ceiling\" refused by the route's \
+         own ceiling, reason=\"other\" any other drop (the source's limits, its cost \
+         included; deny rules; another route's ceiling in the same segment).",
+        &["route", "reason"],
+    )?;
+    let route_shadow = counter(
+        "tollgate_route_shadow_would_drop_total",
+        "Requests a shadow route's ceiling would have refused (they passed).",
+        &["route"],
+    )?;
+    for (name, c) in &s.routes {
+        route_requests.with_label_values(&[name]).inc_by(c.requests);
+        route_dropped
+            .with_label_values(&[name, "ceiling"])
+            .inc_by(c.dropped_ceiling);
+        route_dropped
+            .with_label_values(&[name, "other"])
+            .inc_by(c.dropped.saturating_sub(c.dropped_ceiling));
+        route_shadow
+            .with_label_values(&[name])
+            .inc_by(c.shadow_would_drop);
+    }
+
     let info = int_gauge(
         "tollgate_program_info",
         "The attached XDP program: interface, mode and program id (value 1).",
@@ -453,14 +486,30 @@ mod tests {
                     host: "api".into(),
                     tier: "default".into(),
                     verdict: "passed".into(),
+                    config_route: "-".into(),
                 },
                 7,
             )],
             cluster_up: Some(true),
+            routes: vec![(
+                "search".into(),
+                RouteCounter {
+                    requests: 100,
+                    dropped: 30,
+                    dropped_ceiling: 12,
+                    shadow_would_drop: 0,
+                },
+            )],
             ..Default::default()
         };
         let text = render(&s).unwrap();
         assert!(text.contains(r#"tollgate_packets_total{reason="within_limits",tier="default",verdict="passed"} 10"#), "{text}");
+        assert!(text.contains(r#"tollgate_route_requests_total{route="search"} 100"#));
+        assert!(
+            text.contains(r#"tollgate_route_dropped_total{reason="ceiling",route="search"} 12"#)
+        );
+        assert!(text.contains(r#"tollgate_route_dropped_total{reason="other",route="search"} 18"#));
+        assert!(text.contains(r#"tollgate_route_shadow_would_drop_total{route="search"} 0"#));
         assert!(text.contains(
             r#"tollgate_packets_total{reason="packets_limit",tier="default",verdict="dropped"} 5"#
         ));
@@ -515,6 +564,7 @@ mod tests {
                     host: "h".into(),
                     tier: "t".into(),
                     verdict: "passed".into(),
+                    config_route: "-".into(),
                 },
                 1,
             )],

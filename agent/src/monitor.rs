@@ -24,9 +24,10 @@ use crate::{
         self, HttpStats, InventoryData,
         inventory::{AuthScheme, Inventory, InventoryError, Observation},
         redact::Redactor,
-        stats::{Limits, OTHER},
+        stats::{Limits, OTHER, Observation as StatsObservation},
     },
     openapi::{ApiSpec, DriftKind},
+    spec::RouteTable,
 };
 
 /// Most pins (API-key clients) held at once.
@@ -47,6 +48,9 @@ pub struct TailEvent {
     /// The target with query values redacted.
     pub target: String,
     pub route: String,
+    /// The configured route (`[[route]]`) the request matched, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_route: Option<String>,
     pub host: Option<String>,
     pub user_agent: Option<String>,
     /// Header names seen in the captured bytes (values never shown).
@@ -60,6 +64,8 @@ pub struct TailEvent {
 pub struct Monitor {
     stats: HttpStats,
     redactor: Redactor,
+    /// The configured routes, to name the one a sampled request matched.
+    routes: RouteTable,
     keys: ApiKeys,
     pins: Pins,
     /// Estimated requests per tier index since the last [`Monitor::take_requests`].
@@ -100,6 +106,7 @@ impl Monitor {
                 hosts: http.max_hosts,
             }),
             redactor: Redactor::default(),
+            routes: RouteTable::new(&applied.config.routes, &http.ports),
             keys: ApiKeys::default(),
             pins: Pins::new(Duration::from_secs(keys.ttl_seconds.max(1)), MAX_PINS),
             requests: vec![0; MAX_TIERS as usize],
@@ -129,6 +136,7 @@ impl Monitor {
             return self.config.borrow().clone();
         }
         let current = self.config.borrow_and_update().clone();
+        self.routes = RouteTable::new(&current.config.routes, &current.config.http.ports);
         let (http, keys) = (&current.config.http, &current.config.api_keys);
         if *http != self.applied.config.http || *keys != self.applied.config.api_keys {
             match self.reconfigure(http, keys) {
@@ -245,12 +253,16 @@ impl Monitor {
                 return None;
             }
         };
+        let config_route = self.routes.lookup(sample.header.dst_port, sample.payload);
         self.stats.record(
-            &req.method,
-            &req.route,
-            req.host.as_deref(),
-            &tier,
-            verdict,
+            StatsObservation {
+                method: &req.method,
+                route: &req.route,
+                host: req.host.as_deref(),
+                tier: &tier,
+                verdict,
+                config_route,
+            },
             scale,
         );
         let (endpoint, other) = self.inventory.record(&Observation {
@@ -306,6 +318,7 @@ impl Monitor {
                 method: req.method.clone(),
                 target: req.target.clone(),
                 route: req.route.clone(),
+                config_route: config_route.map(str::to_owned),
                 host: req.host.clone(),
                 user_agent: req.user_agent.clone(),
                 headers: req.header_names.clone(),

@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{AttachMode, RuleInput, TierMode, TierPatch};
+use crate::spec::{AttachMode, RouteInput, RuleInput, TierMode, TierPatch};
 
 /// Longest request line the daemon reads (bytes, newline included).
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
@@ -40,6 +40,13 @@ pub enum Request {
     RuleAdd(RuleInput),
     RuleRm {
         cidr: String,
+    },
+    /// `route list`: the routes with their counters.
+    RouteList {},
+    /// `route add`: see [`RouteInput`].
+    RouteAdd(Box<RouteInput>),
+    RouteRm {
+        name: String,
     },
     Stats {
         #[serde(default)]
@@ -230,6 +237,34 @@ pub struct RuleRow {
     pub source: String,
 }
 
+/// One row of `route list`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteRow {
+    pub name: String,
+    /// Slot of the route's ceiling and counters in the kernel.
+    pub index: u32,
+    /// "file" or "cli".
+    pub source: String,
+    /// What it matches: `POST /api/search`, `GET` (every GET), or `*` (the
+    /// whole port).
+    #[serde(rename = "match")]
+    pub matches: String,
+    /// The ports it is written for (its own, or every HTTP port).
+    pub ports: Vec<u16>,
+    pub cost: u32,
+    /// The ceiling (all sources together), if any.
+    pub ceiling: Option<LimitRow>,
+    pub mode: TierMode,
+    /// Counters since the program was loaded (requests, not segments).
+    pub requests: u64,
+    /// Routed here in segments that were dropped, for any reason.
+    pub dropped: u64,
+    /// Refused by this route's ceiling.
+    pub dropped_ceiling: u64,
+    /// What this shadow route's ceiling would have refused.
+    pub shadow_would_drop: u64,
+}
+
 /// `stats`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatsData {
@@ -361,6 +396,14 @@ mod tests {
                 since_secs: Some(3600),
             },
             Request::HttpInventory { since_secs: None },
+            Request::RouteAdd(Box::new(RouteInput {
+                name: "search".into(),
+                matches: Some("POST /api/search".into()),
+                cost: Some(20),
+                ceiling: Some("200/s".into()),
+                ..Default::default()
+            })),
+            Request::RouteRm { name: "x".into() },
         ];
         for r in reqs {
             let json = serde_json::to_string(&r).unwrap();
@@ -373,6 +416,7 @@ mod tests {
         for bad in [
             r#"{"cmd":"status","extra":1}"#,
             r#"{"cmd":"tier_set","name":"x","packetz":"1/s"}"#,
+            r#"{"cmd":"route_add","name":"x","matches":"GET"}"#,
             r#"{"cmd":"launch_missiles"}"#,
             r#"{"name":"x"}"#,
             r#"{"cmd":"tier_rm"}"#,
@@ -424,8 +468,8 @@ mod fuzz {
         /// and what decodes encodes back to the same request.
         #[test]
         fn json_shaped_requests_round_trip(
-            cmd in "(status|tier_list|tier_set|tier_rm|rule_list|rule_add|rule_rm|stats|top|reload|detach|http_top|http_tail|http_inventory|bogus)",
-            key in "(name|cidr|tier|action|by|n|packets|since_secs|x)",
+            cmd in "(status|tier_list|tier_set|tier_rm|rule_list|rule_add|rule_rm|route_list|route_add|route_rm|stats|top|reload|detach|http_top|http_tail|http_inventory|bogus)",
+            key in "(name|cidr|tier|action|by|n|packets|since_secs|match|cost|x)",
             value in prop_oneof![
                 "\\PC{0,64}".prop_map(serde_json::Value::String),
                 any::<i64>().prop_map(serde_json::Value::from),

@@ -5,6 +5,8 @@
 //!   overlay on the config file: effective config = file + overlay;
 //! * the tier name -> index assignment (bucket state and counters are per
 //!   index, so a tier keeps its index across reloads and restarts);
+//! * the route name -> index assignment (a route's ceiling and counters are
+//!   per index, so a route keeps its index too);
 //! * the XDP mode each interface was attached in (the kernel does not report it
 //!   for a pinned link).
 
@@ -17,12 +19,12 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use tollgate_common::MAX_TIERS;
+use tollgate_common::{MAX_TIERS, route::MAX_ROUTES};
 
 use crate::{
     config::{Config, ConfigError, Invalid, Section},
     datapath::kernel::AttachMode,
-    spec::{RuleSpec, RuleTarget, TierSpec, parse_cidr, quoted},
+    spec::{RouteSpec, RuleSpec, RuleTarget, TierSpec, parse_cidr, quoted},
 };
 
 pub const STATE_VERSION: u32 = 1;
@@ -34,6 +36,8 @@ pub struct State {
     pub version: u32,
     /// Tier name -> index into the kernel's tier array.
     pub tier_indices: BTreeMap<String, u32>,
+    /// Route name -> index into the kernel's route ceilings and counters.
+    pub route_indices: BTreeMap<String, u32>,
     /// Changes made with the CLI.
     pub overlay: Overlay,
     /// Interface -> XDP mode it was attached in.
@@ -52,6 +56,10 @@ pub struct Overlay {
     pub rules: BTreeMap<String, RuleTarget>,
     /// File rules removed with `rule rm`, by canonical CIDR.
     pub removed_rules: BTreeSet<String>,
+    /// Routes added or replaced with `route add` (whole specs).
+    pub routes: BTreeMap<String, RouteSpec>,
+    /// File routes removed with `route rm`.
+    pub removed_routes: BTreeSet<String>,
 }
 
 impl Overlay {
@@ -60,6 +68,18 @@ impl Overlay {
             && self.removed_tiers.is_empty()
             && self.rules.is_empty()
             && self.removed_rules.is_empty()
+            && self.routes.is_empty()
+            && self.removed_routes.is_empty()
+    }
+
+    /// How many changes the overlay holds (`status`).
+    pub fn len(&self) -> usize {
+        self.tiers.len()
+            + self.removed_tiers.len()
+            + self.rules.len()
+            + self.removed_rules.len()
+            + self.routes.len()
+            + self.removed_routes.len()
     }
 
     /// The effective configuration: `file` with these changes, validated
@@ -96,9 +116,30 @@ impl Overlay {
                 None => c.rules.push(spec),
             }
         }
+        c.routes.retain(|r| !self.removed_routes.contains(&r.name));
+        for spec in self.routes.values() {
+            match c.routes.iter_mut().find(|r| r.name == spec.name) {
+                Some(r) => *r = spec.clone(),
+                None => c.routes.push(spec.clone()),
+            }
+        }
         c.validate()
             .map_err(|e| ConfigError::WithChanges(Box::new(e)))?;
         Ok(c)
+    }
+
+    /// Records `route add`.
+    pub fn add_route(&mut self, spec: RouteSpec) {
+        self.removed_routes.remove(&spec.name);
+        self.routes.insert(spec.name.clone(), spec);
+    }
+
+    /// Records `route rm` (`in_file`: the config file defines it).
+    pub fn remove_route(&mut self, name: &str, in_file: bool) {
+        self.routes.remove(name);
+        if in_file {
+            self.removed_routes.insert(name.to_owned());
+        }
     }
 
     /// Records `tier set`.
@@ -133,39 +174,60 @@ impl Overlay {
 }
 
 impl State {
-    /// Gives every tier of `config` an index, keeping existing assignments.
-    /// Indices of tiers no longer configured stay reserved (a tier that comes
-    /// back finds its counters) until a new tier needs one.
-    pub fn assign_indices(&mut self, config: &Config) -> Result<(), StateError> {
-        let wanted: BTreeSet<&str> = config.tiers.iter().map(|t| t.name.as_str()).collect();
-        for tier in &config.tiers {
-            if self.tier_indices.contains_key(&tier.name) {
-                continue;
-            }
-            let used: BTreeSet<u32> = self.tier_indices.values().copied().collect();
-            let index = match (0..MAX_TIERS).find(|i| !used.contains(i)) {
-                Some(i) => i,
-                None => {
-                    // Reclaim the lowest index of a tier that is gone.
-                    let (name, index) = self
-                        .tier_indices
-                        .iter()
-                        .filter(|(n, _)| !wanted.contains(n.as_str()))
-                        .min_by_key(|(_, i)| **i)
-                        .map(|(n, i)| (n.clone(), *i))
-                        .ok_or(StateError::NoFreeSlot)?;
-                    self.tier_indices.remove(&name);
-                    index
-                }
-            };
-            self.tier_indices.insert(tier.name.clone(), index);
-        }
-        Ok(())
+    /// Gives every tier and route of `config` an index, keeping existing
+    /// assignments. Indices of tiers (routes) no longer configured stay
+    /// reserved (one that comes back finds its counters and, for a route,
+    /// its ceiling's state) until a new one needs one. Returns the route
+    /// indices taken over from routes that are gone: their ceilings and
+    /// counters are to be reset (`Maps::reset_routes`).
+    pub fn assign_indices(&mut self, config: &Config) -> Result<Vec<u32>, StateError> {
+        let tiers = config.tiers.iter().map(|t| t.name.as_str());
+        assign(&mut self.tier_indices, tiers, MAX_TIERS).ok_or(StateError::NoFreeSlot)?;
+        let routes = config.routes.iter().map(|r| r.name.as_str());
+        assign(&mut self.route_indices, routes, MAX_ROUTES).ok_or(StateError::NoFreeRouteSlot)
+    }
+
+    pub fn route_index(&self, route: &str) -> Option<u32> {
+        self.route_indices.get(route).copied()
     }
 
     pub fn index_of(&self, tier: &str) -> Option<u32> {
         self.tier_indices.get(tier).copied()
     }
+}
+
+/// Gives each of `names` an index below `max` in `indices`, keeping the
+/// ones it has; reclaims the lowest index of a name not in `names` when
+/// every index is taken. Returns the reclaimed indices; `None` when there is
+/// none to reclaim.
+fn assign<'a>(
+    indices: &mut BTreeMap<String, u32>,
+    names: impl Iterator<Item = &'a str> + Clone,
+    max: u32,
+) -> Option<Vec<u32>> {
+    let wanted: BTreeSet<&str> = names.clone().collect();
+    let mut reclaimed = Vec::new();
+    for name in names {
+        if indices.contains_key(name) {
+            continue;
+        }
+        let used: BTreeSet<u32> = indices.values().copied().collect();
+        let index = match (0..max).find(|i| !used.contains(i)) {
+            Some(i) => i,
+            None => {
+                let (gone, index) = indices
+                    .iter()
+                    .filter(|(n, _)| !wanted.contains(n.as_str()))
+                    .min_by_key(|(_, i)| **i)
+                    .map(|(n, i)| (n.clone(), *i))?;
+                indices.remove(&gone);
+                reclaimed.push(index);
+                index
+            }
+        };
+        indices.insert(name.to_owned(), index);
+    }
+    Some(reclaimed)
 }
 
 /// Why the state file could not be read.
@@ -182,6 +244,8 @@ pub enum StateError {
     },
     #[error("no free tier slot (at most {MAX_TIERS} tiers)")]
     NoFreeSlot,
+    #[error("no free route slot (at most {MAX_ROUTES} routes)")]
+    NoFreeRouteSlot,
 }
 
 /// Reads the state file; a missing file is an empty state.
@@ -366,6 +430,66 @@ tier = "gold"
         seen.sort();
         seen.dedup();
         assert_eq!(seen.len(), 64);
+    }
+
+    #[test]
+    fn routes_keep_their_indices_and_cli_routes_survive_in_the_overlay() {
+        let file = config::parse(
+            "[[tier]]\nname = \"default\"\n[[route]]\nname = \"a\"\nmatch = \"GET /a\"\n[[route]]\nname = \"b\"\nport = 80\n",
+            ConfigSource::Embedded,
+        )
+        .unwrap();
+        let mut s = State::default();
+        s.assign_indices(&file).unwrap();
+        assert_eq!((s.route_index("a"), s.route_index("b")), (Some(0), Some(1)));
+        let mut o = Overlay::default();
+        o.remove_route("a", true);
+        let (_, c) = file
+            .with_route(&crate::spec::RouteInput {
+                name: "c".into(),
+                matches: Some("POST /c".into()),
+                cost: Some(5),
+                ..Default::default()
+            })
+            .unwrap();
+        o.add_route(c.clone());
+        let effective = o.apply(&file).unwrap();
+        assert_eq!(
+            effective
+                .routes
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>(),
+            ["b", "c"]
+        );
+        s.assign_indices(&effective).unwrap();
+        // a's index stays reserved; c gets the next free one.
+        assert_eq!(s.route_index("a"), Some(0));
+        assert_eq!(s.route_index("c"), Some(2));
+        // The overlay round-trips through JSON (the state file).
+        s.overlay = o;
+        let back: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.overlay.routes["c"], c);
+        // With every index taken, a new route takes over the lowest index
+        // of a route that is gone, and says so (its ceiling is to be reset).
+        let mut full = effective.clone();
+        for i in 0..MAX_ROUTES - 3 {
+            full.routes.push(RouteSpec {
+                name: format!("r{i}"),
+                ..c.clone()
+            });
+        }
+        assert_eq!(s.assign_indices(&full).unwrap(), Vec::<u32>::new());
+        full.routes.push(RouteSpec {
+            name: "late".into(),
+            ..c.clone()
+        });
+        assert_eq!(s.assign_indices(&full).unwrap(), vec![0]);
+        assert_eq!((s.route_index("late"), s.route_index("a")), (Some(0), None));
+        // A state file from before routes reads as no routes.
+        let old: State = serde_json::from_str(r#"{"version":1,"overlay":{"tiers":{}}}"#).unwrap();
+        assert!(old.route_indices.is_empty() && old.overlay.routes.is_empty());
     }
 
     #[test]

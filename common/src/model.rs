@@ -59,7 +59,8 @@
 //! ceilings keep their charges only if the packet passes. For an untracked
 //! source they come after its [`Verdict::Untracked`]. Allow and deny rules
 //! and inactive tiers skip them. Every routed segment's routes count its
-//! requests, whatever the verdict.
+//! requests, whatever the verdict; a refusal counts as a would-drop when the
+//! segment was not dropped (a shadow route, a shadow tier).
 
 extern crate std;
 
@@ -626,7 +627,7 @@ impl Model {
                 c.dropped += n;
             }
             if refused {
-                if route.flags & crate::route::ROUTE_SHADOW != 0 {
+                if route.flags & crate::route::ROUTE_SHADOW != 0 || !verdict.drops() {
                     c.shadow_would_drop += n;
                 } else {
                     c.dropped_ceiling += n;

@@ -351,6 +351,16 @@ fn shadow_routes_count_and_pass() {
         p.maps.counter(0, Verdict::ShadowWouldDrop).unwrap().packets,
         3
     );
+    let counters = p.maps.route_counters().unwrap();
+    assert_eq!(
+        (
+            counters[0].dropped_ceiling,
+            counters[0].shadow_would_drop,
+            counters[0].dropped
+        ),
+        (0, 3, 0),
+        "refused but passed: would-drops"
+    );
 }
 
 #[test]

@@ -833,8 +833,10 @@ pub extern "C" fn tg_route_count(dropped: u32) -> u32 {
             if dropped != 0 {
                 counter.dropped += n;
             }
+            // A refusal that did not drop the segment (a shadow route, or
+            // any route in a shadow tier) is a would-drop.
             if slot.refused != 0 {
-                if slot.flags & ROUTE_SHADOW != 0 {
+                if slot.flags & ROUTE_SHADOW != 0 || dropped == 0 {
                     counter.shadow_would_drop += n;
                 } else {
                     counter.dropped_ceiling += n;

@@ -14,8 +14,8 @@ use crate::{
     client::{self, ClientError},
     config, datapath,
     datapath::kernel::AttachMode,
-    proto::{self, Done, Request, RuleRow, StatsData, StatusData, TierRow, TopData},
-    spec::{RuleInput, TierMode, TierPatch},
+    proto::{self, Done, Request, RouteRow, RuleRow, StatsData, StatusData, TierRow, TopData},
+    spec::{RouteInput, RuleInput, TierMode, TierPatch},
     talkers::TopBy,
 };
 
@@ -30,14 +30,17 @@ Examples:
   tollgate tier set gold --packets 500/s --burst 1000 --requests 100/s
   tollgate rule add 203.0.113.0/24 --tier gold
   tollgate rule add 198.51.100.7 --deny
+  tollgate route add search --match \"POST /api/search\" --cost 20 --ceiling 200/s
+  tollgate route list
   tollgate stats --tier gold
   tollgate top --by drops -n 10
   tollgate --json tier list
   tollgate reload                    re-read the config file (same as SIGHUP)
   tollgate detach                    remove the program from every interface
 
-Changes made with `tier set/rm` and `rule add/rm` are saved in the state file
-and survive reloads and restarts; they take precedence over the config file.";
+Changes made with `tier set/rm`, `rule add/rm` and `route add/rm` are saved in
+the state file and survive reloads and restarts; they take precedence over the
+config file.";
 
 /// tollgate: a kernel-level (XDP) API rate limiter.
 ///
@@ -96,6 +99,11 @@ pub enum Command {
     /// deny them outright. Example: tollgate rule list
     #[command(subcommand)]
     Rule(RuleCommand),
+    /// List, add or remove routes: what one HTTP request to an endpoint
+    /// charges its source's requests limit (cost), and the ceiling all
+    /// sources share for it. Example: tollgate route list
+    #[command(subcommand)]
+    Route(RouteCommand),
     /// Passed and dropped packets and bytes per tier, by verdict, with
     /// current rates. Example: tollgate stats --tier gold
     Stats(StatsArgs),
@@ -205,6 +213,41 @@ pub struct RuleAddCli {
     pub deny: bool,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum RouteCommand {
+    /// List the routes with their requests, drops and ceiling refusals since
+    /// the program was loaded. Example: tollgate route list
+    List,
+    /// Add a route, or replace the route of this name (it keeps its ceiling's
+    /// state). A request's route is the longest configured prefix of its
+    /// request line (byte prefix, case-sensitive) on its port.
+    /// Example: tollgate route add search --match "POST /api/search" --cost 20 --ceiling 200/s --ceiling-burst 20
+    #[command(after_help = ROUTE_ADD_HELP)]
+    Add(RouteInput),
+    /// Remove a route (its index stays reserved until another route needs
+    /// it). Example: tollgate route rm search
+    Rm {
+        /// The route to remove. Example: search
+        name: String,
+    },
+}
+
+const ROUTE_ADD_HELP: &str = "\
+Examples:
+  tollgate route add search --match \"POST /api/search\" --cost 20
+      one search costs a source 20 of its tier's requests (with requests =
+      \"100/s\", a source gets 5 searches/s, or 100 cheap requests/s)
+  tollgate route add export --match \"GET /export\" --ceiling 200/s --ceiling-burst 20
+      at most 200 exports/s (burst 20) from all sources together
+  tollgate route add admin --port 8443 --ceiling 50/s
+      a whole port: every request to 8443 (a per-service quota)
+  tollgate route add probe --match \"GET /api\" --ceiling 10/s --mode shadow
+      count what a ceiling would refuse, refuse nothing
+
+Paths are not normalised: \"/api/%73earch\", \"//api/search\" or an
+absolute-form target (\"POST http://host/api/search\") do not match
+\"POST /api/search\". The tier's requests burst must hold the cost.";
+
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     /// Only this tier. Example: --tier gold
@@ -225,7 +268,8 @@ pub struct TopArgs {
 #[derive(Debug, Subcommand)]
 pub enum HttpCommand {
     /// Estimated requests grouped by route template (ids become {id}), host,
-    /// method or tier, heaviest first. Example: tollgate http top --by host -n 5
+    /// method, tier, or the configured route ([[route]]) they match,
+    /// heaviest first. Example: tollgate http top --by config-route
     Top(HttpTopArgs),
     /// A live stream of sampled requests, redacted (no credential header
     /// values, no query values), like tcpdump for HTTP. Ctrl-C stops it.
@@ -357,11 +401,12 @@ pub fn execute(cli: Cli) -> Result<()> {
                 .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_PATH));
             let c = config::load_file(&path)?;
             let msg = format!(
-                "{}: OK ({} tiers, default tier {}, {} rules, interfaces: {})",
+                "{}: OK ({} tiers, default tier {}, {} rules, {} routes, interfaces: {})",
                 path.display(),
                 c.tiers.len(),
                 c.default_tier,
                 c.rules.len(),
+                c.routes.len(),
                 if c.interfaces.is_empty() {
                     "none (give --iface to run)".to_owned()
                 } else {
@@ -434,6 +479,16 @@ pub fn execute(cli: Cli) -> Result<()> {
         }
         Command::Rule(RuleCommand::Rm { cidr }) => {
             mutate(&cli, &Request::RuleRm { cidr: cidr.clone() })
+        }
+        Command::Route(RouteCommand::List) => {
+            let rows: Vec<RouteRow> = call(&cli, &Request::RouteList {})?;
+            emit(cli.json, &rows, || render_routes(&rows))
+        }
+        Command::Route(RouteCommand::Add(a)) => {
+            mutate(&cli, &Request::RouteAdd(Box::new(a.clone())))
+        }
+        Command::Route(RouteCommand::Rm { name }) => {
+            mutate(&cli, &Request::RouteRm { name: name.clone() })
         }
         Command::Stats(a) => {
             let s: StatsData = call(
@@ -715,6 +770,40 @@ mod tests {
         assert!(matches!(c.command, Command::Run(ref r) if r.ifaces == ["a", "b"]));
         let c = p(&["tollgate", "stats", "--json"]).unwrap();
         assert!(c.json, "--json is accepted after the subcommand too");
+        let c = p(&[
+            "tollgate",
+            "route",
+            "add",
+            "search",
+            "--match",
+            "POST /api/search",
+            "--cost",
+            "20",
+            "--ceiling",
+            "200/s",
+            "--ceiling-burst",
+            "20",
+            "--mode",
+            "shadow",
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Route(RouteCommand::Add(ref r))
+                if r.matches.as_deref() == Some("POST /api/search")
+                    && r.cost == Some(20)
+                    && r.ceiling_burst == Some(20)
+                    && r.mode == Some(TierMode::Shadow)
+        ));
+        assert!(p(&["tollgate", "route", "add", "x", "--host", "a"]).is_err());
+        let c = p(&["tollgate", "http", "top", "--by", "config-route"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Http(HttpCommand::Top(HttpTopArgs {
+                by: crate::http::stats::Group::ConfigRoute,
+                ..
+            }))
+        ));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use tollgate_common::Verdict;
 
 use crate::{
-    proto::{self, Fill, LimitRow, RuleRow, StatsData, StatusData, TierRow, TopBy, TopData},
+    proto::{
+        self, Fill, LimitRow, RouteRow, RuleRow, StatsData, StatusData, TierRow, TopBy, TopData,
+    },
     units::{human_byte_rate, human_bytes, human_count, human_duration, human_rate},
 };
 
@@ -281,6 +283,52 @@ pub fn render_rules(rows: &[RuleRow]) -> String {
     )
 }
 
+pub fn render_routes(rows: &[RouteRow]) -> String {
+    if rows.is_empty() {
+        return "no routes: every request head costs 1 and no endpoint has a ceiling (add one with `tollgate route add NAME --match \"POST /api/search\" --cost 20`)".to_owned();
+    }
+    let mut t = Table::new(&[
+        "ROUTE",
+        ">IDX",
+        "MATCH",
+        "PORTS",
+        ">COST",
+        "CEILING (BURST)",
+        "MODE",
+        ">REQUESTS",
+        ">DROPPED",
+        ">BY CEILING",
+        ">SHADOW",
+        "SOURCE",
+    ]);
+    for r in rows {
+        t.row(vec![
+            r.name.clone(),
+            r.index.to_string(),
+            r.matches.clone(),
+            r.ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            r.cost.to_string(),
+            limit_cell(&r.ceiling, false),
+            r.mode.name().to_owned(),
+            thousands(r.requests),
+            thousands(r.dropped),
+            thousands(r.dropped_ceiling),
+            thousands(r.shadow_would_drop),
+            r.source.clone(),
+        ]);
+    }
+    format!(
+        "{}
+counts are requests since the program was loaded; DROPPED: in dropped segments, for any reason; \
+         BY CEILING: refused by the route's ceiling; SHADOW: what a shadow route's ceiling would have refused",
+        t.render()
+    )
+}
+
 pub fn render_stats(s: &StatsData) -> String {
     let mut t = Table::new(&[
         "TIER",
@@ -364,6 +412,7 @@ pub fn render_http_top(t: &proto::HttpTopData) -> String {
         crate::http::stats::Group::Host => "HOST",
         crate::http::stats::Group::Method => "METHOD",
         crate::http::stats::Group::Tier => "TIER",
+        crate::http::stats::Group::ConfigRoute => "CONFIGURED ROUTE",
     };
     let mut table = Table::new(&[by, ">REQUESTS"]);
     for (label, n) in &t.rows {
@@ -503,7 +552,7 @@ pub fn render_tail_event(e: &crate::monitor::TailEvent) -> String {
     let secs = e.unix_ms / 1000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     format!(
-        "{h:02}:{m:02}:{s:02}.{:03} {} :{} {} [{}] {} {} host={}{}",
+        "{h:02}:{m:02}:{s:02}.{:03} {} :{} {} [{}] {} {} host={}{}{}",
         e.unix_ms % 1000,
         e.source,
         e.dst_port,
@@ -512,6 +561,9 @@ pub fn render_tail_event(e: &crate::monitor::TailEvent) -> String {
         e.method,
         e.target,
         e.host.as_deref().unwrap_or("-"),
+        e.config_route
+            .as_deref()
+            .map_or(String::new(), |r| format!(" route={r}")),
         if e.complete { "" } else { " (head truncated)" }
     )
 }

@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use tollgate_common::MAX_TIERS;
+use tollgate_common::{MAX_TIERS, route::MAX_ROUTES};
 
 use crate::{
     openapi::SpecError,
-    spec::{CidrError, NameError, TargetError, TierProblem},
+    spec::{CidrError, NameError, RouteProblem, TargetError, TierProblem},
     units::{DurationError, UnitError},
 };
 
@@ -26,6 +26,11 @@ pub enum Section {
     Rule {
         index: usize,
         cidr: Option<IpNet>,
+    },
+    /// The `index`th route; `name` is shown unless the name is the problem.
+    Route {
+        index: usize,
+        name: Option<String>,
     },
     Maps,
     Http,
@@ -82,6 +87,8 @@ pub enum Problem {
     #[error(transparent)]
     Name(#[from] NameError),
     #[error(transparent)]
+    Route(#[from] RouteProblem),
+    #[error(transparent)]
     Cidr(#[from] CidrError),
     #[error(transparent)]
     Target(#[from] TargetError),
@@ -109,6 +116,37 @@ pub enum Problem {
         first: usize,
         first_line: Option<usize>,
     },
+    #[error("a route with this name is already defined{}", at_line(first_line))]
+    DuplicateRoute {
+        first: usize,
+        first_line: Option<usize>,
+    },
+    #[error(
+        "route \"{other}\" already matches this on port {port}{}",
+        at_line(first_line)
+    )]
+    DuplicateRouteMatch {
+        other: String,
+        port: u16,
+        /// Index of the route that matches it first, and its line in the file.
+        first: usize,
+        first_line: Option<usize>,
+    },
+    #[error("{count} routes configured: at most {MAX_ROUTES} are supported")]
+    TooManyRoutes { count: usize },
+    #[error(
+        "routes are found on the [http] ports, and [http] ports is empty: \
+         list the ports your HTTP servers listen on (e.g. ports = [80, 8080])"
+    )]
+    RoutesNeedHttpPorts,
+    #[error(
+        "not one of the [http] ports ({ports}): requests to other ports are never scanned; add it to [http] ports"
+    )]
+    RoutePortNotHttp { ports: String },
+    #[error(
+        "more than tier \"{tier}\"'s requests burst of {burst}: no request to this route from the tier's sources could ever pass (lower the cost, or raise the tier's requests_burst to at least {cost})"
+    )]
+    CostOverBurst { tier: String, burst: u64, cost: u32 },
     #[error("global limits need a [cluster] section (redis = \"redis://...\")")]
     GlobalNeedsCluster,
     #[error(
@@ -190,6 +228,8 @@ impl Invalid {
             Section::Tier { name: None, .. } => Some("tier".to_owned()),
             Section::Rule { cidr: Some(c), .. } => Some(format!("rule {c}")),
             Section::Rule { cidr: None, .. } => Some("rule".to_owned()),
+            Section::Route { name: Some(n), .. } => Some(format!("route \"{n}\"")),
+            Section::Route { name: None, .. } => Some("route".to_owned()),
             Section::Maps => Some("maps".to_owned()),
             Section::Http => Some("http".to_owned()),
             Section::Cluster => Some("cluster".to_owned()),

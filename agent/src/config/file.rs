@@ -19,12 +19,12 @@ use super::{
     HttpConfig, MAX_MAP_ENTRIES, MAX_SYNC_INTERVAL, MIN_SYNC_INTERVAL, RedisTarget,
     check_interface_name,
     error::{ConfigError, FieldPath, Invalid, Problem, Section},
-    validate::{rule_from_input, tier_invalid, validate},
+    validate::{route_invalid, rule_from_input, tier_invalid, validate},
 };
 use crate::{
     datapath::kernel::{AttachMode, MapSizes},
     openapi::ApiSpec,
-    spec::{RuleInput, TierPatch, quoted},
+    spec::{RouteInput, RuleInput, TierPatch, quoted},
     units,
 };
 
@@ -38,6 +38,8 @@ struct RawConfig {
     tier: Vec<TierPatch>,
     #[serde(default)]
     rule: Vec<RuleInput>,
+    #[serde(default)]
+    route: Vec<RouteInput>,
     maps: Option<RawMaps>,
     socket: Option<PathBuf>,
     pin_dir: Option<PathBuf>,
@@ -143,6 +145,7 @@ impl<'a> Ctx<'a> {
             Section::Top => vec![],
             Section::Tier { index, .. } => vec![Seg::Key("tier"), Seg::Index(*index)],
             Section::Rule { index, .. } => vec![Seg::Key("rule"), Seg::Index(*index)],
+            Section::Route { index, .. } => vec![Seg::Key("route"), Seg::Index(*index)],
             Section::Maps => vec![Seg::Key("maps")],
             Section::Http => vec![Seg::Key("http")],
             Section::Cluster => vec![Seg::Key("cluster")],
@@ -151,9 +154,9 @@ impl<'a> Ctx<'a> {
                 vec![Seg::Key("api_keys"), Seg::Key("key"), Seg::Index(*index)]
             }
         };
-        // A problem with a whole tier or rule is shown at its name or CIDR.
+        // A problem with a whole tier, rule or route is shown at its name or CIDR.
         let key = path.key.or(match path.section {
-            Section::Tier { .. } => Some("name"),
+            Section::Tier { .. } | Section::Route { .. } => Some("name"),
             Section::Rule { .. } => Some("cidr"),
             _ => None,
         });
@@ -207,6 +210,18 @@ impl<'a> Ctx<'a> {
                         cidr: None,
                     },
                     Some("cidr"),
+                ));
+            }
+            Problem::DuplicateRoute { first, first_line }
+            | Problem::DuplicateRouteMatch {
+                first, first_line, ..
+            } => {
+                *first_line = self.line(&FieldPath::new(
+                    Section::Route {
+                        index: *first,
+                        name: None,
+                    },
+                    Some("name"),
                 ));
             }
             _ => {}
@@ -341,6 +356,12 @@ fn lower(raw: RawConfig, source: ConfigSource) -> Result<Config, Invalid> {
         .enumerate()
         .map(|(i, r)| rule_from_input(i, r))
         .collect::<Result<Vec<_>, _>>()?;
+    let routes = raw
+        .route
+        .iter()
+        .enumerate()
+        .map(|(i, r)| r.to_spec().map_err(|e| route_invalid(i, r.route_name(), e)))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let mut maps = MapSizes::default();
     if let Some(m) = raw.maps {
@@ -419,6 +440,7 @@ fn lower(raw: RawConfig, source: ConfigSource) -> Result<Config, Invalid> {
         tiers,
         default_tier,
         rules,
+        routes,
         maps,
         socket: raw.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
         pin_dir: raw.pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into()),

@@ -24,7 +24,7 @@ pub use validate::validate;
 use crate::{
     datapath::kernel::{AttachMode, MapSizes},
     openapi::ApiSpec,
-    spec::{RuleSpec, TierSpec},
+    spec::{RouteSpec, RuleSpec, TierSpec},
 };
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tollgate/tollgate.toml";
@@ -82,6 +82,8 @@ pub struct Config {
     pub tiers: Vec<TierSpec>,
     pub default_tier: String,
     pub rules: Vec<RuleSpec>,
+    /// `[[route]]`: per-endpoint cost and ceilings.
+    pub routes: Vec<RouteSpec>,
     pub maps: MapSizes,
     pub socket: PathBuf,
     pub pin_dir: PathBuf,
@@ -214,6 +216,10 @@ impl Config {
 
     pub fn rule(&self, cidr: &IpNet) -> Option<&RuleSpec> {
         self.rules.iter().find(|r| &r.cidr == cidr)
+    }
+
+    pub fn route(&self, name: &str) -> Option<&RouteSpec> {
+        self.routes.iter().find(|r| r.name == name)
     }
 
     /// What an operator should know about a valid configuration: that a file

@@ -516,6 +516,7 @@ fn cidrs() {
     );
 }
 
+mod routes;
 mod same_words;
 
 #[test]

@@ -1,20 +1,21 @@
 //! The one validation every configuration goes through: the file (at start
 //! and on reload), the file with the changes made with the CLI (the state
-//! file), and each `tier set` / `rule add` before it is applied. Rules about
-//! one tier on its own are `TierSpec::to_kernel`'s and run from here; the
-//! rules relating tiers, rules, API keys and `[cluster]` are written here.
+//! file), and each `tier set` / `rule add` / `route add` before it is
+//! applied. Rules about one tier or route on its own are `TierSpec::to_kernel`'s
+//! and `RouteSpec::to_kernel`'s and run from here; the rules relating tiers,
+//! rules, routes, API keys, `[http]` and `[cluster]` are written here.
 
 use std::collections::HashMap;
 
-use tollgate_common::MAX_TIERS;
+use tollgate_common::{MAX_TIERS, route::MAX_ROUTES};
 
 use super::{
     Config,
     error::{Invalid, Problem, Section},
 };
 use crate::spec::{
-    GlobalField, RuleInput, RuleSpec, TargetError, TierFieldError, TierPatch, TierSpec, parse_cidr,
-    quoted,
+    GlobalField, LimitField, RouteFieldError, RouteInput, RouteSpec, RuleInput, RuleSpec,
+    TargetError, TierFieldError, TierMode, TierPatch, TierSpec, parse_cidr, quoted,
 };
 
 /// A tier field's problem, placed at the `index`th tier.
@@ -26,6 +27,12 @@ pub(super) fn tier_invalid(index: usize, name: &str, e: TierFieldError) -> Inval
         e.value,
         *e.problem,
     )
+}
+
+/// A route field's problem, placed at the `index`th route.
+pub(super) fn route_invalid(index: usize, name: &str, e: RouteFieldError) -> Invalid {
+    let name = e.route.map(|_| name.to_owned());
+    Invalid::new(Section::Route { index, name }, e.key, e.value, *e.problem)
 }
 
 /// The rule an input describes, as the `index`th rule.
@@ -181,6 +188,112 @@ pub fn validate(c: &Config) -> Result<(), Invalid> {
             .item(i));
         }
     }
+    validate_routes(c)
+}
+
+/// Routes against each other, the `[http]` ports and the tiers: unique names
+/// and matches (a route without a port matches on every HTTP port), at most
+/// [`MAX_ROUTES`], and no enforced cost a tier's requests burst cannot hold.
+fn validate_routes(c: &Config) -> Result<(), Invalid> {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut keys: HashMap<(u16, Option<&str>), usize> = HashMap::new();
+    let ports = || {
+        c.http
+            .ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (index, r) in c.routes.iter().enumerate() {
+        let at = |key, value, problem: Problem| {
+            Invalid::new(
+                Section::Route {
+                    index,
+                    name: Some(r.name.clone()),
+                },
+                key,
+                value,
+                problem,
+            )
+        };
+        if let Some(&first) = names.get(r.name.as_str()) {
+            return Err(Invalid::new(
+                Section::Route { index, name: None },
+                Some("name"),
+                Some(quoted(&r.name)),
+                Problem::DuplicateRoute {
+                    first,
+                    first_line: None,
+                },
+            ));
+        }
+        names.insert(&r.name, index);
+        if index >= MAX_ROUTES as usize {
+            return Err(at(
+                None,
+                None,
+                Problem::TooManyRoutes {
+                    count: c.routes.len(),
+                },
+            ));
+        }
+        r.to_kernel()
+            .map_err(|e| route_invalid(index, &r.name, e))?;
+        if c.http.ports.is_empty() {
+            return Err(at(None, None, Problem::RoutesNeedHttpPorts));
+        }
+        if let Some(p) = r.port
+            && !c.http.ports.contains(&p)
+        {
+            return Err(at(
+                Some("port"),
+                Some(p.to_string()),
+                Problem::RoutePortNotHttp { ports: ports() },
+            ));
+        }
+        for port in r.ports(&c.http.ports) {
+            if let Some(&first) = keys.get(&(port, r.line.as_deref())) {
+                let (key, value) = match (&r.line, r.port) {
+                    (Some(_), _) => ("match", quoted(r.match_label())),
+                    (None, _) => ("port", port.to_string()),
+                };
+                return Err(at(
+                    Some(key),
+                    Some(value),
+                    Problem::DuplicateRouteMatch {
+                        other: c.routes[first].name.clone(),
+                        port,
+                        first,
+                        first_line: None,
+                    },
+                ));
+            }
+            keys.insert((port, r.line.as_deref()), index);
+        }
+        if r.mode == TierMode::Enforce {
+            for t in &c.tiers {
+                let Some(burst) = t
+                    .limit(LimitField::Requests)
+                    .and_then(|l| l.resolve(LimitField::Requests).ok())
+                    .map(|l| l.burst)
+                else {
+                    continue;
+                };
+                if u64::from(r.cost) > burst {
+                    return Err(at(
+                        Some("cost"),
+                        Some(r.cost.to_string()),
+                        Problem::CostOverBurst {
+                            tier: t.name.clone(),
+                            burst,
+                            cost: r.cost,
+                        },
+                    ));
+                }
+            }
+        }
+    }
     Ok(())
 }
 
@@ -203,6 +316,22 @@ impl Config {
         match existing {
             Some(i) => c.tiers[i] = spec.clone(),
             None => c.tiers.push(spec.clone()),
+        }
+        validate(&c)?;
+        Ok((c, spec))
+    }
+
+    /// This configuration with the route `input` added (or replacing the
+    /// route of the same name), validated as a whole; and the route.
+    pub fn with_route(&self, input: &RouteInput) -> Result<(Config, RouteSpec), Invalid> {
+        let name = input.route_name();
+        let existing = self.routes.iter().position(|r| r.name == name);
+        let index = existing.unwrap_or(self.routes.len());
+        let spec = input.to_spec().map_err(|e| route_invalid(index, name, e))?;
+        let mut c = self.clone();
+        match existing {
+            Some(i) => c.routes[i] = spec.clone(),
+            None => c.routes.push(spec.clone()),
         }
         validate(&c)?;
         Ok((c, spec))

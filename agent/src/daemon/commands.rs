@@ -1,12 +1,12 @@
 //! The control commands that change the configuration: tier set/rm, rule
-//! add/rm, detach.
+//! add/rm, route add/rm, detach.
 
 use anyhow::Result;
 use tracing::info;
 
 use super::{Daemon, error::CommandError};
 use crate::datapath::dataplane;
-use crate::spec::{RuleInput, RuleTarget, TierPatch, parse_cidr};
+use crate::spec::{RouteInput, RuleInput, RuleTarget, TierPatch, parse_cidr};
 
 impl Daemon {
     /// `tier set`: the patch is read and checked by the same code as the
@@ -87,6 +87,46 @@ impl Daemon {
         overlay.remove_rule(&net, self.file.rule(&net).is_some());
         self.commit(None, overlay)?;
         Ok(format!("rule {net} removed"))
+    }
+
+    /// `route add`: read and checked by the same code as the file's
+    /// `[[route]]` tables (`Config::with_route`); replaces a route of the
+    /// same name (which keeps its index, so its ceiling's state).
+    pub(super) fn route_add(&mut self, input: &RouteInput) -> Result<String, CommandError> {
+        let (_, spec) = self.effective.with_route(input)?;
+        let name = spec.name.clone();
+        let existing = self.effective.route(&name);
+        if existing == Some(&spec) {
+            return Ok(format!("route {name} unchanged"));
+        }
+        let replacing = existing.is_some();
+        let mut overlay = self.state.overlay.clone();
+        overlay.add_route(spec);
+        self.commit(None, overlay)?;
+        let index = self.state.route_index(&name).unwrap_or_default();
+        Ok(format!(
+            "route {name} {} (index {index})",
+            if replacing { "changed" } else { "added" }
+        ))
+    }
+
+    pub(super) fn route_rm(&mut self, name: &str) -> Result<String, CommandError> {
+        if self.effective.route(name).is_none() {
+            return Err(CommandError::NoSuchRoute {
+                name: name.to_owned(),
+                routes: self
+                    .effective
+                    .routes
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let mut overlay = self.state.overlay.clone();
+        overlay.remove_route(name, self.file.route(name).is_some());
+        self.commit(None, overlay)?;
+        Ok(format!("route {name} removed"))
     }
 
     pub(super) fn detach(&mut self) -> Result<String, CommandError> {

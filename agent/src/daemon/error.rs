@@ -39,6 +39,8 @@ pub(super) enum CommandError {
     TierInUse { name: String, rules: Vec<String> },
     #[error("no rule for {0} (see `tollgate rule list`)")]
     NoSuchRule(IpNet),
+    #[error("no route named \"{name}\" (routes: {})", if routes.is_empty() { "none" } else { routes })]
+    NoSuchRoute { name: String, routes: String },
     #[error(
         "applying the change to the kernel failed: {0:#}; the previous configuration is still in effect"
     )]

@@ -48,7 +48,7 @@ pub(crate) use shared::Shared;
 use shared::lock;
 use tasks::{drain_program_logs, drain_samples, serve};
 use telemetry::{RingLosses, Samples};
-use transaction::apply;
+use transaction::{Indices, apply};
 use views::top_row;
 
 /// Capacity of the top-talkers summary.
@@ -84,6 +84,8 @@ pub struct Daemon {
     usage: Vec<Usage>,
     /// Tracked sources per family, from the last usage scan.
     tracked: (u64, u64),
+    /// Per-route counters by route index, read every second (for `/metrics`).
+    route_counters: BTreeMap<u32, tollgate_common::route::RouteCounter>,
     /// Re-pins removed pins and re-attaches to re-created interfaces; `None`
     /// once detached.
     guard: Option<guard::Guard>,
@@ -135,7 +137,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             file.state_file.display()
         )
     })?;
-    state.assign_indices(&effective)?;
+    let reclaimed = state.assign_indices(&effective)?;
     if let Some(dir) = file.state_file.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -157,14 +159,19 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             sizes: &file.maps,
             known_modes: &state.attachments,
         };
-        let indices = state.tier_indices.clone();
+        let (tiers, routes) = (state.tier_indices.clone(), state.route_indices.clone());
+        let indices = Indices {
+            tiers: &tiers,
+            routes: &routes,
+        };
         let Dataplane {
             mut maps,
             start,
             modes,
             logger,
         } = dataplane::bring_up(&plan, &mut |maps| {
-            apply(maps, &effective, &indices, &BTreeMap::new())
+            maps.reset_routes(&reclaimed)?;
+            apply(maps, &effective, indices, &BTreeMap::new())
         })?;
         state.attachments = modes;
         let guard = guard::Guard::new(&file.pin_dir, pin_lock, &file.interfaces, file.mode)?;
@@ -216,6 +223,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             reload_failures: 0,
             usage: vec![Usage::default(); MAX_TIERS as usize],
             tracked: (0, 0),
+            route_counters: BTreeMap::new(),
             guard: Some(guard),
             config_readable: None,
             state_write_failures: 0,

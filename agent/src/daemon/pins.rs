@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use tollgate_common::{RULE_TIER, RuleValue};
 use tracing::{info, warn};
 
-use super::{Daemon, apply};
+use super::{Daemon, Indices, apply};
 use crate::spec::RuleTarget;
 
 impl Daemon {
@@ -69,7 +69,7 @@ impl Daemon {
         if let Err(e) = apply(
             &mut self.maps,
             &self.effective,
-            &self.state.tier_indices,
+            Indices::of(&self.state),
             &BTreeMap::new(),
         ) {
             warn!(error = %format!("{e:#}"), "clearing API key pins left by a previous daemon");

@@ -93,6 +93,9 @@ impl Shared {
             Request::RuleList {} => Ok(Response::success(d.rule_rows())),
             Request::RuleAdd(rule) => d.rule_add(&rule).map(done),
             Request::RuleRm { cidr } => d.rule_rm(&cidr).map(done),
+            Request::RouteList {} => d.route_rows().map(Response::success),
+            Request::RouteAdd(route) => d.route_add(&route).map(done),
+            Request::RouteRm { name } => d.route_rm(&name).map(done),
             Request::Stats { tier } => d.stats(tier.as_deref()).map(Response::success),
             Request::Top { by, n } => {
                 drop(d);
@@ -218,6 +221,7 @@ impl Shared {
             Err(e) => warn!(error = %e, "sampling counters"),
         }
         d.check_ring_losses();
+        d.sample_routes();
         let in_force = self.config.borrow().clone();
         d.update_usage(&requests, &in_force.names);
         drop(d);

@@ -180,6 +180,24 @@ impl Daemon {
         self.usage = usage;
     }
 
+    /// Reads the counters of every route that has an index (one lookup
+    /// each, at most `MAX_ROUTES`), for `/metrics`.
+    pub(super) fn sample_routes(&mut self) {
+        let mut counters = std::collections::BTreeMap::new();
+        for &index in self.state.route_indices.values() {
+            match self.maps.route_counter(index) {
+                Ok(c) => {
+                    counters.insert(index, c);
+                }
+                Err(e) => {
+                    warn!(error = %e, "reading route counters");
+                    return;
+                }
+            }
+        }
+        self.route_counters = counters;
+    }
+
     /// Takes the source counts of a scan that ran without the lock.
     pub(super) fn apply_scan(&mut self, scan: Scan) {
         for (i, u) in self.usage.iter_mut().enumerate() {

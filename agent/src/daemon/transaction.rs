@@ -6,13 +6,16 @@ use std::{collections::BTreeMap, path::Path, sync::Arc};
 
 use anyhow::{Context as _, Result};
 use ipnet::IpNet;
-use tollgate_common::{MAX_TIERS, RULE_TIER, RuleValue, SETTINGS_COUNT_REQUESTS, TierConfig};
+use tollgate_common::{
+    MAX_TIERS, RULE_TIER, RuleValue, SETTINGS_COUNT_REQUESTS, TierConfig,
+    route::{RouteValue, route_key},
+};
 use tracing::{error, info, warn};
 
 use super::{Daemon, error::CommandError};
 use crate::{
     config::{self, Config, Effective, Published, Subscription},
-    datapath::kernel::Maps,
+    datapath::{kernel::Maps, routes::RoutePrefix},
     spec,
     state::{self, Overlay},
 };
@@ -30,13 +33,35 @@ pub(super) struct KernelState {
     pub default_tier: u32,
     /// Every rule the tries should hold, pins included.
     pub rules: BTreeMap<IpNet, RuleValue>,
+    /// Every entry of the route trie: a route without a port once per HTTP port.
+    pub routes: BTreeMap<RoutePrefix, RouteValue>,
+    /// What a request head of unknown route charges (`Settings::split_head_cost`):
+    /// the dearest enforced route's cost, at least 1.
+    pub split_head_cost: u32,
+}
+
+/// Name -> kernel index of the tiers and of the routes (`State`'s).
+#[derive(Clone, Copy)]
+pub(super) struct Indices<'a> {
+    pub tiers: &'a BTreeMap<String, u32>,
+    pub routes: &'a BTreeMap<String, u32>,
+}
+
+impl<'a> Indices<'a> {
+    pub(super) fn of(state: &'a state::State) -> Indices<'a> {
+        Indices {
+            tiers: &state.tier_indices,
+            routes: &state.route_indices,
+        }
+    }
 }
 
 pub(super) fn desired(
     cfg: &Config,
-    indices: &BTreeMap<String, u32>,
+    all: Indices<'_>,
     pinned: &BTreeMap<IpNet, RuleValue>,
 ) -> Result<KernelState> {
+    let indices = all.tiers;
     let index = |name: &str| {
         indices
             .get(name)
@@ -70,10 +95,39 @@ pub(super) fn desired(
             }
         }
     }
+    let mut routes = BTreeMap::new();
+    let mut split_head_cost = 1;
+    for r in &cfg.routes {
+        let k = r.to_kernel()?;
+        let index = all
+            .routes
+            .get(&r.name)
+            .copied()
+            .filter(|i| *i < tollgate_common::route::MAX_ROUTES)
+            .with_context(|| format!("route {} has no index", r.name))?;
+        if k.flags & tollgate_common::route::ROUTE_SHADOW == 0 {
+            split_head_cost = split_head_cost.max(k.cost);
+        }
+        let line = r.line.as_deref().unwrap_or("").as_bytes();
+        for port in r.ports(&cfg.http.ports) {
+            let key = route_key(port, line)
+                .with_context(|| format!("route {}: its match is too long", r.name))?;
+            let value = RouteValue {
+                index,
+                cost: k.cost,
+                ceiling: k.ceiling,
+                flags: k.flags,
+                _reserved: 0,
+            };
+            routes.insert(key, value);
+        }
+    }
     Ok(KernelState {
         tiers,
         default_tier,
         rules,
+        routes,
+        split_head_cost,
     })
 }
 
@@ -83,7 +137,7 @@ pub(super) fn desired(
 pub(super) fn apply(
     maps: &mut Maps,
     cfg: &Config,
-    indices: &BTreeMap<String, u32>,
+    indices: Indices<'_>,
     pinned: &BTreeMap<IpNet, RuleValue>,
 ) -> Result<()> {
     let want = desired(cfg, indices, pinned)?;
@@ -109,6 +163,7 @@ pub(super) fn apply(
         &cfg.http,
         tollgate_common::Settings {
             default_tier: want.default_tier,
+            split_head_cost: want.split_head_cost,
             flags: if count_requests {
                 current.flags | SETTINGS_COUNT_REQUESTS
             } else {
@@ -133,6 +188,23 @@ pub(super) fn apply(
         .copied()
         .collect();
     maps.update_rules(&upsert, &remove)?;
+    // Routes after the settings: `update_routes` keeps the "look up routes"
+    // flag in step with the trie.
+    let current: BTreeMap<RoutePrefix, RouteValue> = maps.routes()?.into_iter().collect();
+    let upsert: Vec<(RoutePrefix, RouteValue)> = want
+        .routes
+        .iter()
+        .filter(|(k, v)| current.get(k) != Some(v))
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    let remove: Vec<RoutePrefix> = current
+        .keys()
+        .filter(|k| !want.routes.contains_key(k))
+        .copied()
+        .collect();
+    if !upsert.is_empty() || !remove.is_empty() {
+        maps.update_routes(&upsert, &remove)?;
+    }
     for (i, tier) in (0..MAX_TIERS).zip(&want.tiers) {
         if tier.is_none() && maps.tier(i)?.is_active() {
             maps.set_tier(i, &TierConfig::default())?;
@@ -183,11 +255,15 @@ impl Daemon {
         let effective = overlay.apply(file)?;
         let mut state = self.state.clone();
         state.overlay = overlay;
-        state.assign_indices(&effective)?;
+        let reclaimed = state.assign_indices(&effective)?;
+        // A route index taken over from a route that is gone starts idle.
+        if let Err(e) = self.maps.reset_routes(&reclaimed) {
+            return Err(CommandError::Kernel(e.into()));
+        }
         if let Err(e) = apply(
             &mut self.maps,
             &effective,
-            &state.tier_indices,
+            Indices::of(&state),
             &self.pinned,
         ) {
             self.rollback();
@@ -219,7 +295,7 @@ impl Daemon {
         if let Err(e) = apply(
             &mut self.maps,
             &self.effective,
-            &self.state.tier_indices,
+            Indices::of(&self.state),
             &self.pinned,
         ) {
             error!(error = %format!("{e:#}"), "rolling back a failed change also failed: the kernel may hold a partial change");
@@ -296,10 +372,11 @@ impl Daemon {
         self.commit(Some(new_file), overlay)
             .map_err(|e| CommandError::Reload(Box::new(e)))?;
         let msg = format!(
-            "reloaded {}: {} tiers, {} rules{}",
+            "reloaded {}: {} tiers, {} rules, {} routes{}",
             self.file.source,
             self.effective.tiers.len(),
             self.effective.rules.len(),
+            self.effective.routes.len(),
             if self.state.overlay.is_empty() {
                 String::new()
             } else {
@@ -346,6 +423,15 @@ action = "deny"
         [("free".to_owned(), 3), ("gold".to_owned(), 0)].into()
     }
 
+    const NO_ROUTES: &BTreeMap<String, u32> = &BTreeMap::new();
+
+    fn ix(tiers: &BTreeMap<String, u32>) -> Indices<'_> {
+        Indices {
+            tiers,
+            routes: NO_ROUTES,
+        }
+    }
+
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()
     }
@@ -353,7 +439,7 @@ action = "deny"
     #[test]
     fn tiers_land_at_their_indices_and_other_slots_are_inactive() {
         let cfg = config();
-        let k = desired(&cfg, &indices(), &BTreeMap::new()).unwrap();
+        let k = desired(&cfg, ix(&indices()), &BTreeMap::new()).unwrap();
         assert_eq!(k.default_tier, 3);
         assert_eq!(k.tiers.len(), MAX_TIERS as usize);
         // A tier without `new_sources` gets the budget derived from the maps.
@@ -370,7 +456,7 @@ action = "deny"
 
     #[test]
     fn rules_map_to_kernel_values_with_the_default_tier_for_allow_and_deny() {
-        let k = desired(&config(), &indices(), &BTreeMap::new()).unwrap();
+        let k = desired(&config(), ix(&indices()), &BTreeMap::new()).unwrap();
         let v = |action, tier| RuleValue { action, tier };
         assert_eq!(k.rules[&net("10.0.0.0/8")], v(RULE_TIER, 0));
         assert_eq!(k.rules[&net("192.0.2.1/32")], v(RULE_ALLOW, 3));
@@ -390,7 +476,7 @@ action = "deny"
             (net("203.0.113.7/32"), pin),
         ]
         .into();
-        let k = desired(&config(), &indices(), &pinned).unwrap();
+        let k = desired(&config(), ix(&indices()), &pinned).unwrap();
         assert_eq!(k.rules[&net("10.0.0.0/8")], pin);
         assert_eq!(k.rules[&net("198.51.100.0/24")].action, RULE_DENY);
         assert_eq!(k.rules[&net("203.0.113.7/32")], pin);
@@ -400,7 +486,82 @@ action = "deny"
     fn a_tier_without_an_index_is_an_error() {
         let mut ix = indices();
         ix.remove("gold");
-        let e = desired(&config(), &ix, &BTreeMap::new()).unwrap_err();
+        let e = desired(&config(), self::ix(&ix), &BTreeMap::new()).unwrap_err();
         assert_eq!(e.to_string(), "tier gold has no index");
+    }
+
+    fn routed() -> Config {
+        parse(
+            r#"
+[[tier]]
+name = "default"
+requests = "100/s"
+[http]
+ports = [80, 8080]
+[[route]]
+name = "search"
+match = "POST /api/search"
+cost = 20
+ceiling = "200/s"
+ceiling_burst = 20
+[[route]]
+name = "gets"
+match = "GET"
+port = 8080
+[[route]]
+name = "admin"
+port = 80
+cost = 50
+mode = "shadow"
+"#,
+            ConfigSource::Embedded,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn routes_are_written_once_per_port_at_their_indices() {
+        let tiers: BTreeMap<String, u32> = [("default".to_owned(), 0)].into();
+        let routes: BTreeMap<String, u32> = [
+            ("search".to_owned(), 7),
+            ("gets".to_owned(), 0),
+            ("admin".to_owned(), 255),
+        ]
+        .into();
+        let all = Indices {
+            tiers: &tiers,
+            routes: &routes,
+        };
+        let k = desired(&routed(), all, &BTreeMap::new()).unwrap();
+        let search = RouteValue {
+            index: 7,
+            cost: 20,
+            ceiling: tollgate_common::Limit::per_period(200, 1_000_000_000, 20).unwrap(),
+            flags: 0,
+            _reserved: 0,
+        };
+        let key = |port, line: &str| route_key(port, line.as_bytes()).unwrap();
+        assert_eq!(k.routes[&key(80, "POST /api/search")], search);
+        assert_eq!(k.routes[&key(8080, "POST /api/search")], search);
+        assert_eq!(k.routes[&key(8080, "GET ")].index, 0);
+        assert_eq!(k.routes[&key(8080, "GET ")].cost, 1);
+        assert!(!k.routes.contains_key(&key(80, "GET ")));
+        let admin = k.routes[&key(80, "")];
+        assert_eq!((admin.index, admin.cost), (255, 50));
+        assert!(admin.is_shadow() && admin.charge() == 1);
+        assert_eq!(k.routes.len(), 4);
+        // The dearest enforced route: a shadow route's cost is not charged.
+        assert_eq!(k.split_head_cost, 20);
+        // No routes: nothing in the trie, split heads cost 1.
+        let k = desired(&config(), ix(&indices()), &BTreeMap::new()).unwrap();
+        assert!(k.routes.is_empty());
+        assert_eq!(k.split_head_cost, 1);
+    }
+
+    #[test]
+    fn a_route_without_an_index_is_an_error() {
+        let tiers: BTreeMap<String, u32> = [("default".to_owned(), 0)].into();
+        let e = desired(&routed(), ix(&tiers), &BTreeMap::new()).unwrap_err();
+        assert_eq!(e.to_string(), "route search has no index");
     }
 }

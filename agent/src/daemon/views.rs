@@ -13,8 +13,8 @@ use crate::{
     config::ConfigSource,
     metrics::{self, Snapshot, TierSnapshot},
     proto::{
-        Fill, InterfaceStatus, LimitRow, RuleRow, StatsData, StatusData, TierRow, TierStats,
-        TopRow, Traffic,
+        Fill, InterfaceStatus, LimitRow, RouteRow, RuleRow, StatsData, StatusData, TierRow,
+        TierStats, TopRow, Traffic,
     },
     spec::{LimitField, RuleTarget, TierSpec},
 };
@@ -94,6 +94,49 @@ impl Daemon {
                 }
             })
             .collect()
+    }
+
+    /// `route list`, with each route's counters read now (one lookup per
+    /// configured route).
+    pub(super) fn route_rows(&self) -> Result<Vec<RouteRow>, CommandError> {
+        let mut rows = Vec::new();
+        for r in &self.effective.routes {
+            let index = self.state.route_index(&r.name).unwrap_or_default();
+            let c = self
+                .maps
+                .route_counter(index)
+                .map_err(CommandError::Counters)?;
+            let ceiling = r.ceiling.as_ref().and_then(|l| {
+                let resolved = l.resolve(LimitField::Aggregate).ok()?;
+                Some(LimitRow {
+                    rate: l.rate.clone(),
+                    per_second: resolved.rate.per_second_f64(),
+                    burst: resolved.burst,
+                    burst_explicit: l.burst.is_some(),
+                })
+            });
+            rows.push(RouteRow {
+                name: r.name.clone(),
+                index,
+                source: if self.state.overlay.routes.contains_key(&r.name) {
+                    "cli"
+                } else {
+                    "file"
+                }
+                .to_owned(),
+                matches: r.match_label().to_owned(),
+                ports: r.ports(&self.effective.http.ports),
+                cost: r.cost,
+                ceiling,
+                mode: r.mode,
+                requests: c.requests,
+                dropped: c.dropped,
+                dropped_ceiling: c.dropped_ceiling,
+                shadow_would_drop: c.shadow_would_drop,
+            });
+        }
+        rows.sort_by_key(|r| r.index);
+        Ok(rows)
     }
 
     pub(super) fn stats(&self, only: Option<&str>) -> Result<StatsData, CommandError> {
@@ -218,6 +261,18 @@ impl Daemon {
             config_readable: self.config_readable,
             state_write_failures: self.state_write_failures,
             uptime_seconds: self.started.elapsed().as_secs_f64(),
+            routes: self
+                .effective
+                .routes
+                .iter()
+                .filter_map(|r| {
+                    let index = self.state.route_index(&r.name)?;
+                    Some((
+                        r.name.clone(),
+                        self.route_counters.get(&index).copied().unwrap_or_default(),
+                    ))
+                })
+                .collect(),
             ..Default::default()
         }
     }
@@ -295,10 +350,7 @@ impl Daemon {
                 used: r6,
                 max: max(names::RULES_V6),
             },
-            cli_changes: {
-                let o = &self.state.overlay;
-                o.tiers.len() + o.removed_tiers.len() + o.rules.len() + o.removed_rules.len()
-            },
+            cli_changes: self.state.overlay.len(),
             // Filled in by Shared::handle, which owns the cluster state.
             cluster: None,
         }

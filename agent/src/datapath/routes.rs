@@ -3,7 +3,7 @@
 //! is and how its key is built lives in `tollgate_common::route`; which
 //! routes to write is the configuration's business.
 
-use aya::maps::{MapError, lpm_trie::Key};
+use aya::maps::{MapError, PerCpuValues, lpm_trie::Key};
 use tollgate_common::{
     SETTINGS_ROUTES, names,
     route::{MAX_ROUTES, RouteCounter, RouteKey, RouteValue},
@@ -92,26 +92,54 @@ impl Maps {
         Ok(())
     }
 
+    /// Gives `indices` an idle ceiling and zero counters: for an index taken
+    /// over from a route that is gone, so the new route inherits neither.
+    pub fn reset_routes(&mut self, indices: &[u32]) -> Result<()> {
+        for &index in indices {
+            if index >= MAX_ROUTES {
+                return Err(KernelError::RouteIndex(index));
+            }
+            let map = |name| move |source| KernelError::Map { name, source };
+            self.route_ceilings
+                .set(index, 0, 0)
+                .map_err(map(names::ROUTE_CEILINGS))?;
+            let cpus = self
+                .route_counters
+                .get(&index, 0)
+                .map_err(map(names::ROUTE_COUNTERS))?
+                .len();
+            let zero = PerCpuValues::try_from(vec![RouteCounter::default(); cpus])?;
+            self.route_counters
+                .set(index, zero, 0)
+                .map_err(map(names::ROUTE_COUNTERS))?;
+        }
+        Ok(())
+    }
+
     /// Per-route counters summed over CPUs, indexed by `RouteValue::index`.
     pub fn route_counters(&self) -> Result<Vec<RouteCounter>> {
         (0..MAX_ROUTES)
-            .map(|index| {
-                let per_cpu =
-                    self.route_counters
-                        .get(&index, 0)
-                        .map_err(|source| KernelError::Map {
-                            name: names::ROUTE_COUNTERS,
-                            source,
-                        })?;
-                Ok(per_cpu
-                    .iter()
-                    .fold(RouteCounter::default(), |a, c| RouteCounter {
-                        requests: a.requests + c.requests,
-                        dropped: a.dropped + c.dropped,
-                        dropped_ceiling: a.dropped_ceiling + c.dropped_ceiling,
-                        shadow_would_drop: a.shadow_would_drop + c.shadow_would_drop,
-                    }))
-            })
+            .map(|index| self.route_counter(index))
             .collect()
+    }
+
+    /// One route's counters summed over CPUs (one syscall: the daemon reads
+    /// only the indices it has assigned).
+    pub fn route_counter(&self, index: u32) -> Result<RouteCounter> {
+        let per_cpu = self
+            .route_counters
+            .get(&index, 0)
+            .map_err(|source| KernelError::Map {
+                name: names::ROUTE_COUNTERS,
+                source,
+            })?;
+        Ok(per_cpu
+            .iter()
+            .fold(RouteCounter::default(), |a, c| RouteCounter {
+                requests: a.requests + c.requests,
+                dropped: a.dropped + c.dropped,
+                dropped_ceiling: a.dropped_ceiling + c.dropped_ceiling,
+                shadow_would_drop: a.shadow_would_drop + c.shadow_would_drop,
+            }))
     }
 }

@@ -35,6 +35,20 @@ pub struct HttpKey {
     pub host: String,
     pub tier: String,
     pub verdict: String,
+    /// The configured route (`[[route]]`) the request matched, `-` for none
+    /// (not a metric label: the routes' own counters are).
+    pub config_route: String,
+}
+
+/// One sampled request's dimensions.
+#[derive(Clone, Copy, Debug)]
+pub struct Observation<'a> {
+    pub method: &'a str,
+    pub route: &'a str,
+    pub host: Option<&'a str>,
+    pub tier: &'a str,
+    pub verdict: &'a str,
+    pub config_route: Option<&'a str>,
 }
 
 #[derive(Default)]
@@ -75,21 +89,15 @@ impl HttpStats {
         }
     }
 
-    pub fn record(
-        &mut self,
-        method: &str,
-        route: &str,
-        host: Option<&str>,
-        tier: &str,
-        verdict: &str,
-        scale: u64,
-    ) {
+    pub fn record(&mut self, o: Observation<'_>, scale: u64) {
         let key = HttpKey {
-            method: self.methods.admit(method, self.limits.methods),
-            route: self.routes.admit(route, self.limits.routes),
-            host: self.hosts.admit(host.unwrap_or("-"), self.limits.hosts),
-            tier: tier.to_string(),
-            verdict: verdict.to_string(),
+            method: self.methods.admit(o.method, self.limits.methods),
+            route: self.routes.admit(o.route, self.limits.routes),
+            host: self.hosts.admit(o.host.unwrap_or("-"), self.limits.hosts),
+            tier: o.tier.to_string(),
+            verdict: o.verdict.to_string(),
+            // Bounded by the configuration (at most MAX_ROUTES names).
+            config_route: o.config_route.unwrap_or("-").to_string(),
         };
         *self.counts.entry(key).or_default() += scale;
     }
@@ -107,6 +115,7 @@ impl HttpStats {
                 Group::Host => k.host.as_str(),
                 Group::Method => k.method.as_str(),
                 Group::Tier => k.tier.as_str(),
+                Group::ConfigRoute => k.config_route.as_str(),
             };
             *totals.entry(label).or_default() += v;
         }
@@ -130,10 +139,17 @@ impl HttpStats {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Group {
+    /// The route template (`/users/{id}`).
     Route,
     Host,
     Method,
     Tier,
+    /// The configured route (`[[route]]`, `tollgate route add`) the request
+    /// matched, found as the kernel finds it (longest byte prefix of the
+    /// request line on its port); `-`: none.
+    #[serde(rename = "config-route")]
+    #[value(name = "config-route")]
+    ConfigRoute,
 }
 
 #[cfg(test)]
@@ -149,11 +165,14 @@ mod tests {
         });
         for i in 0..10_000 {
             s.record(
-                "GET",
-                &format!("/r{i}"),
-                Some(&format!("h{i}")),
-                "default",
-                "passed",
+                Observation {
+                    method: "GET",
+                    route: &format!("/r{i}"),
+                    host: Some(&format!("h{i}")),
+                    tier: "default",
+                    verdict: "passed",
+                    config_route: None,
+                },
                 1,
             );
         }

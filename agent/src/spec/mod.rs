@@ -1,5 +1,6 @@
 //! The operator's intent as plain data: tiers and the one way to change one
-//! ([`TierPatch`]), rules and their kernel form, the kernel's source keys and
+//! ([`TierPatch`]), rules and their kernel form, routes (cost and ceiling per
+//! endpoint) and their kernel form, the kernel's source keys and
 //! the one userspace longest-prefix match. No I/O, no aya; every rule that
 //! concerns one tier or one rule on its own is written here, once. Rules that
 //! relate parts of a configuration to each other are `config::validate`'s.
@@ -7,6 +8,7 @@
 mod attach;
 mod lpm;
 mod patch;
+mod route;
 mod rule;
 mod source;
 mod tier;
@@ -14,6 +16,10 @@ mod tier;
 pub use attach::AttachMode;
 pub use lpm::Lpm;
 pub use patch::{SizeValue, TierPatch};
+pub use route::{
+    DEFAULT_ROUTE_COST, MAX_ROUTE_NAME, METHODS, RouteFieldError, RouteInput, RouteKernel,
+    RouteProblem, RouteSpec, RouteTable, check_route_name, match_text, parse_match,
+};
 pub use rule::{CidrError, RuleInput, RuleSpec, RuleTarget, TargetError, parse_cidr};
 pub use source::SourceKey;
 pub use tier::{
