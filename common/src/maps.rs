@@ -352,6 +352,19 @@ pub struct RuleValue {
     pub action: u32,
     /// The tier, for [`RULE_TIER`]; for allow/deny, the tier they are counted under.
     pub tier: u32,
+    /// For [`RULE_DENY`]: when the deny ends, in `bpf_ktime_get_ns` time
+    /// (CLOCK_MONOTONIC ns); from then on the source is judged in `tier` as
+    /// by a tier rule, whatever the daemon is doing (a fleet deny ends with
+    /// its window, a ban with its time). 0: never.
+    pub expires_ns: u64,
+}
+
+impl RuleValue {
+    /// Whether the rule denies at `now_ns` (an expiring deny only before it expires).
+    #[inline(always)]
+    pub const fn denies_at(&self, now_ns: u64) -> bool {
+        self.action == RULE_DENY && (self.expires_ns == 0 || now_ns < self.expires_ns)
+    }
 }
 
 /// Per-source bucket state (value of `TG_SOURCES_V4` / `TG_SOURCES_V6`). 24 bytes
@@ -568,6 +581,7 @@ mod tests {
     fn state_is_24_bytes() {
         assert_eq!(core::mem::size_of::<SourceState>(), 24);
         assert_eq!(core::mem::size_of::<TierConfig>(), 104);
+        assert_eq!(core::mem::size_of::<RuleValue>(), 16);
     }
 
     #[test]

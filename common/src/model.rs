@@ -20,7 +20,8 @@
 //!    [`Verdict::Malformed`]. Both counted under the default tier.
 //! 2. The longest rule prefix containing the source: `allow` gives
 //!    [`Verdict::Allowed`], `deny` [`Verdict::Denied`], counted under the rule's
-//!    tier; a tier rule selects the tier. No rule: the default tier.
+//!    tier; a tier rule selects the tier. No rule: the default tier. A deny
+//!    with an expiry at or before now is a tier rule for its tier.
 //! 3. An inactive tier passes the packet ([`Verdict::Passed`]) and tracks nothing.
 //! 4. Admission control, in a tier with a new-source budget, for a source not
 //!    tracked yet: within the budget, the budget is charged and the source is
@@ -438,7 +439,10 @@ impl Model {
             Some(rule) if rule.action == RULE_ALLOW => {
                 return judgement(rule.tier, Verdict::Allowed);
             }
-            Some(rule) if rule.action == RULE_DENY => {
+            Some(rule)
+                if rule.action == RULE_DENY
+                    && (rule.expires_ns == 0 || self.now_ns < rule.expires_ns) =>
+            {
                 return judgement(rule.tier, Verdict::Denied);
             }
             Some(rule) => rule.tier,
@@ -816,7 +820,11 @@ mod tests {
     #[test]
     fn longest_prefix_wins_regardless_of_insertion_order() {
         let mut p = Policy::new();
-        let rule = |action, tier| RuleValue { action, tier };
+        let rule = |action, tier| RuleValue {
+            action,
+            tier,
+            expires_ns: 0,
+        };
         p.set_rule(Network::V4([10, 1, 2, 3]), 8, rule(RULE_DENY, 0));
         p.set_rule(Network::V4([10, 1, 2, 0]), 24, rule(RULE_ALLOW, 3));
         p.set_rule(Network::V4([10, 1, 0, 0]), 16, rule(RULE_TIER, 2));
@@ -843,6 +851,7 @@ mod tests {
             RuleValue {
                 action: RULE_ALLOW,
                 tier: 4,
+                expires_ns: 0,
             },
         );
         p.set_rule(
@@ -851,6 +860,7 @@ mod tests {
             RuleValue {
                 action: RULE_DENY,
                 tier: 5,
+                expires_ns: 0,
             },
         );
         p.set_rule(
@@ -859,6 +869,7 @@ mod tests {
             RuleValue {
                 action: RULE_TIER,
                 tier: 6,
+                expires_ns: 0,
             },
         );
         let mut m = Model::new(p, NOW);

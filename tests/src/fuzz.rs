@@ -317,7 +317,22 @@ pub fn random_policy(rng: &mut StdRng) -> FuzzPolicy {
                 .choose(rng)
                 .expect("non-empty");
             let tier = *TIERS.choose(rng).expect("non-empty");
-            policy.set_rule(network, prefix_len, RuleValue { action, tier });
+            // Denies sometimes with an expiry long past or far ahead of
+            // both clocks (the kernel's and the model's frozen one).
+            let expires_ns = if action == RULE_DENY {
+                *[0, 0, 1, u64::MAX].choose(rng).expect("non-empty")
+            } else {
+                0
+            };
+            policy.set_rule(
+                network,
+                prefix_len,
+                RuleValue {
+                    action,
+                    tier,
+                    expires_ns,
+                },
+            );
         }
     }
     let mut http_ports = [0u16; MAX_HTTP_PORTS];
@@ -469,9 +484,10 @@ pub fn describe(fp: &FuzzPolicy) -> String {
         };
         let _ = writeln!(
             s,
-            "rule {} -> {action} (tier {})",
+            "rule {} -> {action} (tier {}, expires {})",
             rule_net(r.network, r.prefix_len),
-            r.value.tier
+            r.value.tier,
+            r.value.expires_ns
         );
     }
     for r in &p.routes {

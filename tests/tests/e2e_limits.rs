@@ -58,6 +58,7 @@ fn setup(queues: u32) -> Setup {
             RuleValue {
                 action: RULE_TIER,
                 tier: TIER,
+                expires_ns: 0,
             },
         )
         .unwrap();

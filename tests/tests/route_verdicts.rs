@@ -107,6 +107,7 @@ impl Fresh {
                 RuleValue {
                     action: RULE_TIER,
                     tier,
+                    expires_ns: 0,
                 },
             )
             .unwrap();
@@ -271,6 +272,7 @@ fn a_route_ceiling_is_shared_by_every_source_and_spares_cheap_routes() {
             RuleValue {
                 action: RULE_ALLOW,
                 tier: 0,
+                expires_ns: 0,
             },
         )
         .unwrap();

@@ -221,7 +221,11 @@ fn rules_allow_deny_and_tiers() {
             .config(),
         )
         .unwrap();
-    let rule = |action, tier| RuleValue { action, tier };
+    let rule = |action, tier| RuleValue {
+        action,
+        tier,
+        expires_ns: 0,
+    };
     p.maps
         .set_rule(
             "198.51.100.0/24".parse::<IpNet>().unwrap(),
@@ -288,6 +292,61 @@ fn rules_allow_deny_and_tiers() {
     assert_eq!(passes(&mut p, &fresh, 20), 20);
 }
 
+/// A deny with an expiry (a fleet deny until its window ends, a ban) stops
+/// in the kernel at that instant: after it, the source is judged in the
+/// rule's tier, with nothing from the daemon.
+#[test]
+fn an_expiring_deny_ends_in_the_kernel_at_its_time() {
+    if !privileged("an_expiring_deny_ends_in_the_kernel_at_its_time") {
+        return;
+    }
+    // Default tier 0 unlimited-ish; tier 1: burst 3.
+    let mut p = program(TierSpec::default());
+    p.maps
+        .set_tier(
+            1,
+            &TierSpec {
+                packets: Some((1, 3)),
+                ..Default::default()
+            }
+            .config(),
+        )
+        .unwrap();
+    let now = tollgate::datapath::kernel::clock_ns();
+    let deny_until = |expires_ns| RuleValue {
+        action: RULE_DENY,
+        tier: 1,
+        expires_ns,
+    };
+    let src = |i| Ipv4Addr::new(198, 18, 0, i);
+    let frame = |i| Packet::from(src(i)).udp().build();
+    let rule = |i| format!("{}/32", src(i)).parse::<IpNet>().unwrap();
+    // Expired a second ago: judged in tier 1 (burst 3), as a tier rule.
+    p.maps
+        .set_rule(rule(1), deny_until(now - 1_000_000_000))
+        .unwrap();
+    // Expires in an hour, and never: denied.
+    p.maps
+        .set_rule(rule(2), deny_until(now + 3_600_000_000_000))
+        .unwrap();
+    p.maps.set_rule(rule(3), deny_until(0)).unwrap();
+    assert_eq!(passes(&mut p, &frame(1), 5), 3, "expired: tier 1's burst");
+    assert_eq!(passes(&mut p, &frame(2), 5), 0, "not yet expired");
+    assert_eq!(passes(&mut p, &frame(3), 5), 0, "no expiry");
+    assert_eq!(count(&p, 1, Verdict::Denied), 10);
+    assert_eq!(count(&p, 1, Verdict::DroppedPackets), 2);
+
+    // One that expires 300 ms from now: denied before, judged after,
+    // without anything changing the rule.
+    let expires = tollgate::datapath::kernel::clock_ns() + 300_000_000;
+    p.maps.set_rule(rule(4), deny_until(expires)).unwrap();
+    assert_eq!(passes(&mut p, &frame(4), 2), 0);
+    while tollgate::datapath::kernel::clock_ns() < expires {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(passes(&mut p, &frame(4), 5), 3, "expired: tier 1's burst");
+}
+
 #[test]
 fn ipv6_sources_are_grouped_by_tier_prefix() {
     if !privileged("ipv6_sources_are_grouped_by_tier_prefix") {
@@ -341,6 +400,7 @@ fn ipv6_sources_are_grouped_by_tier_prefix() {
             RuleValue {
                 action: RULE_TIER,
                 tier: 2,
+                expires_ns: 0,
             },
         )
         .unwrap();

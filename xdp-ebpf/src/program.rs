@@ -156,7 +156,15 @@ fn judge(
 ) -> Result<(u32, Verdict), Internal> {
     let tier_index = match lookup_rule(settings, &packet.src) {
         Some(rule) if rule.action == RULE_ALLOW => return Ok((rule.tier, Verdict::Allowed)),
-        Some(rule) if rule.action == RULE_DENY => return Ok((rule.tier, Verdict::Denied)),
+        // A deny with an expiry reads the clock; past it, the source is
+        // judged in the rule's tier.
+        Some(rule)
+            if rule.action == RULE_DENY
+                // SAFETY: a BPF helper with no preconditions.
+                && (rule.expires_ns == 0 || rule.denies_at(unsafe { bpf_ktime_get_ns() })) =>
+        {
+            return Ok((rule.tier, Verdict::Denied));
+        }
         Some(rule) => rule.tier,
         None => settings.default_tier,
     };

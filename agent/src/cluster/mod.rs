@@ -23,7 +23,9 @@
 //!    `rate × window + global burst`;
 //! 3. denies those sources in the kernel (an LPM rule on the address, or on
 //!    the tier's IPv6 prefix, with `RULE_DENY`, counted under the tier) until
-//!    the window ends plus [`DENY_MARGIN`], then puts back whatever rule the
+//!    the window ends: the rule carries the window's end (`expires_ns`) and
+//!    the program stops applying it then, however late this loop runs; the
+//!    daemon removes it [`DENY_MARGIN`] later and puts back whatever rule the
 //!    configuration has for that exact CIDR.
 //!
 //! The configuration comes from the daemon's `watch` channel
@@ -633,9 +635,12 @@ impl Syncer {
         }
     }
 
-    /// Denies the sources whose counters are over, until the window ends.
+    /// Denies the sources whose counters are over, until the window ends:
+    /// the kernel's rule carries the window's end and stops applying then,
+    /// whatever this loop is doing; the daemon removes it a margin later.
     async fn deny(&mut self, deltas: &[Delta], over: &[usize], left: Duration) {
         let until = Instant::now() + left + DENY_MARGIN;
+        let expires_ns = kernel::clock_ns() + left.as_nanos() as u64;
         let mut upsert = Vec::new();
         for &i in over {
             let Some(d) = deltas.get(i) else { continue };
@@ -646,14 +651,23 @@ impl Syncer {
                 continue;
             }
             let net = d.source.net(t.ipv6_prefix);
+            let rule = RuleValue {
+                action: RULE_DENY,
+                tier: t.index,
+                expires_ns,
+            };
             match self.denies.active.get_mut(&net) {
-                Some(active) => active.until = active.until.max(until),
+                Some(active) => {
+                    active.until = active.until.max(until);
+                    // Over again in a later window: the kernel's deny
+                    // moves to that window's end.
+                    if active.rule.expires_ns < expires_ns {
+                        active.rule = rule;
+                        upsert.push((net, rule));
+                    }
+                }
                 None => {
                     debug!(tier = %t.name, source = %net, "cluster: over its global limit: denied until the window ends");
-                    let rule = RuleValue {
-                        action: RULE_DENY,
-                        tier: t.index,
-                    };
                     self.denies.active.insert(
                         net,
                         Deny {

@@ -24,6 +24,7 @@ impl Daemon {
         let value = RuleValue {
             action: RULE_TIER,
             tier: index,
+            expires_ns: 0,
         };
         match self.maps.set_rule(net, value) {
             Ok(()) => {

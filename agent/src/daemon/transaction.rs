@@ -457,7 +457,11 @@ action = "deny"
     #[test]
     fn rules_map_to_kernel_values_with_the_default_tier_for_allow_and_deny() {
         let k = desired(&config(), ix(&indices()), &BTreeMap::new()).unwrap();
-        let v = |action, tier| RuleValue { action, tier };
+        let v = |action, tier| RuleValue {
+            action,
+            tier,
+            expires_ns: 0,
+        };
         assert_eq!(k.rules[&net("10.0.0.0/8")], v(RULE_TIER, 0));
         assert_eq!(k.rules[&net("192.0.2.1/32")], v(RULE_ALLOW, 3));
         assert_eq!(k.rules[&net("198.51.100.0/24")], v(RULE_DENY, 3));
@@ -469,6 +473,7 @@ action = "deny"
         let pin = RuleValue {
             action: RULE_TIER,
             tier: 3,
+            expires_ns: 0,
         };
         let pinned: BTreeMap<IpNet, RuleValue> = [
             (net("10.0.0.0/8"), pin),

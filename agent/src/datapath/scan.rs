@@ -116,6 +116,7 @@ mod tests {
         let r = |tier| RuleValue {
             action: RULE_TIER,
             tier,
+            expires_ns: 0,
         };
         let mut lpm = Lpm::default();
         lpm.insert("10.0.0.0/8".parse().unwrap(), r(1));

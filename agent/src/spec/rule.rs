@@ -41,14 +41,17 @@ impl RuleTarget {
             RuleTarget::Tier(t) => RuleValue {
                 action: RULE_TIER,
                 tier: index_of(t)?,
+                expires_ns: 0,
             },
             RuleTarget::Allow => RuleValue {
                 action: RULE_ALLOW,
                 tier: default,
+                expires_ns: 0,
             },
             RuleTarget::Deny => RuleValue {
                 action: RULE_DENY,
                 tier: default,
+                expires_ns: 0,
             },
         })
     }

@@ -146,6 +146,7 @@ fn micro() -> Result<()> {
         RuleValue {
             action: RULE_ALLOW,
             tier: 0,
+            expires_ns: 0,
         },
     )?;
     p.maps.set_rule(
@@ -153,6 +154,7 @@ fn micro() -> Result<()> {
         RuleValue {
             action: tollgate_common::RULE_TIER,
             tier: 1,
+            expires_ns: 0,
         },
     )?;
     p.maps.set_rule(
@@ -160,6 +162,7 @@ fn micro() -> Result<()> {
         RuleValue {
             action: RULE_ALLOW,
             tier: 0,
+            expires_ns: 0,
         },
     )?;
 
@@ -184,6 +187,7 @@ fn micro() -> Result<()> {
             RuleValue {
                 action: tollgate_common::RULE_TIER,
                 tier,
+                expires_ns: 0,
             },
         )?;
     }
