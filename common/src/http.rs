@@ -106,7 +106,7 @@ const IDLE_CR: u8 = 4;
 
 /// `x` has a byte equal to `b` (the classic has-zero-byte test on `x ^ b…b`).
 #[inline(always)]
-const fn has_byte(x: u64, b: u8) -> bool {
+pub const fn has_byte(x: u64, b: u8) -> bool {
     let t = x ^ (0x0101_0101_0101_0101u64 * b as u64);
     t.wrapping_sub(0x0101_0101_0101_0101) & !t & 0x8080_8080_8080_8080 != 0
 }

@@ -523,6 +523,9 @@ pub const SETTINGS_COUNT_REQUESTS: u32 = 1 << 2;
 /// `Settings::flags`: look up the route of every request head on the HTTP
 /// ports in `TG_ROUTES` (some route is configured).
 pub const SETTINGS_ROUTES: u32 = 1 << 3;
+/// `Settings::flags`: some route names a host: find each routed request's
+/// Host header ([`crate::route::ROUTE_HOST`]).
+pub const SETTINGS_ROUTE_HOSTS: u32 = 1 << 4;
 
 /// Layout identification (single entry of `TG_META`), written by the daemon that
 /// loaded the program.

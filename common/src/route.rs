@@ -45,6 +45,65 @@ pub const ROUTE_SLOTS: usize = 4;
 /// [`RouteValue::flags`]: count and pass (cost 1, the ceiling's would-drops
 /// counted, never dropped).
 pub const ROUTE_SHADOW: u32 = 1 << 0;
+/// [`RouteValue::flags`]: the route names a host (its key carries the host's
+/// tag). The kernel looks a request up with its Host header's tag first and
+/// keeps what it finds only if it is such a route, else looks it up again
+/// without a host: a route with a host wins over every route without one.
+pub const ROUTE_HOST: u32 = 1 << 1;
+
+/// Host bytes a tag covers (a longer host is told apart by these only).
+pub const HOST_MAX: u32 = 64;
+/// Head bytes after a request line's start searched for its Host header.
+pub const HOST_SCAN_MAX: u32 = 1024;
+
+/// The tag of a host name in a route key: FNV-1a over the name's first
+/// [`HOST_MAX`] bytes, ASCII lower-cased, never 0 (0 is "any host"). Fed a
+/// byte at a time by the kernel as it reads a Host header, and over the
+/// whole name by the daemon for a route's `host`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostTag {
+    hash: u32,
+    len: u32,
+}
+
+impl HostTag {
+    pub const fn new() -> HostTag {
+        HostTag {
+            hash: 0x811c_9dc5,
+            len: 0,
+        }
+    }
+
+    /// Feeds one byte of the name (bytes past [`HOST_MAX`] are ignored).
+    #[inline(always)]
+    pub fn byte(&mut self, b: u8) {
+        if self.len < HOST_MAX {
+            self.hash = (self.hash ^ b.to_ascii_lowercase() as u32).wrapping_mul(0x0100_0193);
+            self.len += 1;
+        }
+    }
+
+    /// The tag: nonzero.
+    #[inline(always)]
+    pub const fn finish(&self) -> u32 {
+        if self.hash == 0 { 1 } else { self.hash }
+    }
+}
+
+impl Default for HostTag {
+    fn default() -> Self {
+        HostTag::new()
+    }
+}
+
+/// The tag of `host` (a name without port).
+pub fn host_tag(host: &[u8]) -> u32 {
+    let mut tag = HostTag::new();
+    for &b in host {
+        tag.byte(b);
+    }
+    tag.finish()
+}
 
 /// LPM key data of `TG_ROUTES` (the kernel's `Key<RouteKey>` adds the prefix
 /// length in bits).
@@ -54,13 +113,20 @@ pub type RouteKey = [u8; ROUTE_KEY_LEN];
 /// host tag (0: any host) and two zero bytes, then `line` (`METHOD SP path-prefix`, or empty for
 /// a route of the whole port, whose prefix is the port alone).
 pub fn route_key(port: u16, line: &[u8]) -> Option<(u32, RouteKey)> {
+    route_key_for_host(port, 0, line)
+}
+
+/// [`route_key`] for a route of one host (`host_tag` from [`host_tag`]; 0:
+/// any host). A host's route of a whole port is the port and the tag.
+pub fn route_key_for_host(port: u16, host_tag: u32, line: &[u8]) -> Option<(u32, RouteKey)> {
     if line.len() > ROUTE_LINE_LEN {
         return None;
     }
     let mut key = [0u8; ROUTE_KEY_LEN];
     key[..2].copy_from_slice(&port.to_be_bytes());
+    key[ROUTE_HOST_OFFSET..ROUTE_HOST_OFFSET + 4].copy_from_slice(&host_tag.to_be_bytes());
     if line.is_empty() {
-        return Some((16, key));
+        return Some((if host_tag == 0 { 16 } else { 48 }, key));
     }
     key[ROUTE_LINE_OFFSET..ROUTE_LINE_OFFSET + line.len()].copy_from_slice(line);
     Some((((ROUTE_LINE_OFFSET + line.len()) * 8) as u32, key))
@@ -229,6 +295,19 @@ mod tests {
         );
         assert!(route_key(80, &[b'a'; ROUTE_LINE_LEN]).is_some());
         assert!(route_key(80, &[b'a'; ROUTE_LINE_LEN + 1]).is_none());
+    }
+
+    #[test]
+    fn host_tags_ignore_case_and_never_are_zero() {
+        assert_eq!(host_tag(b"API.Example.com"), host_tag(b"api.example.com"));
+        assert_ne!(host_tag(b"api.example.com"), host_tag(b"www.example.com"));
+        assert_ne!(host_tag(b""), 0);
+        let long = [b'a'; 100];
+        assert_eq!(host_tag(&long), host_tag(&long[..HOST_MAX as usize]));
+        let (bits, key) = route_key_for_host(80, 0xdead_beef, b"GET /").unwrap();
+        assert_eq!(bits, (8 + 5) * 8);
+        assert_eq!(&key[2..6], &0xdead_beefu32.to_be_bytes());
+        assert_eq!(route_key_for_host(80, 7, b"").unwrap().0, 48);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tollgate::datapath::kernel::{self, MapSizes, Maps};
 use tollgate_common::{
     Limit, LimitKind, MAX_HTTP_PORTS, SETTINGS_COUNT_REQUESTS, TIER_ACTIVE, TIER_SHADOW,
     TierConfig,
-    route::{ROUTE_SHADOW, RouteValue, route_key},
+    route::{ROUTE_HOST, ROUTE_SHADOW, RouteValue, host_tag, route_key, route_key_for_host},
 };
 
 pub const XDP_ABORTED: u32 = 0;
@@ -59,6 +59,20 @@ impl TestProgram {
     /// path-prefix` on `port`, or empty for the whole port.
     pub fn add_route(&mut self, port: u16, line: &str, value: RouteValue) -> Result<()> {
         let prefix = route_key(port, line.as_bytes()).context("route line too long")?;
+        Ok(self.maps.update_routes(&[(prefix, value)], &[])?)
+    }
+
+    /// Adds a route of one host (the value is marked [`ROUTE_HOST`]).
+    pub fn add_host_route(
+        &mut self,
+        port: u16,
+        host: &str,
+        line: &str,
+        mut value: RouteValue,
+    ) -> Result<()> {
+        let prefix = route_key_for_host(port, host_tag(host.as_bytes()), line.as_bytes())
+            .context("route line too long")?;
+        value.flags |= ROUTE_HOST;
         Ok(self.maps.update_routes(&[(prefix, value)], &[])?)
     }
 

@@ -433,3 +433,95 @@ fn untracked_sources_go_through_the_ceilings() {
     assert_eq!(passed, 3);
     assert!(p.maps.counter(0, Verdict::Untracked).unwrap().packets >= 2);
 }
+
+#[test]
+fn a_route_of_a_host_matches_that_hosts_requests_only() {
+    if !privileged("a_route_of_a_host_matches_that_hosts_requests_only") {
+        return;
+    }
+    let mut p = program(TierSpec::default());
+    // Burst 40 per source: cost 20 (api.example's search), 5 (any host's
+    // search), 10 (anything else to admin.example).
+    p.add_host_route(
+        80,
+        "api.example",
+        "POST /api/search",
+        route(0, 20, None, false),
+    )
+    .unwrap();
+    p.add_route(80, "POST /api/search", route(1, 5, None, false))
+        .unwrap();
+    p.add_host_route(80, "admin.example", "", route(2, 10, None, false))
+        .unwrap();
+    let flags = p.maps.settings().unwrap().flags;
+    assert_ne!(flags & tollgate_common::SETTINGS_ROUTE_HOSTS, 0);
+    let mut fresh = Fresh { p, used: 0 };
+    let with_host = |host: &str, line: &str, before: &str| {
+        format!("{line} HTTP/1.1\r\n{before}{host}\r\nAccept: */*\r\n\r\n").into_bytes()
+    };
+    let cases: [(&str, Vec<u8>, usize); 9] = [
+        (
+            "the host's route",
+            with_host("Host: api.example", "POST /api/search", ""),
+            2,
+        ),
+        (
+            "case and port ignored",
+            with_host("hOsT:API.Example:8080", "POST /api/search?x", ""),
+            2,
+        ),
+        (
+            "Host after other headers",
+            with_host(
+                "Host: api.example",
+                "POST /api/search",
+                "User-Agent: x\r\nX-Pad: yyyy\r\n",
+            ),
+            2,
+        ),
+        (
+            "another host: the hostless route",
+            with_host("Host: www.example", "POST /api/search", ""),
+            8,
+        ),
+        (
+            "no Host header",
+            b"POST /api/search HTTP/1.1\r\nAccept: */*\r\n\r\n".to_vec(),
+            8,
+        ),
+        // A host's whole-port route wins over longer hostless routes.
+        (
+            "a host's whole port",
+            with_host("Host: admin.example", "POST /api/search", ""),
+            4,
+        ),
+        (
+            "a host's whole port, any line",
+            with_host("Host: admin.example", "GET /", ""),
+            4,
+        ),
+        // Not a header name at a line start; an empty value.
+        (
+            "X-Host is not Host",
+            with_host("X-Host: api.example", "POST /api/search", ""),
+            8,
+        ),
+        ("empty Host", with_host("Host: ", "POST /api/search", ""), 8),
+    ];
+    for (what, payload, expected) in cases {
+        assert_eq!(
+            fresh.passes_within(40, 80, &payload, 45),
+            expected,
+            "{what}"
+        );
+    }
+    // Pipelined: each request's own Host.
+    let mut two = with_host("Host: api.example", "POST /api/search", "");
+    two.extend(with_host("Host: www.example", "POST /api/search", ""));
+    assert_eq!(
+        fresh.passes_within(25, 80, &two, 3),
+        1,
+        "20 + 5 per segment"
+    );
+    assert_eq!(fresh.passes_within(24, 80, &two, 3), 0);
+}

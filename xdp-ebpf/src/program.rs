@@ -12,15 +12,17 @@ use aya_ebpf::{
 use tollgate_common::{
     AGGREGATE_SLOTS, COUNTER_SLOTS, Counter, HttpSample, MAX_HTTP_PORTS, MAX_SNAP_LEN, MAX_TIERS,
     Meta, RULE_ALLOW, RULE_DENY, RuleValue, SAMPLE_FLAG_REQUEST, SAMPLE_HTTP, SAMPLE_VERDICT,
-    SETTINGS_COUNT_REQUESTS, SETTINGS_ROUTES, SETTINGS_RULES_V4, SETTINGS_RULES_V6, SampleHeader,
-    SamplerState, Settings, SourceState, TierConfig, Verdict, aggregate_slot, gcra,
+    SETTINGS_COUNT_REQUESTS, SETTINGS_ROUTE_HOSTS, SETTINGS_ROUTES, SETTINGS_RULES_V4,
+    SETTINGS_RULES_V6, SampleHeader, SamplerState, Settings, SourceState, TierConfig, Verdict,
+    aggregate_slot, gcra,
     http::HeadEnds,
     limiter::{self, Costs, NewSource},
     new_sources_slot,
     parse::{self, IpPacket, PacketReader, Parsed, SourceAddr, Transport},
     route::{
-        MAX_ROUTES, ROUTE_KEY_LEN, ROUTE_LINE_LEN, ROUTE_LINE_OFFSET, ROUTE_SHADOW, ROUTE_SLOTS,
-        ROUTED_HEADS, RouteCounter, RouteKey, RouteValue, SegmentRoutes,
+        HOST_SCAN_MAX, HostTag, MAX_ROUTES, ROUTE_HOST, ROUTE_KEY_LEN, ROUTE_LINE_LEN,
+        ROUTE_LINE_OFFSET, ROUTE_SHADOW, ROUTE_SLOTS, ROUTED_HEADS, RouteCounter, RouteKey,
+        RouteValue, SegmentRoutes,
     },
     untracked_slot,
 };
@@ -511,6 +513,13 @@ struct ScanState {
     first: u32,
     port: u32,
     routed_heads: u32,
+    /// Whether some route names a host; the Host header search of the head
+    /// being routed: where it stands, where it stops, its state, the tag.
+    hosts: u32,
+    host_at: u32,
+    host_end: u32,
+    host_state: u32,
+    tag: HostTag,
     key: RouteLookup,
     routes: SegmentRoutes,
 }
@@ -619,6 +628,7 @@ fn request_heads(
         state.payload = payload;
         state.first = first;
         state.port = port as u32;
+        state.hosts = (settings.flags & SETTINGS_ROUTE_HOSTS != 0) as u32;
         // SAFETY: as the scan above.
         unsafe {
             bpf_loop(
@@ -670,10 +680,13 @@ extern "C" fn route_step(index: u64, data: *mut core::ffi::c_void) -> i64 {
     let offset = state.payload.wrapping_add(start) as usize;
     let frame_len = frame.data_end() - frame.data();
     state.routed_heads += 1;
-    if start > SCAN_MAX || offset >= frame_len {
+    if start > SCAN_MAX || offset >= frame_len || offset > SCAN_MAX as usize * 2 {
         state.routes.requests = state.routes.requests.saturating_add(1);
         return 0;
     }
+    // A bound the verifier sees on the packet offset (a frame is one page at
+    // most, so the mask changes nothing).
+    let offset = offset & 0x3fff;
     let key = &mut state.key;
     key.prefix_len = (ROUTE_KEY_LEN * 8) as u32;
     // The port, a zero host tag and padding in one word (little-endian
@@ -683,7 +696,7 @@ extern "C" fn route_step(index: u64, data: *mut core::ffi::c_void) -> i64 {
     // SAFETY: `data` is 8-aligned in `RouteLookup` and 64 bytes long.
     unsafe { words.write(head) };
     let at = frame.data() + offset;
-    if offset <= SCAN_MAX as usize * 2 && at + ROUTE_LINE_LEN <= frame.data_end() {
+    if at + ROUTE_LINE_LEN <= frame.data_end() {
         // The usual case: the whole line window is in the frame; copied a
         // word at a time straight from the packet.
         let mut i = 0;
@@ -721,14 +734,149 @@ extern "C" fn route_step(index: u64, data: *mut core::ffi::c_void) -> i64 {
             return 0;
         }
     }
+    // With routes of hosts, the head's Host header first: a route of that
+    // host wins over every route without one.
+    if state.hosts != 0 && host_tag(data, state, offset as u32, frame_len as u32) {
+        let tag = state.tag.finish();
+        // SAFETY: the key's first word: port, host tag, padding.
+        unsafe { words.write(head | ((tag.to_be() as u64) << 16)) };
+        // SAFETY: as below.
+        let lookup = unsafe { &*((&raw const state.key.prefix_len).cast::<Key<RouteKey>>()) };
+        let hosted = TG_ROUTES.get(lookup).copied();
+        // SAFETY: as above.
+        unsafe { words.write(head) };
+        if let Some(route) = hosted
+            && route.flags & ROUTE_HOST != 0
+        {
+            state.routes.add(&route);
+            return 0;
+        }
+    }
     // SAFETY: `RouteLookup` from `prefix_len` on is laid out as aya's
     // packed `Key<RouteKey>`: a u32 and the key bytes.
-    let lookup = unsafe { &*((&raw const key.prefix_len).cast::<Key<RouteKey>>()) };
+    let lookup = unsafe { &*((&raw const state.key.prefix_len).cast::<Key<RouteKey>>()) };
     match TG_ROUTES.get(lookup) {
         Some(route) => state.routes.add(route),
         None => state.routes.requests = state.routes.requests.saturating_add(1),
     }
     0
+}
+
+/// Host header search states (`ScanState::host_state`).
+const H_LINE: u32 = 0;
+const H_LINE_START: u32 = 1;
+const H_LINE_START_CR: u32 = 2;
+/// `H_NAME + k`: the first `k` bytes of `host:` matched at a line start.
+const H_NAME: u32 = 3;
+const H_SPACE: u32 = 8;
+const H_VALUE: u32 = 9;
+const H_FOUND: u32 = 10;
+const H_NONE: u32 = 11;
+
+/// Finds the Host header of the head whose request line begins at `from`
+/// (within [`HOST_SCAN_MAX`] bytes, before the head ends) and leaves its
+/// tag in `state.tag`: whether it found one. A nested `bpf_loop`.
+#[inline(always)]
+fn host_tag(
+    data: *mut core::ffi::c_void,
+    state: &mut ScanState,
+    from: u32,
+    frame_len: u32,
+) -> bool {
+    state.host_at = from;
+    state.host_end = (from + HOST_SCAN_MAX).min(frame_len);
+    state.host_state = H_LINE;
+    state.tag = HostTag::new();
+    // SAFETY: `data` is the caller's `ScanContext`; the callback only reads it.
+    unsafe { bpf_loop(HOST_SCAN_MAX, host_step as *mut core::ffi::c_void, data, 0) };
+    state.host_state == H_FOUND
+}
+
+/// One step of [`host_tag`]: eight bytes at once inside a line without a
+/// line end, else one byte through the header-name matcher.
+extern "C" fn host_step(_index: u64, data: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `data` is the `ScanContext` that `request_heads` passed.
+    let frame = XdpContext::new(unsafe { (*data.cast::<ScanContext>()).ctx });
+    let Some(state) = TG_SCAN.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's slot.
+    let state = unsafe { &mut *state };
+    let at = state.host_at;
+    if at >= state.host_end || at > SCAN_MAX * 2 {
+        if state.host_state != H_FOUND {
+            state.host_state = H_NONE;
+        }
+        return 1;
+    }
+    // Every read is of a whole word (a one-byte packet read would need a
+    // bounds check in a form the compiler does not keep): the word at `at`,
+    // or near the frame's end the last word of the frame.
+    let frame_len = (frame.data_end() - frame.data()) as u32;
+    let word_at = if at + 8 <= frame_len {
+        at
+    } else {
+        frame_len.wrapping_sub(8)
+    };
+    if word_at > SCAN_MAX * 2 || at < word_at {
+        state.host_state = H_NONE;
+        return 1;
+    }
+    let p = frame.data() + word_at as usize;
+    if p + 8 > frame.data_end() {
+        state.host_state = H_NONE;
+        return 1;
+    }
+    // SAFETY: bounds checked above.
+    let word = unsafe { core::ptr::read_unaligned(p as *const u64) };
+    // SAFETY: a field of this CPU's slot (volatile: see `HeadEnds`).
+    let current = unsafe { core::ptr::read_volatile(&state.host_state) };
+    if current == H_LINE
+        && word_at == at
+        && at + 8 <= state.host_end
+        && !tollgate_common::http::has_byte(word, b'\n')
+    {
+        state.host_at = at + 8;
+        return 0;
+    }
+    let b = (word >> (((at - word_at) & 7) * 8)) as u8;
+    state.host_at = at + 1;
+    let lower = b.to_ascii_lowercase();
+    let next = match current {
+        H_LINE => {
+            if b == b'\n' {
+                H_LINE_START
+            } else {
+                H_LINE
+            }
+        }
+        H_LINE_START if b == b'\n' => H_NONE,
+        H_LINE_START if b == b'\r' => H_LINE_START_CR,
+        H_LINE_START_CR if b == b'\n' => H_NONE,
+        H_LINE_START if lower == b'h' => H_NAME + 1,
+        c if c == H_NAME + 1 && lower == b'o' => H_NAME + 2,
+        c if c == H_NAME + 2 && lower == b's' => H_NAME + 3,
+        c if c == H_NAME + 3 && lower == b't' => H_NAME + 4,
+        c if c == H_NAME + 4 && b == b':' => H_SPACE,
+        H_SPACE if b == b' ' || b == b'\t' => H_SPACE,
+        H_SPACE if b == b'\r' || b == b'\n' || b == b':' => H_NONE,
+        H_SPACE | H_VALUE => {
+            if b == b':' || b == b' ' || b == b'\t' || b == b'\r' || b == b'\n' {
+                H_FOUND
+            } else {
+                state.tag.byte(b);
+                H_VALUE
+            }
+        }
+        _ if b == b'\n' => H_LINE_START,
+        _ => H_LINE,
+    };
+    state.host_state = next;
+    if next == H_FOUND || next == H_NONE {
+        1
+    } else {
+        0
+    }
 }
 
 /// Charges the segment's requests (`TG_SCAN`'s routes) to their routes'

@@ -5,8 +5,8 @@
 
 use aya::maps::{MapError, PerCpuValues, lpm_trie::Key};
 use tollgate_common::{
-    SETTINGS_ROUTES, names,
-    route::{MAX_ROUTES, RouteCounter, RouteKey, RouteValue},
+    SETTINGS_ROUTE_HOSTS, SETTINGS_ROUTES, names,
+    route::{MAX_ROUTES, ROUTE_HOST, RouteCounter, RouteKey, RouteValue},
 };
 
 use super::kernel::{KernelError, Maps, Result};
@@ -78,13 +78,17 @@ impl Maps {
                 }
             }
         }
+        // The flags follow the trie: "look up routes" while it has entries,
+        // "find the Host header" while one of them names a host.
         let mut settings = self.settings()?;
-        let any = self.routes.keys().next().is_some();
-        let flags = if any {
-            settings.flags | SETTINGS_ROUTES
-        } else {
-            settings.flags & !SETTINGS_ROUTES
-        };
+        let entries = self.routes()?;
+        let mut flags = settings.flags & !(SETTINGS_ROUTES | SETTINGS_ROUTE_HOSTS);
+        if !entries.is_empty() {
+            flags |= SETTINGS_ROUTES;
+        }
+        if entries.iter().any(|(_, v)| v.flags & ROUTE_HOST != 0) {
+            flags |= SETTINGS_ROUTE_HOSTS;
+        }
         if flags != settings.flags {
             settings.flags = flags;
             self.set_settings(settings)?;
