@@ -253,7 +253,13 @@ impl Monitor {
                 return None;
             }
         };
-        let config_route = self.routes.lookup(sample.header.dst_port, sample.payload);
+        let host = req
+            .host
+            .as_deref()
+            .map(|h| h.split(':').next().unwrap_or(h));
+        let config_route = self
+            .routes
+            .lookup(sample.header.dst_port, host, sample.payload);
         self.stats.record(
             StatsObservation {
                 method: &req.method,

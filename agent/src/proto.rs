@@ -249,6 +249,9 @@ pub struct RouteRow {
     /// whole port).
     #[serde(rename = "match")]
     pub matches: String,
+    /// The host whose requests it takes (`None`: any host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// The ports it is written for (its own, or every HTTP port).
     pub ports: Vec<u16>,
     pub cost: u32,

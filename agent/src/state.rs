@@ -476,6 +476,7 @@ tier = "gold"
         let mut full = effective.clone();
         for i in 0..MAX_ROUTES - 3 {
             full.routes.push(RouteSpec {
+                host: None,
                 name: format!("r{i}"),
                 ..c.clone()
             });

@@ -73,7 +73,7 @@ use crate::{
     gcra::TICK_SHIFT,
     http,
     parse::{self, Parsed, SourceAddr, Transport},
-    route::{MAX_ROUTES, ROUTE_LINE_LEN, ROUTED_HEADS, RouteCounter, RouteValue},
+    route::{HOST_SCAN_MAX, MAX_ROUTES, ROUTE_LINE_LEN, ROUTED_HEADS, RouteCounter, RouteValue},
 };
 
 /// A route as the daemon writes it: requests to `port` whose request line
@@ -81,6 +81,8 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     pub port: u16,
+    /// The tag of the route's host ([`crate::route::host_tag`]); 0: any host.
+    pub host: u32,
     pub line: Vec<u8>,
     pub value: RouteValue,
 }
@@ -161,15 +163,21 @@ impl Policy {
         }
     }
 
-    /// The route of a request line: the longest line among `port`'s routes
-    /// that begins `request` (as far as a key holds of it).
-    pub fn route(&self, port: u16, request: &[u8]) -> Option<RouteValue> {
+    /// The route of a request whose line begins `request` and whose Host
+    /// header has the tag `host` (if it has one): the longest line among the
+    /// routes of `port` and that host that begins the request line (as far
+    /// as a key holds of it), else the longest among `port`'s routes of any
+    /// host.
+    pub fn route(&self, port: u16, host: Option<u32>, request: &[u8]) -> Option<RouteValue> {
         let seen = &request[..request.len().min(ROUTE_LINE_LEN)];
-        self.routes
-            .iter()
-            .filter(|r| r.port == port && seen.starts_with(&r.line))
-            .max_by_key(|r| r.line.len())
-            .map(|r| r.value)
+        let best = |host: u32| {
+            self.routes
+                .iter()
+                .filter(|r| r.port == port && r.host == host && seen.starts_with(&r.line))
+                .max_by_key(|r| r.line.len())
+                .map(|r| r.value)
+        };
+        host.filter(|&h| h != 0).and_then(best).or_else(|| best(0))
     }
 
     /// Adds or replaces the rule for `network/prefix_len` (host bits ignored).
@@ -549,7 +557,15 @@ impl Model {
             .enumerate()
         {
             let route = match start {
-                Some(at) if i <= ROUTED_HEADS => self.policy.route(port, &payload[at..]),
+                Some(at) if i <= ROUTED_HEADS => {
+                    let request = &payload[at..];
+                    let host = if self.policy.routes.iter().any(|r| r.host != 0) {
+                        host_header(&request[..request.len().min(HOST_SCAN_MAX as usize)])
+                    } else {
+                        None
+                    };
+                    self.policy.route(port, host, request)
+                }
                 _ => {
                     routed.requests += self.policy.split_head_cost.max(1);
                     continue;
@@ -639,6 +655,31 @@ impl Model {
             }
         }
         self.route_refused.clear();
+    }
+}
+
+/// The tag of the Host header of the head whose request line begins
+/// `window`, restated over lines: after the request line, header lines up
+/// to the first empty one; the first that begins `host:` (any case) gives
+/// the name after it (blanks skipped) up to a `:`, blank or line end, if
+/// that end is inside the window; an empty name ends the search.
+fn host_header(window: &[u8]) -> Option<u32> {
+    let mut i = window.iter().position(|&b| b == b'\n')? + 1;
+    loop {
+        let rest = &window[i..];
+        if rest.is_empty() || rest[0] == b'\n' || rest.starts_with(b"\r\n") {
+            return None;
+        }
+        if rest.len() >= 5 && rest[..5].eq_ignore_ascii_case(b"host:") {
+            let blank = |b: &u8| *b == b' ' || *b == b'\t';
+            let start = 5 + rest[5..].iter().take_while(|b| blank(b)).count();
+            let name = &rest[start..];
+            let len = name
+                .iter()
+                .position(|b| matches!(b, b':' | b' ' | b'\t' | b'\r' | b'\n'))?;
+            return (len != 0).then(|| crate::route::host_tag(&name[..len]));
+        }
+        i += rest.iter().position(|&b| b == b'\n')? + 1;
     }
 }
 
@@ -1154,16 +1195,19 @@ mod tests {
         policy.routes = vec![
             Route {
                 port: 80,
+                host: 0,
                 line: b"POST /api/search".to_vec(),
                 value: route(0, 20, None, false),
             },
             Route {
                 port: 80,
+                host: 0,
                 line: b"GET /r".to_vec(),
                 value: route(1, 1, Some(3), false),
             },
             Route {
                 port: 80,
+                host: 0,
                 line: Vec::new(),
                 value: route(2, 2, None, false),
             },

@@ -43,7 +43,7 @@ use tollgate_common::{
     gcra::TICK_SHIFT,
     model::{Judgement, Model, Network, Policy, Route, SourceKey},
     new_sources_slot, parse,
-    route::{MAX_ROUTES, ROUTE_SHADOW, RouteValue, route_key},
+    route::{MAX_ROUTES, ROUTE_HOST, ROUTE_SHADOW, RouteValue, host_tag, route_key_for_host},
     untracked_slot,
 };
 
@@ -401,6 +401,21 @@ const ROUTE_PATHS: [&str; 8] = [
     "/a/b/c",
 ];
 
+/// Hosts of the routes of one host.
+const ROUTE_HOSTS: [&str; 2] = ["api.example", "www.example"];
+
+/// Host headers (and their absence) of the generator's requests.
+const HOST_HEADERS: [&str; 8] = [
+    "Host: x\r\n",
+    "Host: api.example\r\n",
+    "host:API.EXAMPLE:8080\r\n",
+    "Host: www.example\r\n",
+    "Accept: */*\r\nHost:\twww.example \r\n",
+    "X-Host: api.example\r\n",
+    "Host: \r\n",
+    "",
+];
+
 /// Up to eight routes on the HTTP ports: lines, whole ports, costs, ceilings
 /// (one an hour, bursts from 1: exact against the frozen clock), shadow.
 fn random_routes(rng: &mut StdRng, ports: &[u16]) -> Vec<Route> {
@@ -416,7 +431,15 @@ fn random_routes(rng: &mut StdRng, ports: &[u16]) -> Vec<Route> {
                 .as_bytes()
                 .to_vec()
         };
-        if routes.iter().any(|r| r.port == port && r.line == line) {
+        let host = if rng.gen_bool(0.3) {
+            host_tag(ROUTE_HOSTS.choose(rng).expect("non-empty").as_bytes())
+        } else {
+            0
+        };
+        if routes
+            .iter()
+            .any(|r| r.port == port && r.host == host && r.line == line)
+        {
             continue;
         }
         let value = RouteValue {
@@ -436,10 +459,16 @@ fn random_routes(rng: &mut StdRng, ports: &[u16]) -> Vec<Route> {
             } else {
                 Limit::UNLIMITED
             },
-            flags: if rng.gen_bool(0.2) { ROUTE_SHADOW } else { 0 },
+            flags: if rng.gen_bool(0.2) { ROUTE_SHADOW } else { 0 }
+                | if host != 0 { ROUTE_HOST } else { 0 },
             _reserved: 0,
         };
-        routes.push(Route { port, line, value });
+        routes.push(Route {
+            port,
+            host,
+            line,
+            value,
+        });
     }
     routes
 }
@@ -493,9 +522,10 @@ pub fn describe(fp: &FuzzPolicy) -> String {
     for r in &p.routes {
         let _ = writeln!(
             s,
-            "route {:?} on {} -> slot {} cost {} ceiling {}{}",
+            "route {:?} on {} host tag {:#x} -> slot {} cost {} ceiling {}{}",
             String::from_utf8_lossy(&r.line),
             r.port,
+            r.host,
             r.value.index,
             r.value.cost,
             describe_limit(&r.value.ceiling),
@@ -948,7 +978,8 @@ fn tcp_payload(r: &mut StdRng) -> Vec<u8> {
                     .choose(r)
                     .expect("method");
                 let path = ROUTE_PATHS.choose(r).expect("path");
-                all.extend(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").bytes());
+                let host = HOST_HEADERS.choose(r).expect("host");
+                all.extend(format!("{method} {path} HTTP/1.1\r\n{host}\r\n").bytes());
             }
             if r.gen_bool(0.25) {
                 let from = r.gen_range(0..all.len());
@@ -1165,7 +1196,12 @@ impl Pair {
             .policy
             .routes
             .iter()
-            .map(|r| (route_key(r.port, &r.line).expect("short line"), r.value))
+            .map(|r| {
+                (
+                    route_key_for_host(r.port, r.host, &r.line).expect("short line"),
+                    r.value,
+                )
+            })
             .collect();
         maps.update_routes(&routes, &[])?;
         self.model.policy = fp.policy.clone();

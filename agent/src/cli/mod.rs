@@ -795,7 +795,10 @@ mod tests {
                     && r.ceiling_burst == Some(20)
                     && r.mode == Some(TierMode::Shadow)
         ));
-        assert!(p(&["tollgate", "route", "add", "x", "--host", "a"]).is_err());
+        assert!(matches!(
+            p(&["tollgate", "route", "add", "x", "--match", "GET", "--host", "api.example"]).unwrap().command,
+            Command::Route(RouteCommand::Add(r)) if r.host.as_deref() == Some("api.example")
+        ));
         let c = p(&["tollgate", "http", "top", "--by", "config-route"]).unwrap();
         assert!(matches!(
             c.command,

@@ -291,6 +291,7 @@ pub fn render_routes(rows: &[RouteRow]) -> String {
         "ROUTE",
         ">IDX",
         "MATCH",
+        "HOST",
         "PORTS",
         ">COST",
         "CEILING (BURST)",
@@ -306,6 +307,7 @@ pub fn render_routes(rows: &[RouteRow]) -> String {
             r.name.clone(),
             r.index.to_string(),
             r.matches.clone(),
+            r.host.clone().unwrap_or_else(|| "*".to_owned()),
             r.ports
                 .iter()
                 .map(u16::to_string)

@@ -196,7 +196,7 @@ pub fn validate(c: &Config) -> Result<(), Invalid> {
 /// [`MAX_ROUTES`], and no enforced cost a tier's requests burst cannot hold.
 fn validate_routes(c: &Config) -> Result<(), Invalid> {
     let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut keys: HashMap<(u16, Option<&str>), usize> = HashMap::new();
+    let mut keys: HashMap<(u16, Option<&str>, Option<&str>), usize> = HashMap::new();
     let ports = || {
         c.http
             .ports
@@ -253,7 +253,7 @@ fn validate_routes(c: &Config) -> Result<(), Invalid> {
             ));
         }
         for port in r.ports(&c.http.ports) {
-            if let Some(&first) = keys.get(&(port, r.line.as_deref())) {
+            if let Some(&first) = keys.get(&(port, r.host.as_deref(), r.line.as_deref())) {
                 let (key, value) = match (&r.line, r.port) {
                     (Some(_), _) => ("match", quoted(r.match_label())),
                     (None, _) => ("port", port.to_string()),
@@ -269,7 +269,7 @@ fn validate_routes(c: &Config) -> Result<(), Invalid> {
                     },
                 ));
             }
-            keys.insert((port, r.line.as_deref()), index);
+            keys.insert((port, r.host.as_deref(), r.line.as_deref()), index);
         }
         if r.mode == TierMode::Enforce {
             for t in &c.tiers {

@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use ipnet::IpNet;
 use tollgate_common::{
     MAX_TIERS, RULE_TIER, RuleValue, SETTINGS_COUNT_REQUESTS, TierConfig,
-    route::{RouteValue, route_key},
+    route::{RouteValue, route_key_for_host},
 };
 use tracing::{error, info, warn};
 
@@ -110,7 +110,7 @@ pub(super) fn desired(
         }
         let line = r.line.as_deref().unwrap_or("").as_bytes();
         for port in r.ports(&cfg.http.ports) {
-            let key = route_key(port, line)
+            let key = route_key_for_host(port, r.host_tag(), line)
                 .with_context(|| format!("route {}: its match is too long", r.name))?;
             let value = RouteValue {
                 index,
@@ -545,7 +545,7 @@ mode = "shadow"
             flags: 0,
             _reserved: 0,
         };
-        let key = |port, line: &str| route_key(port, line.as_bytes()).unwrap();
+        let key = |port, line: &str| route_key_for_host(port, 0, line.as_bytes()).unwrap();
         assert_eq!(k.routes[&key(80, "POST /api/search")], search);
         assert_eq!(k.routes[&key(8080, "POST /api/search")], search);
         assert_eq!(k.routes[&key(8080, "GET ")].index, 0);

@@ -125,6 +125,7 @@ impl Daemon {
                 }
                 .to_owned(),
                 matches: r.match_label().to_owned(),
+                host: r.host.clone(),
                 ports: r.ports(&self.effective.http.ports),
                 cost: r.cost,
                 ceiling,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tollgate_common::{
     Limit,
-    route::{MAX_ROUTE_COST, ROUTE_LINE_LEN, ROUTE_SHADOW},
+    route::{HOST_MAX, MAX_ROUTE_COST, ROUTE_HOST, ROUTE_LINE_LEN, ROUTE_SHADOW},
 };
 
 use super::tier::{LimitError, LimitField, LimitSpec, TierMode, quoted};
@@ -49,8 +49,10 @@ pub struct RouteInput {
     #[arg(long, value_name = "PORT", allow_negative_numbers = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i64>,
-    /// Host matching (not built yet: refused).
-    #[arg(skip)]
+    /// Only requests whose Host header names this host (any case, its
+    /// port ignored) [default: any host]. A route of a host wins over every
+    /// route without one. Example: --host api.example.com
+    #[arg(long, value_name = "HOST")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// What one request to the route charges its source's requests limit
@@ -82,6 +84,10 @@ pub struct RouteInput {
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     pub name: String,
+    /// Only requests whose Host header names this host (lower-case, no
+    /// port); `None`: any host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// The request-line prefix (`POST /api/search`, `GET ` for every GET);
     /// `None`: the whole port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,7 +125,7 @@ pub enum RouteProblem {
     #[error("not a TCP port (1-65535)")]
     NotAPort,
     #[error(
-        "host matching is not built yet (the kernel's route key has room for it): leave host out, or give the host its own port"
+        "a host is 1 to {HOST_MAX} letters, digits, '-' and '.', without a port or a scheme (e.g. \"api.example.com\")"
     )]
     Host,
     #[error(
@@ -239,6 +245,17 @@ pub fn parse_match(m: &str) -> Result<String, RouteProblem> {
     Ok(line)
 }
 
+/// A route's host as the kernel compares it: lower-case letters, digits,
+/// '-' and '.', at most [`HOST_MAX`] bytes (what a Host header's tag covers).
+fn parse_host(host: &str) -> Result<String, RouteProblem> {
+    let h = host.trim().to_ascii_lowercase();
+    let ok = !h.is_empty()
+        && h.len() <= HOST_MAX as usize
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if ok { Ok(h) } else { Err(RouteProblem::Host) }
+}
+
 /// What `match` a route line reads as (`"GET "` reads `"GET"`).
 pub fn match_text(line: &str) -> &str {
     line.strip_suffix(' ').unwrap_or(line)
@@ -259,9 +276,11 @@ impl RouteInput {
         let name = self.route_name();
         let err = |key, value, p: RouteProblem| RouteFieldError::new(name, key, value, p);
         check_route_name(name).map_err(|p| err("name", Some(quoted(&self.name)), p))?;
-        if let Some(h) = &self.host {
-            return Err(err("host", Some(quoted(h)), RouteProblem::Host));
-        }
+        let host = self
+            .host
+            .as_ref()
+            .map(|h| parse_host(h).map_err(|p| err("host", Some(quoted(h)), p)))
+            .transpose()?;
         let line = self
             .matches
             .as_ref()
@@ -312,6 +331,7 @@ impl RouteInput {
         }
         let spec = RouteSpec {
             name: name.to_owned(),
+            host,
             line,
             port,
             cost,
@@ -376,14 +396,31 @@ impl RouteSpec {
                     .limit
             }
         };
+        if let Some(h) = &self.host
+            && parse_host(h).as_deref() != Ok(h.as_str())
+        {
+            return Err(RouteFieldError::new(
+                name,
+                "host",
+                Some(quoted(h)),
+                RouteProblem::Host,
+            ));
+        }
         Ok(RouteKernel {
             cost: self.cost,
             ceiling,
             flags: match self.mode {
                 TierMode::Enforce => 0,
                 TierMode::Shadow => ROUTE_SHADOW,
-            },
+            } | if self.host.is_some() { ROUTE_HOST } else { 0 },
         })
+    }
+
+    /// The tag of the route's host in its kernel keys (0: any host).
+    pub fn host_tag(&self) -> u32 {
+        self.host
+            .as_deref()
+            .map_or(0, |h| tollgate_common::route::host_tag(h.as_bytes()))
     }
 
     /// The ports the route is written for: its own, else every HTTP port.
@@ -402,23 +439,28 @@ impl RouteSpec {
 }
 
 /// The configured routes by port, for naming the route of a sampled request
-/// the way the kernel finds it: the longest route line that is a byte prefix
-/// of the request (a route of the whole port, the empty line, matches every
-/// request on it).
+/// the way the kernel finds it: among the routes of the request's host, the
+/// longest route line that is a byte prefix of the request (a route of the
+/// whole port, the empty line, matches every request on it); else the same
+/// among the routes of any host.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouteTable {
-    /// Port -> (line, route name), longest line first.
-    by_port: BTreeMap<u16, Vec<(Vec<u8>, String)>>,
+    by_port: BTreeMap<TableKey, Vec<TableLine>>,
 }
+
+/// A [`RouteTable`]'s key: port, and host ("" for any).
+type TableKey = (u16, String);
+/// A route line and its route's name, longest line first.
+type TableLine = (Vec<u8>, String);
 
 impl RouteTable {
     pub fn new(routes: &[RouteSpec], http_ports: &[u16]) -> RouteTable {
-        let mut by_port: BTreeMap<u16, Vec<(Vec<u8>, String)>> = BTreeMap::new();
+        let mut by_port: BTreeMap<TableKey, Vec<TableLine>> = BTreeMap::new();
         for r in routes {
             for port in r.ports(http_ports) {
                 let line = r.line.as_deref().unwrap_or("").as_bytes().to_vec();
                 by_port
-                    .entry(port)
+                    .entry((port, r.host.clone().unwrap_or_default()))
                     .or_default()
                     .push((line, r.name.clone()));
             }
@@ -433,14 +475,21 @@ impl RouteTable {
         self.by_port.is_empty()
     }
 
-    /// The route of a request to `port` whose head starts with `head`.
-    pub fn lookup(&self, port: u16, head: &[u8]) -> Option<&str> {
+    /// The route of a request to `port` whose head starts with `head` and
+    /// whose Host header names `host` (without its port).
+    pub fn lookup(&self, port: u16, host: Option<&str>, head: &[u8]) -> Option<&str> {
         let head = &head[..head.len().min(ROUTE_LINE_LEN)];
-        self.by_port
-            .get(&port)?
-            .iter()
-            .find(|(line, _)| head.starts_with(line))
-            .map(|(_, name)| name.as_str())
+        let best = |host: &str| {
+            self.by_port
+                .get(&(port, host.to_owned()))?
+                .iter()
+                .find(|(line, _)| head.starts_with(line))
+                .map(|(_, name)| name.as_str())
+        };
+        host.map(|h| h.to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .and_then(|h| best(&h))
+            .or_else(|| best(""))
     }
 }
 
@@ -523,10 +572,16 @@ mod tests {
             "route \"r\": a route needs match = \"METHOD /path\", or port = N alone for a route of a whole port"
         );
         let mut i = input("r", Some("GET"));
-        i.host = Some("api.example".into());
+        i.host = Some("api.example:8080".into());
         assert!(
-            e(i).starts_with("route \"r\": host = \"api.example\": host matching is not built yet")
+            e(i.clone())
+                .starts_with("route \"r\": host = \"api.example:8080\": a host is 1 to 64 letters"),
+            "{}",
+            e(i)
         );
+        let mut i = input("r", Some("GET"));
+        i.host = Some("API.Example".into());
+        assert_eq!(i.to_spec().unwrap().host.as_deref(), Some("api.example"));
         let mut i = input("r", Some("GET"));
         i.cost = Some(0);
         assert_eq!(e(i), "route \"r\": cost = 0: must be between 1 and 10000");
@@ -549,6 +604,7 @@ mod tests {
     fn the_table_finds_the_longest_prefix_on_the_port() {
         let spec = |name: &str, line: Option<&str>, port: Option<u16>| RouteSpec {
             name: name.into(),
+            host: None,
             line: line.map(str::to_owned),
             port,
             cost: 1,
@@ -565,14 +621,34 @@ mod tests {
             &[80, 8080],
         );
         assert_eq!(
-            t.lookup(80, b"GET /api/search?q=1 HTTP/1.1"),
+            t.lookup(80, None, b"GET /api/search?q=1 HTTP/1.1"),
             Some("search")
         );
-        assert_eq!(t.lookup(80, b"GET /api/items HTTP/1.1"), Some("api"));
-        assert_eq!(t.lookup(80, b"GET /API HTTP/1.1"), None, "case-sensitive");
-        assert_eq!(t.lookup(80, b"POST /x HTTP/1.1"), None);
-        assert_eq!(t.lookup(8080, b"POST /x HTTP/1.1"), Some("posts"));
-        assert_eq!(t.lookup(8443, b"anything"), Some("admin"));
-        assert_eq!(t.lookup(9000, b"GET /api"), None);
+        assert_eq!(t.lookup(80, None, b"GET /api/items HTTP/1.1"), Some("api"));
+        assert_eq!(
+            t.lookup(80, None, b"GET /API HTTP/1.1"),
+            None,
+            "case-sensitive"
+        );
+        assert_eq!(t.lookup(80, None, b"POST /x HTTP/1.1"), None);
+        assert_eq!(t.lookup(8080, None, b"POST /x HTTP/1.1"), Some("posts"));
+        assert_eq!(t.lookup(8443, None, b"anything"), Some("admin"));
+        assert_eq!(t.lookup(9000, None, b"GET /api"), None);
+        // A route of a host wins over longer routes of any host.
+        let mut hosted = spec("hosted", Some("GET "), None);
+        hosted.host = Some("api.example".into());
+        let t = RouteTable::new(
+            &[spec("search", Some("GET /api/search"), None), hosted],
+            &[80],
+        );
+        assert_eq!(
+            t.lookup(80, Some("API.example"), b"GET /api/search"),
+            Some("hosted")
+        );
+        assert_eq!(
+            t.lookup(80, Some("www.example"), b"GET /api/search"),
+            Some("search")
+        );
+        assert_eq!(t.lookup(80, None, b"GET /api/search"), Some("search"));
     }
 }

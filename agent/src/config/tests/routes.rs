@@ -137,11 +137,10 @@ fn each_route_rule_reads_the_same_from_the_file_the_socket_and_the_command_line(
             "route \"r\": a route needs match = \"METHOD /path\", or port = N alone for a route of a whole port".into(),
         ),
         (
-            // Host matching has no flag: the file and the socket refuse it.
-            "name = \"r\"\nmatch = \"GET\"\nhost = \"api.example\"\n".into(),
-            vec![],
+            "name = \"r\"\nmatch = \"GET\"\nhost = \"http://api.example\"\n".into(),
+            vec!["r", "--match", "GET", "--host", "http://api.example"],
             10,
-            "route \"r\": host = \"api.example\": host matching is not built yet (the kernel's route key has room for it): leave host out, or give the host its own port".into(),
+            "route \"r\": host = \"http://api.example\": a host is 1 to 64 letters, digits, '-' and '.', without a port or a scheme (e.g. \"api.example.com\")".into(),
         ),
     ];
     for (fields, flags, line, words) in &cases {
