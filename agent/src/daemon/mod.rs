@@ -7,6 +7,7 @@
 
 mod commands;
 mod error;
+mod explain;
 mod options;
 mod pins;
 mod server;
@@ -209,6 +210,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         let inventory_file = state::inventory_path(&file.state_file);
         restore_inventory(&mut monitor, &inventory_file);
         let metrics_address = file.metrics_address;
+        let drop_log_json = opts.drop_log_json;
         let mut daemon = Daemon {
             opts,
             file,
@@ -243,6 +245,9 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             stop: tokio_util::sync::CancellationToken::new(),
             cluster: cluster.as_ref().map(|c| Arc::new(cluster::Status::new(c))),
             inventory_file,
+            drops: Mutex::new(crate::droplog::DropLog::default()),
+            events: tokio::sync::broadcast::channel(1024).0,
+            drop_log_json,
         });
         {
             let s = shared.clone();
