@@ -463,3 +463,68 @@ fn the_drop_log_stays_bounded_under_a_100000_source_flood() {
         "the flood's sources were tracked"
     );
 }
+
+#[test]
+fn run_names_a_missing_capability_and_a_map_size_it_cannot_apply() {
+    if !privileged("run_names_a_missing_capability_and_a_map_size_it_cannot_apply") {
+        return;
+    }
+    let env = Env::new();
+    let base = format!(
+        "socket = \"{}\"\n[[tier]]\nname = \"default\"\npackets = \"1000/s\"\n",
+        env.socket.display()
+    );
+    env.write_config(&base);
+    let refused = |wrapper: &[&str]| {
+        let mut d = env.spawn_via(wrapper, &[]);
+        assert!(!d.wait_exit(Duration::from_secs(30)).success());
+        let log = d.log();
+        let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "one line: {log}");
+        assert!(!env.xdp_attached(), "nothing attached");
+        errors[0].to_owned()
+    };
+    // Root without CAP_NET_ADMIN.
+    let e = refused(&[
+        "setpriv",
+        "--inh-caps",
+        "-net_admin",
+        "--bounding-set",
+        "-net_admin",
+    ]);
+    assert!(
+        e.contains("lacks CAP_NET_ADMIN (to attach the program to interfaces)")
+            && !e.contains("CAP_BPF (to load"),
+        "{e}"
+    );
+    // Not root at all: both named.
+    let e = refused(&[
+        "setpriv",
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+    ]);
+    assert!(
+        e.contains("lacks CAP_BPF (to load the XDP program") && e.contains("and CAP_NET_ADMIN"),
+        "{e}"
+    );
+
+    // A [maps] size change across a restart, with the program adopted.
+    let mut d = env.start();
+    assert!(d.terminate(Duration::from_secs(10)).success());
+    env.write_config(&format!("{base}[maps]\nsources_v4 = 65536\n"));
+    let d = env.start();
+    assert_eq!(env.json(&["status"])["start"], "adopted");
+    let log = d.log();
+    assert!(
+        log.contains("[maps] sources_v4 = 65536 cannot take effect: the pinned map in use keeps its size (1048576)")
+            && log.contains("run `tollgate detach` and start the daemon again"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("sources_v6 ="),
+        "unchanged sizes are not named: {log}"
+    );
+}

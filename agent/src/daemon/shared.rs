@@ -280,13 +280,27 @@ impl Shared {
             return;
         }
         let mut d = lock(&self.daemon);
+        // A batch of many pins (a restart's clients coming back) is one line.
+        let quiet = pins.len() > 1;
+        let mut by_tier: BTreeMap<String, u64> = BTreeMap::new();
         for (change, evicted) in pins {
             if let Some(net) = evicted {
                 d.unpin(net);
             }
-            if let PinChange::Install { net, tier } = change {
-                d.pin(net, &tier);
+            if let PinChange::Install { net, tier } = change
+                && d.pin(net, &tier, quiet)
+            {
+                *by_tier.entry(tier).or_default() += 1;
             }
+        }
+        if quiet && !by_tier.is_empty() {
+            let total: u64 = by_tier.values().sum();
+            let tiers = by_tier
+                .iter()
+                .map(|(t, n)| format!("{t} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            info!(pinned = total, %tiers, "API key: {total} sources pinned to their keys' tiers ({tiers})");
         }
     }
 
