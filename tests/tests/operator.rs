@@ -19,9 +19,11 @@ use std::{
 };
 
 use serde_json::Value;
+use tollgate::apikeys::hash_key;
 use tollgate_tests::{
     daemon::{Env, bin, u64_at},
     generator::PacketSocket,
+    httpd::{Client, Server},
     packet::Packet,
     privileged,
 };
@@ -526,5 +528,49 @@ fn run_names_a_missing_capability_and_a_map_size_it_cannot_apply() {
     assert!(
         !log.contains("sources_v6 ="),
         "unchanged sizes are not named: {log}"
+    );
+}
+
+#[test]
+fn explain_names_an_api_key_pin_as_the_rule_in_force() {
+    if !privileged("explain_names_an_api_key_pin_as_the_rule_in_force") {
+        return;
+    }
+    const PORT: u16 = 8080;
+    const KEY: &str = "k-explain-5d2e";
+    let env = Env::new();
+    env.write_config(&format!(
+        "socket = \"{}\"\n\
+         [[tier]]\nname = \"default\"\npackets = \"100000/s\"\n\
+         [[tier]]\nname = \"gold\"\npackets = \"100000/s\"\nrequests = \"10000/s\"\n\
+         [http]\nports = [{PORT}]\nsample_every = 1\nbudget = \"100000/s\"\n\
+         [api_keys]\nsalt = \"s\"\nttl_seconds = 600\n\
+         [[api_keys.key]]\nsha256 = \"{}\"\ntier = \"gold\"\n",
+        env.socket.display(),
+        hash_key("s", KEY.as_bytes())
+    ));
+    let _d = env.start();
+    let server = Server::bind(std::net::SocketAddr::from((env.veth.host_ip, PORT))).unwrap();
+    let addr = server.addr;
+    env.ns
+        .run(move || -> anyhow::Result<()> {
+            let mut c = Client::connect(addr, Duration::from_secs(5))?;
+            c.request(&format!("GET /a HTTP/1.1\r\nHost: t\r\nX-Api-Key: {KEY}"))
+        })
+        .join()
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let peer = env.veth.peer_ip.to_string();
+    env.eventually(Duration::from_secs(5), "the key's pin", || {
+        env.json(&["explain", &peer])["rule"]["origin"] == "api-key pin"
+    });
+    let e = env.json(&["explain", &peer]);
+    assert_eq!(e["rule"]["cidr"], format!("{peer}/32"), "{e}");
+    assert_eq!(e["tier"], "gold");
+    assert_eq!(e["action"], "limited");
+    assert!(
+        e["summary"].as_str().unwrap().contains("from api-key pin"),
+        "{e}"
     );
 }

@@ -717,3 +717,81 @@ fn chrono_free_time(unix: f64) -> String {
     let s = unix as u64 % 86_400;
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{BucketState, ExplainData, ExplainRule, RecentTraffic};
+
+    #[test]
+    fn explain_reads_as_an_answer() {
+        let mut e = ExplainData {
+            address: "2001:db8:1:2::7".parse().unwrap(),
+            action: "limited".into(),
+            rule: Some(ExplainRule {
+                cidr: "2001:db8::/32".into(),
+                action: "tier".into(),
+                origin: "cli".into(),
+            }),
+            tier: "gold".into(),
+            tier_index: 1,
+            default_tier: false,
+            mode: crate::spec::TierMode::Enforce,
+            ipv6_prefix: 48,
+            key: "2001:db8:1::/48".into(),
+            tracked: true,
+            buckets: vec![BucketState {
+                limit: "packets".into(),
+                rate: "10/s".into(),
+                per_second: 10.0,
+                burst: 20,
+                available: 0.0,
+                next_in_secs: 0.1,
+                full_in_secs: 2.0,
+            }],
+            aggregate: None,
+            recent: Some(RecentTraffic {
+                addresses: 3,
+                packets: 500,
+                drops: 400,
+                verdicts: [("dropped_packets".to_owned(), 400)].into(),
+                rank_packets: Some(1),
+                rank_drops: Some(1),
+                ..Default::default()
+            }),
+            summary: "limited by packets".into(),
+        };
+        let out = render_explain(&e);
+        for want in [
+            "rule:     2001:db8::/32 (tier, from cli)",
+            "tracked:  yes, as 2001:db8:1::/48",
+            "in 100 ms",
+            "3 addresses in 2001:db8:1::/48",
+            "dropped_packets 400",
+        ] {
+            assert!(out.contains(want), "{want:?} in {out}");
+        }
+        e.tracked = false;
+        e.recent = None;
+        let out = render_explain(&e);
+        assert!(
+            out.contains("starting with full buckets") && out.contains("not among"),
+            "{out}"
+        );
+        let line = render_drop_event(&proto::DropEvent {
+            time: 3600.0 * 25.0 + 61.0,
+            event: "limited".into(),
+            source: "192.0.2.7".into(),
+            tier: "default".into(),
+            reason: "packets".into(),
+            tier_limited: 4,
+            limited_secs: None,
+            started: 0,
+            stopped: 0,
+        });
+        assert_eq!(
+            line,
+            "01:01:01 source 192.0.2.7 started being limited: tier default, packets bucket full (4 sources of the tier limited)"
+        );
+    }
+}
