@@ -9,7 +9,7 @@
 //! are counted in the summary), so its memory stays bounded too.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -124,12 +124,11 @@ impl DropLog {
         self.refilled = Some(now);
         let count = |t: u32| tier_limited.get(t as usize).copied().unwrap_or(0);
         let mut out = Vec::new();
-        let mut seen: HashMap<SourceKey, ()> =
-            HashMap::with_capacity(limited.len().min(MAX_FOLLOWED));
+        let mut seen: HashSet<SourceKey> = HashSet::with_capacity(limited.len().min(MAX_FOLLOWED));
         // Started: limited now, not followed before.
         let mut unfollowed = over;
         for l in limited {
-            seen.insert(l.key, ());
+            seen.insert(l.key);
             if self.followed.contains_key(&l.key) {
                 continue;
             }
@@ -169,7 +168,7 @@ impl DropLog {
         let gone: Vec<SourceKey> = self
             .followed
             .keys()
-            .filter(|k| !seen.contains_key(k))
+            .filter(|k| !seen.contains(k))
             .copied()
             .collect();
         for key in gone {

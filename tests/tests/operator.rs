@@ -263,6 +263,8 @@ fn reload_warns_about_values_the_cli_overrides_and_reset_applies_the_file() {
     let t = tier("default");
     assert_eq!(t["fields"]["packets"], "cli", "{t}");
     assert_eq!(t["fields"]["bytes"], "file", "{t}");
+    let text = env.ok(&["tier", "list"]);
+    assert!(text.contains("cli: packets"), "{text}");
 
     // The file changes both values the CLI overrides, and one it does not.
     env.write_config(&config("200/s", "action = \"deny\"").replace("500/s", "600/s"));

@@ -224,6 +224,23 @@ fn limit_cell(l: &Option<LimitRow>, bytes: bool) -> String {
     }
 }
 
+/// A tier's SOURCE cell: where it comes from, and which fields the CLI
+/// sets when the rest comes from the file.
+fn tier_source(r: &TierRow) -> String {
+    let cli: Vec<&str> = r
+        .fields
+        .iter()
+        .filter(|(_, s)| *s == "cli")
+        .map(|(f, _)| f.as_str())
+        .collect();
+    let from_file = r.fields.values().any(|s| s == "file");
+    if r.source == "cli" && from_file && !cli.is_empty() {
+        format!("cli: {}", cli.join(","))
+    } else {
+        r.source.clone()
+    }
+}
+
 pub fn render_tiers(rows: &[TierRow]) -> String {
     let mut t = Table::new(&[
         "TIER",
@@ -250,11 +267,12 @@ pub fn render_tiers(rows: &[TierRow]) -> String {
             limit_cell(&r.aggregate, false),
             format!("/{}", r.ipv6_prefix),
             r.rules.to_string(),
-            r.source.clone(),
+            tier_source(r),
         ]);
     }
     format!(
-        "{}\n* default tier (sources no rule matches); \"-\": unlimited; bursts in parentheses",
+        "{}\n* default tier (sources no rule matches); \"-\": unlimited; bursts in parentheses\n\
+         SOURCE \"cli: FIELDS\": those fields were set with the CLI and win over the file until `tollgate tier reset NAME`",
         t.render()
     )
 }
