@@ -32,6 +32,11 @@ fn main() -> ExitCode {
             pin_dir: args.pin_dir.clone(),
             socket: cli.socket.clone(),
             state_file: args.state.clone(),
+            drop_log_json: match args.log_format {
+                cli::LogFormat::Json => true,
+                cli::LogFormat::Text => false,
+                cli::LogFormat::Auto => !std::io::stderr().is_terminal(),
+            },
         }),
         _ => cli::execute(cli),
     };

@@ -55,7 +55,27 @@ pub enum Request {
     Top {
         by: TopBy,
         n: usize,
+        /// Only sources within this CIDR (`top --source`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
     },
+    /// `explain`: what the data path does to one address and why
+    /// (answered with [`ExplainData`]).
+    Explain {
+        address: IpAddr,
+    },
+    /// `tier reset`: drop the CLI changes of a tier so the file's values apply.
+    TierReset {
+        name: String,
+    },
+    /// `rule reset`: drop the CLI change of a rule so the file's rule (or
+    /// none) applies.
+    RuleReset {
+        cidr: String,
+    },
+    /// Streams drop-log events (one [`DropEvent`] JSON per line) until the
+    /// client hangs up.
+    Events {},
     Reload {},
     Detach {},
     HttpTop {
@@ -212,6 +232,10 @@ pub struct TierRow {
     pub aggregate: Option<LimitRow>,
     /// Rules that send sources to this tier.
     pub rules: usize,
+    /// Where each field's value comes from: "cli" (`tier set`, which wins
+    /// over the file until `tier reset`), "file" or "default" (set nowhere).
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -329,13 +353,25 @@ pub enum TopBy {
 pub struct TopData {
     pub by: TopBy,
     pub rows: Vec<TopRow>,
-    /// Sources the summary holds.
+    /// The `--source` filter, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Sources (addresses) the summary holds.
     pub tracked: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TopRow {
+    /// The bucket's first address (an IPv4 source, or the network of an
+    /// IPv6 prefix).
     pub source: IpAddr,
+    /// What the kernel tracks: an IPv4 address, or the IPv6 prefix its tier
+    /// groups sources by (`2001:db8:1::/48`).
+    #[serde(default)]
+    pub bucket: String,
+    /// Addresses seen in the bucket (IPv4: 1).
+    #[serde(default)]
+    pub addresses: u64,
     pub tier: String,
     pub packets: u64,
     pub bytes: u64,
@@ -363,6 +399,87 @@ pub struct OfflineLink {
     pub attached: bool,
     pub link_id: Option<u32>,
     pub program_id: Option<u32>,
+}
+
+pub use crate::droplog::DropEvent;
+
+/// `explain ADDRESS`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExplainData {
+    pub address: IpAddr,
+    /// "limited" (a tier's limits apply), "allowed" (an allow rule: passed
+    /// without limits) or "denied" (a deny rule: dropped).
+    pub action: String,
+    /// The kernel rule that matches (longest prefix), if any.
+    pub rule: Option<ExplainRule>,
+    /// The tier the address is counted under.
+    pub tier: String,
+    pub tier_index: u32,
+    pub default_tier: bool,
+    pub mode: TierMode,
+    pub ipv6_prefix: u32,
+    /// The key the kernel tracks the address under: the address (IPv4) or
+    /// its tier's IPv6 prefix (`2001:db8:1::/48`).
+    pub key: String,
+    /// Whether the kernel holds bucket state for the key now (false: the
+    /// address would start with full buckets).
+    pub tracked: bool,
+    /// Per-source buckets of the tier's limits, as they are now.
+    pub buckets: Vec<BucketState>,
+    /// The tier's aggregate ceiling (shared by all its tracked sources).
+    pub aggregate: Option<BucketState>,
+    /// What the sampled verdicts say about the key recently (`None`: not in
+    /// the top-talkers summary).
+    pub recent: Option<RecentTraffic>,
+    /// One sentence for the operator.
+    pub summary: String,
+}
+
+/// The rule an address matches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainRule {
+    pub cidr: String,
+    /// "tier", "allow" or "deny".
+    pub action: String,
+    /// Where the rule comes from: "file", "cli", "api-key pin" (an API
+    /// key's tier, until the pin expires), "cluster deny" (over a global
+    /// limit, until the window ends) or "kernel" (none of these).
+    pub origin: String,
+}
+
+/// One bucket as an operator reads it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BucketState {
+    /// "packets", "bytes", "connections", "requests" or "aggregate".
+    pub limit: String,
+    /// As configured ("100/s"), and in units per second.
+    pub rate: String,
+    pub per_second: f64,
+    /// The burst in effect (units; bytes for bytes).
+    pub burst: u64,
+    /// Units that would be admitted back to back now (a full bucket: `burst`).
+    pub available: f64,
+    /// Seconds until the next unit is admitted (0: now).
+    pub next_in_secs: f64,
+    /// Seconds until the bucket is full again (0: full).
+    pub full_in_secs: f64,
+}
+
+/// Recent sampled traffic of an address (an IPv6 key: of every address in
+/// its prefix), from the top-talkers summary: estimates, decaying by half
+/// every 10 s.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecentTraffic {
+    /// Addresses of the key in the summary (IPv4: 1).
+    pub addresses: u64,
+    pub packets: u64,
+    pub drops: u64,
+    pub requests: u64,
+    /// Estimated packets by verdict name.
+    pub verdicts: BTreeMap<String, u64>,
+    /// Place in `top --by packets` and `top --by drops` (1 = heaviest).
+    pub rank_packets: Option<usize>,
+    pub rank_drops: Option<usize>,
 }
 
 /// What mutations return.
@@ -394,7 +511,23 @@ mod tests {
             Request::Top {
                 by: TopBy::Drops,
                 n: 5,
+                source: None,
             },
+            Request::Top {
+                by: TopBy::Packets,
+                n: 5,
+                source: Some("2001:db8::/32".into()),
+            },
+            Request::Explain {
+                address: "2001:db8::1".parse().unwrap(),
+            },
+            Request::TierReset {
+                name: "gold".into(),
+            },
+            Request::RuleReset {
+                cidr: "10.0.0.0/8".into(),
+            },
+            Request::Events {},
             Request::HttpInventory {
                 since_secs: Some(3600),
             },
@@ -427,6 +560,8 @@ mod tests {
             r#"{"cmd":"top","by":"drops","n":-3}"#,
             r#"{"cmd":"http_inventory","since_secs":-1}"#,
             r#"{"cmd":"http_inventory","sort":"x"}"#,
+            r#"{"cmd":"explain","address":"not-an-ip"}"#,
+            r#"{"cmd":"explain"}"#,
             r#"[]"#,
             r#""status""#,
         ] {
@@ -471,8 +606,8 @@ mod fuzz {
         /// and what decodes encodes back to the same request.
         #[test]
         fn json_shaped_requests_round_trip(
-            cmd in "(status|tier_list|tier_set|tier_rm|rule_list|rule_add|rule_rm|route_list|route_add|route_rm|stats|top|reload|detach|http_top|http_tail|http_inventory|bogus)",
-            key in "(name|cidr|tier|action|by|n|packets|since_secs|match|cost|x)",
+            cmd in "(status|explain|tier_reset|rule_reset|events|tier_list|tier_set|tier_rm|rule_list|rule_add|rule_rm|route_list|route_add|route_rm|stats|top|reload|detach|http_top|http_tail|http_inventory|bogus)",
+            key in "(address|name|cidr|tier|action|by|n|packets|since_secs|match|cost|x)",
             value in prop_oneof![
                 "\\PC{0,64}".prop_map(serde_json::Value::String),
                 any::<i64>().prop_map(serde_json::Value::from),

@@ -7,7 +7,8 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use tollgate_common::Verdict;
+use ipnet::IpNet;
+use tollgate_common::{VERDICT_COUNT, Verdict};
 
 pub(crate) use crate::proto::TopBy;
 
@@ -25,7 +26,49 @@ pub(crate) struct TalkerRow {
     pub error: u64,
 }
 
-#[derive(Clone, Debug, Default)]
+/// A tracked bucket's sampled traffic: one IPv4 address, or the addresses
+/// of one IPv6 prefix summed.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct BucketRow {
+    pub bucket: IpNet,
+    pub tier: u32,
+    /// Addresses of the bucket in the summary.
+    pub addresses: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub drops: u64,
+    pub requests: u64,
+    pub error: u64,
+    pub verdicts: [u64; VERDICT_COUNT as usize],
+}
+
+impl Default for BucketRow {
+    fn default() -> Self {
+        BucketRow {
+            bucket: IpNet::V4(Default::default()),
+            tier: 0,
+            addresses: 0,
+            packets: 0,
+            bytes: 0,
+            drops: 0,
+            requests: 0,
+            error: 0,
+            verdicts: [0; VERDICT_COUNT as usize],
+        }
+    }
+}
+
+impl BucketRow {
+    pub(crate) fn count(&self, by: TopBy) -> u64 {
+        match by {
+            TopBy::Packets => self.packets,
+            TopBy::Drops => self.drops,
+            TopBy::Requests => self.requests,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
 struct Entry {
     tier: u32,
     packets: u64,
@@ -33,6 +76,22 @@ struct Entry {
     drops: u64,
     requests: u64,
     error: [u64; 3],
+    /// Estimated packets by verdict (indexed by `Verdict as usize`).
+    verdicts: [u64; VERDICT_COUNT as usize],
+}
+
+impl Default for Entry {
+    fn default() -> Self {
+        Entry {
+            tier: 0,
+            packets: 0,
+            bytes: 0,
+            drops: 0,
+            requests: 0,
+            error: [0; 3],
+            verdicts: [0; VERDICT_COUNT as usize],
+        }
+    }
 }
 
 impl Entry {
@@ -82,6 +141,7 @@ impl Talkers {
                         drops: old.drops,
                         requests: old.requests,
                         error: [old.packets, old.drops, old.requests],
+                        verdicts: [0; VERDICT_COUNT as usize],
                     },
                 );
             }
@@ -90,6 +150,7 @@ impl Talkers {
         e.tier = tier;
         e.packets += scale;
         e.bytes += bytes * scale;
+        e.verdicts[verdict as usize] += scale;
         if verdict.drops() {
             e.drops += scale;
         }
@@ -154,8 +215,52 @@ impl Talkers {
             for x in &mut e.error {
                 *x /= 2;
             }
+            for x in &mut e.verdicts {
+                *x /= 2;
+            }
             e.packets > 0
         });
+    }
+
+    /// Every source within `net` (all of them without one), summed per
+    /// bucket: IPv6 addresses grouped by `ipv6_prefix` (what the kernel
+    /// enforces), IPv4 addresses alone. Heaviest by `by` first.
+    pub(crate) fn buckets(
+        &self,
+        by: TopBy,
+        net: Option<IpNet>,
+        ipv6_prefix: impl Fn(u32) -> u32,
+    ) -> Vec<BucketRow> {
+        let mut sums: HashMap<IpNet, BucketRow> = HashMap::new();
+        for (src, e) in &self.entries {
+            if net.is_some_and(|n| !n.contains(src)) {
+                continue;
+            }
+            let bucket = match src {
+                IpAddr::V4(_) => IpNet::from(*src),
+                IpAddr::V6(a) => {
+                    let len = ipv6_prefix(e.tier).clamp(1, 128) as u8;
+                    IpNet::V6(ipnet::Ipv6Net::new(*a, len).expect("clamped").trunc())
+                }
+            };
+            let row = sums.entry(bucket).or_insert_with(|| BucketRow {
+                bucket,
+                tier: e.tier,
+                ..Default::default()
+            });
+            row.addresses += 1;
+            row.packets += e.packets;
+            row.bytes += e.bytes;
+            row.drops += e.drops;
+            row.requests += e.requests;
+            row.error += e.error[by as usize];
+            for (v, x) in row.verdicts.iter_mut().zip(e.verdicts) {
+                *v += x;
+            }
+        }
+        let mut rows: Vec<BucketRow> = sums.into_values().filter(|r| r.count(by) > 0).collect();
+        rows.sort_by(|a, b| b.count(by).cmp(&a.count(by)).then(a.bucket.cmp(&b.bucket)));
+        rows
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -187,5 +292,49 @@ mod tests {
         let got: Vec<IpAddr> = top.iter().map(|r| r.source).collect();
         assert_eq!(got, heavy);
         assert_eq!(top[0].drops, 2000);
+    }
+
+    #[test]
+    fn ipv6_sources_sum_per_enforced_prefix() {
+        let mut t = Talkers::new(64);
+        for (a, n) in [
+            ("2001:db8:1:2::1", 3),
+            ("2001:db8:1:3::9", 4),
+            ("2001:db8:2::1", 1),
+        ] {
+            for _ in 0..n {
+                t.observe(
+                    a.parse().unwrap(),
+                    1,
+                    Verdict::DroppedPackets,
+                    false,
+                    60,
+                    10,
+                );
+            }
+        }
+        t.observe(
+            "192.0.2.1".parse().unwrap(),
+            0,
+            Verdict::Passed,
+            false,
+            60,
+            1,
+        );
+        let rows = t.buckets(TopBy::Packets, None, |_| 48);
+        assert_eq!(rows[0].bucket.to_string(), "2001:db8:1::/48");
+        assert_eq!(
+            (rows[0].addresses, rows[0].packets, rows[0].drops),
+            (2, 70, 70)
+        );
+        assert_eq!(rows[0].verdicts[Verdict::DroppedPackets as usize], 70);
+        assert_eq!(rows.len(), 3);
+        let only = t.buckets(
+            TopBy::Packets,
+            Some("192.0.2.0/24".parse().unwrap()),
+            |_| 48,
+        );
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0].bucket.to_string(), "192.0.2.1/32");
     }
 }

@@ -19,6 +19,7 @@ use crate::{
     talkers::TopBy,
 };
 
+mod operator;
 mod render;
 pub use render::*;
 
@@ -34,6 +35,9 @@ Examples:
   tollgate route list
   tollgate stats --tier gold
   tollgate top --by drops -n 10
+  tollgate explain 203.0.113.7       why this address is dropped (or not)
+  tollgate events                    follow sources starting/stopping being limited
+  tollgate tier reset gold           drop CLI changes: the file's values apply
   tollgate --json tier list
   tollgate reload                    re-read the config file (same as SIGHUP)
   tollgate detach                    remove the program from every interface
@@ -107,8 +111,20 @@ pub enum Command {
     /// Passed and dropped packets and bytes per tier, by verdict, with
     /// current rates. Example: tollgate stats --tier gold
     Stats(StatsArgs),
-    /// The heaviest sources right now. Example: tollgate top --by drops -n 10
+    /// The heaviest sources right now, per tracked bucket: an IPv4 address,
+    /// or the IPv6 prefix its tier enforces (with the addresses seen in it).
+    /// Example: tollgate top --by drops -n 10 --source 2001:db8::/32
     Top(TopArgs),
+    /// Why an address gets what it gets: the rule that matches (and where it
+    /// comes from: file, CLI, API-key pin, cluster deny), its tier and
+    /// limits, the key it is tracked under, its buckets now (tokens left,
+    /// time to the next admitted packet) and its recent sampled verdicts.
+    /// Works for an address never seen. Example: tollgate explain 203.0.113.7
+    Explain(operator::ExplainArgs),
+    /// Follow the drop log live: a line when a source starts or stops being
+    /// limited (bounded under a flood, with a summary of the lines left
+    /// out). Ctrl-C stops it. Example: tollgate events
+    Events,
     /// The HTTP monitor: sampled plaintext HTTP/1.x requests by route, host,
     /// method or tier, or a live redacted stream. Example: tollgate http top --by route
     #[command(subcommand)]
@@ -149,6 +165,22 @@ pub struct RunArgs {
     /// config, else /var/lib/tollgate/state.json]. Example: --state /var/lib/tollgate/state.json
     #[arg(long = "state", value_name = "PATH")]
     pub state: Option<PathBuf>,
+
+    /// How the drop log (a line when a source starts or stops being
+    /// limited) is written: `json` (one object a line), `text`, or `auto`
+    /// (JSON unless stderr is a terminal). Other log lines stay text.
+    /// Example: --log-format json
+    #[arg(long, value_enum, default_value = "auto", env = "TOLLGATE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// `run --log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// JSON unless stderr is a terminal.
+    Auto,
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +196,14 @@ pub enum TierCommand {
     /// removed. Example: tollgate tier rm gold
     Rm {
         /// The tier to remove. Example: gold
+        name: String,
+    },
+    /// Drop the changes made to a tier with `tier set` or `tier rm`, so the
+    /// config file's values apply again (a CLI change wins over the file
+    /// until then; `tier list --json` shows each field's source).
+    /// Example: tollgate tier reset gold
+    Reset {
+        /// The tier, as the config file names it. Example: gold
         name: String,
     },
 }
@@ -193,6 +233,13 @@ pub enum RuleCommand {
     /// Remove the rule for exactly this CIDR. Example: tollgate rule rm 10.0.0.0/8
     Rm {
         /// The rule's CIDR, as listed. Example: 10.0.0.0/8
+        cidr: String,
+    },
+    /// Drop the change made to this CIDR's rule with `rule add` or `rule
+    /// rm`, so the config file's rule for it (or none) applies again.
+    /// Example: tollgate rule reset 10.0.0.0/8
+    Reset {
+        /// The rule's CIDR. Example: 10.0.0.0/8
         cidr: String,
     },
 }
@@ -263,6 +310,9 @@ pub struct TopArgs {
     /// How many sources to show. Example: -n 10
     #[arg(short = 'n', default_value_t = 20)]
     pub n: usize,
+    /// Only sources within this CIDR. Example: --source 2001:db8::/32
+    #[arg(long, value_name = "CIDR")]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -456,6 +506,14 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Tier(TierCommand::Rm { name }) => {
             mutate(&cli, &Request::TierRm { name: name.clone() })
         }
+        Command::Tier(TierCommand::Reset { name }) => {
+            mutate(&cli, &Request::TierReset { name: name.clone() })
+        }
+        Command::Rule(RuleCommand::Reset { cidr }) => {
+            mutate(&cli, &Request::RuleReset { cidr: cidr.clone() })
+        }
+        Command::Explain(a) => operator::explain(&cli, a),
+        Command::Events => operator::events(&cli),
         Command::Rule(RuleCommand::List) => {
             let rows: Vec<RuleRow> = call(&cli, &Request::RuleList {})?;
             emit(cli.json, &rows, || render_rules(&rows))
@@ -500,7 +558,14 @@ pub fn execute(cli: Cli) -> Result<()> {
             emit(cli.json, &s, || render_stats(&s))
         }
         Command::Top(a) => {
-            let t: TopData = call(&cli, &Request::Top { by: a.by, n: a.n })?;
+            let t: TopData = call(
+                &cli,
+                &Request::Top {
+                    by: a.by,
+                    n: a.n,
+                    source: a.source.clone(),
+                },
+            )?;
             emit(cli.json, &t, || render_top(&t))
         }
         Command::Http(HttpCommand::Top(a)) => {
@@ -757,7 +822,8 @@ mod tests {
                     c.command,
                     Command::Top(TopArgs {
                         by: TopBy::Drops,
-                        n: 3
+                        n: 3,
+                        source: None,
                     })
                 )
         );

@@ -224,6 +224,23 @@ fn limit_cell(l: &Option<LimitRow>, bytes: bool) -> String {
     }
 }
 
+/// A tier's SOURCE cell: where it comes from, and which fields the CLI
+/// sets when the rest comes from the file.
+fn tier_source(r: &TierRow) -> String {
+    let cli: Vec<&str> = r
+        .fields
+        .iter()
+        .filter(|(_, s)| *s == "cli")
+        .map(|(f, _)| f.as_str())
+        .collect();
+    let from_file = r.fields.values().any(|s| s == "file");
+    if r.source == "cli" && from_file && !cli.is_empty() {
+        format!("cli: {}", cli.join(","))
+    } else {
+        r.source.clone()
+    }
+}
+
 pub fn render_tiers(rows: &[TierRow]) -> String {
     let mut t = Table::new(&[
         "TIER",
@@ -250,11 +267,12 @@ pub fn render_tiers(rows: &[TierRow]) -> String {
             limit_cell(&r.aggregate, false),
             format!("/{}", r.ipv6_prefix),
             r.rules.to_string(),
-            r.source.clone(),
+            tier_source(r),
         ]);
     }
     format!(
-        "{}\n* default tier (sources no rule matches); \"-\": unlimited; bursts in parentheses",
+        "{}\n* default tier (sources no rule matches); \"-\": unlimited; bursts in parentheses\n\
+         SOURCE \"cli: FIELDS\": those fields were set with the CLI and win over the file until `tollgate tier reset NAME`",
         t.render()
     )
 }
@@ -572,13 +590,17 @@ pub fn render_tail_event(e: &crate::monitor::TailEvent) -> String {
 
 pub fn render_top(t: &TopData) -> String {
     if t.rows.is_empty() {
-        return format!(
-            "no sources observed yet (tracking {}): top talkers come from the kernel's sampled verdicts",
-            t.tracked
-        );
+        return match &t.source {
+            Some(net) => format!("no sources observed in {net} (tracking {})", t.tracked),
+            None => format!(
+                "no sources observed yet (tracking {}): top talkers come from the kernel's sampled verdicts",
+                t.tracked
+            ),
+        };
     }
     let mut table = Table::new(&[
         "SOURCE",
+        ">ADDRS",
         "TIER",
         ">PACKETS",
         ">BYTES",
@@ -588,7 +610,12 @@ pub fn render_top(t: &TopData) -> String {
     ]);
     for r in &t.rows {
         table.row(vec![
-            r.source.to_string(),
+            if r.bucket.is_empty() {
+                r.source.to_string()
+            } else {
+                r.bucket.clone()
+            },
+            r.addresses.to_string(),
             r.tier.clone(),
             human_count(r.packets as f64),
             human_bytes(r.bytes as f64),
@@ -606,4 +633,185 @@ pub fn render_top(t: &TopData) -> String {
         "{}\nranked by {by} (estimates; ± is the largest possible overcount; counts halve every 10s)",
         table.render()
     )
+}
+
+fn wait(secs: f64) -> String {
+    if secs <= 0.0 {
+        "now".to_owned()
+    } else if secs < 1.0 {
+        format!("in {:.0} ms", (secs * 1000.0).ceil())
+    } else {
+        format!("in {secs:.1} s")
+    }
+}
+
+pub fn render_explain(e: &proto::ExplainData) -> String {
+    let mut out = format!("{}\n\n", e.summary);
+    let rule = match &e.rule {
+        Some(r) => format!("{} ({}, from {})", r.cidr, r.action, r.origin),
+        None => "none (the default tier applies)".to_owned(),
+    };
+    out.push_str(&format!("rule:     {rule}\n"));
+    out.push_str(&format!(
+        "tier:     {}{} (index {}, {}, IPv6 grouped by /{})\n",
+        e.tier,
+        if e.default_tier { " (default)" } else { "" },
+        e.tier_index,
+        format!("{:?}", e.mode).to_lowercase(),
+        e.ipv6_prefix
+    ));
+    out.push_str(&format!(
+        "tracked:  {}\n",
+        if e.tracked {
+            format!("yes, as {}", e.key)
+        } else {
+            format!(
+                "no (would be tracked as {}, starting with full buckets)",
+                e.key
+            )
+        }
+    ));
+    if !e.buckets.is_empty() || e.aggregate.is_some() {
+        let mut t = Table::new(&["LIMIT", "RATE", ">BURST", ">AVAILABLE", "NEXT", "FULL"]);
+        for b in e.buckets.iter().chain(&e.aggregate) {
+            let bytes = b.limit == "bytes";
+            let n = |x: f64| {
+                if bytes {
+                    human_bytes(x)
+                } else {
+                    format!("{x:.1}")
+                }
+            };
+            t.row(vec![
+                if b.limit == "aggregate" {
+                    "aggregate (all sources of the tier)".to_owned()
+                } else {
+                    b.limit.clone()
+                },
+                b.rate.clone(),
+                n(b.burst as f64),
+                n(b.available),
+                wait(b.next_in_secs),
+                wait(b.full_in_secs),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&t.render());
+    }
+    match &e.recent {
+        Some(r) => {
+            out.push_str(&format!(
+                "\nrecent (sampled estimates{}): {} packets, {} dropped, {} requests; top rank {} by packets, {} by drops\n",
+                if r.addresses > 1 {
+                    format!(", {} addresses in {}", r.addresses, e.key)
+                } else {
+                    String::new()
+                },
+                human_count(r.packets as f64),
+                human_count(r.drops as f64),
+                human_count(r.requests as f64),
+                r.rank_packets.map_or("-".to_owned(), |x| format!("#{x}")),
+                r.rank_drops.map_or("-".to_owned(), |x| format!("#{x}")),
+            ));
+            let verdicts: Vec<String> = r
+                .verdicts
+                .iter()
+                .map(|(v, n)| format!("{v} {}", human_count(*n as f64)))
+                .collect();
+            if !verdicts.is_empty() {
+                out.push_str(&format!("verdicts: {}\n", verdicts.join(", ")));
+            }
+        }
+        None => out.push_str("\nrecent: not among the sampled top talkers\n"),
+    }
+    out
+}
+
+pub fn render_drop_event(e: &proto::DropEvent) -> String {
+    let when = chrono_free_time(e.time);
+    format!("{when} {}", e.text())
+}
+
+/// `HH:MM:SS` (UTC) of a Unix time.
+fn chrono_free_time(unix: f64) -> String {
+    let s = unix as u64 % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{BucketState, ExplainData, ExplainRule, RecentTraffic};
+
+    #[test]
+    fn explain_reads_as_an_answer() {
+        let mut e = ExplainData {
+            address: "2001:db8:1:2::7".parse().unwrap(),
+            action: "limited".into(),
+            rule: Some(ExplainRule {
+                cidr: "2001:db8::/32".into(),
+                action: "tier".into(),
+                origin: "cli".into(),
+            }),
+            tier: "gold".into(),
+            tier_index: 1,
+            default_tier: false,
+            mode: crate::spec::TierMode::Enforce,
+            ipv6_prefix: 48,
+            key: "2001:db8:1::/48".into(),
+            tracked: true,
+            buckets: vec![BucketState {
+                limit: "packets".into(),
+                rate: "10/s".into(),
+                per_second: 10.0,
+                burst: 20,
+                available: 0.0,
+                next_in_secs: 0.1,
+                full_in_secs: 2.0,
+            }],
+            aggregate: None,
+            recent: Some(RecentTraffic {
+                addresses: 3,
+                packets: 500,
+                drops: 400,
+                verdicts: [("dropped_packets".to_owned(), 400)].into(),
+                rank_packets: Some(1),
+                rank_drops: Some(1),
+                ..Default::default()
+            }),
+            summary: "limited by packets".into(),
+        };
+        let out = render_explain(&e);
+        for want in [
+            "rule:     2001:db8::/32 (tier, from cli)",
+            "tracked:  yes, as 2001:db8:1::/48",
+            "in 100 ms",
+            "3 addresses in 2001:db8:1::/48",
+            "dropped_packets 400",
+        ] {
+            assert!(out.contains(want), "{want:?} in {out}");
+        }
+        e.tracked = false;
+        e.recent = None;
+        let out = render_explain(&e);
+        assert!(
+            out.contains("starting with full buckets") && out.contains("not among"),
+            "{out}"
+        );
+        let line = render_drop_event(&proto::DropEvent {
+            time: 3600.0 * 25.0 + 61.0,
+            event: "limited".into(),
+            source: "192.0.2.7".into(),
+            tier: "default".into(),
+            reason: "packets".into(),
+            tier_limited: 4,
+            limited_secs: None,
+            started: 0,
+            stopped: 0,
+        });
+        assert_eq!(
+            line,
+            "01:01:01 source 192.0.2.7 started being limited: tier default, packets bucket full (4 sources of the tier limited)"
+        );
+    }
 }

@@ -57,6 +57,53 @@ impl Daemon {
         Ok(format!("tier {name} removed"))
     }
 
+    /// `tier reset`: drops the tier's CLI changes (a `tier set` or `tier
+    /// rm`), so the config file's tier applies as written.
+    pub(super) fn tier_reset(&mut self, name: &str) -> Result<String, CommandError> {
+        let o = &self.state.overlay;
+        if !o.tiers.contains_key(name) && !o.removed_tiers.contains(name) {
+            return Err(CommandError::NoTierChanges(name.to_owned()));
+        }
+        if self.file.tier(name).is_none() {
+            return Err(CommandError::CliOnlyTier(name.to_owned()));
+        }
+        let mut overlay = self.state.overlay.clone();
+        overlay.tiers.remove(name);
+        overlay.removed_tiers.remove(name);
+        self.commit(None, overlay)?;
+        Ok(format!(
+            "tier {name} reset: the config file's values apply (from {})",
+            self.file.source
+        ))
+    }
+
+    /// `rule reset`: drops the rule's CLI change (a `rule add` or `rule
+    /// rm`), so the config file's rule for that CIDR (or none) applies.
+    pub(super) fn rule_reset(&mut self, cidr: &str) -> Result<String, CommandError> {
+        let net = parse_cidr(cidr).map_err(|error| CommandError::Cidr {
+            cidr: cidr.to_owned(),
+            error,
+        })?;
+        let key = net.to_string();
+        let o = &self.state.overlay;
+        if !o.rules.contains_key(&key) && !o.removed_rules.contains(&key) {
+            return Err(CommandError::NoRuleChange(key));
+        }
+        let mut overlay = self.state.overlay.clone();
+        overlay.rules.remove(&key);
+        overlay.removed_rules.remove(&key);
+        self.commit(None, overlay)?;
+        Ok(match self.file.rule(&net) {
+            Some(r) => format!(
+                "rule {net} reset: the config file's rule applies ({})",
+                r.target
+            ),
+            None => {
+                format!("rule {net} reset: the config file has no rule for it, so none applies")
+            }
+        })
+    }
+
     /// `rule add`: read and checked by the same code as the file's
     /// `[[rule]]` tables (`Config::with_rule`).
     pub(super) fn rule_add(&mut self, input: &RuleInput) -> Result<String, CommandError> {

@@ -56,6 +56,22 @@ pub(super) enum CommandError {
     Detach(anyhow::Error),
     #[error("reading counters: {0}")]
     Counters(KernelError),
+    #[error("reading the kernel's maps: {0}")]
+    ReadMaps(KernelError),
+    #[error(
+        "tier \"{0}\" has no changes made with the CLI: the config file's values already apply"
+    )]
+    NoTierChanges(String),
+    #[error(
+        "tier \"{0}\" exists only through the CLI (the config file has no such tier): remove it with `tollgate tier rm {0}`"
+    )]
+    CliOnlyTier(String),
+    #[error(
+        "rule {0} has no change made with the CLI: the config file's rule (or none) already applies"
+    )]
+    NoRuleChange(String),
+    #[error("top --source {cidr}: {error}")]
+    SourceFilter { cidr: String, error: CidrError },
     #[error("http_tail streams: the control server handles it, not this function")]
     Streams,
 }

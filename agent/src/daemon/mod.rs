@@ -7,6 +7,7 @@
 
 mod commands;
 mod error;
+mod explain;
 mod options;
 mod pins;
 mod server;
@@ -117,6 +118,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
     if let Some(note) = file.notice() {
         warn!("{note}");
     }
+    check_capabilities()?;
     raise_memlock_limit();
     if file.interfaces.is_empty() {
         bail!(
@@ -209,6 +211,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         let inventory_file = state::inventory_path(&file.state_file);
         restore_inventory(&mut monitor, &inventory_file);
         let metrics_address = file.metrics_address;
+        let drop_log_json = opts.drop_log_json;
         let mut daemon = Daemon {
             opts,
             file,
@@ -243,6 +246,9 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             stop: tokio_util::sync::CancellationToken::new(),
             cluster: cluster.as_ref().map(|c| Arc::new(cluster::Status::new(c))),
             inventory_file,
+            drops: Mutex::new(crate::droplog::DropLog::default()),
+            events: tokio::sync::broadcast::channel(1024).0,
+            drop_log_json,
         });
         {
             let s = shared.clone();
@@ -294,6 +300,34 @@ fn restore_inventory(monitor: &mut Monitor, path: &std::path::Path) {
                 "the API inventory file does not read: starting an empty one");
         }
     }
+}
+
+/// Names the capabilities `run` needs and lacks, in one line, before
+/// anything touches the kernel.
+fn check_capabilities() -> Result<()> {
+    use crate::datapath::caps;
+    let eff = match caps::effective() {
+        Ok(e) => e,
+        Err(e) => {
+            warn!(error = %e, "cannot read this process's capabilities; trying anyway");
+            return Ok(());
+        }
+    };
+    let missing = caps::missing(eff);
+    if !missing.is_empty() {
+        bail!(
+            "tollgate run needs CAP_BPF and CAP_NET_ADMIN; this process lacks {}: run it as root, \
+             or grant them (the systemd unit's AmbientCapabilities=CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_SYS_RESOURCE)",
+            missing.join(" and ")
+        );
+    }
+    if caps::lacks_perfmon(eff) {
+        warn!(
+            "running without CAP_PERFMON (or CAP_SYS_ADMIN): the verifier applies the unprivileged-BPF \
+               mitigations and may reject the program; grant CAP_PERFMON if loading fails"
+        );
+    }
+    Ok(())
 }
 
 /// Kernels before 5.11 charge BPF map memory to RLIMIT_MEMLOCK (the reason

@@ -18,6 +18,9 @@ pub struct RunOptions {
     pub pin_dir: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub state_file: Option<PathBuf>,
+    /// Write the drop log's lines as JSON objects (one per line) rather
+    /// than text.
+    pub drop_log_json: bool,
 }
 
 impl RunOptions {

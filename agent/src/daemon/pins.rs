@@ -4,22 +4,23 @@ use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 use tollgate_common::{RULE_TIER, RuleValue};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Daemon, Indices, apply};
 use crate::spec::RuleTarget;
 
 impl Daemon {
     /// Pins `net` to `tier` in the kernel (an API key's tier), unless the
-    /// config has an allow or deny rule for exactly that prefix.
-    pub(super) fn pin(&mut self, net: IpNet, tier: &str) {
+    /// config has an allow or deny rule for exactly that prefix. `quiet`:
+    /// the caller logs one line for a batch of pins. Returns whether it pinned.
+    pub(super) fn pin(&mut self, net: IpNet, tier: &str, quiet: bool) -> bool {
         let Some(&index) = self.state.tier_indices.get(tier) else {
-            return;
+            return false;
         };
         if let Some(rule) = self.effective.rule(&net)
             && !matches!(rule.target, RuleTarget::Tier(_))
         {
-            return;
+            return false;
         }
         let value = RuleValue {
             action: RULE_TIER,
@@ -28,10 +29,18 @@ impl Daemon {
         };
         match self.maps.set_rule(net, value) {
             Ok(()) => {
-                info!(source = %net, tier, "API key: source pinned to its key's tier");
+                if quiet {
+                    debug!(source = %net, tier, "API key: source pinned to its key's tier");
+                } else {
+                    info!(source = %net, tier, "API key: source pinned to its key's tier");
+                }
                 self.pinned.insert(net, value);
+                true
             }
-            Err(e) => warn!(source = %net, error = %e, "API key: pinning the source failed"),
+            Err(e) => {
+                warn!(source = %net, error = %e, "API key: pinning the source failed");
+                false
+            }
         }
     }
 

@@ -115,8 +115,17 @@ pub(super) async fn serve(
 
 /// Streams sampled requests to one `http tail` client until it hangs up.
 async fn tail(write: &mut tokio::net::unix::OwnedWriteHalf, shared: &Shared) -> io::Result<()> {
+    stream_to(write, shared, shared.tail()).await
+}
+
+/// Streams one broadcast (sampled requests, drop-log lines) to a client
+/// until it hangs up or the daemon stops.
+async fn stream_to<T: serde::Serialize + Clone>(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    shared: &Shared,
+    mut events: tokio::sync::broadcast::Receiver<T>,
+) -> io::Result<()> {
     use tokio::sync::broadcast::error::RecvError;
-    let mut events = shared.tail();
     loop {
         let event = tokio::select! {
             _ = shared.stop.cancelled() => return Ok(()),
@@ -188,6 +197,9 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>, allow_uids: &[u32])
         let (resp, exit) = match serde_json::from_str::<Request>(text) {
             Err(e) => (Response::failure(format!("invalid request: {e}")), false),
             Ok(Request::HttpTail {}) => return tail(&mut write, &shared).await,
+            Ok(Request::Events {}) => {
+                return stream_to(&mut write, &shared, shared.drop_events()).await;
+            }
             // Read before the stop, but not started: left undone.
             Ok(_) if shared.stop.is_cancelled() => return Ok(()),
             Ok(req) => {

@@ -3,6 +3,7 @@
 
 use std::{
     collections::BTreeMap,
+    net::IpAddr,
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
     time::Instant,
@@ -10,7 +11,7 @@ use std::{
 
 use anyhow::Result;
 use ipnet::IpNet;
-use tollgate_common::RuleValue;
+use tollgate_common::{RuleValue, Verdict};
 use tracing::{error, info, warn};
 
 use super::{Daemon, TALKERS_CAPACITY, error::CommandError, top_row};
@@ -25,9 +26,10 @@ use crate::{
     cluster,
     config::Subscription,
     datapath::samples::Sample,
+    droplog::{DropEvent, DropLog, TierInfo},
     metrics::Snapshot,
     monitor::Monitor,
-    proto::{Done, Request, Response, TopData},
+    proto::{Done, RecentTraffic, Request, Response, TopData},
     talkers::{Talkers, TopBy},
 };
 
@@ -57,6 +59,26 @@ pub(crate) struct Shared {
     pub(super) cluster: Option<Arc<cluster::Status>>,
     /// Where the API inventory is kept (next to the state file).
     pub(super) inventory_file: PathBuf,
+    /// Which sources are limited, for the drop log.
+    pub(super) drops: Mutex<DropLog>,
+    /// The drop log's lines, for `tollgate events`.
+    pub(super) events: tokio::sync::broadcast::Sender<DropEvent>,
+    /// Drop-log lines as JSON (else text through the log).
+    pub(super) drop_log_json: bool,
+}
+
+/// Tier names and IPv6 prefixes by index, for the drop log.
+struct Tiers(BTreeMap<u32, (String, u32)>);
+
+impl TierInfo for Tiers {
+    fn name(&self, tier: u32) -> String {
+        self.0
+            .get(&tier)
+            .map_or_else(|| format!("#{tier}"), |(n, _)| n.clone())
+    }
+    fn ipv6_prefix(&self, tier: u32) -> u32 {
+        self.0.get(&tier).map_or(64, |(_, p)| *p)
+    }
 }
 
 fn unix_now() -> u64 {
@@ -97,11 +119,24 @@ impl Shared {
             Request::RouteAdd(route) => d.route_add(&route).map(done),
             Request::RouteRm { name } => d.route_rm(&name).map(done),
             Request::Stats { tier } => d.stats(tier.as_deref()).map(Response::success),
-            Request::Top { by, n } => {
+            Request::Top { by, n, source } => {
                 drop(d);
-                let names = self.config.borrow().names.by_index();
-                Ok(Response::success(self.top(by, n, &names)))
+                match source.as_deref().map(parse_source).transpose() {
+                    Ok(net) => Ok(Response::success(self.top(by, n, net))),
+                    Err(e) => Err(e),
+                }
             }
+            Request::Explain { address } => {
+                let explained = d.explain(address);
+                drop(d);
+                explained.map(|mut e| {
+                    e.recent = self.recent(&e);
+                    Response::success(e)
+                })
+            }
+            Request::TierReset { name } => d.tier_reset(&name).map(done),
+            Request::RuleReset { cidr } => d.rule_reset(&cidr).map(done),
+            Request::Events {} => Err(CommandError::Streams),
             Request::Reload {} => d.reload().map(done),
             Request::HttpTop { by, n } => {
                 drop(d);
@@ -132,10 +167,21 @@ impl Shared {
         )
     }
 
-    pub(super) fn top(&self, by: TopBy, n: usize, names: &BTreeMap<u32, String>) -> TopData {
+    /// `top`: the heaviest tracked buckets (IPv6 sources summed per the
+    /// prefix their tier enforces), within `net` if given.
+    pub(super) fn top(&self, by: TopBy, n: usize, net: Option<IpNet>) -> TopData {
+        let in_force = self.config.borrow().clone();
+        let names = in_force.names.by_index();
+        let prefix = |tier: u32| {
+            names
+                .get(&tier)
+                .and_then(|n| in_force.config.tier(n))
+                .map_or(64, |t| t.ipv6_prefix)
+        };
         let t = lock(&self.talkers);
-        let rows = t
-            .top(by, n.clamp(1, TALKERS_CAPACITY))
+        let mut buckets = t.buckets(by, net, prefix);
+        buckets.truncate(n.clamp(1, TALKERS_CAPACITY));
+        let rows = buckets
             .iter()
             .map(|r| {
                 let tier = names
@@ -148,8 +194,43 @@ impl Shared {
         TopData {
             by,
             rows,
+            source: net.map(|n| n.to_string()),
             tracked: t.len(),
         }
+    }
+
+    /// `explain`'s recent traffic: the talkers' view of the explained key.
+    fn recent(&self, e: &crate::proto::ExplainData) -> Option<RecentTraffic> {
+        let key: IpNet = match e.address {
+            IpAddr::V4(_) => IpNet::from(e.address),
+            IpAddr::V6(_) => e.key.parse().ok()?,
+        };
+        let prefix = |_| e.ipv6_prefix;
+        let t = lock(&self.talkers);
+        let rank = |by| {
+            t.buckets(by, None, prefix)
+                .iter()
+                .position(|r| r.bucket == key)
+                .map(|i| i + 1)
+        };
+        let (rank_packets, rank_drops) = (rank(TopBy::Packets), rank(TopBy::Drops));
+        let row = t
+            .buckets(TopBy::Packets, Some(key), prefix)
+            .into_iter()
+            .next()?;
+        Some(RecentTraffic {
+            addresses: row.addresses,
+            packets: row.packets,
+            drops: row.drops,
+            requests: row.requests,
+            verdicts: Verdict::ALL
+                .iter()
+                .filter(|v| row.verdicts[**v as usize] > 0)
+                .map(|v| (v.name().to_owned(), row.verdicts[*v as usize]))
+                .collect(),
+            rank_packets,
+            rank_drops,
+        })
     }
 
     /// Re-reads the config (SIGHUP); logs the outcome.
@@ -199,13 +280,27 @@ impl Shared {
             return;
         }
         let mut d = lock(&self.daemon);
+        // A batch of many pins (a restart's clients coming back) is one line.
+        let quiet = pins.len() > 1;
+        let mut by_tier: BTreeMap<String, u64> = BTreeMap::new();
         for (change, evicted) in pins {
             if let Some(net) = evicted {
                 d.unpin(net);
             }
-            if let PinChange::Install { net, tier } = change {
-                d.pin(net, &tier);
+            if let PinChange::Install { net, tier } = change
+                && d.pin(net, &tier, quiet)
+            {
+                *by_tier.entry(tier).or_default() += 1;
             }
+        }
+        if quiet && !by_tier.is_empty() {
+            let total: u64 = by_tier.values().sum();
+            let tiers = by_tier
+                .iter()
+                .map(|(t, n)| format!("{t} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            info!(pinned = total, %tiers, "API key: {total} sources pinned to their keys' tiers ({tiers})");
         }
     }
 
@@ -249,10 +344,62 @@ impl Shared {
         };
         let started = Instant::now();
         match scan::scan(&input, walk) {
-            Ok(scan) => lock(&self.daemon).apply_scan(scan),
+            Ok(scan) => {
+                let lines = {
+                    let in_force = self.config.borrow().clone();
+                    let tiers = Tiers(
+                        in_force
+                            .names
+                            .by_index()
+                            .into_iter()
+                            .map(|(i, n)| {
+                                let p = in_force.config.tier(&n).map_or(64, |t| t.ipv6_prefix);
+                                (i, (n, p))
+                            })
+                            .collect(),
+                    );
+                    let unix = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64());
+                    lock(&self.drops).update(
+                        &scan.limited_sources,
+                        scan.limited_over,
+                        &scan.limited,
+                        &tiers,
+                        Instant::now(),
+                        unix,
+                    )
+                };
+                lock(&self.daemon).apply_scan(scan);
+                for line in lines {
+                    self.drop_line(line);
+                }
+            }
             Err(e) => warn!(error = %e, "scanning the source maps"),
         }
         *lock(&self.next_scan) = started + started.elapsed() * SCAN_DUTY;
+    }
+
+    /// Writes one drop-log line (JSON or text) and sends it to `events`.
+    fn drop_line(&self, e: DropEvent) {
+        if self.drop_log_json {
+            if let Ok(mut line) = serde_json::to_vec(&e) {
+                line.push(b'\n');
+                // One write: lines of other threads do not interleave.
+                let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), &line);
+            }
+        } else if e.event == "suppressed" {
+            warn!(target: "tollgate::drops", started = e.started, stopped = e.stopped, "{}", e.text());
+        } else {
+            info!(target: "tollgate::drops", event = %e.event, source = %e.source, tier = %e.tier,
+                reason = %e.reason, tier_limited = e.tier_limited, "{}", e.text());
+        }
+        let _ = self.events.send(e);
+    }
+
+    /// Subscribes to the drop log for `tollgate events`.
+    pub(super) fn drop_events(&self) -> tokio::sync::broadcast::Receiver<DropEvent> {
+        self.events.subscribe()
     }
 
     /// Writes the API inventory to its file if it changed since the last
@@ -297,6 +444,14 @@ impl cluster::Host for Shared {
             .update_rules(upsert, remove)
             .map_err(anyhow::Error::from)
     }
+}
+
+/// `top --source CIDR`.
+fn parse_source(cidr: &str) -> Result<IpNet, CommandError> {
+    crate::spec::parse_cidr(cidr).map_err(|error| CommandError::SourceFilter {
+        cidr: cidr.to_owned(),
+        error,
+    })
 }
 
 pub(super) fn done(message: String) -> Response {

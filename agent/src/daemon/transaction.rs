@@ -369,9 +369,14 @@ impl Daemon {
         new_file.allow_uids = self.file.allow_uids.clone();
         new_file.cluster = self.file.cluster.clone();
         let overlay = self.state.overlay.clone();
+        let hidden = crate::overrides::overridden(&self.file, &new_file, &overlay);
         self.commit(Some(new_file), overlay)
             .map_err(|e| CommandError::Reload(Box::new(e)))?;
-        let msg = format!(
+        for o in &hidden {
+            warn!(what = %o.what, field = %o.field, file = %o.file, cli = %o.cli,
+                "reload: a change made with the CLI overrides the file's new value ({o})");
+        }
+        let mut msg = format!(
             "reloaded {}: {} tiers, {} rules, {} routes{}",
             self.file.source,
             self.effective.tiers.len(),
@@ -384,6 +389,17 @@ impl Daemon {
             }
         );
         info!("{msg}");
+        if !hidden.is_empty() {
+            msg.push_str(&format!(
+                "\nwarning: {} value{} of the file {} overridden by changes made with the CLI:",
+                hidden.len(),
+                if hidden.len() == 1 { "" } else { "s" },
+                if hidden.len() == 1 { "is" } else { "are" },
+            ));
+            for o in &hidden {
+                msg.push_str(&format!("\n  {o}"));
+            }
+        }
         Ok(msg)
     }
 }

@@ -64,6 +64,12 @@ impl Daemon {
                     .iter()
                     .filter(|r| r.target == RuleTarget::Tier(t.name.clone()))
                     .count(),
+                fields: crate::overrides::tier_field_sources(
+                    &t.name,
+                    &self.file,
+                    matches!(self.file.source, ConfigSource::File(_)),
+                    &self.state.overlay,
+                ),
             })
             .collect();
         rows.sort_by_key(|r| r.index);
@@ -358,9 +364,14 @@ impl Daemon {
     }
 }
 
-pub(super) fn top_row(row: &crate::talkers::TalkerRow, tier: String) -> TopRow {
+pub(super) fn top_row(row: &crate::talkers::BucketRow, tier: String) -> TopRow {
     TopRow {
-        source: row.source,
+        source: row.bucket.network(),
+        bucket: match row.bucket {
+            IpNet::V4(n) => n.addr().to_string(),
+            IpNet::V6(n) => n.to_string(),
+        },
+        addresses: row.addresses,
         tier,
         packets: row.packets,
         bytes: row.bytes,

@@ -49,6 +49,7 @@ use tracing::{debug, info, warn};
 use super::bpf_obj;
 use super::kernel::{self, AttachMode, KernelError, MAP_NAMES, MapSizes, Maps};
 use crate::proto::{OfflineLink, OfflineStatus};
+use tollgate_common::names;
 
 pub const PROG_PIN: &str = "prog";
 pub const NEXT_DIR: &str = "next";
@@ -154,6 +155,7 @@ pub fn bring_up(plan: &Plan<'_>, configure: Configure<'_>) -> Result<Dataplane> 
     } else {
         match Maps::from_pins(plan.pin_dir) {
             Ok(mut maps) => {
+                warn_size_changes(plan.pin_dir, plan.sizes);
                 configure(&mut maps)?;
                 let prog_id = ProgramInfo::from_pin(plan.pin_dir.join(PROG_PIN))
                     .ok()
@@ -239,6 +241,34 @@ pub fn bring_up(plan: &Plan<'_>, configure: Configure<'_>) -> Result<Dataplane> 
         }
     }
     Ok(dp)
+}
+
+/// The `[maps]` sizes the pinned maps have, configured differently: a map
+/// keeps its size (and its state) while it is adopted, so say so, with both
+/// sizes and what applies the new one.
+fn warn_size_changes(pin_dir: &Path, sizes: &MapSizes) {
+    for (key, name, configured) in [
+        ("sources_v4", names::SOURCES_V4, sizes.sources_v4),
+        ("sources_v6", names::SOURCES_V6, sizes.sources_v6),
+        ("rules_v4", names::RULES_V4, sizes.rules_v4),
+        ("rules_v6", names::RULES_V6, sizes.rules_v6),
+        ("sample_ring_bytes", names::SAMPLES, sizes.sample_ring_bytes),
+    ] {
+        let Ok(info) = aya::maps::MapInfo::from_pin(pin_dir.join(name)) else {
+            continue;
+        };
+        let pinned = info.max_entries();
+        if pinned != configured {
+            warn!(
+                map = key,
+                pinned,
+                configured,
+                "[maps] {key} = {configured} cannot take effect: the pinned map in use keeps its size \
+                 ({pinned}) and its state. To apply it, run `tollgate detach` and start the daemon \
+                 again (bucket state and counters start afresh)"
+            );
+        }
+    }
 }
 
 /// Loads the program with its maps pinned in `maps_dir` (reused where pinned

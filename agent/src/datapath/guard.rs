@@ -181,13 +181,21 @@ impl Guard {
             self.lock = dataplane::lock_pin_dir(&self.pin_dir)?;
         }
         let links = self.links.values().filter_map(|l| l.link.as_ref());
-        let mut n = 0;
+        let mut repinned = Vec::new();
         for held in self.objects.iter().chain(links) {
             if repin(held)? {
-                n += 1;
+                repinned.push(held.pin.display().to_string());
             }
         }
-        Ok(n)
+        // One line per check, however many pins came back.
+        match repinned.as_slice() {
+            [] => {}
+            [one] => warn!(pin = %one, "a pin was removed under the running daemon: re-pinned it"),
+            many => warn!(pins = %many.join(","), count = many.len(),
+                "{} pins were removed under the running daemon: re-pinned it all in one check",
+                many.len()),
+        }
+        Ok(repinned.len() as u64)
     }
 
     /// Checks one interface's link; re-attaches when the interface came back.
@@ -241,7 +249,6 @@ fn repin(held: &Held) -> Result<bool> {
     }
     bpf_obj::pin(&held.fd, &held.pin)
         .with_context(|| format!("re-pinning {}", held.pin.display()))?;
-    warn!(pin = %held.pin.display(), "a pin was removed under the running daemon: re-pinned it");
     Ok(true)
 }
 

@@ -5,6 +5,7 @@
 //! the daemon.
 
 mod bpf_obj;
+pub mod caps;
 pub mod dataplane;
 pub mod guard;
 pub mod kernel;

@@ -14,12 +14,19 @@ use super::{
     kernel::{self, KernelError, Maps},
     walk::SourceWalk,
 };
-use crate::spec::{Lpm, SourceKey};
+use crate::{
+    droplog::{self, Limited},
+    spec::{Lpm, SourceKey},
+};
 
 pub struct Scan {
     pub active: Vec<u64>,
     pub limited: Vec<u64>,
     pub tracked: (u64, u64),
+    /// The limited sources, at most [`droplog::MAX_FOLLOWED`] (for the drop log).
+    pub limited_sources: Vec<Limited>,
+    /// Limited sources beyond that bound.
+    pub limited_over: u64,
 }
 
 /// What a scan needs from the kernel besides the source maps, read under the
@@ -62,6 +69,8 @@ pub fn scan(input: &ScanInput, walk: &SourceWalk) -> io::Result<Scan> {
         active: vec![0; MAX_TIERS as usize],
         limited: vec![0; MAX_TIERS as usize],
         tracked: (0, 0),
+        limited_sources: Vec::new(),
+        limited_over: 0,
     };
     let mut lpm = Lpm::default();
     for (net, v) in &input.rules {
@@ -75,7 +84,7 @@ pub fn scan(input: &ScanInput, walk: &SourceWalk) -> io::Result<Scan> {
             None => Some(input.default_tier),
         }
     };
-    let mut judge = |tier: Option<u32>, state: &SourceState| {
+    let mut judge = |key: SourceKey, tier: Option<u32>, state: &SourceState| {
         let Some(t) = tier.filter(|t| *t < MAX_TIERS && input.configured[*t as usize]) else {
             return;
         };
@@ -91,17 +100,29 @@ pub fn scan(input: &ScanInput, walk: &SourceWalk) -> io::Result<Scan> {
             let room = limit.increment_ns(room).min(limit.capacity_ns);
             !limit.is_unlimited() && tat.saturating_sub(now) + room > limit.capacity_ns
         };
-        if short_of(state.packets_tat, packets, LIMITED_ROOM_PACKETS)
-            || short_of(state.bytes_tat, bytes, LIMITED_ROOM_BYTES)
-        {
-            out.limited[t as usize] += 1;
+        let reason = if short_of(state.packets_tat, packets, LIMITED_ROOM_PACKETS) {
+            "packets"
+        } else if short_of(state.bytes_tat, bytes, LIMITED_ROOM_BYTES) {
+            "bytes"
+        } else {
+            return;
+        };
+        out.limited[t as usize] += 1;
+        if out.limited_sources.len() < droplog::MAX_FOLLOWED {
+            out.limited_sources.push(Limited {
+                key,
+                tier: t,
+                reason,
+            });
+        } else {
+            out.limited_over += 1;
         }
     };
     out.tracked.0 = walk.v4(|key, state| {
-        judge(tier_of(SourceKey::V4(key)), state);
+        judge(SourceKey::V4(key), tier_of(SourceKey::V4(key)), state);
     })?;
     out.tracked.1 = walk.v6(|key, state| {
-        judge(tier_of(SourceKey::V6(key)), state);
+        judge(SourceKey::V6(key), tier_of(SourceKey::V6(key)), state);
     })?;
     Ok(out)
 }
