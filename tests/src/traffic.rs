@@ -132,3 +132,24 @@ impl Drop for Receiver {
         }
     }
 }
+
+/// Closes `stream` with a reset (`SO_LINGER` 0): the peer sees a RST at
+/// once, and nothing lingers retransmitting data a limiter keeps dropping.
+pub fn close_with_reset(stream: std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a correctly sized option.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    drop(stream);
+}

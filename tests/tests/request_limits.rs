@@ -10,7 +10,6 @@
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    os::fd::AsRawFd,
     sync::atomic::Ordering,
     time::{Duration, Instant},
 };
@@ -19,6 +18,7 @@ use tollgate_tests::{
     daemon::{Env, free_port},
     httpd::Server,
     privileged,
+    traffic::close_with_reset,
 };
 
 /// Requests per second per source, and the burst.
@@ -124,21 +124,7 @@ fn scenario(env: &Env, port: u16, writes: Writes) -> (u64, u64, f64) {
             std::thread::sleep(DRAIN);
             let counted = requests.load(Ordering::SeqCst);
             let t = start.elapsed().as_secs_f64();
-            let linger = libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            };
-            // SAFETY: a valid socket and a correctly sized option.
-            unsafe {
-                libc::setsockopt(
-                    stream.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&raw const linger).cast(),
-                    size_of::<libc::linger>() as libc::socklen_t,
-                )
-            };
-            drop(stream);
+            close_with_reset(stream);
             let _ = answers.join();
             (sent, counted, t)
         })

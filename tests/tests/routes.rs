@@ -18,7 +18,7 @@
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpStream},
-    os::fd::{AsRawFd, FromRawFd},
+    os::fd::FromRawFd,
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -29,6 +29,7 @@ use tollgate_tests::{
     daemon::{Env, free_port, metric_value, scrape_metrics},
     httpd::Server,
     privileged,
+    traffic::close_with_reset,
 };
 
 /// The tier's requests limit per source, and its burst.
@@ -136,21 +137,7 @@ fn drive(
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     std::thread::sleep(close.saturating_duration_since(Instant::now()));
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket and a correctly sized option.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const linger).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    drop(stream);
+    close_with_reset(stream);
     let _ = answers.join();
     sent
 }
