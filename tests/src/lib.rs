@@ -13,6 +13,7 @@ pub mod net;
 pub mod packet;
 pub mod probes;
 pub mod program;
+pub mod prometheus;
 pub mod rawbpf;
 pub mod redis;
 pub mod soak;

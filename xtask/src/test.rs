@@ -1,5 +1,6 @@
 //! `cargo xtask test [--no-lint] [-- <cargo test args>]`: setup, the whole
-//! test suite, then the lints. Every step runs even when an earlier test or
+//! test suite, the alert rules' checks (`promtool check/test rules`), then the
+//! lints. Every step runs even when an earlier test or
 //! lint step failed; the summary names the failures and the exit status is
 //! non-zero if there were any.
 
@@ -82,6 +83,23 @@ pub fn run(args: Args) -> Result<()> {
         test.env("TOLLGATE_REQUIRE_PRIVILEGED", "1");
     }
     steps.push(step("test", test, path.as_ref()));
+
+    // The shipped alert rules are valid, and their unit tests (series that
+    // fire each alert and series that must not) pass. Seconds, no cargo.
+    let mut check_rules = Command::new("promtool");
+    check_rules.current_dir(util::root_dir()).args([
+        "check",
+        "rules",
+        "deploy/prometheus/alerts.yml",
+    ]);
+    steps.push(step("promtool check rules", check_rules, path.as_ref()));
+    let mut test_rules = Command::new("promtool");
+    test_rules.current_dir(util::root_dir()).args([
+        "test",
+        "rules",
+        "deploy/prometheus/alerts_test.yml",
+    ]);
+    steps.push(step("promtool test rules", test_rules, path.as_ref()));
 
     if !args.no_lint {
         let mut fmt = cargo();
