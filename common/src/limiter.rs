@@ -310,7 +310,25 @@ pub const fn fresh_state(now_ns: u64) -> SourceState {
         packets_tat: 0,
         bytes_tat: 0,
         l7_tats: (ticks << SourceState::CONNECTIONS_SHIFT) | (ticks << SourceState::REQUESTS_SHIFT),
+        admitted: 0,
     }
+}
+
+/// Counts one admitted packet carrying `costs.requests` request units in the
+/// source's [`SourceState::admitted`] (one atomic add; the caller checks
+/// [`TierConfig::counts_admitted`]).
+///
+/// # Safety
+/// As [`charge_u64`], for `state`.
+#[inline(always)]
+pub unsafe fn count_admitted(state: *mut SourceState, costs: &Costs) {
+    // SAFETY: caller guarantees validity and alignment.
+    unsafe {
+        atomic::add_u64(
+            &raw mut (*state).admitted,
+            SourceState::admitted_increment(costs.requests),
+        )
+    };
 }
 
 #[cfg(test)]

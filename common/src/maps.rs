@@ -7,7 +7,7 @@ use crate::gcra::{INTERVAL_SHIFT, TICK_SHIFT};
 /// Bumped whenever a map's key, value or meaning changes. Stored in the
 /// `TG_META` map so a new daemon can tell a compatible pinned program from an
 /// incompatible one.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Tiers are indices into `TG_TIERS` (an array map).
 pub const MAX_TIERS: u32 = 64;
@@ -299,6 +299,9 @@ pub const MAX_CAPACITY_TICKS: u32 = (1 << 31) - 1;
 pub const TIER_ACTIVE: u32 = 1 << 0;
 /// `TierConfig::flags`: count would-drops but pass everything.
 pub const TIER_SHADOW: u32 = 1 << 1;
+/// `TierConfig::flags`: count what each source is admitted
+/// ([`SourceState::admitted`]), for the tier's fleet-wide limits.
+pub const TIER_COUNT_ADMITTED: u32 = 1 << 2;
 
 /// One usage tier (value of `TG_TIERS`).
 #[repr(C)]
@@ -326,6 +329,11 @@ impl TierConfig {
     #[inline(always)]
     pub const fn is_active(&self) -> bool {
         self.flags & TIER_ACTIVE != 0
+    }
+    /// Whether the program counts what each source of the tier is admitted.
+    #[inline(always)]
+    pub const fn counts_admitted(&self) -> bool {
+        self.flags & TIER_COUNT_ADMITTED != 0
     }
     /// Whether new sources are admitted under a budget.
     #[inline(always)]
@@ -367,9 +375,9 @@ impl RuleValue {
     }
 }
 
-/// Per-source bucket state (value of `TG_SOURCES_V4` / `TG_SOURCES_V6`). 24 bytes
-/// so a tracked source costs under 100 bytes of kernel memory including the LRU
-/// hash's own element header (48 bytes) and bucket array.
+/// Per-source bucket state (value of `TG_SOURCES_V4` / `TG_SOURCES_V6`). 32
+/// bytes: a tracked source costs about 105 bytes of kernel memory including
+/// the LRU hash's own element header (48 bytes) and bucket array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceState {
@@ -380,11 +388,25 @@ pub struct SourceState {
     /// Two wrapping 32-bit tick TATs in one word (BPF compare-and-swap is
     /// 64-bit): new connections in the low half, HTTP requests in the high half.
     pub l7_tats: u64,
+    /// What the source was admitted while its tier counts it
+    /// ([`TIER_COUNT_ADMITTED`]), as two wrapping 32-bit counters in one word
+    /// (one atomic add): packets in the low half, request units (route costs
+    /// included) in the high half. The packets half carries into the requests
+    /// half when it wraps; [`AdmittedDelta::between`] takes that back out.
+    pub admitted: u64,
 }
 
 impl SourceState {
     pub const CONNECTIONS_SHIFT: u32 = 0;
     pub const REQUESTS_SHIFT: u32 = 32;
+    pub const ADMITTED_REQUESTS_SHIFT: u32 = 32;
+
+    /// What one admitted packet carrying `requests` request units adds to
+    /// [`SourceState::admitted`].
+    #[inline(always)]
+    pub const fn admitted_increment(requests: u32) -> u64 {
+        1 | (requests as u64) << Self::ADMITTED_REQUESTS_SHIFT
+    }
 
     pub const fn connections_tat(&self) -> u32 {
         (self.l7_tats >> Self::CONNECTIONS_SHIFT) as u32
@@ -392,6 +414,49 @@ impl SourceState {
 
     pub const fn requests_tat(&self) -> u32 {
         (self.l7_tats >> Self::REQUESTS_SHIFT) as u32
+    }
+}
+
+/// What a source was admitted between two reads of
+/// [`SourceState::admitted`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdmittedDelta {
+    pub packets: u64,
+    pub requests: u64,
+}
+
+impl AdmittedDelta {
+    /// The difference between two reads of one counter word, `before` then
+    /// `after`, assuming fewer than 2^32 packets in between (at 250 ms reads
+    /// that is 17 billion packets a second). A packets half that wrapped
+    /// carried one into the requests half, which is taken back out. `None`
+    /// when the word went backwards: the source's state was evicted and made
+    /// again in between, so the counter restarted from zero.
+    pub const fn between(before: u64, after: u64) -> Option<AdmittedDelta> {
+        let (p0, p1) = (before as u32, after as u32);
+        let (r0, r1) = (
+            (before >> SourceState::ADMITTED_REQUESTS_SHIFT) as u32,
+            (after >> SourceState::ADMITTED_REQUESTS_SHIFT) as u32,
+        );
+        let wrapped = (p1 < p0) as u32;
+        let packets = p1.wrapping_sub(p0);
+        let requests = r1.wrapping_sub(r0).wrapping_sub(wrapped);
+        // Half the counter's range in one interval is not traffic: a restart.
+        if packets >= 1 << 31 || requests >= 1 << 31 {
+            return None;
+        }
+        Some(AdmittedDelta {
+            packets: packets as u64,
+            requests: requests as u64,
+        })
+    }
+
+    /// Everything a counter word holds (a state made since the last read).
+    pub const fn since_zero(word: u64) -> AdmittedDelta {
+        AdmittedDelta {
+            packets: word as u32 as u64,
+            requests: (word >> SourceState::ADMITTED_REQUESTS_SHIFT) as u32 as u64,
+        }
     }
 }
 
@@ -581,8 +646,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn state_is_24_bytes() {
-        assert_eq!(core::mem::size_of::<SourceState>(), 24);
+    fn admitted_deltas_survive_the_packets_half_wrapping_and_see_restarts() {
+        let inc = |w: u64, requests: u32| w.wrapping_add(SourceState::admitted_increment(requests));
+        let mut w = (u32::MAX - 1) as u64 | 5 << 32;
+        let before = w;
+        // Four packets, the second and fourth carrying 3 request units each:
+        // the packets half wraps and carries one into the requests half.
+        for r in [0, 3, 0, 3] {
+            w = inc(w, r);
+        }
+        assert_eq!(
+            AdmittedDelta::between(before, w),
+            Some(AdmittedDelta {
+                packets: 4,
+                requests: 6
+            })
+        );
+        assert_eq!(AdmittedDelta::between(w, w), Some(AdmittedDelta::default()));
+        // A state made again counts from zero: the word went backwards.
+        assert_eq!(AdmittedDelta::between(1_000 | 9 << 32, 7 | 1 << 32), None);
+        assert_eq!(
+            AdmittedDelta::since_zero(7 | 1 << 32),
+            AdmittedDelta {
+                packets: 7,
+                requests: 1
+            }
+        );
+    }
+
+    #[test]
+    fn state_is_32_bytes() {
+        assert_eq!(core::mem::size_of::<SourceState>(), 32);
         assert_eq!(core::mem::size_of::<TierConfig>(), 104);
         assert_eq!(core::mem::size_of::<RuleValue>(), 16);
     }

@@ -137,6 +137,10 @@ pub struct Policy {
     pub tiers: [TierConfig; MAX_TIERS as usize],
     /// The HTTP ports: TCP destination ports whose payload requests limits count.
     pub http_ports: Vec<u16>,
+    /// Whether request heads are counted on the HTTP ports while no route is
+    /// configured (the daemon counts them when some tier limits requests);
+    /// routes always count them.
+    pub count_requests: bool,
     rules: Vec<Rule>,
     /// Routes; none: request heads cost one each.
     pub routes: Vec<Route>,
@@ -157,6 +161,7 @@ impl Policy {
             default_tier: 0,
             tiers: [TierConfig::default(); MAX_TIERS as usize],
             http_ports: Vec::new(),
+            count_requests: true,
             rules: Vec::new(),
             routes: Vec::new(),
             split_head_cost: 1,
@@ -246,6 +251,9 @@ pub struct Buckets {
     /// Wrapping tick TATs.
     pub connections: u32,
     pub requests: u32,
+    /// What the source was admitted while its tier counts it: packets in the
+    /// low 32 bits, request units in the high 32 (one wrapping 64-bit sum).
+    pub admitted: u64,
 }
 
 impl Buckets {
@@ -259,6 +267,7 @@ impl Buckets {
             bytes: 0,
             connections: ticks,
             requests: ticks,
+            admitted: 0,
         }
     }
 
@@ -269,6 +278,7 @@ impl Buckets {
             bytes_tat: self.bytes,
             l7_tats: (self.connections as u64) << crate::SourceState::CONNECTIONS_SHIFT
                 | (self.requests as u64) << crate::SourceState::REQUESTS_SHIFT,
+            admitted: self.admitted,
         }
     }
 }
@@ -412,7 +422,12 @@ impl Model {
             } if dst_port != 0 && self.policy.http_ports.contains(&dst_port) => {
                 let payload = frame.get(payload..).unwrap_or(&[]);
                 if self.policy.routes.is_empty() {
-                    (new_connection, request_heads(payload), None)
+                    let requests = if self.policy.count_requests {
+                        request_heads(payload)
+                    } else {
+                        0
+                    };
+                    (new_connection, requests, None)
                 } else {
                     let routed = self.route_heads(dst_port, payload);
                     let requests = routed.requests;
@@ -513,6 +528,10 @@ impl Model {
                 match step_ns(*aggregate, now, &tier.aggregate, 1) {
                     Some(tat) => {
                         *buckets = charged;
+                        if tier.counts_admitted() {
+                            buckets.admitted =
+                                buckets.admitted.wrapping_add(1 + ((requests as u64) << 32));
+                        }
                         *aggregate = tat;
                         Verdict::Passed
                     }

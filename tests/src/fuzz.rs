@@ -37,8 +37,9 @@ use ipnet::IpNet;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 use tollgate::datapath::kernel::MapSizes;
 use tollgate_common::{
-    AGGREGATE_SLOTS, Counter, Limit, LimitKind, MAX_HTTP_PORTS, MAX_TIERS, RULE_ALLOW, RULE_DENY,
-    RULE_TIER, RuleValue, SETTINGS_COUNT_REQUESTS, Settings, TIER_ACTIVE, TIER_SHADOW, TierConfig,
+    AGGREGATE_SLOTS, AdmittedDelta, Counter, Limit, LimitKind, MAX_HTTP_PORTS, MAX_TIERS, RULE_ALLOW, RULE_DENY,
+    RULE_TIER, RuleValue, SETTINGS_COUNT_REQUESTS, Settings, TIER_ACTIVE, TIER_COUNT_ADMITTED, TIER_SHADOW,
+    TierConfig,
     VERDICT_COUNT, Verdict, aggregate_slot,
     gcra::TICK_SHIFT,
     model::{Judgement, Model, Network, Policy, Route, SourceKey},
@@ -285,7 +286,13 @@ fn random_tier(rng: &mut StdRng) -> TierConfig {
         aggregate,
         new_sources,
         ipv6_prefix,
-        flags: TIER_ACTIVE | if rng.gen_bool(0.25) { TIER_SHADOW } else { 0 },
+        flags: TIER_ACTIVE
+            | if rng.gen_bool(0.25) { TIER_SHADOW } else { 0 }
+            | if rng.gen_bool(0.3) {
+                TIER_COUNT_ADMITTED
+            } else {
+                0
+            },
     }
 }
 
@@ -373,6 +380,7 @@ pub fn random_policy(rng: &mut StdRng) -> FuzzPolicy {
         verdict_sample_every: *[0, 1, 7].choose(rng).expect("non-empty"),
         split_head_cost: policy.split_head_cost,
     };
+    policy.count_requests = settings.flags & SETTINGS_COUNT_REQUESTS != 0;
     FuzzPolicy { policy, settings }
 }
 
@@ -1337,6 +1345,15 @@ impl Pair {
                 problems.push(format!(
                     "source {key:?} holds (packets, bytes, connections, requests) {got:?} \
                      in the kernel, {want:?} in the model"
+                ));
+            }
+            // The admitted counters are exact on both sides.
+            if k.admitted != m.admitted {
+                problems.push(format!(
+                    "source {key:?} was admitted (packets, requests) {:?} by the kernel's \
+                     count, {:?} by the model's",
+                    AdmittedDelta::since_zero(k.admitted),
+                    AdmittedDelta::since_zero(m.admitted),
                 ));
             }
         }

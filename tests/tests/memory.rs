@@ -9,7 +9,9 @@ const SOURCES: u32 = 1_000_000;
 /// The LRU hash keeps per-CPU free lists and starts evicting a little before
 /// it is full (999,936 of 1,000,000 here), so leave it some headroom.
 const MAX_ENTRIES: u32 = SOURCES + 4096;
-const BUDGET_BYTES_PER_SOURCE: f64 = 100.0;
+/// 100 bytes with the 24-byte state; the admitted counter that makes the
+/// cluster sync's usage exact (issue 19) adds 8 bytes a source, measured 105.
+const BUDGET_BYTES_PER_SOURCE: f64 = 108.0;
 
 /// (max_entries, memlock) of every BPF map of `map_type` open in this process.
 fn maps_of_type(map_type: u32) -> Vec<(u64, u64)> {
@@ -37,8 +39,8 @@ fn maps_of_type(map_type: u32) -> Vec<(u64, u64)> {
 }
 
 #[test]
-fn a_tracked_source_costs_under_100_bytes_of_kernel_memory() {
-    if !privileged("a_tracked_source_costs_under_100_bytes_of_kernel_memory") {
+fn a_tracked_source_costs_under_108_bytes_of_kernel_memory() {
+    if !privileged("a_tracked_source_costs_under_108_bytes_of_kernel_memory") {
         return;
     }
     let mut p = TestProgram::load_sized(&MapSizes {
@@ -59,7 +61,7 @@ fn a_tracked_source_costs_under_100_bytes_of_kernel_memory() {
     }
     let (v4, v6) = p.maps.tracked_sources();
     assert_eq!((v4, v6), (SOURCES as usize, SOURCES as usize));
-    assert_eq!(std::mem::size_of::<SourceState>(), 24);
+    assert_eq!(std::mem::size_of::<SourceState>(), 32);
 
     const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
     let lru = maps_of_type(BPF_MAP_TYPE_LRU_HASH);

@@ -197,7 +197,12 @@ fn judge(
                 costs,
                 routed: heads.routed as u32,
             };
-            charged_verdict(tg_charge(state, tier_ptr, aggregate, now, &charge))?
+            let verdict = charged_verdict(tg_charge(state, tier_ptr, aggregate, now, &charge))?;
+            if verdict == Verdict::Passed && tier.counts_admitted() {
+                // SAFETY: a live map value, only changed through atomics.
+                unsafe { limiter::count_admitted(state, &charge.costs) };
+            }
+            verdict
         }
         // An untracked source's requests still go through their routes'
         // ceilings: the backend's capacity is every source's.

@@ -70,7 +70,6 @@
 //! with exponential backoff (capped at [`MAX_BACKOFF`]) and logs once per
 //! change of state; [`Status::is_up`] says which.
 
-pub mod estimate;
 pub mod store;
 pub mod usage;
 
@@ -243,31 +242,19 @@ impl Plan {
                 let (Some(global), Some(local)) = (t.global(field), t.limit(field.local())) else {
                     continue;
                 };
-                let (Ok(global), Ok(local)) =
-                    (global.resolve_global(), local.resolve(field.local()))
+                let (Ok(global), Ok(_)) = (global.resolve_global(), local.resolve(field.local()))
                 else {
                     continue;
                 };
-                let threshold =
-                    (cfg.share * global.per_second * cfg.sync_interval.as_secs_f64()).max(1.0);
-                let (kind, measure) = match field.local() {
-                    LimitField::Packets => (
-                        Kind::Packets,
-                        Measure {
-                            increment: local.limit.increment_ns(1) as f64,
-                            capacity: local.limit.capacity_ns,
-                            threshold,
-                        },
-                    ),
-                    _ => (
-                        Kind::Requests,
-                        Measure {
-                            increment: local.limit.increment_ticks() as f64,
-                            capacity: local.limit.capacity_ticks() as u64,
-                            threshold,
-                        },
-                    ),
+                // Worth a push: `share` of the allowance per interval.
+                let threshold = (cfg.share * global.per_second * cfg.sync_interval.as_secs_f64())
+                    .floor()
+                    .max(1.0) as u64;
+                let kind = match field.local() {
+                    LimitField::Packets => Kind::Packets,
+                    _ => Kind::Requests,
                 };
+                let measure = Measure { threshold };
                 match kind {
                     Kind::Packets => g.measures.packets = Some(measure),
                     Kind::Requests => g.measures.requests = Some(measure),
@@ -313,27 +300,13 @@ impl Plan {
 /// Reads every source of a tier with global limits in the one batched walk of
 /// the source maps ([`SourceWalk`]) and appends what to push to `out`. Runs on
 /// a blocking thread. The walk is bounded by the maps' sizes; a source the
-/// kernel hands over twice is read once ([`Usage::seen`]).
-///
-/// # The clock
-///
-/// The estimator takes `now` as the instant of the read (backlog = TAT − now,
-/// [`estimate`]), so `now` must not be earlier than the kernel's copy of the
-/// state: a packet admitted in between would show as backlog the source never
-/// had, and the next interval would start before its read. The clock is read
-/// once per batch, right after the syscall that copied it: never earlier than
-/// the copy, and late by at most one batch's syscall and handling. A late
-/// `now` understates both backlogs by the same lag, which cancels for a
-/// source pressing its limit (the estimate is then ΔTAT / T); one read after
-/// the whole walk would be late by the walk itself (tens of milliseconds at a
-/// million sources), enough for a source with a shorter backlog to look idle
-/// and be under-counted. The scan's start, read before the walk, is what the
-/// next scan takes a new source to have been idle since (no later than any
-/// read of this one).
+/// kernel hands over twice is read once ([`Usage::seen`]). What each source
+/// was admitted is the kernel's own count ([`Usage::observe`]): no clock is
+/// read and nothing is estimated.
 ///
 /// On an error the deltas of the sources read so far are still in `out`, and
 /// the sources not reached keep their last reads (the scan is not finished),
-/// so the next complete walk measures them over the longer interval.
+/// so the next complete walk counts them over the longer interval.
 pub fn scan(
     walk: &SourceWalk,
     plan: &Plan,
@@ -341,30 +314,27 @@ pub fn scan(
     window: u64,
     out: &mut Vec<Delta>,
 ) -> io::Result<()> {
-    let started = kernel::clock_ns();
     usage.begin(window);
     if !plan.tiers.is_empty() {
-        let mut read = |sk: SourceKey, state: &SourceState, now: u64, out: &mut Vec<Delta>| {
+        let mut read = |sk: SourceKey, state: &SourceState, out: &mut Vec<Delta>| {
             let Some(t) = plan.tier_of(&sk) else { return };
             if !usage.seen(&sk) {
-                usage.observe(sk, t, &plan.tiers[t].measures, state, now, out);
+                usage.observe(sk, t, &plan.tiers[t].measures, state, out);
             }
         };
         let v4 = walk.v4_batches(|keys, states| {
-            let now = kernel::clock_ns();
             for (k, state) in keys.iter().zip(states) {
-                read(SourceKey::V4(*k), state, now, out);
+                read(SourceKey::V4(*k), state, out);
             }
         });
         let v6 = walk.v6_batches(|keys, states| {
-            let now = kernel::clock_ns();
             for (k, state) in keys.iter().zip(states) {
-                read(SourceKey::V6(*k), state, now, out);
+                read(SourceKey::V6(*k), state, out);
             }
         });
         v4.and(v6)?;
     }
-    usage.finish(started);
+    usage.finish();
     Ok(())
 }
 
@@ -400,7 +370,6 @@ pub fn entries(plan: &Plan, window: u64, deltas: &[Delta]) -> Vec<Entry> {
 
 struct Deny {
     until: Instant,
-    source: SourceKey,
     rule: RuleValue,
 }
 
@@ -529,6 +498,11 @@ impl Syncer {
                 "cluster: the configuration changed"
             );
             self.plan = Arc::new(Plan::new(&in_force, &self.cfg));
+            self.scanner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .1
+                .rebase_new_sources();
             let again: Vec<_> = self
                 .denies
                 .active
@@ -672,7 +646,6 @@ impl Syncer {
                         net,
                         Deny {
                             until,
-                            source: d.source,
                             rule,
                         },
                     );
@@ -704,16 +677,11 @@ impl Syncer {
             return;
         }
         let (mut upsert, mut remove) = (Vec::new(), Vec::new());
-        {
-            let mut s = self.scanner.lock().unwrap_or_else(|p| p.into_inner());
-            for net in nets {
-                if let Some(d) = self.denies.active.remove(net) {
-                    s.1.mark_lifted(&d.source);
-                }
-                match self.plan.configured.get(net) {
-                    Some(v) => upsert.push((*net, *v)),
-                    None => remove.push(*net),
-                }
+        for net in nets {
+            self.denies.active.remove(net);
+            match self.plan.configured.get(net) {
+                Some(v) => upsert.push((*net, *v)),
+                None => remove.push(*net),
             }
         }
         self.status
@@ -791,10 +759,8 @@ tier = "api"
         assert_eq!(api.name, "api");
         assert_eq!(api.allowance, [2500, 150]);
         let m = api.measures.packets.unwrap();
-        assert_eq!(m.increment, 1_000_000.0);
-        assert_eq!(m.capacity, 100_000_000);
         // 5% of 2000/s over 100 ms.
-        assert!((m.threshold - 10.0).abs() < 1e-9);
+        assert_eq!(m.threshold, 10);
         assert!(api.measures.requests.is_some());
         let v4 = |a: [u8; 4]| SourceKey::v4(a.into());
         assert_eq!(p.tier_of(&v4([10, 0, 0, 1])), Some(0));

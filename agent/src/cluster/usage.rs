@@ -1,12 +1,10 @@
-//! Per-source usage between syncs: reads of each tracked source's buckets
-//! turned into admitted-unit estimates ([`super::estimate`]), accumulated until
-//! they are worth pushing.
+//! Per-source usage between syncs: reads of each tracked source's admitted
+//! counter (the kernel's exact count, [`SourceState::admitted`]) turned into
+//! deltas, accumulated until they are worth pushing.
 
 use std::collections::HashMap;
 
-use tollgate_common::SourceState;
-
-use super::estimate;
+use tollgate_common::{AdmittedDelta, SourceState};
 
 pub use crate::spec::SourceKey;
 
@@ -27,14 +25,10 @@ impl Kind {
     }
 }
 
-/// How one global limit is measured: the per-node bucket's emission interval
-/// and capacity (nanoseconds for packets, ticks for requests), and the
-/// smallest delta worth a push.
+/// How one global limit is pushed: the smallest delta worth a push.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Measure {
-    pub increment: f64,
-    pub capacity: u64,
-    pub threshold: f64,
+    pub threshold: u64,
 }
 
 /// What a tier measures.
@@ -57,13 +51,10 @@ pub struct Delta {
 #[derive(Clone, Debug)]
 struct Track {
     tier: usize,
-    /// Last read: (TAT, kernel time in ns).
-    packets: (u64, u64),
-    requests: (u32, u64),
-    /// Estimated units not pushed yet (this window).
-    pending: [f64; 2],
-    /// Use the upper bound for the next estimate (a deny was just lifted).
-    upper: bool,
+    /// The source's admitted-counter word at the last read.
+    admitted: u64,
+    /// Units admitted but not pushed yet (this window).
+    pending: [u64; 2],
     scan: u64,
 }
 
@@ -72,20 +63,24 @@ struct Track {
 pub struct Usage {
     tracks: HashMap<SourceKey, Track>,
     scan: u64,
-    /// Kernel time when the previous scan started.
-    previous: Option<u64>,
+    /// Whether a complete scan took the baselines (the first after start).
+    based: bool,
+    /// Sources first seen in the next scan take a baseline instead of
+    /// counting from zero (the configuration changed: a source may have just
+    /// moved into a tier with global limits, with a counter from before).
+    rebase_new: bool,
     window: u64,
 }
 
 impl Usage {
     /// Starts a scan in `window`; a new window drops what was not pushed in
-    /// the previous one (at most one threshold per source).
+    /// the previous one (under one threshold per source).
     pub fn begin(&mut self, window: u64) {
         self.scan += 1;
         if window != self.window {
             self.window = window;
             for t in self.tracks.values_mut() {
-                t.pending = [0.0; 2];
+                t.pending = [0; 2];
             }
         }
     }
@@ -96,98 +91,92 @@ impl Usage {
         self.tracks.get(key).is_some_and(|t| t.scan == self.scan)
     }
 
-    /// One read of `key`'s buckets at kernel time `now`; appends the deltas
-    /// worth pushing to `out`.
+    /// One read of `key`'s admitted counter; appends the deltas worth pushing
+    /// to `out`. The counter is the kernel's exact count
+    /// ([`SourceState::admitted`]), so the delta since the last read is what
+    /// the source was admitted in between, nothing estimated:
+    ///
+    /// * a source read before: the difference of the two reads
+    ///   ([`AdmittedDelta::between`]);
+    /// * a source first seen: everything its counter holds, since its state
+    ///   was made after the last complete scan (which read every source)
+    ///   and counts from zero; except in the first scan after start or after
+    ///   a configuration change, which only take baselines;
+    /// * a counter that went backwards (the state was evicted and made again
+    ///   between the reads): everything it holds now. What the old state
+    ///   counted after its last read is lost, as is the first interval of a
+    ///   source first seen in a baseline scan.
     pub fn observe(
         &mut self,
         key: SourceKey,
         tier: usize,
         m: &Measures,
         state: &SourceState,
-        now: u64,
         out: &mut Vec<Delta>,
     ) {
         let scan = self.scan;
-        let fresh = Track {
-            tier,
-            packets: (state.packets_tat, now),
-            requests: (state.requests_tat(), now),
-            pending: [0.0; 2],
-            upper: false,
-            scan,
+        let word = state.admitted;
+        let delta = match self.tracks.get_mut(&key) {
+            Some(track) => {
+                let d = AdmittedDelta::between(track.admitted, word)
+                    .unwrap_or(AdmittedDelta::since_zero(word));
+                if track.tier != tier {
+                    track.tier = tier;
+                    track.pending = [0; 2];
+                }
+                d
+            }
+            None => {
+                let baseline = !self.based || self.rebase_new;
+                self.tracks.insert(
+                    key,
+                    Track {
+                        tier,
+                        admitted: word,
+                        pending: [0; 2],
+                        scan,
+                    },
+                );
+                if baseline {
+                    return;
+                }
+                AdmittedDelta::since_zero(word)
+            }
         };
-        let Some(since) = self.previous else {
-            // The first scan only takes the baselines.
-            self.tracks.insert(key, fresh);
-            return;
-        };
-        let track = self.tracks.entry(key).or_insert_with(|| fresh.clone());
-        let known = track.scan != scan && track.tier == tier;
-        if track.tier != tier {
-            *track = fresh;
-        }
-        let upper = track.upper;
-        let mut add = |kind: Kind, admitted: f64, threshold: f64, pending: &mut [f64; 2]| {
-            let p = &mut pending[kind as usize];
-            *p += admitted;
-            if *p >= threshold.max(1.0) {
-                let units = p.floor();
-                *p -= units;
+        let track = self.tracks.get_mut(&key).expect("tracked above");
+        track.admitted = word;
+        track.scan = scan;
+        let mut add = |kind: Kind, units: u64, measure: &Option<Measure>| {
+            let Some(measure) = measure else { return };
+            let p = &mut track.pending[kind as usize];
+            *p += units;
+            if *p >= measure.threshold.max(1) {
                 out.push(Delta {
                     source: key,
                     tier,
                     kind,
-                    units: units as u64,
+                    units: *p,
                 });
+                *p = 0;
             }
         };
-        if let Some(pm) = &m.packets {
-            let prev = known.then_some(track.packets);
-            let r = estimate::reads_ns(prev, since, state.packets_tat, now, pm.increment);
-            add(
-                Kind::Packets,
-                estimate::admitted(&r, upper),
-                pm.threshold,
-                &mut track.pending,
-            );
-        }
-        if let Some(rm) = &m.requests {
-            let prev = known.then_some(track.requests);
-            let r = estimate::reads_ticks(
-                prev,
-                since,
-                state.requests_tat(),
-                now,
-                rm.increment,
-                rm.capacity.min(u32::MAX as u64) as u32,
-            );
-            add(
-                Kind::Requests,
-                estimate::admitted(&r, upper),
-                rm.threshold,
-                &mut track.pending,
-            );
-        }
-        track.packets = (state.packets_tat, now);
-        track.requests = (state.requests_tat(), now);
-        track.upper = false;
-        track.scan = scan;
+        add(Kind::Packets, delta.packets, &m.packets);
+        add(Kind::Requests, delta.requests, &m.requests);
     }
 
-    /// Ends the scan that started at kernel time `started`: sources not seen
-    /// (evicted, or moved to a tier without global limits) are forgotten.
-    pub fn finish(&mut self, started: u64) {
+    /// Ends a complete scan: sources not seen (evicted, or moved to a tier
+    /// without global limits) are forgotten.
+    pub fn finish(&mut self) {
         let scan = self.scan;
         self.tracks.retain(|_, t| t.scan == scan);
-        self.previous = Some(started);
+        self.based = true;
+        self.rebase_new = false;
     }
 
-    /// The next estimate of `key` uses the upper bound: its deny was lifted
-    /// and it may restart at full speed.
-    pub fn mark_lifted(&mut self, key: &SourceKey) {
-        if let Some(t) = self.tracks.get_mut(key) {
-            t.upper = true;
-        }
+    /// The configuration changed: sources first seen in the next complete
+    /// scan take a baseline (see [`Usage::observe`]).
+    pub fn rebase_new_sources(&mut self) {
+        self.rebase_new = true;
     }
 
     pub fn len(&self) -> usize {
@@ -204,91 +193,95 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
-    const MS: u64 = 1_000_000;
-
-    fn measures(threshold: f64) -> Measures {
+    fn measures(threshold: u64) -> Measures {
         Measures {
-            packets: Some(Measure {
-                increment: MS as f64,
-                capacity: 10 * MS,
-                threshold,
-            }),
-            requests: None,
+            packets: Some(Measure { threshold }),
+            requests: Some(Measure { threshold: 1 }),
         }
     }
 
-    fn state(packets_tat: u64) -> SourceState {
+    fn state(packets: u32, requests: u32) -> SourceState {
         SourceState {
-            packets_tat,
+            admitted: packets as u64 | (requests as u64) << 32,
             ..Default::default()
         }
     }
 
-    #[test]
-    fn deltas_accumulate_until_worth_a_push_and_reset_per_window() {
-        let key = SourceKey::v4(Ipv4Addr::new(192, 0, 2, 7));
-        let m = measures(150.0);
-        let mut u = Usage::default();
+    fn scan(u: &mut Usage, window: u64, reads: &[(SourceKey, SourceState)]) -> Vec<Delta> {
         let mut out = Vec::new();
-        // A saturating source: backlogged 10 ms at every read, 100 per 100 ms.
-        let mut t = 1_000 * MS;
-        u.begin(1);
-        u.observe(key, 0, &m, &state(t + 10 * MS), t, &mut out);
-        u.finish(t);
-        assert!(out.is_empty(), "the first scan only takes baselines");
-        let mut pushed = Vec::new();
-        for _ in 0..4 {
-            t += 100 * MS;
-            u.begin(1);
-            u.observe(key, 0, &m, &state(t + 10 * MS), t, &mut out);
-            u.finish(t);
-            pushed.push(out.iter().map(|d| d.units).sum::<u64>());
-            out.clear();
+        u.begin(window);
+        for (k, s) in reads {
+            u.observe(*k, 0, &measures(150), s, &mut out);
         }
-        // 100, 200 (push 200), 100, 200 (push 200).
+        u.finish();
+        out
+    }
+
+    fn units(out: &[Delta], kind: Kind) -> u64 {
+        out.iter().filter(|d| d.kind == kind).map(|d| d.units).sum()
+    }
+
+    #[test]
+    fn deltas_are_exact_accumulate_until_worth_a_push_and_reset_per_window() {
+        let key = SourceKey::v4(Ipv4Addr::new(192, 0, 2, 7));
+        let mut u = Usage::default();
+        assert!(scan(&mut u, 1, &[(key, state(1_000, 0))]).is_empty(), "baselines only");
+        // 100 a scan: pushed at 200 (threshold 150), exactly.
+        let pushed: Vec<u64> = (1..=4)
+            .map(|i| units(&scan(&mut u, 1, &[(key, state(1_000 + 100 * i, 0))]), Kind::Packets))
+            .collect();
         assert_eq!(pushed, [0, 200, 0, 200]);
-        // Pending 0 → 100; a new window drops it.
-        t += 100 * MS;
-        u.begin(1);
-        u.observe(key, 0, &m, &state(t + 10 * MS), t, &mut out);
-        u.finish(t);
-        assert!(out.is_empty());
-        t += 100 * MS;
-        u.begin(2);
-        u.observe(key, 0, &m, &state(t + 10 * MS), t, &mut out);
-        u.finish(t);
-        assert!(out.is_empty(), "{out:?}");
+        // 100 pending; a new window drops it.
+        assert!(scan(&mut u, 1, &[(key, state(1_500, 0))]).is_empty());
+        assert!(scan(&mut u, 2, &[(key, state(1_600, 0))]).is_empty());
+        assert_eq!(units(&scan(&mut u, 2, &[(key, state(1_650, 0))]), Kind::Packets), 150);
         assert_eq!(u.len(), 1);
         // Not seen in a scan: forgotten.
-        u.begin(2);
-        u.finish(t);
+        scan(&mut u, 2, &[]);
         assert!(u.is_empty());
     }
 
     #[test]
-    fn a_lifted_source_is_counted_with_the_upper_bound_once() {
-        let key = SourceKey::v4(Ipv4Addr::new(192, 0, 2, 8));
-        let m = measures(1.0);
+    fn a_new_source_counts_from_zero_except_in_a_baseline_scan() {
+        let (a, b) = (
+            SourceKey::v4(Ipv4Addr::new(192, 0, 2, 1)),
+            SourceKey::v4(Ipv4Addr::new(192, 0, 2, 2)),
+        );
         let mut u = Usage::default();
-        let mut out = Vec::new();
-        let t0 = 1_000 * MS;
-        u.begin(1);
-        u.observe(key, 0, &m, &state(t0 - 500 * MS), t0, &mut out);
-        u.finish(t0);
-        u.mark_lifted(&key);
-        // Idle at both reads, TAT moved to 1.150 s: between 1 and 150 packets.
-        let t1 = t0 + 200 * MS;
-        u.begin(1);
-        u.observe(key, 0, &m, &state(t0 + 150 * MS), t1, &mut out);
-        u.finish(t1);
-        assert_eq!(out[0].units, 150);
-        out.clear();
-        let t2 = t1 + 200 * MS;
-        u.begin(1);
-        u.observe(key, 0, &m, &state(t1 + 150 * MS), t2, &mut out);
-        u.finish(t2);
-        // Back to the estimate: idle at both reads, so no busy time sampled.
-        assert!(out.is_empty(), "{out:?}");
+        scan(&mut u, 1, &[(a, state(5, 0))]);
+        // b's state was made since the last complete scan: all of it counts.
+        let out = scan(&mut u, 1, &[(a, state(5, 0)), (b, state(160, 3))]);
+        assert_eq!((units(&out, Kind::Packets), units(&out, Kind::Requests)), (160, 3));
+        // After a configuration change a new source may carry counts from
+        // a tier without global limits: baseline.
+        u.rebase_new_sources();
+        let c = SourceKey::v4(Ipv4Addr::new(192, 0, 2, 3));
+        assert!(scan(&mut u, 1, &[(c, state(500, 0))]).is_empty());
+        assert_eq!(units(&scan(&mut u, 1, &[(c, state(700, 0))]), Kind::Packets), 200);
+    }
+
+    #[test]
+    fn a_wrapped_packets_half_is_taken_out_of_the_requests_half() {
+        let key = SourceKey::v4(Ipv4Addr::new(192, 0, 2, 9));
+        let mut u = Usage::default();
+        scan(&mut u, 1, &[(key, state(u32::MAX - 99, 7))]);
+        // 300 packets, 2 requests: the kernel's add carried one into the
+        // requests half when the packets half wrapped.
+        let after = SourceState {
+            admitted: (u32::MAX - 99) as u64 + (7u64 << 32) + 300 + (2u64 << 32),
+            ..Default::default()
+        };
+        let out = scan(&mut u, 1, &[(key, after)]);
+        assert_eq!((units(&out, Kind::Packets), units(&out, Kind::Requests)), (300, 2));
+    }
+
+    #[test]
+    fn a_counter_that_went_backwards_restarted_from_zero() {
+        let key = SourceKey::v4(Ipv4Addr::new(192, 0, 2, 10));
+        let mut u = Usage::default();
+        scan(&mut u, 1, &[(key, state(10_000, 0))]);
+        let out = scan(&mut u, 1, &[(key, state(170, 0))]);
+        assert_eq!(units(&out, Kind::Packets), 170);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tollgate_common::{Limit, LimitKind, TIER_ACTIVE, TIER_SHADOW, TierConfig};
+use tollgate_common::{Limit, LimitKind, TIER_ACTIVE, TIER_COUNT_ADMITTED, TIER_SHADOW, TierConfig};
 
 use crate::units::{self, Rate, UnitError};
 
@@ -562,6 +562,12 @@ impl TierSpec {
                 | match self.mode {
                     TierMode::Enforce => 0,
                     TierMode::Shadow => TIER_SHADOW,
+                }
+                // The cluster sync pushes what each source was admitted.
+                | if self.has_global_limits() {
+                    TIER_COUNT_ADMITTED
+                } else {
+                    0
                 },
         })
     }

@@ -53,6 +53,7 @@ fn main() -> Result<()> {
         packets_tat: now,
         bytes_tat: now,
         l7_tats: 0,
+        admitted: 0,
     };
     let mut sources_v4 = maps.sources_v4;
     for i in 0..SOURCES {

@@ -5,7 +5,7 @@
 //! pinned under /sys/fs/bpf/tg-<id>, fills TG_SOURCES_V4 with SOURCES sources
 //! of a tier with a global limit, every one pressing its local limit (so every
 //! one is pushed every interval: the worst case), and runs the real sync path
-//! (walk + estimate, counters, one pipelined EVALSHA round trip) against a
+//! (walk + the kernel's admitted counters, one pipelined EVALSHA round trip) against a
 //! throwaway `redis-server`, once per interval. Reports the Redis side from
 //! `INFO` deltas (commands, bytes in/out, CPU) and the node side (walk time,
 //! round trip).
@@ -83,14 +83,18 @@ global_packets = "2000/s"
         &cluster_cfg,
     );
 
-    // Every source backlogged 500 ms past now (longer than a walk takes), as
-    // a source pressing its 1000/s limit stays: its TAT moves with the clock.
     let addr = |i: u32| u32::from_ne_bytes(Ipv4Addr::from(0x0a00_0000 + i).octets());
-    let press = |maps: &mut Maps| -> Result<()> {
+    // Each press: every source admitted one interval's worth at its local
+    // 1000/s (the kernel's admitted counter moves by that much).
+    let per_interval = (1000 * interval.as_millis() as u64 / 1000).max(1);
+    let mut presses = 0u64;
+    let mut press = |maps: &mut Maps| -> Result<()> {
         let now = tollgate::datapath::kernel::clock_ns();
+        presses += 1;
         for i in 0..sources {
             let s = SourceState {
                 packets_tat: now + 500_000_000,
+                admitted: presses * per_interval,
                 ..Default::default()
             };
             maps.sources_v4.insert(addr(i), s, 0)?;
