@@ -260,6 +260,36 @@ impl Env {
         .unwrap();
     }
 
+    /// Adds `ip`, another env's client address, to this namespace's side of
+    /// the veth as a /32 that the namespace never announces in ARP (so the
+    /// root namespace's reverse-path checks never see it): one client
+    /// reaching several nodes from one address.
+    pub fn add_foreign_source(&self, ip: std::net::Ipv4Addr) {
+        sh(&[
+            "ip",
+            "-n",
+            &self.ns.name,
+            "addr",
+            "add",
+            &format!("{ip}/32"),
+            "dev",
+            &self.veth.peer,
+        ])
+        .unwrap();
+        for key in ["all", self.veth.peer.as_str()] {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &self.ns.name,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.conf.{key}.arp_announce=2"),
+            ])
+            .unwrap();
+        }
+    }
+
     /// Starts `tollgate [--json] http tail` against this env's daemon, its
     /// output piped.
     pub fn http_tail(&self, json: bool) -> std::process::Child {

@@ -137,6 +137,14 @@ impl RedisServer {
         }
     }
 
+    /// Sends `signal` to the server (SIGSTOP: a hung Redis; SIGCONT: resumed).
+    pub fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, signal) };
+        }
+    }
+
     /// Sends one inline command; returns the raw reply (bounded wait).
     pub fn command(&self, cmd: &str) -> Result<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port))?;

@@ -133,6 +133,102 @@ impl Drop for Receiver {
     }
 }
 
+/// `SIOCGSTAMPNS` (linux/sockios.h; on 64-bit targets the timespec form):
+/// the receive time of the last datagram read, as a `timespec`.
+const SIOCGSTAMPNS: libc::c_ulong = 0x8907;
+
+/// Records the kernel's receive time (CLOCK_REALTIME, `SIOCGSTAMPNS`) of
+/// every datagram arriving on a UDP socket until stopped, at most
+/// [`TimedReceiver::MAX`] of them.
+pub struct TimedReceiver {
+    pub addr: SocketAddr,
+    times: Arc<std::sync::Mutex<Vec<u64>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TimedReceiver {
+    pub const MAX: usize = 1 << 22;
+
+    pub fn bind(addr: SocketAddr) -> Result<TimedReceiver> {
+        use std::os::fd::AsRawFd;
+        let socket = UdpSocket::bind(addr).with_context(|| format!("binding {addr}"))?;
+        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let addr = socket.local_addr()?;
+        // The first SIOCGSTAMPNS turns receive timestamps on (and fails: no
+        // datagram yet).
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: as below.
+        unsafe { libc::ioctl(socket.as_raw_fd(), SIOCGSTAMPNS as _, &mut ts) };
+        let times = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (times, stop) = (times.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if socket.recv_from(&mut buf).is_err() {
+                        continue;
+                    }
+                    let mut ts = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0,
+                    };
+                    // SAFETY: SIOCGSTAMPNS writes one timespec: the receive
+                    // time of the last datagram read from this socket.
+                    let rc = unsafe {
+                        libc::ioctl(socket.as_raw_fd(), SIOCGSTAMPNS as _, &mut ts)
+                    };
+                    let ns = if rc == 0 {
+                        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+                    } else {
+                        unix_ns()
+                    };
+                    let mut t = times.lock().unwrap();
+                    if t.len() < Self::MAX {
+                        t.push(ns);
+                    }
+                }
+            })
+        };
+        Ok(TimedReceiver {
+            addr,
+            times,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn count(&self) -> u64 {
+        self.times.lock().unwrap().len() as u64
+    }
+
+    /// Receive times so far (unix nanoseconds), in arrival order.
+    pub fn times(&self) -> Vec<u64> {
+        self.times.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TimedReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Now, in unix nanoseconds.
+pub fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
+}
+
 /// Closes `stream` with a reset (`SO_LINGER` 0): the peer sees a RST at
 /// once, and nothing lingers retransmitting data a limiter keeps dropping.
 pub fn close_with_reset(stream: std::net::TcpStream) {

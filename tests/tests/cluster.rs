@@ -28,7 +28,6 @@ use tollgate::{
 use tollgate_common::{RULE_DENY, RULE_TIER};
 use tollgate_tests::{
     daemon::{Daemon, Env},
-    net::sh,
     privileged,
     redis::{self, RedisServer},
     traffic::{Sent, send_udp_paced},
@@ -63,51 +62,52 @@ fn the_script_adds_up_nodes_and_reports_counters_over_allowance() {
         let mut a = Conn::connect(&target, "a", t).await.unwrap();
         let mut b = Conn::connect(&target, "b", t).await.unwrap();
         let k = |s: &str| store::key(7, "api", 'p', s);
+        let m = |node: &str, seq: u64| store::batch_marker(7, node, seq);
         // Node a: 60 of 100 for x, 10 of 100 for y: nobody over.
-        let over = a
-            .push(
-                &script,
-                &[entry(&k("x"), 60, 100), entry(&k("y"), 10, 100)],
-                ttl,
-            )
-            .await
-            .unwrap();
+        let first = [entry(&k("x"), 60, 100), entry(&k("y"), 10, 100)];
+        let over = a.push(&script, &m("a", 1), &first, ttl).await.unwrap();
+        assert!(over.is_empty(), "{over:?}");
+        // The same batch again (its answer was lost): counted once.
+        let over = a.push(&script, &m("a", 1), &first, ttl).await.unwrap();
         assert!(over.is_empty(), "{over:?}");
         // Node b: 40 more for x is exactly the allowance (not over), 41 is.
         let over = b
             .push(
                 &script,
+                &m("b", 1),
                 &[entry(&k("y"), 1, 100), entry(&k("x"), 40, 100)],
                 ttl,
             )
             .await
             .unwrap();
         assert!(over.is_empty(), "{over:?}");
-        let over = b
-            .push(
-                &script,
-                &[entry(&k("y"), 1, 100), entry(&k("x"), 1, 100)],
-                ttl,
-            )
-            .await
-            .unwrap();
+        let last = [entry(&k("y"), 1, 100), entry(&k("x"), 1, 100)];
+        let over = b.push(&script, &m("b", 2), &last, ttl).await.unwrap();
         assert_eq!(over, [1], "x (index 1) is over");
+        // Sent again: nothing added, and the answer is the same.
+        let over = b.push(&script, &m("b", 2), &last, ttl).await.unwrap();
+        assert_eq!(over, [1], "x (index 1) is still over");
         // More than one chunk in one round trip: indices stay global.
         let many: Vec<Entry> = (0..2500)
             .map(|i| entry(&k(&format!("s{i}")), if i == 2100 { 9 } else { 1 }, 5))
             .collect();
-        assert_eq!(a.push(&script, &many, ttl).await.unwrap(), [2100]);
+        assert_eq!(a.push(&script, &m("a", 2), &many, ttl).await.unwrap(), [2100]);
         // A restarted or flushed Redis has no script: EVAL, counted once.
         server.command("SCRIPT FLUSH").unwrap();
         let over = a
-            .push(&script, &[entry(&k("z"), 5, 5), entry(&k("z2"), 6, 5)], ttl)
+            .push(
+                &script,
+                &m("a", 3),
+                &[entry(&k("z"), 5, 5), entry(&k("z2"), 6, 5)],
+                ttl,
+            )
             .await
             .unwrap();
         assert_eq!(over, [1]);
         a.ping().await.unwrap();
     });
     let get = |key: &str| server.command(&format!("GET {key}")).unwrap();
-    assert!(get("tg:{7}:api:p:x").contains("\r\n101\r\n"));
+    assert!(get("tg:{7}:api:p:x").contains("\r\n101\r\n"), "x: 60 + 40 + 1, each batch once");
     assert!(get("tg:{7}:api:p:z").contains("\r\n5\r\n"), "counted once");
     let ttl = server.command("PTTL tg:{7}:api:p:x").unwrap();
     let ms: i64 = ttl.trim().trim_start_matches(':').parse().unwrap();
@@ -141,8 +141,9 @@ fn the_script_runs_on_redis_cluster_one_slot_per_window() {
             let batch: Vec<Entry> = (0..1500)
                 .map(|i| entry(&k(&format!("10.0.{}.{}", i / 256, i % 256)), 3, 5))
                 .collect();
-            assert!(a.push(&script, &batch, ttl).await.unwrap().is_empty());
-            let over = b.push(&script, &batch, ttl).await.unwrap();
+            let m = |node: &str| store::batch_marker(window, node, 1);
+            assert!(a.push(&script, &m("a"), &batch, ttl).await.unwrap().is_empty());
+            let over = b.push(&script, &m("b"), &batch, ttl).await.unwrap();
             assert_eq!(over.len(), 1500, "every counter is at 6 of 5");
         }
         b.ping().await.unwrap();
@@ -402,31 +403,7 @@ fn two_nodes_share_a_global_limit_and_fail_open_without_redis() {
     // (separate namespaces). Node b's namespace answers ARP from its own
     // address, so the root namespace's reverse-path checks never see it.
     let source = nodes[0].veth.peer_ip;
-    let ns_b = nodes[1].ns.name.clone();
-    let peer_b = nodes[1].veth.peer.clone();
-    sh(&[
-        "ip",
-        "-n",
-        &ns_b,
-        "addr",
-        "add",
-        &format!("{source}/32"),
-        "dev",
-        &peer_b,
-    ])
-    .unwrap();
-    for key in ["all", peer_b.as_str()] {
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns_b,
-            "sysctl",
-            "-qw",
-            &format!("net.ipv4.conf.{key}.arp_announce=2"),
-        ])
-        .unwrap();
-    }
+    nodes[1].add_foreign_source(source);
 
     for n in nodes.iter_mut() {
         n.wait_until("cluster up", Duration::from_secs(10), |n| {

@@ -338,14 +338,24 @@ pub fn scan(
     Ok(())
 }
 
-/// The window (seconds since the epoch) and the time left in it.
-fn window_now() -> (u64, Duration) {
+/// The window (seconds since the epoch) it is now.
+fn window_now() -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let w = WINDOW.as_millis() as u64;
-    let ms = now.as_millis() as u64;
-    (ms / w, Duration::from_millis(w - ms % w))
+    (now.as_nanos() / WINDOW.as_nanos()) as u64
+}
+
+/// The time left in `window` now (zero once it is over), and the kernel's
+/// clock read right after: the two name the same instant to within the
+/// reads, so `kernel + left` is the window's end on the kernel's clock.
+fn left_in(window: u64) -> (Duration, u64) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let kernel = kernel::clock_ns();
+    let end = Duration::from_nanos((WINDOW.as_nanos() as u64).saturating_mul(window + 1));
+    (end.saturating_sub(now), kernel)
 }
 
 /// The Redis counters a batch of deltas updates.
@@ -431,6 +441,9 @@ pub async fn run(
         retry_at: Instant::now(),
         backoff: FIRST_BACKOFF,
         logged_up: None,
+        unacked: Vec::new(),
+        // A restarted node must not reuse a marker of its previous run.
+        seq: unix_ms() << 16,
     };
     let mut jitter = Jitter(kernel::clock_ns() | 1);
     let mut next = tokio::time::Instant::now();
@@ -467,6 +480,20 @@ struct Syncer {
     backoff: Duration,
     /// What was last logged (None: nothing yet).
     logged_up: Option<bool>,
+    /// Pushes of this window not answered yet, oldest first.
+    unacked: Vec<Batch>,
+    /// The last batch's sequence number (markers are unique per node).
+    seq: u64,
+}
+
+/// One scan's deltas as one push.
+struct Batch {
+    window: u64,
+    /// The plan the entries were made with.
+    generation: u64,
+    marker: String,
+    entries: Vec<store::Entry>,
+    deltas: Vec<Delta>,
 }
 
 impl Syncer {
@@ -513,7 +540,7 @@ impl Syncer {
         }
         self.expire(Instant::now()).await;
 
-        let (window, left) = window_now();
+        let window = window_now();
         let (scanner, plan) = (self.scanner.clone(), self.plan.clone());
         let Some((deltas, walked, tracked)) = Self::blocking(move || {
             let mut s = scanner.lock().unwrap_or_else(|p| p.into_inner());
@@ -541,6 +568,22 @@ impl Syncer {
             Err(e) => debug!(error = %e, "cluster: walking the source maps still fails"),
         }
 
+        // This scan's deltas become a batch with a marker of its own; batches
+        // of this window whose answer never came go again first, with their
+        // markers, so Redis counts each once (`store::batch_marker`).
+        self.unacked
+            .retain(|b| b.window == window && b.generation == self.plan.generation);
+        if !deltas.is_empty() {
+            self.seq += 1;
+            self.unacked.push(Batch {
+                window,
+                generation: self.plan.generation,
+                marker: store::batch_marker(window, &self.cfg.node_id, self.seq),
+                entries: entries(&self.plan, window, &deltas),
+                deltas,
+            });
+        }
+
         if self.conn.is_none() {
             if Instant::now() < self.retry_at {
                 return;
@@ -552,26 +595,33 @@ impl Syncer {
                 Err(_) => return self.down(format!("no connection within {:?}", self.timeout)),
             }
         }
-        let entries = entries(&self.plan, window, &deltas);
-        // Redis runs a script call of 1000 counters in a few milliseconds:
-        // big batches get that much more time before counting as slow.
-        let timeout = self.timeout + Duration::from_micros(20 * entries.len() as u64);
         let started = Instant::now();
         let conn = self.conn.as_mut().expect("connected above");
-        let result = if entries.is_empty() {
-            tokio::time::timeout(timeout, conn.ping())
-                .await
-                .map(|r| r.map(|()| Vec::new()))
-        } else {
-            tokio::time::timeout(timeout, conn.push(&self.script, &entries, KEY_TTL)).await
-        };
-        let over = match result {
-            Ok(Ok(over)) => over,
-            Ok(Err(e)) => return self.down(e.to_string()),
-            Err(_) => return self.down(format!("no answer within {timeout:?}")),
-        };
-        self.up(started.elapsed(), entries.len());
-        self.deny(&deltas, &over, left).await;
+        if self.unacked.is_empty() {
+            match tokio::time::timeout(self.timeout, conn.ping()).await {
+                Ok(Ok(())) => return self.up(started.elapsed(), 0),
+                Ok(Err(e)) => return self.down(e.to_string()),
+                Err(_) => return self.down(format!("no answer within {:?}", self.timeout)),
+            }
+        }
+        let mut pushed = 0;
+        while let Some(batch) = self.unacked.first() {
+            // Redis runs a script call of 1000 counters in a few
+            // milliseconds: big batches get that much more time before
+            // counting as slow.
+            let timeout = self.timeout + Duration::from_micros(20 * batch.entries.len() as u64);
+            let conn = self.conn.as_mut().expect("connected above");
+            let push = conn.push(&self.script, &batch.marker, &batch.entries, KEY_TTL);
+            let over = match tokio::time::timeout(timeout, push).await {
+                Ok(Ok(over)) => over,
+                Ok(Err(e)) => return self.down(e.to_string()),
+                Err(_) => return self.down(format!("no answer within {timeout:?}")),
+            };
+            let batch = self.unacked.remove(0);
+            pushed += batch.entries.len();
+            self.deny(&batch.deltas, &over, window).await;
+        }
+        self.up(started.elapsed(), pushed);
     }
 
     fn up(&mut self, round_trip: Duration, pushed: usize) {
@@ -612,9 +662,15 @@ impl Syncer {
     /// Denies the sources whose counters are over, until the window ends:
     /// the kernel's rule carries the window's end and stops applying then,
     /// whatever this loop is doing; the daemon removes it a margin later.
-    async fn deny(&mut self, deltas: &[Delta], over: &[usize], left: Duration) {
+    async fn deny(&mut self, deltas: &[Delta], over: &[usize], window: u64) {
+        // The window's end as of now, not as of the scan: the round trip
+        // must not stretch the deny past it.
+        let (left, now_ns) = left_in(window);
+        if left.is_zero() || over.is_empty() {
+            return;
+        }
         let until = Instant::now() + left + DENY_MARGIN;
-        let expires_ns = kernel::clock_ns() + left.as_nanos() as u64;
+        let expires_ns = now_ns + left.as_nanos() as u64;
         let mut upsert = Vec::new();
         for &i in over {
             let Some(d) = deltas.get(i) else { continue };

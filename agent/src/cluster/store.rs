@@ -45,6 +45,14 @@ pub fn key(window: u64, tier: &str, kind: char, source: &str) -> String {
     format!("tg:{{{window}}}:{tier}:{kind}:{source}")
 }
 
+/// The marker of one push's script calls: `tg:{<window>}:batch:<node>:<seq>`,
+/// each call adding `:<chunk>`. A push sent again after its answer was lost
+/// (Redis slow, not down) carries the same markers, and the calls Redis
+/// already ran add nothing twice.
+pub fn batch_marker(window: u64, node_id: &str, seq: u64) -> String {
+    format!("tg:{{{window}}}:batch:{node_id}:{seq}")
+}
+
 /// A connection to the Redis that holds the counters.
 pub enum Conn {
     Standalone(MultiplexedConnection),
@@ -93,24 +101,26 @@ impl Conn {
         }
     }
 
-    /// Adds every entry's delta in one round trip; returns the indices (into
+    /// Adds every entry's delta in one round trip, once however often the
+    /// same `marker` ([`batch_marker`]) is pushed; returns the indices (into
     /// `entries`) of the counters now over their allowance.
     pub async fn push(
         &mut self,
         script: &Script,
+        marker: &str,
         entries: &[Entry],
         ttl: Duration,
     ) -> RedisResult<Vec<usize>> {
         match self {
-            Conn::Standalone(c) => push_on(c, script, entries, ttl).await,
-            Conn::Cluster(c) => push_on(c, script, entries, ttl).await,
+            Conn::Standalone(c) => push_on(c, script, marker, entries, ttl).await,
+            Conn::Cluster(c) => push_on(c, script, marker, entries, ttl).await,
         }
     }
 }
 
-fn eval(command: &str, body: &str, chunk: &[Entry], ttl: Duration) -> Cmd {
+fn eval(command: &str, body: &str, marker: &str, chunk: &[Entry], ttl: Duration) -> Cmd {
     let mut c = redis::cmd(command);
-    c.arg(body).arg(chunk.len());
+    c.arg(body).arg(chunk.len() + 1).arg(marker);
     for e in chunk {
         c.arg(&e.key);
     }
@@ -124,6 +134,7 @@ fn eval(command: &str, body: &str, chunk: &[Entry], ttl: Duration) -> Cmd {
 async fn push_on<C: ConnectionLike>(
     con: &mut C,
     script: &Script,
+    marker: &str,
     entries: &[Entry],
     ttl: Duration,
 ) -> RedisResult<Vec<usize>> {
@@ -131,6 +142,7 @@ async fn push_on<C: ConnectionLike>(
         return Ok(Vec::new());
     }
     let chunks: Vec<&[Entry]> = entries.chunks(CHUNK).collect();
+    let markers: Vec<String> = (0..chunks.len()).map(|i| format!("{marker}:{i}")).collect();
     let mut over = Vec::new();
     let mut collect = |chunk: usize, indices: Vec<i64>| {
         over.extend(
@@ -142,8 +154,8 @@ async fn push_on<C: ConnectionLike>(
     };
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    for chunk in &chunks {
-        pipe.add_command(eval("EVALSHA", script.get_hash(), chunk, ttl));
+    for (chunk, marker) in chunks.iter().zip(&markers) {
+        pipe.add_command(eval("EVALSHA", script.get_hash(), marker, chunk, ttl));
     }
     let results: Vec<RedisResult<Vec<i64>>> = pipe.query_async(con).await?;
     // NOSCRIPT (a restarted or flushed Redis): those chunks did not run, so
@@ -159,7 +171,7 @@ async fn push_on<C: ConnectionLike>(
     if !missing.is_empty() {
         let mut pipe = redis::pipe();
         for &i in &missing {
-            pipe.add_command(eval("EVAL", SCRIPT, chunks[i], ttl));
+            pipe.add_command(eval("EVAL", SCRIPT, &markers[i], chunks[i], ttl));
         }
         let results: Vec<Vec<i64>> = pipe.query_async(con).await?;
         for (&i, v) in missing.iter().zip(results) {
@@ -187,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn eval_commands_carry_keys_then_ttl_then_pairs() {
+    fn eval_commands_carry_the_marker_keys_then_ttl_then_pairs() {
         let entries = [
             Entry {
                 key: "k1".into(),
@@ -201,7 +213,7 @@ mod tests {
             },
         ];
         let packed = String::from_utf8_lossy(
-            &eval("EVALSHA", "abc", &entries, Duration::from_secs(3)).get_packed_command(),
+            &eval("EVALSHA", "abc", "m:0", &entries, Duration::from_secs(3)).get_packed_command(),
         )
         .into_owned();
         let args: Vec<&str> = packed
@@ -211,7 +223,7 @@ mod tests {
         assert_eq!(
             args,
             [
-                "EVALSHA", "abc", "2", "k1", "k2", "3000", "3", "10", "4", "20"
+                "EVALSHA", "abc", "3", "m:0", "k1", "k2", "3000", "3", "10", "4", "20"
             ]
         );
     }

@@ -130,7 +130,12 @@ global_packets = "2000/s"
         let walked = t.elapsed();
         let entries = cluster::entries(&plan, window, &deltas);
         let t = Instant::now();
-        rt.block_on(conn.push(&script, &entries, KEY_TTL))?;
+        rt.block_on(conn.push(
+            &script,
+            &store::batch_marker(window, "bench", i),
+            &entries,
+            KEY_TTL,
+        ))?;
         let round_trip = t.elapsed();
         if i == 2 {
             before = Some(Snapshot::take(&server)?);
