@@ -37,10 +37,9 @@ use ipnet::IpNet;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 use tollgate::datapath::kernel::MapSizes;
 use tollgate_common::{
-    AGGREGATE_SLOTS, AdmittedDelta, Counter, Limit, LimitKind, MAX_HTTP_PORTS, MAX_TIERS, RULE_ALLOW, RULE_DENY,
-    RULE_TIER, RuleValue, SETTINGS_COUNT_REQUESTS, Settings, TIER_ACTIVE, TIER_COUNT_ADMITTED, TIER_SHADOW,
-    TierConfig,
-    VERDICT_COUNT, Verdict, aggregate_slot,
+    AGGREGATE_SLOTS, AdmittedDelta, Counter, Limit, LimitKind, MAX_HTTP_PORTS, MAX_TIERS,
+    RULE_ALLOW, RULE_DENY, RULE_TIER, RuleValue, SETTINGS_COUNT_REQUESTS, Settings, TIER_ACTIVE,
+    TIER_COUNT_ADMITTED, TIER_SHADOW, TierConfig, VERDICT_COUNT, Verdict, aggregate_slot,
     gcra::TICK_SHIFT,
     model::{Judgement, Model, Network, Policy, Route, SourceKey},
     new_sources_slot, parse,

@@ -179,9 +179,7 @@ impl TimedReceiver {
                     };
                     // SAFETY: SIOCGSTAMPNS writes one timespec: the receive
                     // time of the last datagram read from this socket.
-                    let rc = unsafe {
-                        libc::ioctl(socket.as_raw_fd(), SIOCGSTAMPNS as _, &mut ts)
-                    };
+                    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCGSTAMPNS as _, &mut ts) };
                     let ns = if rc == 0 {
                         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
                     } else {

@@ -91,7 +91,10 @@ fn the_script_adds_up_nodes_and_reports_counters_over_allowance() {
         let many: Vec<Entry> = (0..2500)
             .map(|i| entry(&k(&format!("s{i}")), if i == 2100 { 9 } else { 1 }, 5))
             .collect();
-        assert_eq!(a.push(&script, &m("a", 2), &many, ttl).await.unwrap(), [2100]);
+        assert_eq!(
+            a.push(&script, &m("a", 2), &many, ttl).await.unwrap(),
+            [2100]
+        );
         // A restarted or flushed Redis has no script: EVAL, counted once.
         server.command("SCRIPT FLUSH").unwrap();
         let over = a
@@ -107,7 +110,10 @@ fn the_script_adds_up_nodes_and_reports_counters_over_allowance() {
         a.ping().await.unwrap();
     });
     let get = |key: &str| server.command(&format!("GET {key}")).unwrap();
-    assert!(get("tg:{7}:api:p:x").contains("\r\n101\r\n"), "x: 60 + 40 + 1, each batch once");
+    assert!(
+        get("tg:{7}:api:p:x").contains("\r\n101\r\n"),
+        "x: 60 + 40 + 1, each batch once"
+    );
     assert!(get("tg:{7}:api:p:z").contains("\r\n5\r\n"), "counted once");
     let ttl = server.command("PTTL tg:{7}:api:p:x").unwrap();
     let ms: i64 = ttl.trim().trim_start_matches(':').parse().unwrap();
@@ -142,7 +148,12 @@ fn the_script_runs_on_redis_cluster_one_slot_per_window() {
                 .map(|i| entry(&k(&format!("10.0.{}.{}", i / 256, i % 256)), 3, 5))
                 .collect();
             let m = |node: &str| store::batch_marker(window, node, 1);
-            assert!(a.push(&script, &m("a"), &batch, ttl).await.unwrap().is_empty());
+            assert!(
+                a.push(&script, &m("a"), &batch, ttl)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
             let over = b.push(&script, &m("b"), &batch, ttl).await.unwrap();
             assert_eq!(over.len(), 1500, "every counter is at 6 of 5");
         }

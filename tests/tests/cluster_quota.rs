@@ -266,7 +266,10 @@ fn an_over_quota_client_is_held_in_every_window_also_after_redis_hangs() {
     // The light client lost nothing, Redis hung or not.
     for (i, r) in rx_light.iter().enumerate() {
         let s = sent[2 * i + 1].packets;
-        eprintln!("light client through node {i}: sent {s}, received {}", r.count());
+        eprintln!(
+            "light client through node {i}: sent {s}, received {}",
+            r.count()
+        );
         assert_eq!(r.count(), s, "a client under its quota lost packets");
     }
 

@@ -13,14 +13,16 @@
 //!
 //! 1. walks the kernel's per-source maps (the one batched walk,
 //!    [`SourceWalk`]) and, for the sources of tiers with global limits (found
-//!    by longest-prefix match over the configured rules, [`lpm`]), estimates
-//!    what each was admitted since the last walk from its bucket's TAT
-//!    ([`estimate`]);
+//!    by longest-prefix match over the configured rules, [`lpm`]), reads what
+//!    each was admitted since the last walk from the program's own count
+//!    (`SourceState::admitted`, [`usage`]);
 //! 2. pushes, in one pipelined round trip of Lua script calls (EVALSHA, EVAL
 //!    on NOSCRIPT), the accumulated usage of each source above `share` of its
 //!    global allowance per interval: `INCRBY tg:{<window>}:<tier>:<p|r>:<source>`
 //!    (with a TTL); the script answers which counters are over
-//!    `rate × window + global burst`;
+//!    `rate × window + global burst`. Each call carries a batch marker
+//!    ([`store::batch_marker`]): a push whose answer was lost goes again in
+//!    the same window with the same markers, and Redis counts it once;
 //! 3. denies those sources in the kernel (an LPM rule on the address, or on
 //!    the tier's IPv6 prefix, with `RULE_DENY`, counted under the tier) until
 //!    the window ends: the rule carries the window's end (`expires_ns`) and
@@ -37,8 +39,8 @@
 //!
 //! With N nodes, each admitting a source at most at its per-node rate `ρ`
 //! with burst `b`, at most `I` between two syncs (1.25 × `sync_interval`, with
-//! the jitter) and a round trip plus rule update `δ`, the fleet admits per
-//! window at most
+//! the jitter) and a round trip plus rule update `δ`, the fleet admits a source
+//! in every window, while the sync is up, at most
 //!
 //! ```text
 //! rate × 1 s + global burst + N × (ρ × (I + δ) + b) + N × θ
@@ -46,13 +48,12 @@
 //!
 //! where `θ = share × rate × I` is what a node may leave unpushed (the share
 //! threshold's leakage). The N × ρ × (I + δ) term: once the counter crosses,
-//! every node keeps admitting until its next sync (at most one interval since
-//! its previous push, which the counter did not have yet). Usage measured
-//! across a window boundary is charged to the new window, so over k
-//! consecutive windows add N × ρ × I once. The estimate is exact for sources
-//! pressing their local limit (the ones global limits exist for); below it it
-//! is unbiased but noisy ([`estimate`]). Nodes' clocks must agree to well
-//! within a window (NTP).
+//! every node keeps admitting until its next push is answered (at most one
+//! interval since its previous push, which the counter did not have yet).
+//! Usage read across a window boundary is charged to the new window, which
+//! only lowers that window's admissions. The counts are the kernel's own
+//! (exact); a source under its quota is never denied. Nodes' clocks must
+//! agree to well within a window (NTP).
 //!
 //! # Redis load
 //!
@@ -698,13 +699,7 @@ impl Syncer {
                 }
                 None => {
                     debug!(tier = %t.name, source = %net, "cluster: over its global limit: denied until the window ends");
-                    self.denies.active.insert(
-                        net,
-                        Deny {
-                            until,
-                            rule,
-                        },
-                    );
+                    self.denies.active.insert(net, Deny { until, rule });
                     self.status.denies_total.fetch_add(1, Ordering::Relaxed);
                     upsert.push((net, rule));
                 }

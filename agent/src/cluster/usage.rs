@@ -225,16 +225,27 @@ mod tests {
     fn deltas_are_exact_accumulate_until_worth_a_push_and_reset_per_window() {
         let key = SourceKey::v4(Ipv4Addr::new(192, 0, 2, 7));
         let mut u = Usage::default();
-        assert!(scan(&mut u, 1, &[(key, state(1_000, 0))]).is_empty(), "baselines only");
+        assert!(
+            scan(&mut u, 1, &[(key, state(1_000, 0))]).is_empty(),
+            "baselines only"
+        );
         // 100 a scan: pushed at 200 (threshold 150), exactly.
         let pushed: Vec<u64> = (1..=4)
-            .map(|i| units(&scan(&mut u, 1, &[(key, state(1_000 + 100 * i, 0))]), Kind::Packets))
+            .map(|i| {
+                units(
+                    &scan(&mut u, 1, &[(key, state(1_000 + 100 * i, 0))]),
+                    Kind::Packets,
+                )
+            })
             .collect();
         assert_eq!(pushed, [0, 200, 0, 200]);
         // 100 pending; a new window drops it.
         assert!(scan(&mut u, 1, &[(key, state(1_500, 0))]).is_empty());
         assert!(scan(&mut u, 2, &[(key, state(1_600, 0))]).is_empty());
-        assert_eq!(units(&scan(&mut u, 2, &[(key, state(1_650, 0))]), Kind::Packets), 150);
+        assert_eq!(
+            units(&scan(&mut u, 2, &[(key, state(1_650, 0))]), Kind::Packets),
+            150
+        );
         assert_eq!(u.len(), 1);
         // Not seen in a scan: forgotten.
         scan(&mut u, 2, &[]);
@@ -251,13 +262,19 @@ mod tests {
         scan(&mut u, 1, &[(a, state(5, 0))]);
         // b's state was made since the last complete scan: all of it counts.
         let out = scan(&mut u, 1, &[(a, state(5, 0)), (b, state(160, 3))]);
-        assert_eq!((units(&out, Kind::Packets), units(&out, Kind::Requests)), (160, 3));
+        assert_eq!(
+            (units(&out, Kind::Packets), units(&out, Kind::Requests)),
+            (160, 3)
+        );
         // After a configuration change a new source may carry counts from
         // a tier without global limits: baseline.
         u.rebase_new_sources();
         let c = SourceKey::v4(Ipv4Addr::new(192, 0, 2, 3));
         assert!(scan(&mut u, 1, &[(c, state(500, 0))]).is_empty());
-        assert_eq!(units(&scan(&mut u, 1, &[(c, state(700, 0))]), Kind::Packets), 200);
+        assert_eq!(
+            units(&scan(&mut u, 1, &[(c, state(700, 0))]), Kind::Packets),
+            200
+        );
     }
 
     #[test]
@@ -272,7 +289,10 @@ mod tests {
             ..Default::default()
         };
         let out = scan(&mut u, 1, &[(key, after)]);
-        assert_eq!((units(&out, Kind::Packets), units(&out, Kind::Requests)), (300, 2));
+        assert_eq!(
+            (units(&out, Kind::Packets), units(&out, Kind::Requests)),
+            (300, 2)
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tollgate_common::{Limit, LimitKind, TIER_ACTIVE, TIER_COUNT_ADMITTED, TIER_SHADOW, TierConfig};
+use tollgate_common::{
+    Limit, LimitKind, TIER_ACTIVE, TIER_COUNT_ADMITTED, TIER_SHADOW, TierConfig,
+};
 
 use crate::units::{self, Rate, UnitError};
 

@@ -209,7 +209,7 @@ global_packets = "2000/s"
         after.keys,
         (after.memory - after.memory_startup) / after.keys.max(1.0)
     );
-    println!("  node: map walk + estimate  {walk_med:.1} ms median, {walk_max:.1} ms max");
+    println!("  node: map walk + counters  {walk_med:.1} ms median, {walk_max:.1} ms max");
     println!("  node: round trip           {rtt_med:.1} ms median, {rtt_max:.1} ms max");
     drop(ebpf);
     Ok(())
