@@ -702,17 +702,21 @@ extern "C" fn route_step(index: u64, data: *mut core::ffi::c_void) -> i64 {
     unsafe { words.write(head) };
     let at = frame.data() + offset;
     if at + ROUTE_LINE_LEN <= frame.data_end() {
-        // The usual case: the whole line window is in the frame; copied a
-        // word at a time straight from the packet.
-        let mut i = 0;
-        while i < ROUTE_LINE_LEN / 8 {
-            // SAFETY: bounds checked above; the key has 7 words after the first.
-            unsafe {
-                words
-                    .add(1 + i)
-                    .write(core::ptr::read_unaligned((at + i * 8) as *const u64))
-            };
-            i += 1;
+        // The usual case: the whole line window is in the frame, copied by
+        // one helper call (a kernel memcpy; the BPF backend would read it a
+        // byte at a time).
+        // SAFETY: ROUTE_LINE_LEN bytes into the key's line, inside the key.
+        let loaded = unsafe {
+            bpf_xdp_load_bytes(
+                frame.ctx as *mut _,
+                offset as u32,
+                (&raw mut key.data[ROUTE_LINE_OFFSET]).cast(),
+                ROUTE_LINE_LEN as u32,
+            )
+        } == 0;
+        if !loaded {
+            state.routes.requests = state.routes.requests.saturating_add(1);
+            return 0;
         }
     } else {
         // The frame ends within the window: the bytes it has, zeros after.
