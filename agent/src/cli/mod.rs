@@ -19,6 +19,7 @@ use crate::{
     talkers::TopBy,
 };
 
+mod adaptive;
 mod operator;
 mod render;
 pub use render::*;
@@ -962,6 +963,7 @@ mod tests {
             },
             cli_changes: 0,
             cluster: None,
+            adaptive: vec![],
         };
         let out = render_status(&st);
         assert!(out.contains("running for 1m 15s"), "{out}");
