@@ -369,6 +369,13 @@ fn a_slow_backend_scales_the_limit_down_and_back() {
     );
     let series = format!("tollgate_adaptive_signal{{signal=\"{signal}\",tier=\"web\"}}");
     assert!(metric_value(&body, &series) > THRESHOLD, "{body}");
+    // A reload and a `tier set` are commits like any other: they keep the
+    // factor in force (the kernel gets the new limits × factor).
+    env.ok(&["reload"]);
+    env.ok(&["tier", "set", "web", "--connections", "100/s"]);
+    assert_eq!(factor(&env), MIN, "a commit kept the factor");
+    let list = env.ok(&["tier", "list"]);
+    assert!(list.contains("FACTOR") && list.contains("0.25"), "{list}");
     let under = admitted_rate(&rx);
     assert_rate(under, MIN, "with a slow backend");
 
