@@ -81,7 +81,15 @@ pub(super) fn desired(
         if t.new_sources.is_none() {
             k.new_sources = spec::default_new_sources(cfg.maps.sources_v4.min(cfg.maps.sources_v6));
         }
-        if let Some(f) = factors.get(&t.name) {
+        // Only a tier that is adaptive in enforce mode now: a commit that
+        // made it plain or shadow applies its configured limits at once.
+        let enforced = t
+            .adaptive
+            .as_ref()
+            .is_some_and(|a| a.mode != Some(spec::TierMode::Shadow));
+        if let Some(f) = factors.get(&t.name)
+            && enforced
+        {
             k = spec::scale_tier(&k, *f);
         }
         tiers[index(&t.name)? as usize] = Some(k);
@@ -487,7 +495,21 @@ action = "deny"
 
     #[test]
     fn a_factor_scales_its_tier_only() {
-        let cfg = config();
+        let mut cfg = config();
+        let adaptive = |mode| spec::AdaptiveSpec {
+            signal: "cpu".into(),
+            threshold: 40.0,
+            recover: None,
+            min: None,
+            decrease: None,
+            increase: None,
+            calm: None,
+            pressure: None,
+            mode,
+        };
+        for t in &mut cfg.tiers {
+            t.adaptive = Some(adaptive(None));
+        }
         let factors: Factors = [("free".to_owned(), 0.5)].into();
         let plain = desired(&cfg, ix(&indices()), &BTreeMap::new(), &Factors::new()).unwrap();
         let scaled = desired(&cfg, ix(&indices()), &BTreeMap::new(), &factors).unwrap();
@@ -502,6 +524,12 @@ action = "deny"
             }
         }
         assert_eq!(plain.rules, scaled.rules);
+        // Made shadow (or plain) by a commit: the configured limits at once.
+        for t in &mut cfg.tiers {
+            t.adaptive = Some(adaptive(Some(spec::TierMode::Shadow)));
+        }
+        let shadow = desired(&cfg, ix(&indices()), &BTreeMap::new(), &factors).unwrap();
+        assert_eq!(shadow.tiers, plain.tiers);
     }
 
     #[test]
