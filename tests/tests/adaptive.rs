@@ -428,3 +428,42 @@ fn shadow_mode_exports_the_factor_and_applies_nothing() {
     let status = env.ok(&["status"]);
     assert!(status.contains("shadow (not applied)"), "{status}");
 }
+
+/// What a restart does (README, "Adaptive limits"): while no daemon runs the
+/// kernel keeps the scaled limits it last got; a new daemon starts at factor
+/// 1 and, the pressure still there, is back at min within the law's bound.
+#[test]
+fn a_restart_starts_at_one_and_the_kernel_keeps_the_scaled_limits_meanwhile() {
+    if !privileged("a_restart_starts_at_one_and_the_kernel_keeps_the_scaled_limits_meanwhile") {
+        return;
+    }
+    let backend = httpd::Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    backend.delay_ms.store(250, Ordering::Relaxed);
+    let env = Env::new();
+    env.write_config(&config(
+        &format!("http://{}/", backend.addr),
+        100.0,
+        50.0,
+        "",
+    ));
+    let mut first = env.start();
+    let rx = Receiver::bind(SocketAddr::from((env.veth.host_ip, 0))).unwrap();
+    let _client = Client::start(&env, rx.addr);
+    let started = Instant::now();
+    // One reading decides at the start (the median of one).
+    let bound = TICK + Duration::from_secs(SECONDS_TO_MIN) + TICK_SLACK;
+    factor_reaches(&env, MIN, -1.0, started + bound, "first daemon");
+    first.kill9();
+    let dead = admitted_rate(&rx);
+    assert_rate(dead, MIN, "with no daemon running");
+    let second = env.start();
+    let restarted = Instant::now();
+    factor_reaches(&env, MIN, -1.0, restarted + bound, "after the restart");
+    let changes = logged_changes(&second);
+    assert_eq!(
+        changes.first().map(|c| c.0),
+        Some(1.0),
+        "the new daemon starts at 1: {changes:?}"
+    );
+    eprintln!("admitted with no daemon: {dead:.0}/s; back at min after the restart");
+}

@@ -5,7 +5,8 @@
 //! which factors the kernel applies (enforce mode) and which are only shown
 //! (shadow mode).
 //!
-//! A restart starts every factor at 1 (the configured limits): the state is
+//! While no daemon runs the kernel keeps the scaled limits it last got. A
+//! restart starts every factor at 1 (the configured limits): the state is
 //! not persisted, because a factor is only as good as the pressure reading
 //! behind it, and the first seconds of readings after a start bring it back
 //! within `seconds_to_min` if the pressure is still there.
