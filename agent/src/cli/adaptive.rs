@@ -55,3 +55,38 @@ pub(super) fn render_adaptive(rows: &[AdaptiveRow]) -> String {
         t.render()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(mode: TierMode, value: Option<f64>) -> AdaptiveRow {
+        AdaptiveRow {
+            tier: "web".into(),
+            signal: "cpu".into(),
+            unit: "%".into(),
+            mode,
+            factor: 0.64,
+            value,
+            threshold: 40.0,
+            recover: 20.0,
+            min: 0.2,
+        }
+    }
+
+    #[test]
+    fn status_shows_signal_value_thresholds_and_factor() {
+        let out = render_adaptive(&[
+            row(TierMode::Enforce, Some(55.25)),
+            row(TierMode::Shadow, None),
+        ]);
+        assert!(out.contains("ADAPTIVE TIER"), "{out}");
+        assert!(
+            out.contains("55.2%") && out.contains("40%") && out.contains("20%"),
+            "{out}"
+        );
+        assert!(out.contains("0.64") && out.contains("no reading"), "{out}");
+        assert!(out.contains("shadow (not applied)"), "{out}");
+        assert_eq!(render_adaptive(&[]), "");
+    }
+}
