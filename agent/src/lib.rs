@@ -4,6 +4,7 @@
 //! them; see ARCHITECTURE.md for the layers.
 #![warn(unreachable_pub)]
 
+pub mod adaptive;
 pub mod apikeys;
 pub mod cli;
 pub mod client;

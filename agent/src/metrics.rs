@@ -76,6 +76,8 @@ pub(crate) struct Snapshot {
     pub cluster_up: Option<bool>,
     /// Configured routes and their counters, as of the last per-second read.
     pub routes: Vec<(String, RouteCounter)>,
+    /// Adaptive tiers: factor and signal.
+    pub adaptive: Vec<crate::proto::AdaptiveRow>,
 }
 
 fn verdict_reason(v: Verdict) -> (&'static str, &'static str) {
@@ -314,6 +316,29 @@ pub(crate) fn render(s: &Snapshot) -> Result<String, prometheus::Error> {
         route_shadow
             .with_label_values(&[name])
             .inc_by(c.shadow_would_drop);
+    }
+
+    let factor = gauge(
+        "tollgate_adaptive_factor",
+        "An adaptive tier's factor: its limits in force are the configured ones times this \
+         (in shadow mode computed and exported, not applied; mode label).",
+        &["tier", "mode"],
+    )?;
+    let signal = gauge(
+        "tollgate_adaptive_signal",
+        "The signal an adaptive tier follows, as its control law saw it last: percent of time \
+         stalled for PSI signals, milliseconds for probes.",
+        &["tier", "signal"],
+    )?;
+    for a in &s.adaptive {
+        factor
+            .with_label_values(&[a.tier.as_str(), a.mode.name()])
+            .set(a.factor);
+        if let Some(v) = a.value {
+            signal
+                .with_label_values(&[a.tier.as_str(), a.signal.as_str()])
+                .set(v);
+        }
     }
 
     let info = int_gauge(

@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// The fields of a tier, in `tier list` order.
-pub const TIER_FIELDS: [&str; 10] = [
+pub const TIER_FIELDS: [&str; 11] = [
     "packets",
     "bytes",
     "connections",
@@ -23,6 +23,7 @@ pub const TIER_FIELDS: [&str; 10] = [
     "global_requests",
     "ipv6_prefix",
     "mode",
+    "adaptive",
 ];
 
 fn limit(l: &Option<LimitSpec>) -> Option<String> {
@@ -45,6 +46,7 @@ pub fn tier_field(spec: &TierSpec, field: &str) -> Option<String> {
         "global_requests" => limit(&spec.global_requests),
         "ipv6_prefix" => Some(spec.ipv6_prefix.to_string()),
         "mode" => Some(format!("{:?}", spec.mode).to_lowercase()),
+        "adaptive" => spec.adaptive.as_ref().map(|a| a.to_string()),
         _ => None,
     }
 }

@@ -170,6 +170,28 @@ pub struct StatusData {
     /// Fleet-wide limits through Redis, when `[cluster]` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,
+    /// Adaptive tiers: each one's factor and signal.
+    #[serde(default)]
+    pub adaptive: Vec<AdaptiveRow>,
+}
+
+/// An adaptive tier's state (`status`, `tier list`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdaptiveRow {
+    pub tier: String,
+    /// As configured: "cpu", "cgroup:/…/cpu.pressure", "tcp:…", "http://…".
+    pub signal: String,
+    /// "%" (PSI) or "ms" (probes).
+    pub unit: String,
+    /// enforce: the kernel applies `factor`; shadow: only shown.
+    pub mode: TierMode,
+    /// The configured limits are multiplied by this (in `[min, 1]`).
+    pub factor: f64,
+    /// The signal as the control law saw it last (`None`: no reading yet).
+    pub value: Option<f64>,
+    pub threshold: f64,
+    pub recover: f64,
+    pub min: f64,
 }
 
 /// `status`: the cluster sync (see `cluster`).
@@ -236,6 +258,10 @@ pub struct TierRow {
     /// over the file until `tier reset`), "file" or "default" (set nowhere).
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
+    /// The factor in force and its signal, for an adaptive tier: the limits
+    /// above are the configured ones; the kernel holds them × factor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptiveRow>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

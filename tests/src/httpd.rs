@@ -15,10 +15,12 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 /// Answers every request with `200 OK` and a 2-byte body, keeping
-/// connections open; counts the requests it answered.
+/// connections open; counts the requests it answered. Each answer waits
+/// `delay_ms` first (0 unless a test sets it: a backend that slows down).
 pub struct Server {
     pub addr: SocketAddr,
     pub requests: Arc<AtomicU64>,
+    pub delay_ms: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -29,16 +31,18 @@ impl Server {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let requests = Arc::new(AtomicU64::new(0));
+        let delay_ms = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (requests, stop) = (requests.clone(), stop.clone());
+            let (requests, stop, delay_ms) = (requests.clone(), stop.clone(), delay_ms.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((stream, _)) => {
-                            let (requests, stop) = (requests.clone(), stop.clone());
+                            let (requests, stop, delay_ms) =
+                                (requests.clone(), stop.clone(), delay_ms.clone());
                             std::thread::spawn(move || {
-                                let _ = serve(stream, &requests, &stop);
+                                let _ = serve(stream, &requests, &stop, &delay_ms);
                             });
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -49,13 +53,19 @@ impl Server {
         Ok(Server {
             addr,
             requests,
+            delay_ms,
             stop,
             thread: Some(thread),
         })
     }
 }
 
-fn serve(stream: TcpStream, requests: &AtomicU64, stop: &AtomicBool) -> Result<()> {
+fn serve(
+    stream: TcpStream,
+    requests: &AtomicU64,
+    stop: &AtomicBool,
+    delay_ms: &AtomicU64,
+) -> Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
@@ -81,6 +91,10 @@ fn serve(stream: TcpStream, requests: &AtomicU64, stop: &AtomicBool) -> Result<(
         let mut body = vec![0u8; content_length.min(1 << 20)];
         reader.read_exact(&mut body)?;
         requests.fetch_add(1, Ordering::Relaxed);
+        let delay = delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
         writer.write_all(
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok",
         )?;

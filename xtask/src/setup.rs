@@ -34,6 +34,7 @@ const APT_PACKAGES: &[&str] = &[
     "prometheus",
     "ethtool",
     "curl",
+    "stress-ng",
 ];
 
 const NIGHTLY: &str = "nightly";

@@ -19,6 +19,7 @@ use crate::{
     talkers::TopBy,
 };
 
+mod adaptive;
 mod operator;
 mod render;
 pub use render::*;
@@ -185,8 +186,9 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum TierCommand {
-    /// List the tiers and their limits (`*` marks the default tier).
-    /// Example: tollgate tier list
+    /// List the tiers and their limits (`*` marks the default tier; FACTOR:
+    /// an adaptive tier's limits in force are these x FACTOR, set with
+    /// `adaptive = { ... }` in the config file). Example: tollgate tier list
     List,
     /// Create a tier, or change the given limits of an existing one (the
     /// others keep their values). Rates are N/s, N/min or N/h, or "unlimited".
@@ -962,6 +964,7 @@ mod tests {
             },
             cli_changes: 0,
             cluster: None,
+            adaptive: vec![],
         };
         let out = render_status(&st);
         assert!(out.contains("running for 1m 15s"), "{out}");

@@ -207,6 +207,7 @@ pub fn render_status(s: &StatusData) -> String {
     maps.row(fill_row("rules v6", &s.rules_v6));
     maps.row(fill_row("tiers", &s.tiers));
     out.push_str(&maps.render());
+    out.push_str(&super::adaptive::render_adaptive(&s.adaptive));
     out
 }
 
@@ -254,6 +255,7 @@ pub fn render_tiers(rows: &[TierRow]) -> String {
         ">IPV6",
         ">RULES",
         "SOURCE",
+        ">FACTOR",
     ]);
     for r in rows {
         t.row(vec![
@@ -268,11 +270,13 @@ pub fn render_tiers(rows: &[TierRow]) -> String {
             format!("/{}", r.ipv6_prefix),
             r.rules.to_string(),
             tier_source(r),
+            super::adaptive::factor_cell(r),
         ]);
     }
     format!(
         "{}\n* default tier (sources no rule matches); \"-\": unlimited; bursts in parentheses\n\
-         SOURCE \"cli: FIELDS\": those fields were set with the CLI and win over the file until `tollgate tier reset NAME`",
+         SOURCE \"cli: FIELDS\": those fields were set with the CLI and win over the file until `tollgate tier reset NAME`\n\
+         FACTOR: an adaptive tier's limits in force are the ones shown x FACTOR (see `tollgate status`)",
         t.render()
     )
 }

@@ -642,3 +642,27 @@ fn http_openapi_inventory_and_length_limit() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn adaptive_tables_parse_and_their_errors_name_file_line_and_key() {
+    let c = parse_str(
+        "[[tier]]\nname = \"web\"\npackets = \"1000/s\"\n\
+         adaptive = { signal = \"cgroup:/sys/fs/cgroup/system.slice/nginx.service/cpu.pressure\", threshold = 40, min = 0.2, mode = \"shadow\" }\n",
+    )
+    .unwrap();
+    let a = c.tiers[0].adaptive.as_ref().unwrap().check().unwrap();
+    assert_eq!(a.law.min, 0.2);
+    assert_eq!(a.mode, crate::spec::TierMode::Shadow);
+    assert_err(
+        "[[tier]]\nname = \"web\"\npackets = \"1000/s\"\nadaptive = { signal = \"cpu\", threshold = 40, min = 2 }\n",
+        &["tollgate.toml:4: tier \"web\": adaptive: min = 2: must be between 0.01 and 1"],
+    );
+    assert_err(
+        "[[tier]]\nname = \"web\"\n\nadaptive = { signal = \"load\", threshold = 40 }\n",
+        &["tollgate.toml:4: tier \"web\": adaptive: signal = \"load\": use \"cpu\""],
+    );
+    assert_err(
+        "[[tier]]\nname = \"web\"\nadaptive = { signal = \"cpu\", treshold = 40 }\n",
+        &["tollgate.toml:3", "treshold"],
+    );
+}

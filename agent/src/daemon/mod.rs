@@ -35,6 +35,7 @@ use crate::datapath::{
     walk::SourceWalk,
 };
 use crate::{
+    adaptive::Adaptive,
     cluster,
     config::{Config, Effective, Publisher},
     datapath::kernel::Maps,
@@ -49,13 +50,15 @@ pub(crate) use shared::Shared;
 use shared::lock;
 use tasks::{drain_program_logs, drain_samples, serve};
 use telemetry::{RingLosses, Samples};
-use transaction::{Indices, apply};
+use transaction::{Factors, Indices, apply};
 use views::top_row;
 
 /// Capacity of the top-talkers summary.
 pub const TALKERS_CAPACITY: usize = 1024;
 /// The top-talkers counts halve this often.
 pub const TALKERS_DECAY: Duration = Duration::from_secs(10);
+/// Adaptive tiers' signals are read and their factors stepped this often.
+pub const ADAPT_INTERVAL: Duration = Duration::from_secs(1);
 /// Counters are sampled this often for `stats` rates.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// The API inventory is written to its file this often (when it changed),
@@ -100,6 +103,11 @@ pub struct Daemon {
     /// Publishes `effective` (with the tier indices and names) to the tasks
     /// with every committed change (`transaction::commit`).
     published: Publisher,
+    /// The adaptive tiers' controllers, stepped by `Shared::adapt`.
+    adaptive: Adaptive,
+    /// The adaptive factors the kernel holds (enforce mode, under 1): every
+    /// commit, rollback and reload writes the tiers with them.
+    factors: Factors,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (program stays attached) or
@@ -173,7 +181,9 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             logger,
         } = dataplane::bring_up(&plan, &mut |maps| {
             maps.reset_routes(&reclaimed)?;
-            apply(maps, &effective, indices, &BTreeMap::new())
+            // A start runs at the configured limits: adaptive factors start
+            // at 1 (see `adaptive`).
+            apply(maps, &effective, indices, &BTreeMap::new(), &Factors::new())
         })?;
         state.attachments = modes;
         let guard = guard::Guard::new(&file.pin_dir, pin_lock, &file.interfaces, file.mode)?;
@@ -232,6 +242,8 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             state_write_failures: 0,
             ring_losses: RingLosses::default(),
             published,
+            adaptive: Adaptive::default(),
+            factors: Factors::new(),
         };
         daemon.baseline_ring_losses();
         let config = daemon.subscribe();

@@ -22,6 +22,7 @@ use crate::datapath::{
     walk::SourceWalk,
 };
 use crate::{
+    adaptive,
     apikeys::PinChange,
     cluster,
     config::Subscription,
@@ -326,6 +327,41 @@ impl Shared {
         if *lock(&self.next_scan) <= Instant::now() {
             self.scan_sources();
         }
+    }
+
+    /// One second of the adaptive tiers: follows the tiers in force, reads
+    /// each signal (probes in parallel, each within its timeout, without
+    /// the daemon's lock), steps each controller and writes the tiers whose
+    /// applied factor changed (the difference only: bucket state untouched).
+    pub(super) fn adapt(&self) {
+        let reads = {
+            let tiers = self.config.borrow().config.tiers.clone();
+            let mut d = lock(&self.daemon);
+            d.adaptive.follow(&tiers);
+            d.adaptive.signals()
+        };
+        if reads.is_empty() && lock(&self.daemon).factors.is_empty() {
+            return;
+        }
+        let readings = std::thread::scope(|scope| {
+            let handles: Vec<_> = reads
+                .iter()
+                .map(|r| {
+                    (
+                        r.tier.clone(),
+                        scope.spawn(|| adaptive::signal::read(&r.source, r.timeout)),
+                    )
+                })
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|(tier, h)| h.join().ok().map(|v| (tier, v)))
+                .collect()
+        });
+        let mut d = lock(&self.daemon);
+        d.adaptive.step(readings);
+        let applied = d.adaptive.applied();
+        d.set_factors(applied);
     }
 
     /// Counts the tracked sources per tier (active, limited) for `stats`,

@@ -8,7 +8,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::{
-    INVENTORY_SAVE_INTERVAL, SAMPLE_INTERVAL, STOP_GRACE, Shared, TALKERS_DECAY, lock, server,
+    ADAPT_INTERVAL, INVENTORY_SAVE_INTERVAL, SAMPLE_INTERVAL, STOP_GRACE, Shared, TALKERS_DECAY,
+    lock, server,
 };
 use crate::datapath::guard;
 use crate::{
@@ -56,6 +57,7 @@ pub(super) async fn serve(
         })
     };
     every(SAMPLE_INTERVAL, false, |s| s.sample());
+    every(ADAPT_INTERVAL, false, |s| s.adapt());
     every(guard::CHECK_INTERVAL, false, |s| {
         lock(&s.daemon).guard_tick()
     });

@@ -20,9 +20,14 @@ use crate::{
     state::{self, Overlay},
 };
 
+/// The adaptive factors in force, by tier name: a tier's per-source limits
+/// and aggregate ceiling are its configured ones × its factor
+/// (`spec::scale_tier`); a tier not named here runs at its configured limits.
+pub(super) type Factors = BTreeMap<String, f64>;
+
 /// What the kernel's tier table and rule tries should hold for a
-/// configuration: a pure function of the configuration, the tier indices and
-/// the API-key pins (no I/O, unit-tested without root). [`apply`] writes the
+/// configuration: a pure function of the configuration, the tier indices,
+/// the API-key pins and the adaptive factors (no I/O, unit-tested without root). [`apply`] writes the
 /// difference between this and what the maps hold.
 #[derive(Debug, PartialEq)]
 pub(super) struct KernelState {
@@ -60,6 +65,7 @@ pub(super) fn desired(
     cfg: &Config,
     all: Indices<'_>,
     pinned: &BTreeMap<IpNet, RuleValue>,
+    factors: &Factors,
 ) -> Result<KernelState> {
     let indices = all.tiers;
     let index = |name: &str| {
@@ -74,6 +80,17 @@ pub(super) fn desired(
         let mut k = t.to_kernel()?;
         if t.new_sources.is_none() {
             k.new_sources = spec::default_new_sources(cfg.maps.sources_v4.min(cfg.maps.sources_v6));
+        }
+        // Only a tier that is adaptive in enforce mode now: a commit that
+        // made it plain or shadow applies its configured limits at once.
+        let enforced = t
+            .adaptive
+            .as_ref()
+            .is_some_and(|a| a.mode != Some(spec::TierMode::Shadow));
+        if let Some(f) = factors.get(&t.name)
+            && enforced
+        {
+            k = spec::scale_tier(&k, *f);
         }
         tiers[index(&t.name)? as usize] = Some(k);
     }
@@ -139,8 +156,9 @@ pub(super) fn apply(
     cfg: &Config,
     indices: Indices<'_>,
     pinned: &BTreeMap<IpNet, RuleValue>,
+    factors: &Factors,
 ) -> Result<()> {
-    let want = desired(cfg, indices, pinned)?;
+    let want = desired(cfg, indices, pinned, factors)?;
     // The program counts request heads only while some tier limits requests;
     // switched on before such a tier is written, off after it is gone.
     let count_requests = want.tiers.iter().flatten().any(TierConfig::limits_requests);
@@ -265,6 +283,7 @@ impl Daemon {
             &effective,
             Indices::of(&state),
             &self.pinned,
+            &self.factors,
         ) {
             self.rollback();
             return Err(CommandError::Kernel(e));
@@ -297,6 +316,7 @@ impl Daemon {
             &self.effective,
             Indices::of(&self.state),
             &self.pinned,
+            &self.factors,
         ) {
             error!(error = %format!("{e:#}"), "rolling back a failed change also failed: the kernel may hold a partial change");
         }
@@ -316,6 +336,27 @@ impl Daemon {
             self.effective.clone(),
             self.state.tier_indices.clone(),
         )));
+    }
+
+    /// Makes `factors` the adaptive factors the kernel holds: writes the
+    /// tiers whose scaled limits change (nothing else differs). On failure
+    /// the kernel is put back with the factors in force.
+    pub(super) fn set_factors(&mut self, factors: Factors) {
+        if factors == self.factors {
+            return;
+        }
+        let old = std::mem::replace(&mut self.factors, factors);
+        if let Err(e) = apply(
+            &mut self.maps,
+            &self.effective,
+            Indices::of(&self.state),
+            &self.pinned,
+            &self.factors,
+        ) {
+            error!(error = %format!("{e:#}"), "adaptive: writing the scaled limits failed; the previous ones stay");
+            self.factors = old;
+            self.rollback();
+        }
     }
 
     /// The configuration in force, as last published.
@@ -453,9 +494,48 @@ action = "deny"
     }
 
     #[test]
+    fn a_factor_scales_its_tier_only() {
+        let mut cfg = config();
+        let adaptive = |mode| spec::AdaptiveSpec {
+            signal: "cpu".into(),
+            threshold: 40.0,
+            recover: None,
+            min: None,
+            decrease: None,
+            increase: None,
+            calm: None,
+            pressure: None,
+            mode,
+        };
+        for t in &mut cfg.tiers {
+            t.adaptive = Some(adaptive(None));
+        }
+        let factors: Factors = [("free".to_owned(), 0.5)].into();
+        let plain = desired(&cfg, ix(&indices()), &BTreeMap::new(), &Factors::new()).unwrap();
+        let scaled = desired(&cfg, ix(&indices()), &BTreeMap::new(), &factors).unwrap();
+        let free = indices()["free"] as usize;
+        for (i, (a, b)) in plain.tiers.iter().zip(&scaled.tiers).enumerate() {
+            if i == free {
+                let (a, b) = (a.unwrap(), b.unwrap());
+                assert_eq!(b, spec::scale_tier(&a, 0.5));
+                assert_ne!(a, b);
+            } else {
+                assert_eq!(a, b);
+            }
+        }
+        assert_eq!(plain.rules, scaled.rules);
+        // Made shadow (or plain) by a commit: the configured limits at once.
+        for t in &mut cfg.tiers {
+            t.adaptive = Some(adaptive(Some(spec::TierMode::Shadow)));
+        }
+        let shadow = desired(&cfg, ix(&indices()), &BTreeMap::new(), &factors).unwrap();
+        assert_eq!(shadow.tiers, plain.tiers);
+    }
+
+    #[test]
     fn tiers_land_at_their_indices_and_other_slots_are_inactive() {
         let cfg = config();
-        let k = desired(&cfg, ix(&indices()), &BTreeMap::new()).unwrap();
+        let k = desired(&cfg, ix(&indices()), &BTreeMap::new(), &Factors::new()).unwrap();
         assert_eq!(k.default_tier, 3);
         assert_eq!(k.tiers.len(), MAX_TIERS as usize);
         // A tier without `new_sources` gets the budget derived from the maps.
@@ -472,7 +552,7 @@ action = "deny"
 
     #[test]
     fn rules_map_to_kernel_values_with_the_default_tier_for_allow_and_deny() {
-        let k = desired(&config(), ix(&indices()), &BTreeMap::new()).unwrap();
+        let k = desired(&config(), ix(&indices()), &BTreeMap::new(), &Factors::new()).unwrap();
         let v = |action, tier| RuleValue {
             action,
             tier,
@@ -497,7 +577,7 @@ action = "deny"
             (net("203.0.113.7/32"), pin),
         ]
         .into();
-        let k = desired(&config(), ix(&indices()), &pinned).unwrap();
+        let k = desired(&config(), ix(&indices()), &pinned, &Factors::new()).unwrap();
         assert_eq!(k.rules[&net("10.0.0.0/8")], pin);
         assert_eq!(k.rules[&net("198.51.100.0/24")].action, RULE_DENY);
         assert_eq!(k.rules[&net("203.0.113.7/32")], pin);
@@ -507,7 +587,7 @@ action = "deny"
     fn a_tier_without_an_index_is_an_error() {
         let mut ix = indices();
         ix.remove("gold");
-        let e = desired(&config(), self::ix(&ix), &BTreeMap::new()).unwrap_err();
+        let e = desired(&config(), self::ix(&ix), &BTreeMap::new(), &Factors::new()).unwrap_err();
         assert_eq!(e.to_string(), "tier gold has no index");
     }
 
@@ -553,7 +633,7 @@ mode = "shadow"
             tiers: &tiers,
             routes: &routes,
         };
-        let k = desired(&routed(), all, &BTreeMap::new()).unwrap();
+        let k = desired(&routed(), all, &BTreeMap::new(), &Factors::new()).unwrap();
         let search = RouteValue {
             index: 7,
             cost: 20,
@@ -574,7 +654,7 @@ mode = "shadow"
         // The dearest enforced route: a shadow route's cost is not charged.
         assert_eq!(k.split_head_cost, 20);
         // No routes: nothing in the trie, split heads cost 1.
-        let k = desired(&config(), ix(&indices()), &BTreeMap::new()).unwrap();
+        let k = desired(&config(), ix(&indices()), &BTreeMap::new(), &Factors::new()).unwrap();
         assert!(k.routes.is_empty());
         assert_eq!(k.split_head_cost, 1);
     }
@@ -582,7 +662,7 @@ mode = "shadow"
     #[test]
     fn a_route_without_an_index_is_an_error() {
         let tiers: BTreeMap<String, u32> = [("default".to_owned(), 0)].into();
-        let e = desired(&routed(), ix(&tiers), &BTreeMap::new()).unwrap_err();
+        let e = desired(&routed(), ix(&tiers), &BTreeMap::new(), &Factors::new()).unwrap_err();
         assert_eq!(e.to_string(), "route search has no index");
     }
 }

@@ -42,6 +42,7 @@ impl Daemon {
                 burst_explicit: l.burst.is_some(),
             })
         };
+        let adaptive = self.adaptive.rows();
         let mut rows: Vec<TierRow> = self
             .effective
             .tiers
@@ -70,6 +71,7 @@ impl Daemon {
                     matches!(self.file.source, ConfigSource::File(_)),
                     &self.state.overlay,
                 ),
+                adaptive: adaptive.iter().find(|a| a.tier == t.name).cloned(),
             })
             .collect();
         rows.sort_by_key(|r| r.index);
@@ -266,6 +268,7 @@ impl Daemon {
             reload_failures: self.reload_failures,
             repairs: self.guard.as_ref().map(|g| g.totals()).unwrap_or_default(),
             config_readable: self.config_readable,
+            adaptive: self.adaptive.rows(),
             state_write_failures: self.state_write_failures,
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             routes: self
@@ -360,6 +363,7 @@ impl Daemon {
             cli_changes: self.state.overlay.len(),
             // Filled in by Shared::handle, which owns the cluster state.
             cluster: None,
+            adaptive: self.adaptive.rows(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! concerns one tier or one rule on its own is written here, once. Rules that
 //! relate parts of a configuration to each other are `config::validate`'s.
 
+mod adaptive;
 mod attach;
 mod lpm;
 mod patch;
@@ -13,6 +14,11 @@ mod rule;
 mod source;
 mod tier;
 
+pub use adaptive::{
+    AdaptiveError, AdaptiveParams, AdaptiveSpec, DEFAULT_CALM_SECONDS, DEFAULT_DECREASE,
+    DEFAULT_INCREASE, DEFAULT_MIN, Law, MAX_PROBE_TIMEOUT, MIN_FACTOR, PsiLine, PsiWindow,
+    SignalSource, scale_limit, scale_tier,
+};
 pub use attach::AttachMode;
 pub use lpm::Lpm;
 pub use patch::{SizeValue, TierPatch};

@@ -5,6 +5,7 @@ use std::{convert::Infallible, fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
+use super::adaptive::AdaptiveSpec;
 use super::tier::{
     GlobalField, LimitField, LimitSpec, TierFieldError, TierMode, TierProblem, TierSpec,
     check_ipv6_prefix, check_tier_name, quoted,
@@ -137,6 +138,11 @@ pub struct TierPatch {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub global_requests_burst: Option<i64>,
+    /// Limits that follow the host's load: the `adaptive = { ... }` table of
+    /// the config file (not a flag: set it in the file and reload).
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptiveSpec>,
 }
 
 /// A per-node burst: at least 1.
@@ -254,6 +260,9 @@ impl TierPatch {
         }
         if let Some(m) = self.mode {
             spec.mode = m;
+        }
+        if let Some(a) = &self.adaptive {
+            spec.adaptive = Some(a.clone());
         }
         Ok(spec)
     }

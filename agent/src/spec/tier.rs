@@ -8,6 +8,7 @@ use tollgate_common::{
     Limit, LimitKind, TIER_ACTIVE, TIER_COUNT_ADMITTED, TIER_SHADOW, TierConfig,
 };
 
+use super::adaptive::{AdaptiveError, AdaptiveSpec};
 use crate::units::{self, Rate, UnitError};
 
 /// Byte bursts default to at least this much, so a full-size frame (and a
@@ -366,6 +367,8 @@ pub enum TierProblem {
     Unit(#[from] UnitError),
     #[error("must be between 1 and 64")]
     Ipv6Prefix,
+    #[error(transparent)]
+    Adaptive(#[from] AdaptiveError),
     #[error("must be at least 1")]
     BurstBelowOne,
     #[error("must not be negative (0, the default, adds nothing)")]
@@ -446,6 +449,9 @@ pub struct TierSpec {
     /// Fleet-wide HTTP requests limit per source, shared through `[cluster]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub global_requests: Option<LimitSpec>,
+    /// Limits that follow a signal of the host's load (see `adaptive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptiveSpec>,
 }
 
 impl TierSpec {
@@ -463,6 +469,7 @@ impl TierSpec {
             mode: TierMode::Enforce,
             global_packets: None,
             global_requests: None,
+            adaptive: None,
         }
     }
 
@@ -554,6 +561,10 @@ impl TierSpec {
                     TierProblem::GlobalNeedsLocal { field },
                 ));
             }
+        }
+        if let Some(a) = &self.adaptive {
+            a.check()
+                .map_err(|e| TierFieldError::new(&self.name, "adaptive", None, e))?;
         }
         Ok(TierConfig {
             limits,
