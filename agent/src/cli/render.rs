@@ -652,6 +652,12 @@ pub fn render_explain(e: &proto::ExplainData) -> String {
         None => "none (the default tier applies)".to_owned(),
     };
     out.push_str(&format!("rule:     {rule}\n"));
+    if let Some(b) = &e.ban {
+        out.push_str(&format!(
+            "ban:      {} by {} ({}), {:.0} s left, offence {}\n",
+            b.source, b.rule, b.reason, b.left_secs, b.offence
+        ));
+    }
     out.push_str(&format!(
         "tier:     {}{} (index {}, {}, IPv6 grouped by /{})\n",
         e.tier,
@@ -779,6 +785,7 @@ mod tests {
                 rank_drops: Some(1),
                 ..Default::default()
             }),
+            ban: None,
             summary: "limited by packets".into(),
         };
         let out = render_explain(&e);

@@ -20,9 +20,26 @@ use crate::{
     state::{self, Overlay},
 };
 
+/// Rules the kernel holds besides the configuration's: API-key pins and bans.
+#[derive(Clone, Copy)]
+pub(super) struct Layers<'a> {
+    /// Sources pinned to an API key's tier.
+    pub pinned: &'a BTreeMap<IpNet, RuleValue>,
+    /// Banned sources: expiring denies (`daemon/bans.rs`).
+    pub banned: &'a BTreeMap<IpNet, RuleValue>,
+}
+
+#[cfg(test)]
+impl Layers<'_> {
+    pub(super) const NONE: Layers<'static> = Layers {
+        pinned: &BTreeMap::new(),
+        banned: &BTreeMap::new(),
+    };
+}
+
 /// What the kernel's tier table and rule tries should hold for a
 /// configuration: a pure function of the configuration, the tier indices and
-/// the API-key pins (no I/O, unit-tested without root). [`apply`] writes the
+/// the extra rule layers (no I/O, unit-tested without root). [`apply`] writes the
 /// difference between this and what the maps hold.
 #[derive(Debug, PartialEq)]
 pub(super) struct KernelState {
@@ -56,11 +73,7 @@ impl<'a> Indices<'a> {
     }
 }
 
-pub(super) fn desired(
-    cfg: &Config,
-    all: Indices<'_>,
-    pinned: &BTreeMap<IpNet, RuleValue>,
-) -> Result<KernelState> {
+pub(super) fn desired(cfg: &Config, all: Indices<'_>, layers: Layers<'_>) -> Result<KernelState> {
     let indices = all.tiers;
     let index = |name: &str| {
         indices
@@ -86,8 +99,18 @@ pub(super) fn desired(
             .with_context(|| format!("rule {}: {} has no index", r.cidr, r.target))?;
         rules.insert(r.cidr, v);
     }
+    // Bans hold over tier rules (and pins), never over a configured allow or
+    // deny for the same prefix.
+    for (net, v) in layers.banned {
+        match rules.get(net) {
+            Some(r) if r.action != RULE_TIER => {}
+            _ => {
+                rules.insert(*net, *v);
+            }
+        }
+    }
     // API-key pins hold on top of tier rules, never over allow or deny.
-    for (net, v) in pinned {
+    for (net, v) in layers.pinned {
         match rules.get(net) {
             Some(r) if r.action != RULE_TIER => {}
             _ => {
@@ -138,9 +161,9 @@ pub(super) fn apply(
     maps: &mut Maps,
     cfg: &Config,
     indices: Indices<'_>,
-    pinned: &BTreeMap<IpNet, RuleValue>,
+    layers: Layers<'_>,
 ) -> Result<()> {
-    let want = desired(cfg, indices, pinned)?;
+    let want = desired(cfg, indices, layers)?;
     // The program counts request heads only while some tier limits requests;
     // switched on before such a tier is written, off after it is gone.
     let count_requests = want.tiers.iter().flatten().any(TierConfig::limits_requests);
@@ -264,7 +287,10 @@ impl Daemon {
             &mut self.maps,
             &effective,
             Indices::of(&state),
-            &self.pinned,
+            Layers {
+                pinned: &self.pinned,
+                banned: &self.banned,
+            },
         ) {
             self.rollback();
             return Err(CommandError::Kernel(e));
@@ -296,7 +322,10 @@ impl Daemon {
             &mut self.maps,
             &self.effective,
             Indices::of(&self.state),
-            &self.pinned,
+            Layers {
+                pinned: &self.pinned,
+                banned: &self.banned,
+            },
         ) {
             error!(error = %format!("{e:#}"), "rolling back a failed change also failed: the kernel may hold a partial change");
         }
@@ -455,7 +484,7 @@ action = "deny"
     #[test]
     fn tiers_land_at_their_indices_and_other_slots_are_inactive() {
         let cfg = config();
-        let k = desired(&cfg, ix(&indices()), &BTreeMap::new()).unwrap();
+        let k = desired(&cfg, ix(&indices()), Layers::NONE).unwrap();
         assert_eq!(k.default_tier, 3);
         assert_eq!(k.tiers.len(), MAX_TIERS as usize);
         // A tier without `new_sources` gets the budget derived from the maps.
@@ -472,7 +501,7 @@ action = "deny"
 
     #[test]
     fn rules_map_to_kernel_values_with_the_default_tier_for_allow_and_deny() {
-        let k = desired(&config(), ix(&indices()), &BTreeMap::new()).unwrap();
+        let k = desired(&config(), ix(&indices()), Layers::NONE).unwrap();
         let v = |action, tier| RuleValue {
             action,
             tier,
@@ -497,17 +526,66 @@ action = "deny"
             (net("203.0.113.7/32"), pin),
         ]
         .into();
-        let k = desired(&config(), ix(&indices()), &pinned).unwrap();
+        let k = desired(
+            &config(),
+            ix(&indices()),
+            Layers {
+                pinned: &pinned,
+                banned: &BTreeMap::new(),
+            },
+        )
+        .unwrap();
         assert_eq!(k.rules[&net("10.0.0.0/8")], pin);
         assert_eq!(k.rules[&net("198.51.100.0/24")].action, RULE_DENY);
         assert_eq!(k.rules[&net("203.0.113.7/32")], pin);
     }
 
     #[test]
+    fn bans_override_tier_rules_and_pins_but_never_allow_or_deny() {
+        let pin = RuleValue {
+            action: RULE_TIER,
+            tier: 3,
+            expires_ns: 0,
+        };
+        let ban = RuleValue {
+            action: RULE_DENY,
+            tier: 3,
+            expires_ns: 123_456,
+        };
+        let pinned: BTreeMap<IpNet, RuleValue> =
+            [(net("10.0.0.0/8"), pin), (net("203.0.113.7/32"), pin)].into();
+        let banned: BTreeMap<IpNet, RuleValue> = [
+            (net("10.0.0.0/8"), ban),
+            (net("192.0.2.1/32"), ban),
+            (net("198.51.100.0/24"), ban),
+            (net("203.0.113.7/32"), ban),
+            (net("203.0.113.8/32"), ban),
+        ]
+        .into();
+        let k = desired(
+            &config(),
+            ix(&indices()),
+            Layers {
+                pinned: &pinned,
+                banned: &banned,
+            },
+        )
+        .unwrap();
+        // Over a tier rule and over pins: the ban.
+        assert_eq!(k.rules[&net("10.0.0.0/8")], ban);
+        assert_eq!(k.rules[&net("203.0.113.7/32")], ban);
+        assert_eq!(k.rules[&net("203.0.113.8/32")], ban);
+        // A configured allow or deny stays as configured (forever).
+        assert_eq!(k.rules[&net("192.0.2.1/32")].action, RULE_ALLOW);
+        assert_eq!(k.rules[&net("198.51.100.0/24")].expires_ns, 0);
+        assert_eq!(k.rules.len(), 5);
+    }
+
+    #[test]
     fn a_tier_without_an_index_is_an_error() {
         let mut ix = indices();
         ix.remove("gold");
-        let e = desired(&config(), self::ix(&ix), &BTreeMap::new()).unwrap_err();
+        let e = desired(&config(), self::ix(&ix), Layers::NONE).unwrap_err();
         assert_eq!(e.to_string(), "tier gold has no index");
     }
 
@@ -553,7 +631,7 @@ mode = "shadow"
             tiers: &tiers,
             routes: &routes,
         };
-        let k = desired(&routed(), all, &BTreeMap::new()).unwrap();
+        let k = desired(&routed(), all, Layers::NONE).unwrap();
         let search = RouteValue {
             index: 7,
             cost: 20,
@@ -574,7 +652,7 @@ mode = "shadow"
         // The dearest enforced route: a shadow route's cost is not charged.
         assert_eq!(k.split_head_cost, 20);
         // No routes: nothing in the trie, split heads cost 1.
-        let k = desired(&config(), ix(&indices()), &BTreeMap::new()).unwrap();
+        let k = desired(&config(), ix(&indices()), Layers::NONE).unwrap();
         assert!(k.routes.is_empty());
         assert_eq!(k.split_head_cost, 1);
     }
@@ -582,7 +660,7 @@ mode = "shadow"
     #[test]
     fn a_route_without_an_index_is_an_error() {
         let tiers: BTreeMap<String, u32> = [("default".to_owned(), 0)].into();
-        let e = desired(&routed(), ix(&tiers), &BTreeMap::new()).unwrap_err();
+        let e = desired(&routed(), ix(&tiers), Layers::NONE).unwrap_err();
         assert_eq!(e.to_string(), "route search has no index");
     }
 }

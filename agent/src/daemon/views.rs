@@ -268,6 +268,14 @@ impl Daemon {
             config_readable: self.config_readable,
             state_write_failures: self.state_write_failures,
             uptime_seconds: self.started.elapsed().as_secs_f64(),
+            bans_active: self.state.bans.bans.values().fold(
+                std::collections::BTreeMap::new(),
+                |mut by, b| {
+                    *by.entry(b.rule.clone()).or_default() += 1;
+                    by
+                },
+            ),
+            bans: self.ban_counters.clone(),
             routes: self
                 .effective
                 .routes
