@@ -134,7 +134,8 @@ impl Shared {
             let at = r.second();
             let wants = rules.iter().any(|r| r.evidence == Evidence::Requests)
                 && r.read_at != Some(at)
-                && r.engine.requests_refused_at(at);
+                // The tick may come early in a second: the last one counts too.
+                && r.engine.requests_refused_since(at.saturating_sub(1));
             (at, wants)
         };
         // Ask the TCP stack while the evidence is fresh: a client that opens a
@@ -142,6 +143,10 @@ impl Shared {
         if read {
             match established::peers(&in_force.config.http.ports) {
                 Ok(peers) => {
+                    debug!(
+                        peers = peers.len(),
+                        "read the TCP stack's connections to the HTTP ports"
+                    );
                     let mut r = lock(&self.response);
                     r.confirmations.record(peers, at);
                     r.read_at = Some(at);

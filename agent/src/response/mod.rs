@@ -111,13 +111,15 @@ impl Engine {
         self.tracks.len()
     }
 
-    /// Whether some source was refused a request at second `at` (the moment
-    /// to ask the TCP stack who is connected).
-    pub fn requests_refused_at(&self, at: u64) -> bool {
+    /// Whether some source was refused a request at second `since` or later
+    /// (the moment to ask the TCP stack who is connected).
+    pub fn requests_refused_since(&self, since: u64) -> bool {
         self.tracks.values().any(|t| {
             t.seconds
-                .back()
-                .is_some_and(|s| s.at == at && s.refused[class(Evidence::Requests)] > 0)
+                .iter()
+                .rev()
+                .take_while(|s| s.at >= since)
+                .any(|s| s.refused[class(Evidence::Requests)] > 0)
         })
     }
 

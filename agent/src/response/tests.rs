@@ -52,6 +52,7 @@ fn a_source_refused_in_n_of_the_last_m_seconds_is_found_and_not_before() {
     e.observe(a, 0, Evidence::Requests, 5, 100);
     e.observe(a, 0, Evidence::Requests, 1, 105);
     assert!(e.judge(105, &rules, &ctx).is_empty());
+    assert!(e.requests_refused_since(105) && !e.requests_refused_since(106));
     // Second 111: 100 has left the 10 s window (102..=111): still two.
     e.observe(a, 0, Evidence::Requests, 1, 111);
     assert!(e.judge(111, &rules, &ctx).is_empty());
