@@ -213,6 +213,9 @@ pub struct StatusData {
     pub rules_v6: Fill,
     /// Changes made with the CLI on top of the config file.
     pub cli_changes: usize,
+    /// Bans in force (`tollgate ban list`).
+    #[serde(default)]
+    pub bans: usize,
     /// Fleet-wide limits through Redis, when `[cluster]` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,

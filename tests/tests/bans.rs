@@ -558,6 +558,7 @@ action = "allow"
     let body = scrape_metrics(metrics);
     let unconfirmed = metric_value(&body, "tollgate_bans_unconfirmed_total");
     let would = metric_value(&body, "tollgate_bans_shadow_total{rule=\"packet-floods\"}");
+    assert_eq!(would, 1.0, "one would-be ban, for the flooded address");
     eprintln!("unconfirmed findings {unconfirmed}, shadow would-bans {would}");
     assert!(unconfirmed >= 1.0, "the forged source was never found");
     assert!(would >= 1.0, "the UDP flood never reached the packet rule");
@@ -579,8 +580,28 @@ action = "allow"
         &["allow-listed"],
     );
     let log = daemon.log();
-    assert!(log.contains("shadow: would ban"), "{log}");
-    assert!(log.contains("not banned"), "{log}");
+    for line in log
+        .lines()
+        .filter(|l| l.contains("would ban") || l.contains("not banned"))
+    {
+        eprintln!("{line}");
+    }
+    // Once for the flooded address, and for no other.
+    let would: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("shadow: would ban"))
+        .collect();
+    assert_eq!(would.len(), 1, "{log}");
+    assert!(
+        would[0].contains(&format!("would ban {victim}/32")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "came with no TCP connection to an HTTP port (forged?), e.g. {forged}/32"
+        )),
+        "{log}"
+    );
 }
 
 #[test]
@@ -622,6 +643,7 @@ fn bans_by_hand_list_end_and_lift() {
     ]);
     let b = ban_of(&env, ip).expect("listed");
     assert_eq!(b["reason"], "test");
+    assert_eq!(env.json(&["status"])["bans"], 1);
     check_end(&env, &server, ip, &b);
     // Errors name the bad value.
     env.fails(

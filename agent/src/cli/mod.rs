@@ -979,6 +979,7 @@ mod tests {
                 max: 1 << 16,
             },
             cli_changes: 0,
+            bans: 0,
             cluster: None,
         };
         let out = render_status(&st);

@@ -162,6 +162,12 @@ pub fn render_status(s: &StatusData) -> String {
         },
     ]);
     kv.row(vec!["default tier".into(), s.default_tier.clone()]);
+    if s.bans > 0 {
+        kv.row(vec![
+            "bans".into(),
+            format!("{} in force (tollgate ban list)", s.bans),
+        ]);
+    }
     kv.row(vec!["socket".into(), s.socket.display().to_string()]);
     if let Some(c) = &s.cluster {
         kv.row(vec![

@@ -4,7 +4,7 @@
 //! host's TCP stack confirms request evidence, and the bans are issued (or,
 //! for a shadow rule, logged and counted).
 
-use std::{net::IpAddr, time::Instant};
+use std::{collections::HashMap, net::IpAddr, time::Instant};
 
 use ipnet::IpNet;
 use rand::Rng as _;
@@ -27,6 +27,11 @@ pub(crate) struct ResponseState {
     started: Instant,
     /// The second of the last read of the TCP stack.
     read_at: Option<u64>,
+    /// Sources a shadow rule would have banned, and until when (unix), and
+    /// sources whose request evidence the TCP stack did not confirm (for a
+    /// window): they are not judged again meanwhile, so what the engine did
+    /// not do is logged and counted once, not every second.
+    shadowed: HashMap<IpNet, f64>,
 }
 
 impl Default for ResponseState {
@@ -36,6 +41,7 @@ impl Default for ResponseState {
             confirmations: Confirmations::default(),
             started: Instant::now(),
             read_at: None,
+            shadowed: HashMap::new(),
         }
     }
 }
@@ -81,6 +87,7 @@ pub(super) fn refusal(s: &Sample, http_sampled: bool) -> Option<Refusal> {
 struct DaemonView<'a> {
     daemon: &'a Daemon,
     in_force: &'a Effective,
+    shadowed: &'a HashMap<IpNet, f64>,
 }
 
 impl Judging for DaemonView<'_> {
@@ -94,7 +101,7 @@ impl Judging for DaemonView<'_> {
         self.daemon.allow_rule(net).is_some()
     }
     fn banned(&self, net: &IpNet) -> bool {
-        self.daemon.state.bans.bans.contains_key(net)
+        self.daemon.state.bans.bans.contains_key(net) || self.shadowed.contains_key(net)
     }
 }
 
@@ -162,16 +169,21 @@ impl Shared {
             return;
         }
         let mut r = lock(&self.response);
+        let now = unix_now();
+        r.shadowed.retain(|_, until| *until > now);
         let findings = {
+            let r = &mut *r;
             let view = DaemonView {
                 daemon: &d,
                 in_force: &in_force,
+                shadowed: &r.shadowed,
             };
             r.engine.judge(at, rules, &view)
         };
         let longest = rules.iter().map(|r| r.window.as_secs()).max().unwrap_or(0);
         r.confirmations.forget_before(at.saturating_sub(longest));
         let mut rng = rand::thread_rng();
+        let mut unconfirmed = Vec::new();
         for f in findings {
             let rule = &rules[f.rule];
             let tier = in_force.names.name(f.tier);
@@ -179,11 +191,14 @@ impl Shared {
                 && !r.confirmations.confirms(&f.net, at, rule.window)
             {
                 d.ban_counters.unconfirmed += 1;
-                info!(source = %f.net, rule = %rule.name, tier = %tier, refused_seconds = f.refused_seconds,
-                    "not banned: its refused requests come with no TCP connection to an HTTP port (a forged source?)");
+                debug!(source = %f.net, rule = %rule.name, tier = %tier, refused_seconds = f.refused_seconds,
+                    "not banned: its refused requests come with no TCP connection to an HTTP port");
+                // Not judged again for a window: a forged source is logged
+                // once per window, not every second.
+                r.shadowed.insert(f.net, now + rule.window.as_secs_f64());
+                unconfirmed.push(f.net);
                 continue;
             }
-            let now = unix_now();
             let offence = offence_number(&d.state.bans, &f.net, rule, now);
             let length = ban_length(rule, offence, rng.gen_range(-1.0..=1.0));
             let reason = format!(
@@ -194,6 +209,7 @@ impl Shared {
                 rule.window.as_secs()
             );
             if rule.mode == ResponseMode::Shadow {
+                r.shadowed.insert(f.net, now + length.as_secs_f64());
                 *d.ban_counters
                     .would_ban
                     .entry(rule.name.clone())
@@ -215,6 +231,14 @@ impl Shared {
             } else {
                 debug!(source = %f.net, tier = %tier, "ban issued by the response engine");
             }
+        }
+        // One line a second for all of them, however many forged sources a
+        // flood carries.
+        if !unconfirmed.is_empty() {
+            let examples: Vec<String> = unconfirmed.iter().take(3).map(|n| n.to_string()).collect();
+            info!(sources = unconfirmed.len(), examples = %examples.join(","),
+                "not banned: {} source(s) whose refused requests came with no TCP connection to an HTTP port (forged?), e.g. {}",
+                unconfirmed.len(), examples.join(", "));
         }
     }
 }

@@ -366,6 +366,7 @@ impl Daemon {
                 max: max(names::RULES_V6),
             },
             cli_changes: self.state.overlay.len(),
+            bans: self.state.bans.bans.len(),
             // Filled in by Shared::handle, which owns the cluster state.
             cluster: None,
         }
