@@ -242,3 +242,80 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tollgate_common::{SAMPLE_HTTP, SAMPLE_VERDICT, SampleHeader};
+
+    use super::*;
+
+    fn sample(kind: u8, verdict: Verdict) -> SampleHeader {
+        SampleHeader {
+            kind,
+            family: 4,
+            src: [192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            verdict: verdict as u8,
+            scale: 64,
+            ..Default::default()
+        }
+    }
+
+    fn evidence(kind: u8, verdict: Verdict, http_sampled: bool) -> Option<Evidence> {
+        let header = sample(kind, verdict);
+        refusal(
+            &Sample {
+                header,
+                payload: &[],
+            },
+            http_sampled,
+        )
+        .map(|r| r.evidence)
+    }
+
+    #[test]
+    fn only_refusals_are_evidence_and_a_ban_never_feeds_itself() {
+        use Verdict::*;
+        // A ban's (or a deny rule's) drops, passes and shadow would-drops:
+        // never evidence.
+        for v in [
+            Denied,
+            Passed,
+            Allowed,
+            ShadowWouldDrop,
+            DroppedAggregate,
+            DroppedRouteCeiling,
+        ] {
+            for kind in [SAMPLE_HTTP, SAMPLE_VERDICT] {
+                assert_eq!(evidence(kind, v, true), None, "{v:?}");
+                assert_eq!(evidence(kind, v, false), None, "{v:?}");
+            }
+        }
+        // Refused requests: from the HTTP samples, or from the verdict
+        // samples only while HTTP sampling is off (never both).
+        assert_eq!(
+            evidence(SAMPLE_HTTP, DroppedRequests, true),
+            Some(Evidence::Requests)
+        );
+        assert_eq!(evidence(SAMPLE_VERDICT, DroppedRequests, true), None);
+        assert_eq!(
+            evidence(SAMPLE_VERDICT, DroppedRequests, false),
+            Some(Evidence::Requests)
+        );
+        // Packet refusals, from the verdict samples.
+        for v in [DroppedPackets, DroppedBytes, DroppedConnections] {
+            assert_eq!(evidence(SAMPLE_VERDICT, v, true), Some(Evidence::Packets));
+            assert_eq!(evidence(SAMPLE_HTTP, v, true), None);
+        }
+        let header = sample(SAMPLE_VERDICT, DroppedPackets);
+        let r = refusal(
+            &Sample {
+                header,
+                payload: &[],
+            },
+            true,
+        )
+        .unwrap();
+        assert_eq!(r.weight, 64);
+        assert_eq!(r.source, "192.0.2.1".parse::<IpAddr>().unwrap());
+    }
+}
