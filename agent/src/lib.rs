@@ -19,6 +19,7 @@ pub mod monitor;
 pub mod openapi;
 pub mod overrides;
 pub mod proto;
+pub mod response;
 pub mod spec;
 pub mod state;
 mod talkers;

@@ -8,6 +8,8 @@
 //! dimensions (capped in `http::stats`), routes (<= 256, configured), top
 //! talkers (K, off by default).
 
+use std::collections::BTreeMap;
+
 use prometheus::{
     Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -78,6 +80,26 @@ pub(crate) struct Snapshot {
     pub routes: Vec<(String, RouteCounter)>,
     /// Adaptive tiers: factor and signal.
     pub adaptive: Vec<crate::proto::AdaptiveRow>,
+    /// Bans in force, by the rule that issued them (or "cli").
+    pub bans_active: BTreeMap<String, u64>,
+    /// What the automated response did since the daemon started.
+    pub bans: BanTotals,
+}
+
+/// What the automated response did (`[[response]]`, `tollgate ban`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct BanTotals {
+    /// Bans issued, by response rule (or "cli").
+    pub issued: BTreeMap<String, u64>,
+    /// Bans of a repeat offence (longer than a first offence's).
+    pub escalations: u64,
+    /// Bans a shadow rule would have issued, by rule.
+    pub would_ban: BTreeMap<String, u64>,
+    /// Findings on request evidence the TCP stack did not confirm (the source
+    /// held no connection to an HTTP port): not banned.
+    pub unconfirmed: u64,
+    /// Bans lifted (expired or removed).
+    pub lifted: u64,
 }
 
 fn verdict_reason(v: Verdict) -> (&'static str, &'static str) {
@@ -98,6 +120,63 @@ fn verdict_reason(v: Verdict) -> (&'static str, &'static str) {
         Verdict::DroppedUntracked => ("dropped", "untracked_limit"),
         Verdict::DroppedRouteCeiling => ("dropped", "route_ceiling"),
     }
+}
+
+/// The automated response's series.
+fn render_bans(s: &Snapshot, r: &Registry) -> Result<(), prometheus::Error> {
+    let counter = |name: &str, help: &str| -> Result<IntCounterVec, prometheus::Error> {
+        let c = IntCounterVec::new(Opts::new(name, help), &["rule"])?;
+        r.register(Box::new(c.clone()))?;
+        Ok(c)
+    };
+    let active = IntGaugeVec::new(
+        Opts::new(
+            "tollgate_bans_active",
+            "Bans in force, by the [[response]] rule that issued them (\"cli\": tollgate ban add).",
+        ),
+        &["rule"],
+    )?;
+    r.register(Box::new(active.clone()))?;
+    for (rule, n) in &s.bans_active {
+        active.with_label_values(&[rule]).set(*n as i64);
+    }
+    let issued = counter(
+        "tollgate_bans_issued_total",
+        "Bans issued, by [[response]] rule (\"cli\": tollgate ban add).",
+    )?;
+    for (rule, n) in &s.bans.issued {
+        issued.with_label_values(&[rule]).inc_by(*n);
+    }
+    let would = counter(
+        "tollgate_bans_shadow_total",
+        "Bans a shadow [[response]] rule would have issued, by rule.",
+    )?;
+    for (rule, n) in &s.bans.would_ban {
+        would.with_label_values(&[rule]).inc_by(*n);
+    }
+    for (name, help, value) in [
+        (
+            "tollgate_ban_escalations_total",
+            "Bans of a repeat offence (doubled per repeat, up to max_ban).",
+            s.bans.escalations,
+        ),
+        (
+            "tollgate_bans_lifted_total",
+            "Bans lifted: expired or removed with tollgate ban rm.",
+            s.bans.lifted,
+        ),
+        (
+            "tollgate_bans_unconfirmed_total",
+            "Sources a rule found on request evidence but did not ban: the TCP stack showed no \
+             connection from them to an HTTP port (forged sources).",
+            s.bans.unconfirmed,
+        ),
+    ] {
+        let c = IntCounter::new(name, help)?;
+        c.inc_by(value);
+        r.register(Box::new(c))?;
+    }
+    Ok(())
 }
 
 /// Renders the snapshot in the Prometheus text exposition format.
@@ -397,6 +476,7 @@ pub(crate) fn render(s: &Snapshot) -> Result<String, prometheus::Error> {
     )?;
     state_failures.inc_by(s.state_write_failures);
     r.register(Box::new(state_failures))?;
+    render_bans(s, &r)?;
     let build = int_gauge(
         "tollgate_build_info",
         "tollgate build (value 1).",

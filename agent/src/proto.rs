@@ -92,6 +92,52 @@ pub enum Request {
         #[serde(default)]
         since_secs: Option<u64>,
     },
+    /// `ban list`: the bans in force (answered with a list of [`BanRow`]).
+    BanList {},
+    /// `ban add` (and `rule add CIDR --deny --for T`): ban `cidr` (an
+    /// address or a prefix) for `duration` ("90s", "10m", "2h", "7d").
+    BanAdd {
+        cidr: String,
+        duration: String,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// `ban rm`: lift the ban of exactly `cidr`.
+    BanRm {
+        cidr: String,
+    },
+}
+
+/// One ban, as `ban list` and `explain` show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BanRow {
+    /// The banned prefix (an IPv4 /32, or an IPv6 prefix as the source's tier
+    /// keys it).
+    pub source: String,
+    /// The `[[response]]` rule that issued it, or "cli".
+    pub rule: String,
+    pub reason: String,
+    /// Unix seconds.
+    pub since: f64,
+    pub until: f64,
+    /// Seconds left.
+    pub left_secs: f64,
+    /// 1 for a first offence; each repeat doubled the ban.
+    pub offence: u32,
+}
+
+impl BanRow {
+    pub fn new(net: ipnet::IpNet, b: &crate::spec::Ban, now: f64) -> BanRow {
+        BanRow {
+            source: net.to_string(),
+            rule: b.rule.clone(),
+            reason: b.reason.clone(),
+            since: b.since,
+            until: b.until,
+            left_secs: (b.until - now).max(0.0),
+            offence: b.offence,
+        }
+    }
 }
 
 pub use crate::http::{AuthScheme, DriftRow, EndpointRow, InventoryData, Orphan, SpecSummary};
@@ -167,6 +213,9 @@ pub struct StatusData {
     pub rules_v6: Fill,
     /// Changes made with the CLI on top of the config file.
     pub cli_changes: usize,
+    /// Bans in force (`tollgate ban list`).
+    #[serde(default)]
+    pub bans: usize,
     /// Fleet-wide limits through Redis, when `[cluster]` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,
@@ -457,6 +506,9 @@ pub struct ExplainData {
     /// What the sampled verdicts say about the key recently (`None`: not in
     /// the top-talkers summary).
     pub recent: Option<RecentTraffic>,
+    /// The ban that covers the address, if any (its rule is the deny above).
+    #[serde(default)]
+    pub ban: Option<BanRow>,
     /// One sentence for the operator.
     pub summary: String,
 }

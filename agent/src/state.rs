@@ -24,7 +24,7 @@ use tollgate_common::{MAX_TIERS, route::MAX_ROUTES};
 use crate::{
     config::{Config, ConfigError, Invalid, Section},
     datapath::kernel::AttachMode,
-    spec::{RouteSpec, RuleSpec, RuleTarget, TierSpec, parse_cidr, quoted},
+    spec::{BanBook, RouteSpec, RuleSpec, RuleTarget, TierSpec, parse_cidr, quoted},
 };
 
 pub const STATE_VERSION: u32 = 1;
@@ -42,6 +42,9 @@ pub struct State {
     pub overlay: Overlay,
     /// Interface -> XDP mode it was attached in.
     pub attachments: BTreeMap<String, AttachMode>,
+    /// Bans in force (wall-clock expiry) and the offence history that
+    /// escalates them.
+    pub bans: BanBook,
 }
 
 /// Changes made with the CLI, applied on top of the config file.

@@ -20,6 +20,7 @@ use crate::{
 };
 
 mod adaptive;
+mod bans;
 mod operator;
 mod render;
 pub use render::*;
@@ -109,6 +110,11 @@ pub enum Command {
     /// sources share for it. Example: tollgate route list
     #[command(subcommand)]
     Route(RouteCommand),
+    /// List, add or lift bans: expiring denies issued by `[[response]]`
+    /// rules (sources that kept being refused) or by hand.
+    /// Example: tollgate ban add 203.0.113.7 --for 10m
+    #[command(subcommand)]
+    Ban(bans::BanCommand),
     /// Passed and dropped packets and bytes per tier, by verdict, with
     /// current rates. Example: tollgate stats --tier gold
     Stats(StatsArgs),
@@ -260,6 +266,11 @@ pub struct RuleAddCli {
     /// Drop everything from matching sources. Example: --deny
     #[arg(long)]
     pub deny: bool,
+    /// With --deny: only for this long, then the deny ends on its own. Such
+    /// a deny is a ban (see `tollgate ban list`), not a rule.
+    /// Example: --deny --for 10m
+    #[arg(long = "for", value_name = "DURATION", requires = "deny")]
+    pub duration: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -520,6 +531,13 @@ pub fn execute(cli: Cli) -> Result<()> {
             let rows: Vec<RuleRow> = call(&cli, &Request::RuleList {})?;
             emit(cli.json, &rows, || render_rules(&rows))
         }
+        Command::Rule(RuleCommand::Add(a)) if a.duration.is_some() => bans::add(
+            &cli,
+            &a.cidr,
+            a.duration.as_deref().unwrap_or_default(),
+            Some("denied with `rule add --deny --for`".to_owned()),
+        ),
+        Command::Ban(b) => bans::execute(&cli, b),
         Command::Rule(RuleCommand::Add(a)) => {
             let action = if a.allow {
                 Some("allow".to_owned())
@@ -963,6 +981,7 @@ mod tests {
                 max: 1 << 16,
             },
             cli_changes: 0,
+            bans: 0,
             cluster: None,
             adaptive: vec![],
         };

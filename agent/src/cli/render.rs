@@ -162,6 +162,12 @@ pub fn render_status(s: &StatusData) -> String {
         },
     ]);
     kv.row(vec!["default tier".into(), s.default_tier.clone()]);
+    if s.bans > 0 {
+        kv.row(vec![
+            "bans".into(),
+            format!("{} in force (tollgate ban list)", s.bans),
+        ]);
+    }
     kv.row(vec!["socket".into(), s.socket.display().to_string()]);
     if let Some(c) = &s.cluster {
         kv.row(vec![
@@ -656,6 +662,12 @@ pub fn render_explain(e: &proto::ExplainData) -> String {
         None => "none (the default tier applies)".to_owned(),
     };
     out.push_str(&format!("rule:     {rule}\n"));
+    if let Some(b) = &e.ban {
+        out.push_str(&format!(
+            "ban:      {} by {} ({}), {:.0} s left, offence {}\n",
+            b.source, b.rule, b.reason, b.left_secs, b.offence
+        ));
+    }
     out.push_str(&format!(
         "tier:     {}{} (index {}, {}, IPv6 grouped by /{})\n",
         e.tier,
@@ -783,6 +795,7 @@ mod tests {
                 rank_drops: Some(1),
                 ..Default::default()
             }),
+            ban: None,
             summary: "limited by packets".into(),
         };
         let out = render_explain(&e);

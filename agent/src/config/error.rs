@@ -32,6 +32,11 @@ pub enum Section {
         index: usize,
         name: Option<String>,
     },
+    /// The `index`th `[[response]]`.
+    Response {
+        index: usize,
+        name: Option<String>,
+    },
     Maps,
     Http,
     Cluster,
@@ -184,6 +189,25 @@ pub enum Problem {
     ShareRange,
     #[error("must be an absolute path")]
     NotAbsolute,
+    #[error("a response rule with this name is already defined")]
+    DuplicateResponse,
+    #[error(
+        "set refused_seconds (refused in N of the window's seconds), refused_over (more than X refusals in the window), or both"
+    )]
+    ResponseWithoutThreshold,
+    #[error("must be between 1s and 1h (whole seconds)")]
+    ResponseWindow,
+    #[error("must be at least {least} (refused_seconds) and at most 1h")]
+    ResponseWindowShort { least: u32 },
+    #[error("must be at least 1s")]
+    BanTooShort,
+    #[error("must be at least ban ({ban})")]
+    MaxBanUnderBan { ban: String },
+    #[error(
+        "request evidence comes from the [http] ports, and [http] ports is empty: \
+         list the ports your HTTP servers listen on (e.g. ports = [80, 8080])"
+    )]
+    ResponseNeedsHttpPorts,
     /// The OpenAPI document (`[http] openapi`): its file and the JSON path
     /// of the bad node.
     #[error(transparent)]
@@ -230,6 +254,8 @@ impl Invalid {
             Section::Rule { cidr: None, .. } => Some("rule".to_owned()),
             Section::Route { name: Some(n), .. } => Some(format!("route \"{n}\"")),
             Section::Route { name: None, .. } => Some("route".to_owned()),
+            Section::Response { name: Some(n), .. } => Some(format!("response \"{n}\"")),
+            Section::Response { name: None, .. } => Some("response".to_owned()),
             Section::Maps => Some("maps".to_owned()),
             Section::Http => Some("http".to_owned()),
             Section::Cluster => Some("cluster".to_owned()),

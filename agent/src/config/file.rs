@@ -24,7 +24,9 @@ use super::{
 use crate::{
     datapath::kernel::{AttachMode, MapSizes},
     openapi::ApiSpec,
-    spec::{RouteInput, RuleInput, TierPatch, quoted},
+    spec::{
+        Evidence, ResponseMode, ResponseRule, RouteInput, RuleInput, TierPatch, parse_cidr, quoted,
+    },
     units,
 };
 
@@ -49,6 +51,29 @@ struct RawConfig {
     http: Option<RawHttp>,
     api_keys: Option<RawApiKeys>,
     cluster: Option<RawCluster>,
+    #[serde(default)]
+    response: Vec<RawResponse>,
+}
+
+/// `[[response]]` as written; lowered by [`lower_response`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResponse {
+    name: String,
+    refused_seconds: Option<i64>,
+    refused_over: Option<i64>,
+    window: Option<String>,
+    ban: Option<String>,
+    max_ban: Option<String>,
+    forget_after: Option<String>,
+    #[serde(default)]
+    ignore: Vec<String>,
+    #[serde(default)]
+    tiers: Vec<String>,
+    #[serde(default)]
+    evidence: Evidence,
+    #[serde(default)]
+    mode: ResponseMode,
 }
 
 #[derive(Deserialize)]
@@ -149,6 +174,7 @@ impl<'a> Ctx<'a> {
             Section::Maps => vec![Seg::Key("maps")],
             Section::Http => vec![Seg::Key("http")],
             Section::Cluster => vec![Seg::Key("cluster")],
+            Section::Response { index, .. } => vec![Seg::Key("response"), Seg::Index(*index)],
             Section::ApiKeys => vec![Seg::Key("api_keys")],
             Section::ApiKey { index } => {
                 vec![Seg::Key("api_keys"), Seg::Key("key"), Seg::Index(*index)]
@@ -156,7 +182,7 @@ impl<'a> Ctx<'a> {
         };
         // A problem with a whole tier, rule or route is shown at its name or CIDR.
         let key = path.key.or(match path.section {
-            Section::Tier { .. } | Section::Route { .. } => Some("name"),
+            Section::Tier { .. } | Section::Route { .. } | Section::Response { .. } => Some("name"),
             Section::Rule { .. } => Some("cidr"),
             _ => None,
         });
@@ -450,6 +476,12 @@ fn lower(raw: RawConfig, source: ConfigSource) -> Result<Config, Invalid> {
         http: lower_http(raw.http)?,
         api_keys,
         cluster: raw.cluster.map(lower_cluster).transpose()?,
+        responses: raw
+            .response
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| lower_response(i, r))
+            .collect::<Result<_, _>>()?,
         builtin_tiers,
     };
     for (name, path) in [
@@ -594,6 +626,51 @@ fn hostname() -> String {
 
 fn node_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+/// Defaults of `[[response]]`.
+const DEFAULT_RESPONSE_WINDOW: &str = "60s";
+const DEFAULT_BAN: &str = "10m";
+const DEFAULT_MAX_BAN: &str = "24h";
+const DEFAULT_FORGET_AFTER: &str = "24h";
+
+/// A `[[response]]` table's values in their types (durations as ages:
+/// "90s", "10m", "2h", "7d"); `validate` checks it against the rest.
+fn lower_response(index: usize, r: RawResponse) -> Result<ResponseRule, Invalid> {
+    let section = || Section::Response {
+        index,
+        name: Some(r.name.clone()),
+    };
+    let age = |key: &'static str, v: &Option<String>, default: &str| {
+        let text = v.as_deref().unwrap_or(default);
+        units::parse_age(text)
+            .map_err(|e| Invalid::new(section(), Some(key), Some(quoted(text)), e))
+    };
+    let count = |key: &'static str, v: Option<i64>, lo: i64, hi: i64| {
+        v.map(|v| ranged(section(), key, v, lo, hi)).transpose()
+    };
+    let ignore = r
+        .ignore
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            parse_cidr(c)
+                .map_err(|e| Invalid::new(section(), Some("ignore"), Some(quoted(c)), e).item(i))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(ResponseRule {
+        name: r.name.clone(),
+        refused_seconds: count("refused_seconds", r.refused_seconds, 1, 3600)?.map(|v| v as u32),
+        refused_over: count("refused_over", r.refused_over, 0, 1 << 40)?.map(|v| v as u64),
+        window: age("window", &r.window, DEFAULT_RESPONSE_WINDOW)?,
+        ban: age("ban", &r.ban, DEFAULT_BAN)?,
+        max_ban: age("max_ban", &r.max_ban, DEFAULT_MAX_BAN)?,
+        forget_after: age("forget_after", &r.forget_after, DEFAULT_FORGET_AFTER)?,
+        ignore,
+        tiers: r.tiers,
+        evidence: r.evidence,
+        mode: r.mode,
+    })
 }
 
 fn lower_cluster(c: RawCluster) -> Result<ClusterConfig, Invalid> {

@@ -24,7 +24,7 @@ pub use validate::validate;
 use crate::{
     datapath::kernel::{AttachMode, MapSizes},
     openapi::ApiSpec,
-    spec::{RouteSpec, RuleSpec, TierSpec},
+    spec::{ResponseRule, RouteSpec, RuleSpec, TierSpec},
 };
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tollgate/tollgate.toml";
@@ -94,6 +94,8 @@ pub struct Config {
     pub api_keys: ApiKeysConfig,
     /// `[cluster]`: fleet-wide limits through Redis.
     pub cluster: Option<ClusterConfig>,
+    /// `[[response]]`: when sources that keep being refused are banned.
+    pub responses: Vec<ResponseRule>,
     /// The file has no `[[tier]]`: its tiers are the embedded default's
     /// (see [`Config::notice`]).
     pub builtin_tiers: bool,

@@ -666,3 +666,87 @@ fn adaptive_tables_parse_and_their_errors_name_file_line_and_key() {
         &["tollgate.toml:3", "treshold"],
     );
 }
+
+const RESPONSE_BASE: &str =
+    "[[tier]]\nname = \"free\"\nrequests = \"10/s\"\n[http]\nports = [80]\n";
+
+#[test]
+fn response_rules_read_with_their_defaults() {
+    let c = parse(
+        &format!(
+            "{RESPONSE_BASE}[[response]]\nname = \"scrapers\"\nrefused_seconds = 5\nwindow = \"30s\"\n\
+             ban = \"10m\"\nignore = [\"10.0.0.0/8\"]\ntiers = [\"free\"]\nmode = \"shadow\"\n\
+             [[response]]\nname = \"floods\"\nrefused_over = 1000\nevidence = \"packets\"\n"
+        ),
+        ConfigSource::Embedded,
+    )
+    .unwrap();
+    let r = &c.responses[0];
+    assert_eq!(r.refused_seconds, Some(5));
+    assert_eq!(r.window, std::time::Duration::from_secs(30));
+    assert_eq!(r.ban, std::time::Duration::from_secs(600));
+    assert_eq!(r.max_ban, std::time::Duration::from_secs(86_400));
+    assert_eq!(
+        r.ignore,
+        vec!["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]
+    );
+    assert_eq!(r.mode, crate::spec::ResponseMode::Shadow);
+    assert_eq!(r.evidence, crate::spec::Evidence::Requests);
+    let f = &c.responses[1];
+    assert_eq!((f.refused_seconds, f.refused_over), (None, Some(1000)));
+    assert_eq!(f.window, std::time::Duration::from_secs(60));
+    assert_eq!(f.evidence, crate::spec::Evidence::Packets);
+}
+
+#[test]
+fn response_errors_name_file_line_field_and_value() {
+    let at = |body: &str, want: &str| {
+        assert_err(
+            &format!("{RESPONSE_BASE}[[response]]\nname = \"r\"\n{body}"),
+            &[want],
+        );
+    };
+    // The [[response]] table starts on line 6; its name is on line 7.
+    at(
+        "window = \"30s\"\n",
+        "tollgate.toml:7: response \"r\": set refused_seconds",
+    );
+    at(
+        "refused_seconds = 5\nwindow = \"3s\"\n",
+        "tollgate.toml:9: response \"r\": window = \"3s\": must be at least 5 (refused_seconds)",
+    );
+    at(
+        "refused_seconds = 5\nban = \"10x\"\n",
+        "tollgate.toml:9: response \"r\": ban = \"10x\": missing unit",
+    );
+    at(
+        "refused_seconds = 5\nban = \"1h\"\nmax_ban = \"10m\"\n",
+        "tollgate.toml:10: response \"r\": max_ban = \"10m 0s\": must be at least ban (1h 0m)",
+    );
+    at(
+        "refused_seconds = 5\nignore = [\"10.0.0.0/8\", \"10.0.0.300/8\"]\n",
+        "tollgate.toml:9: response \"r\": ignore: \"10.0.0.300/8\": not a valid CIDR",
+    );
+    at(
+        "refused_seconds = 5\ntiers = [\"gold\"]\n",
+        "tollgate.toml:9: response \"r\": tiers: \"gold\": no such tier (tiers: free)",
+    );
+    at(
+        "refused_seconds = 0\n",
+        "tollgate.toml:8: response \"r\": refused_seconds = 0: must be between 1 and 3600",
+    );
+    assert_err(
+        "[[tier]]\nname = \"free\"\npackets = \"10/s\"\n[http]\nports = []\n[[response]]\nname = \"r\"\nrefused_seconds = 2\n",
+        &[
+            "tollgate.toml:6: response \"r\": evidence = \"requests\": request evidence comes from the [http] ports",
+        ],
+    );
+    assert_err(
+        &format!(
+            "{RESPONSE_BASE}[[response]]\nname = \"r\"\nrefused_seconds = 2\n[[response]]\nname = \"r\"\nrefused_seconds = 3\n"
+        ),
+        &[
+            "tollgate.toml:10: response: name = \"r\": a response rule with this name is already defined",
+        ],
+    );
+}

@@ -188,7 +188,97 @@ pub fn validate(c: &Config) -> Result<(), Invalid> {
             .item(i));
         }
     }
-    validate_routes(c)
+    validate_routes(c)?;
+    validate_responses(c)
+}
+
+/// `[[response]]` rules: unique names, a threshold, a window that can hold
+/// `refused_seconds`, `ban <= max_ban`, tiers that exist, and `[http]` ports
+/// for request evidence.
+fn validate_responses(c: &Config) -> Result<(), Invalid> {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (index, r) in c.responses.iter().enumerate() {
+        let at = |key, value, problem: Problem| {
+            Invalid::new(
+                Section::Response {
+                    index,
+                    name: Some(r.name.clone()),
+                },
+                key,
+                value,
+                problem,
+            )
+        };
+        crate::spec::check_tier_name(&r.name).map_err(|e| {
+            Invalid::new(
+                Section::Response { index, name: None },
+                Some("name"),
+                Some(quoted(&r.name)),
+                e,
+            )
+        })?;
+        if names.insert(&r.name, index).is_some() {
+            return Err(Invalid::new(
+                Section::Response { index, name: None },
+                Some("name"),
+                Some(quoted(&r.name)),
+                Problem::DuplicateResponse,
+            ));
+        }
+        if r.refused_seconds.is_none() && r.refused_over.is_none() {
+            return Err(at(None, None, Problem::ResponseWithoutThreshold));
+        }
+        let window = r.window.as_secs();
+        let age = |d: std::time::Duration| quoted(&crate::units::human_duration(d.as_secs()));
+        if !(1..=crate::response::MAX_WINDOW_SECS).contains(&window) {
+            return Err(at(
+                Some("window"),
+                Some(age(r.window)),
+                Problem::ResponseWindow,
+            ));
+        }
+        if let Some(n) = r.refused_seconds
+            && u64::from(n) > window
+        {
+            return Err(at(
+                Some("window"),
+                Some(age(r.window)),
+                Problem::ResponseWindowShort { least: n },
+            ));
+        }
+        if r.ban.as_secs() < 1 {
+            return Err(at(Some("ban"), Some(age(r.ban)), Problem::BanTooShort));
+        }
+        if r.max_ban < r.ban {
+            return Err(at(
+                Some("max_ban"),
+                Some(age(r.max_ban)),
+                Problem::MaxBanUnderBan {
+                    ban: crate::units::human_duration(r.ban.as_secs()),
+                },
+            ));
+        }
+        for (i, t) in r.tiers.iter().enumerate() {
+            if c.tier(t).is_none() {
+                return Err(at(
+                    Some("tiers"),
+                    Some(quoted(t)),
+                    Problem::NoSuchTier {
+                        tiers: c.tier_names(),
+                    },
+                )
+                .item(i));
+            }
+        }
+        if r.evidence == crate::spec::Evidence::Requests && c.http.ports.is_empty() {
+            return Err(at(
+                Some("evidence"),
+                Some(quoted(r.evidence.name())),
+                Problem::ResponseNeedsHttpPorts,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Routes against each other, the `[http]` ports and the tiers: unique names

@@ -74,4 +74,19 @@ pub(super) enum CommandError {
     SourceFilter { cidr: String, error: CidrError },
     #[error("http_tail streams: the control server handles it, not this function")]
     Streams,
+    #[error("ban: {} : {error}", quoted(cidr))]
+    BanCidr { cidr: String, error: CidrError },
+    #[error("ban --for {}: {error}", quoted(text))]
+    BanLength {
+        text: String,
+        error: crate::units::DurationError,
+    },
+    #[error("ban --for must be between 1s and 365d")]
+    BanLengthRange,
+    #[error(
+        "{net} is allow-listed by the rule for {rule}: an allow-listed source is never banned (remove the allow rule first)"
+    )]
+    BanAllowListed { net: IpNet, rule: IpNet },
+    #[error("{0} is not banned (see `tollgate ban list`)")]
+    NotBanned(IpNet),
 }

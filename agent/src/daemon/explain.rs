@@ -88,6 +88,9 @@ impl Daemon {
     }
 
     fn rule_origin(&self, net: &IpNet, value: &RuleValue) -> &'static str {
+        if self.banned.get(net) == Some(value) {
+            return "ban";
+        }
         if self.pinned.get(net) == Some(value) {
             return "api-key pin";
         }
@@ -195,9 +198,24 @@ impl Daemon {
             .to_owned(),
             origin: self.rule_origin(&net, &v).to_owned(),
         });
-        let because = match &rule {
-            Some(r) => format!("rule {} ({}, from {})", r.cidr, r.action, r.origin),
-            None => format!("no rule matches: the default tier {tier}"),
+        let ban = self
+            .ban_of(&IpNet::from(addr))
+            .map(|(net, b)| crate::proto::BanRow::new(net, b, super::bans::unix_now()));
+        let because = match (&rule, &ban) {
+            (Some(r), Some(b)) if r.origin == "ban" => format!(
+                "rule {} (deny, a ban by {} until {}, {:.0} s left, offence {})",
+                r.cidr,
+                if b.rule == crate::spec::CLI_BAN {
+                    "the CLI".to_owned()
+                } else {
+                    format!("response rule \"{}\"", b.rule)
+                },
+                super::bans::format_unix(b.until),
+                b.left_secs,
+                b.offence
+            ),
+            (Some(r), _) => format!("rule {} ({}, from {})", r.cidr, r.action, r.origin),
+            (None, _) => format!("no rule matches: the default tier {tier}"),
         };
         let summary = match action {
             "denied" => format!("{addr} is dropped: {because}"),
@@ -241,6 +259,7 @@ impl Daemon {
             buckets,
             aggregate,
             recent: None,
+            ban,
             summary,
         })
     }

@@ -5,11 +5,13 @@
 //! reloads on SIGHUP. SIGTERM/SIGINT stop the daemon but leave the program
 //! attached and pinned: enforcement never stops. `tollgate detach` removes it.
 
+mod bans;
 mod commands;
 mod error;
 mod explain;
 mod options;
 mod pins;
+mod response;
 mod server;
 mod shared;
 mod tasks;
@@ -82,6 +84,11 @@ pub struct Daemon {
     samples: Samples,
     /// Sources pinned to an API key's tier (kernel rules not in the config).
     pinned: BTreeMap<IpNet, RuleValue>,
+    /// The bans of `state.bans` as this process wrote them to the kernel
+    /// (expiry on the kernel's clock).
+    banned: BTreeMap<IpNet, RuleValue>,
+    /// What the responses did, for `/metrics`.
+    ban_counters: metrics::BanTotals,
     reloads: u64,
     reload_failures: u64,
     /// Per-tier usage over the last period, by tier index.
@@ -148,6 +155,12 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         )
     })?;
     let reclaimed = state.assign_indices(&effective)?;
+    let deny_tier = state
+        .tier_indices
+        .get(&effective.default_tier)
+        .copied()
+        .unwrap_or(0);
+    let banned = bans::restore(&mut state, deny_tier);
     if let Some(dir) = file.state_file.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -183,7 +196,16 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             maps.reset_routes(&reclaimed)?;
             // A start runs at the configured limits: adaptive factors start
             // at 1 (see `adaptive`).
-            apply(maps, &effective, indices, &BTreeMap::new(), &Factors::new())
+            apply(
+                maps,
+                &effective,
+                indices,
+                transaction::Layers {
+                    pinned: &BTreeMap::new(),
+                    banned: &banned,
+                },
+                &Factors::new(),
+            )
         })?;
         state.attachments = modes;
         let guard = guard::Guard::new(&file.pin_dir, pin_lock, &file.interfaces, file.mode)?;
@@ -232,6 +254,8 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             started: Instant::now(),
             samples: Samples::default(),
             pinned: BTreeMap::new(),
+            banned,
+            ban_counters: metrics::BanTotals::default(),
             reloads: 0,
             reload_failures: 0,
             usage: vec![Usage::default(); MAX_TIERS as usize],
@@ -261,6 +285,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             drops: Mutex::new(crate::droplog::DropLog::default()),
             events: tokio::sync::broadcast::channel(1024).0,
             drop_log_json,
+            response: Mutex::new(response::ResponseState::default()),
         });
         {
             let s = shared.clone();

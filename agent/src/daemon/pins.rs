@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use tollgate_common::{RULE_TIER, RuleValue};
 use tracing::{debug, info, warn};
 
-use super::{Daemon, Indices, apply};
+use super::{Daemon, Indices, apply, transaction::Layers};
 use crate::spec::RuleTarget;
 
 impl Daemon {
@@ -27,7 +27,13 @@ impl Daemon {
             tier: index,
             expires_ns: 0,
         };
-        match self.maps.set_rule(net, value) {
+        // A banned source stays denied: its pin is written when the ban ends.
+        let written = if self.banned.contains_key(&net) {
+            Ok(())
+        } else {
+            self.maps.set_rule(net, value)
+        };
+        match written {
             Ok(()) => {
                 if quiet {
                     debug!(source = %net, tier, "API key: source pinned to its key's tier");
@@ -47,6 +53,10 @@ impl Daemon {
     /// Ends a pin: restores the configured rule for exactly `net`, if any.
     pub(super) fn unpin(&mut self, net: IpNet) {
         if self.pinned.remove(&net).is_none() {
+            return;
+        }
+        if self.banned.contains_key(&net) {
+            info!(source = %net, "API key pin expired (the source is banned: its ban stays)");
             return;
         }
         let restored = match self.effective.rule(&net).map(|r| r.target.clone()) {
@@ -74,13 +84,17 @@ impl Daemon {
     }
 
     /// Pins survive in the pinned rule map across a daemon restart, but their
-    /// expiry does not: make the kernel's rules exactly the configuration's.
+    /// expiry does not: make the kernel's rules exactly the configuration's
+    /// and the bans'.
     pub(super) fn clear_stale_pins(&mut self) {
         if let Err(e) = apply(
             &mut self.maps,
             &self.effective,
             Indices::of(&self.state),
-            &BTreeMap::new(),
+            Layers {
+                pinned: &BTreeMap::new(),
+                banned: &self.banned,
+            },
             &self.factors,
         ) {
             warn!(error = %format!("{e:#}"), "clearing API key pins left by a previous daemon");

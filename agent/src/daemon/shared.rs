@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub(super) next_scan: Mutex<Instant>,
     /// The cluster sync's state, when `[cluster]` is configured.
     pub(super) cluster: Option<Arc<cluster::Status>>,
+    /// The automated response's engine (`[[response]]`).
+    pub(super) response: Mutex<super::response::ResponseState>,
     /// Where the API inventory is kept (next to the state file).
     pub(super) inventory_file: PathBuf,
     /// Which sources are limited, for the drop log.
@@ -155,6 +157,13 @@ impl Shared {
                 let since = since_secs.map(|s| unix_now().saturating_sub(s));
                 Ok(Response::success(lock(&self.monitor).inventory(since)))
             }
+            Request::BanList {} => Ok(Response::success(d.ban_rows())),
+            Request::BanAdd {
+                cidr,
+                duration,
+                reason,
+            } => d.ban_add(&cidr, &duration, reason).map(done),
+            Request::BanRm { cidr } => d.ban_rm(&cidr).map(done),
             Request::Detach {} => {
                 return match d.detach() {
                     Ok(msg) => (done(msg), true),
@@ -251,14 +260,24 @@ impl Shared {
     pub(super) fn ingest(&self, records: &[Vec<u8>]) {
         let now = Instant::now();
         let mut pins = Vec::new();
+        let mut refusals = Vec::new();
         {
             let mut monitor = lock(&self.monitor);
             // The batch is judged by the configuration in force now.
             let in_force = monitor.follow();
+            let respond = !in_force.config.responses.is_empty();
+            let http_sampled = in_force.config.http.sample_every != 0;
             let tiers = &in_force.names;
             let mut talkers = lock(&self.talkers);
             for r in records {
-                match Sample::decode(r) {
+                let sample = Sample::decode(r);
+                if respond
+                    && let Ok(s) = &sample
+                    && let Some(f) = super::response::refusal(s, http_sampled)
+                {
+                    refusals.push(f);
+                }
+                match sample {
                     Err(_) => monitor.undecodable += 1,
                     Ok(s) if s.is_http() => {
                         talkers.observe_request(s.source(), s.header.tier, s.header.scale as u64);
@@ -276,6 +295,7 @@ impl Shared {
                     ),
                 }
             }
+            self.observe_refusals(&refusals, &in_force);
         }
         if pins.is_empty() {
             return;
@@ -321,6 +341,7 @@ impl Shared {
         let in_force = self.config.borrow().clone();
         d.update_usage(&requests, &in_force.names);
         drop(d);
+        self.respond();
         // A walk costs about 250 ns per tracked source (a quarter of a core
         // at 1,000,000): with many sources, scan less often, so scanning
         // takes at most 1/SCAN_DUTY of one core.
@@ -475,9 +496,27 @@ impl Shared {
 
 impl cluster::Host for Shared {
     fn update_rules(&self, upsert: &[(IpNet, RuleValue)], remove: &[IpNet]) -> Result<()> {
-        lock(&self.daemon)
-            .maps
-            .update_rules(upsert, remove)
+        let mut d = lock(&self.daemon);
+        // A banned prefix keeps its ban: the cluster's deny (shorter) and
+        // its lift (which would remove the rule) leave it alone.
+        if d.banned.is_empty() {
+            return d
+                .maps
+                .update_rules(upsert, remove)
+                .map_err(anyhow::Error::from);
+        }
+        let upsert: Vec<(IpNet, RuleValue)> = upsert
+            .iter()
+            .filter(|(n, _)| !d.banned.contains_key(n))
+            .copied()
+            .collect();
+        let remove: Vec<IpNet> = remove
+            .iter()
+            .filter(|n| !d.banned.contains_key(n))
+            .copied()
+            .collect();
+        d.maps
+            .update_rules(&upsert, &remove)
             .map_err(anyhow::Error::from)
     }
 }

@@ -25,9 +25,27 @@ use crate::{
 /// (`spec::scale_tier`); a tier not named here runs at its configured limits.
 pub(super) type Factors = BTreeMap<String, f64>;
 
+/// Rules the kernel holds besides the configuration's: API-key pins and bans.
+#[derive(Clone, Copy)]
+pub(super) struct Layers<'a> {
+    /// Sources pinned to an API key's tier.
+    pub pinned: &'a BTreeMap<IpNet, RuleValue>,
+    /// Banned sources: expiring denies (`daemon/bans.rs`).
+    pub banned: &'a BTreeMap<IpNet, RuleValue>,
+}
+
+#[cfg(test)]
+impl Layers<'_> {
+    pub(super) const NONE: Layers<'static> = Layers {
+        pinned: &BTreeMap::new(),
+        banned: &BTreeMap::new(),
+    };
+}
+
 /// What the kernel's tier table and rule tries should hold for a
-/// configuration: a pure function of the configuration, the tier indices,
-/// the API-key pins and the adaptive factors (no I/O, unit-tested without root). [`apply`] writes the
+/// configuration: a pure function of the configuration, the tier indices, the
+/// extra rule layers and the adaptive factors (no I/O, unit-tested without
+/// root). [`apply`] writes the
 /// difference between this and what the maps hold.
 #[derive(Debug, PartialEq)]
 pub(super) struct KernelState {
@@ -64,7 +82,7 @@ impl<'a> Indices<'a> {
 pub(super) fn desired(
     cfg: &Config,
     all: Indices<'_>,
-    pinned: &BTreeMap<IpNet, RuleValue>,
+    layers: Layers<'_>,
     factors: &Factors,
 ) -> Result<KernelState> {
     let indices = all.tiers;
@@ -103,8 +121,18 @@ pub(super) fn desired(
             .with_context(|| format!("rule {}: {} has no index", r.cidr, r.target))?;
         rules.insert(r.cidr, v);
     }
+    // Bans hold over tier rules (and pins), never over a configured allow or
+    // deny for the same prefix.
+    for (net, v) in layers.banned {
+        match rules.get(net) {
+            Some(r) if r.action != RULE_TIER => {}
+            _ => {
+                rules.insert(*net, *v);
+            }
+        }
+    }
     // API-key pins hold on top of tier rules, never over allow or deny.
-    for (net, v) in pinned {
+    for (net, v) in layers.pinned {
         match rules.get(net) {
             Some(r) if r.action != RULE_TIER => {}
             _ => {
@@ -155,10 +183,10 @@ pub(super) fn apply(
     maps: &mut Maps,
     cfg: &Config,
     indices: Indices<'_>,
-    pinned: &BTreeMap<IpNet, RuleValue>,
+    layers: Layers<'_>,
     factors: &Factors,
 ) -> Result<()> {
-    let want = desired(cfg, indices, pinned, factors)?;
+    let want = desired(cfg, indices, layers, factors)?;
     // The program counts request heads only while some tier limits requests;
     // switched on before such a tier is written, off after it is gone.
     let count_requests = want.tiers.iter().flatten().any(TierConfig::limits_requests);
@@ -282,7 +310,10 @@ impl Daemon {
             &mut self.maps,
             &effective,
             Indices::of(&state),
-            &self.pinned,
+            Layers {
+                pinned: &self.pinned,
+                banned: &self.banned,
+            },
             &self.factors,
         ) {
             self.rollback();
@@ -315,7 +346,10 @@ impl Daemon {
             &mut self.maps,
             &self.effective,
             Indices::of(&self.state),
-            &self.pinned,
+            Layers {
+                pinned: &self.pinned,
+                banned: &self.banned,
+            },
             &self.factors,
         ) {
             error!(error = %format!("{e:#}"), "rolling back a failed change also failed: the kernel may hold a partial change");
@@ -350,7 +384,10 @@ impl Daemon {
             &mut self.maps,
             &self.effective,
             Indices::of(&self.state),
-            &self.pinned,
+            Layers {
+                pinned: &self.pinned,
+                banned: &self.banned,
+            },
             &self.factors,
         ) {
             error!(error = %format!("{e:#}"), "adaptive: writing the scaled limits failed; the previous ones stay");
@@ -511,8 +548,8 @@ action = "deny"
             t.adaptive = Some(adaptive(None));
         }
         let factors: Factors = [("free".to_owned(), 0.5)].into();
-        let plain = desired(&cfg, ix(&indices()), &BTreeMap::new(), &Factors::new()).unwrap();
-        let scaled = desired(&cfg, ix(&indices()), &BTreeMap::new(), &factors).unwrap();
+        let plain = desired(&cfg, ix(&indices()), Layers::NONE, &Factors::new()).unwrap();
+        let scaled = desired(&cfg, ix(&indices()), Layers::NONE, &factors).unwrap();
         let free = indices()["free"] as usize;
         for (i, (a, b)) in plain.tiers.iter().zip(&scaled.tiers).enumerate() {
             if i == free {
@@ -528,14 +565,14 @@ action = "deny"
         for t in &mut cfg.tiers {
             t.adaptive = Some(adaptive(Some(spec::TierMode::Shadow)));
         }
-        let shadow = desired(&cfg, ix(&indices()), &BTreeMap::new(), &factors).unwrap();
+        let shadow = desired(&cfg, ix(&indices()), Layers::NONE, &factors).unwrap();
         assert_eq!(shadow.tiers, plain.tiers);
     }
 
     #[test]
     fn tiers_land_at_their_indices_and_other_slots_are_inactive() {
         let cfg = config();
-        let k = desired(&cfg, ix(&indices()), &BTreeMap::new(), &Factors::new()).unwrap();
+        let k = desired(&cfg, ix(&indices()), Layers::NONE, &Factors::new()).unwrap();
         assert_eq!(k.default_tier, 3);
         assert_eq!(k.tiers.len(), MAX_TIERS as usize);
         // A tier without `new_sources` gets the budget derived from the maps.
@@ -552,7 +589,7 @@ action = "deny"
 
     #[test]
     fn rules_map_to_kernel_values_with_the_default_tier_for_allow_and_deny() {
-        let k = desired(&config(), ix(&indices()), &BTreeMap::new(), &Factors::new()).unwrap();
+        let k = desired(&config(), ix(&indices()), Layers::NONE, &Factors::new()).unwrap();
         let v = |action, tier| RuleValue {
             action,
             tier,
@@ -577,17 +614,68 @@ action = "deny"
             (net("203.0.113.7/32"), pin),
         ]
         .into();
-        let k = desired(&config(), ix(&indices()), &pinned, &Factors::new()).unwrap();
+        let k = desired(
+            &config(),
+            ix(&indices()),
+            Layers {
+                pinned: &pinned,
+                banned: &BTreeMap::new(),
+            },
+            &Factors::new(),
+        )
+        .unwrap();
         assert_eq!(k.rules[&net("10.0.0.0/8")], pin);
         assert_eq!(k.rules[&net("198.51.100.0/24")].action, RULE_DENY);
         assert_eq!(k.rules[&net("203.0.113.7/32")], pin);
     }
 
     #[test]
+    fn bans_override_tier_rules_and_pins_but_never_allow_or_deny() {
+        let pin = RuleValue {
+            action: RULE_TIER,
+            tier: 3,
+            expires_ns: 0,
+        };
+        let ban = RuleValue {
+            action: RULE_DENY,
+            tier: 3,
+            expires_ns: 123_456,
+        };
+        let pinned: BTreeMap<IpNet, RuleValue> =
+            [(net("10.0.0.0/8"), pin), (net("203.0.113.7/32"), pin)].into();
+        let banned: BTreeMap<IpNet, RuleValue> = [
+            (net("10.0.0.0/8"), ban),
+            (net("192.0.2.1/32"), ban),
+            (net("198.51.100.0/24"), ban),
+            (net("203.0.113.7/32"), ban),
+            (net("203.0.113.8/32"), ban),
+        ]
+        .into();
+        let k = desired(
+            &config(),
+            ix(&indices()),
+            Layers {
+                pinned: &pinned,
+                banned: &banned,
+            },
+            &Factors::new(),
+        )
+        .unwrap();
+        // Over a tier rule and over pins: the ban.
+        assert_eq!(k.rules[&net("10.0.0.0/8")], ban);
+        assert_eq!(k.rules[&net("203.0.113.7/32")], ban);
+        assert_eq!(k.rules[&net("203.0.113.8/32")], ban);
+        // A configured allow or deny stays as configured (forever).
+        assert_eq!(k.rules[&net("192.0.2.1/32")].action, RULE_ALLOW);
+        assert_eq!(k.rules[&net("198.51.100.0/24")].expires_ns, 0);
+        assert_eq!(k.rules.len(), 5);
+    }
+
+    #[test]
     fn a_tier_without_an_index_is_an_error() {
         let mut ix = indices();
         ix.remove("gold");
-        let e = desired(&config(), self::ix(&ix), &BTreeMap::new(), &Factors::new()).unwrap_err();
+        let e = desired(&config(), self::ix(&ix), Layers::NONE, &Factors::new()).unwrap_err();
         assert_eq!(e.to_string(), "tier gold has no index");
     }
 
@@ -633,7 +721,7 @@ mode = "shadow"
             tiers: &tiers,
             routes: &routes,
         };
-        let k = desired(&routed(), all, &BTreeMap::new(), &Factors::new()).unwrap();
+        let k = desired(&routed(), all, Layers::NONE, &Factors::new()).unwrap();
         let search = RouteValue {
             index: 7,
             cost: 20,
@@ -654,7 +742,7 @@ mode = "shadow"
         // The dearest enforced route: a shadow route's cost is not charged.
         assert_eq!(k.split_head_cost, 20);
         // No routes: nothing in the trie, split heads cost 1.
-        let k = desired(&config(), ix(&indices()), &BTreeMap::new(), &Factors::new()).unwrap();
+        let k = desired(&config(), ix(&indices()), Layers::NONE, &Factors::new()).unwrap();
         assert!(k.routes.is_empty());
         assert_eq!(k.split_head_cost, 1);
     }
@@ -662,7 +750,7 @@ mode = "shadow"
     #[test]
     fn a_route_without_an_index_is_an_error() {
         let tiers: BTreeMap<String, u32> = [("default".to_owned(), 0)].into();
-        let e = desired(&routed(), ix(&tiers), &BTreeMap::new(), &Factors::new()).unwrap_err();
+        let e = desired(&routed(), ix(&tiers), Layers::NONE, &Factors::new()).unwrap_err();
         assert_eq!(e.to_string(), "route search has no index");
     }
 }

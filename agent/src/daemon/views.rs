@@ -271,6 +271,14 @@ impl Daemon {
             adaptive: self.adaptive.rows(),
             state_write_failures: self.state_write_failures,
             uptime_seconds: self.started.elapsed().as_secs_f64(),
+            bans_active: self.state.bans.bans.values().fold(
+                std::collections::BTreeMap::new(),
+                |mut by, b| {
+                    *by.entry(b.rule.clone()).or_default() += 1;
+                    by
+                },
+            ),
+            bans: self.ban_counters.clone(),
             routes: self
                 .effective
                 .routes
@@ -361,6 +369,7 @@ impl Daemon {
                 max: max(names::RULES_V6),
             },
             cli_changes: self.state.overlay.len(),
+            bans: self.state.bans.bans.len(),
             // Filled in by Shared::handle, which owns the cluster state.
             cluster: None,
             adaptive: self.adaptive.rows(),

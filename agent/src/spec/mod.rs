@@ -9,6 +9,7 @@ mod adaptive;
 mod attach;
 mod lpm;
 mod patch;
+mod response;
 mod route;
 mod rule;
 mod source;
@@ -22,6 +23,7 @@ pub use adaptive::{
 pub use attach::AttachMode;
 pub use lpm::Lpm;
 pub use patch::{SizeValue, TierPatch};
+pub use response::{Ban, BanBook, CLI_BAN, Evidence, Offences, ResponseMode, ResponseRule};
 pub use route::{
     DEFAULT_ROUTE_COST, MAX_ROUTE_NAME, METHODS, RouteFieldError, RouteInput, RouteKernel,
     RouteProblem, RouteSpec, RouteTable, check_route_name, match_text, parse_match,
