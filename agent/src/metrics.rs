@@ -76,6 +76,77 @@ pub(crate) struct Snapshot {
     pub cluster_up: Option<bool>,
     /// Configured routes and their counters, as of the last per-second read.
     pub routes: Vec<(String, RouteCounter)>,
+    /// `Some` when `[crowdsec]` is configured.
+    pub crowdsec: Option<CrowdsecSnapshot>,
+}
+
+/// The CrowdSec bouncer: its state and the active bans by (scope, origin).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CrowdsecSnapshot {
+    pub status: crate::proto::CrowdsecStatus,
+    pub decisions: Vec<(String, String, u64)>,
+}
+
+/// `tollgate_crowdsec_*`: bounded labels (2 scopes, a few origins, 3 reasons).
+fn render_crowdsec(r: &Registry, c: &CrowdsecSnapshot) -> Result<(), prometheus::Error> {
+    let decisions = IntGaugeVec::new(
+        Opts::new(
+            "tollgate_crowdsec_decisions",
+            "CrowdSec ban decisions held as kernel denies, by scope (Ip, Range) and origin (cscli, crowdsec, CAPI, lists).",
+        ),
+        &["scope", "origin"],
+    )?;
+    for (scope, origin, n) in &c.decisions {
+        decisions.with_label_values(&[scope, origin]).set(*n as i64);
+    }
+    r.register(Box::new(decisions))?;
+    let gauge = |name: &str, help: &str, v: f64| -> Result<(), prometheus::Error> {
+        let g = Gauge::new(name, help)?;
+        g.set(v);
+        r.register(Box::new(g))
+    };
+    let counter = |name: &str, help: &str, v: u64| -> Result<(), prometheus::Error> {
+        let g = IntCounter::new(name, help)?;
+        g.inc_by(v);
+        r.register(Box::new(g))
+    };
+    let s = &c.status;
+    gauge(
+        "tollgate_crowdsec_up",
+        "1 when the last pull from the CrowdSec local API succeeded (0: the last decisions still enforce).",
+        s.up as u8 as f64,
+    )?;
+    gauge(
+        "tollgate_crowdsec_last_sync_timestamp_seconds",
+        "Unix time of the last successful pull from the local API (0: none yet).",
+        s.last_sync_unix,
+    )?;
+    gauge(
+        "tollgate_crowdsec_allow_listed",
+        "Banned prefixes a configured allow rule keeps from being denied.",
+        s.allow_listed as f64,
+    )?;
+    counter(
+        "tollgate_crowdsec_pulls_total",
+        "Successful pulls of the decisions stream.",
+        s.pulls,
+    )?;
+    counter(
+        "tollgate_crowdsec_sync_failures_total",
+        "Failed pulls of the decisions stream (or kernel writes).",
+        s.failures,
+    )?;
+    let ignored = IntCounterVec::new(
+        Opts::new(
+            "tollgate_crowdsec_decisions_ignored_total",
+            "Decisions not applied: reason type (not a ban), scope (not configured) or value (unparsable).",
+        ),
+        &["reason"],
+    )?;
+    for (reason, n) in &s.ignored {
+        ignored.with_label_values(&[reason]).inc_by(*n);
+    }
+    r.register(Box::new(ignored))
 }
 
 fn verdict_reason(v: Verdict) -> (&'static str, &'static str) {
@@ -413,6 +484,9 @@ pub(crate) fn render(s: &Snapshot) -> Result<String, prometheus::Error> {
         )?;
         g.set(up as i64);
         r.register(Box::new(g))?;
+    }
+    if let Some(c) = &s.crowdsec {
+        render_crowdsec(&r, c)?;
     }
 
     let mut out = Vec::new();

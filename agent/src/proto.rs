@@ -170,6 +170,35 @@ pub struct StatusData {
     /// Fleet-wide limits through Redis, when `[cluster]` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,
+    /// The CrowdSec bouncer, when `[crowdsec]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<CrowdsecStatus>,
+}
+
+/// `status`: the CrowdSec bouncer (see `crowdsec`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CrowdsecStatus {
+    /// Whether the last pull from the local API succeeded (false: the kernel
+    /// keeps the last view, bans still end at their time).
+    pub up: bool,
+    pub lapi_url: String,
+    pub poll_interval_ms: u64,
+    /// Successful and failed pulls since the daemon started.
+    pub pulls: u64,
+    pub failures: u64,
+    pub last_sync_secs_ago: Option<f64>,
+    /// Unix time (s) of the last successful pull (0: none yet).
+    pub last_sync_unix: f64,
+    /// Banned prefixes in the daemon's rule layer.
+    pub banned_prefixes: u64,
+    /// Of those, prefixes a configured allow rule covers (not enforced).
+    pub allow_listed: u64,
+    /// Bans applied and ended since the daemon started.
+    pub applied_total: u64,
+    pub removed_total: u64,
+    /// Decisions not applied, by reason (`type`, `scope`, `value`).
+    pub ignored: Vec<(String, u64)>,
+    pub last_error: Option<String>,
 }
 
 /// `status`: the cluster sync (see `cluster`).

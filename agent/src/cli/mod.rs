@@ -962,6 +962,7 @@ mod tests {
             },
             cli_changes: 0,
             cluster: None,
+            crowdsec: None,
         };
         let out = render_status(&st);
         assert!(out.contains("running for 1m 15s"), "{out}");

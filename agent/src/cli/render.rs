@@ -184,6 +184,9 @@ pub fn render_status(s: &StatusData) -> String {
             },
         ]);
     }
+    if let Some(c) = &s.crowdsec {
+        kv.row(vec!["crowdsec".into(), crowdsec_line(c)]);
+    }
     // Skip the empty header line of the key/value table.
     out.push_str(kv.render().split_once('\n').map_or("", |(_, rest)| rest));
     out.push('\n');
@@ -813,5 +816,34 @@ mod tests {
             line,
             "01:01:01 source 192.0.2.7 started being limited: tier default, packets bucket full (4 sources of the tier limited)"
         );
+    }
+}
+
+/// `status`'s CrowdSec line.
+fn crowdsec_line(c: &crate::proto::CrowdsecStatus) -> String {
+    let ago = c
+        .last_sync_secs_ago
+        .map_or("never".to_owned(), |s| format!("{s:.0} s ago"));
+    let allow = if c.allow_listed > 0 {
+        format!(" ({} allow-listed, not denied)", c.allow_listed)
+    } else {
+        String::new()
+    };
+    if c.up {
+        format!(
+            "up: {}, every {} ms, last pull {ago}; {} prefix{} banned{allow}",
+            c.lapi_url,
+            c.poll_interval_ms,
+            c.banned_prefixes,
+            if c.banned_prefixes == 1 { "" } else { "es" },
+        )
+    } else {
+        format!(
+            "DOWN: {} ({}); last pull {ago}, enforcing its {} ban{}{allow}",
+            c.lapi_url,
+            c.last_error.as_deref().unwrap_or("not pulled yet"),
+            c.banned_prefixes,
+            if c.banned_prefixes == 1 { "" } else { "s" },
+        )
     }
 }

@@ -35,6 +35,7 @@ pub enum Section {
     Maps,
     Http,
     Cluster,
+    Crowdsec,
     ApiKeys,
     /// The `index`th `[[api_keys.key]]`.
     ApiKey {
@@ -184,6 +185,12 @@ pub enum Problem {
     ShareRange,
     #[error("must be an absolute path")]
     NotAbsolute,
+    #[error("not a local API URL ({0}); write e.g. \"http://127.0.0.1:8080/\"")]
+    LapiUrl(String),
+    #[error("must be between 200ms and 600s")]
+    PollInterval,
+    #[error("not a decision scope tollgate enforces: write \"Ip\" or \"Range\"")]
+    DecisionScope,
     /// The OpenAPI document (`[http] openapi`): its file and the JSON path
     /// of the bad node.
     #[error(transparent)]
@@ -233,6 +240,7 @@ impl Invalid {
             Section::Maps => Some("maps".to_owned()),
             Section::Http => Some("http".to_owned()),
             Section::Cluster => Some("cluster".to_owned()),
+            Section::Crowdsec => Some("crowdsec".to_owned()),
             Section::ApiKeys => Some("api_keys".to_owned()),
             Section::ApiKey { .. } => Some("api_keys.key".to_owned()),
         };

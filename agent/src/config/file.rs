@@ -49,6 +49,7 @@ struct RawConfig {
     http: Option<RawHttp>,
     api_keys: Option<RawApiKeys>,
     cluster: Option<RawCluster>,
+    crowdsec: Option<super::crowdsec::RawCrowdsec>,
 }
 
 #[derive(Deserialize)]
@@ -149,6 +150,7 @@ impl<'a> Ctx<'a> {
             Section::Maps => vec![Seg::Key("maps")],
             Section::Http => vec![Seg::Key("http")],
             Section::Cluster => vec![Seg::Key("cluster")],
+            Section::Crowdsec => vec![Seg::Key("crowdsec")],
             Section::ApiKeys => vec![Seg::Key("api_keys")],
             Section::ApiKey { index } => {
                 vec![Seg::Key("api_keys"), Seg::Key("key"), Seg::Index(*index)]
@@ -450,6 +452,10 @@ fn lower(raw: RawConfig, source: ConfigSource) -> Result<Config, Invalid> {
         http: lower_http(raw.http)?,
         api_keys,
         cluster: raw.cluster.map(lower_cluster).transpose()?,
+        crowdsec: raw
+            .crowdsec
+            .map(super::crowdsec::lower_crowdsec)
+            .transpose()?,
         builtin_tiers,
     };
     for (name, path) in [

@@ -87,7 +87,14 @@ impl Daemon {
         Ok(lpm.lookup(addr).copied())
     }
 
-    fn rule_origin(&self, net: &IpNet, value: &RuleValue) -> &'static str {
+    fn rule_origin(&self, net: &IpNet, value: &RuleValue) -> String {
+        if let Some(ban) = self.ban_origin(net, value) {
+            return ban;
+        }
+        self.config_origin(net, value).to_owned()
+    }
+
+    fn config_origin(&self, net: &IpNet, value: &RuleValue) -> &'static str {
         if self.pinned.get(net) == Some(value) {
             return "api-key pin";
         }

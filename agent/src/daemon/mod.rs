@@ -5,6 +5,7 @@
 //! reloads on SIGHUP. SIGTERM/SIGINT stop the daemon but leave the program
 //! attached and pinned: enforcement never stops. `tollgate detach` removes it.
 
+mod bouncer;
 mod commands;
 mod error;
 mod explain;
@@ -37,6 +38,7 @@ use crate::datapath::{
 use crate::{
     cluster,
     config::{Config, Effective, Publisher},
+    crowdsec,
     datapath::kernel::Maps,
     metrics::{self, Usage},
     monitor::Monitor,
@@ -79,6 +81,9 @@ pub struct Daemon {
     samples: Samples,
     /// Sources pinned to an API key's tier (kernel rules not in the config).
     pinned: BTreeMap<IpNet, RuleValue>,
+    /// CrowdSec ban decisions (kernel denies not in the config), a rule layer
+    /// every commit includes.
+    crowdsec: crowdsec::Layer,
     reloads: u64,
     reload_failures: u64,
     /// Per-tier usage over the last period, by tier index.
@@ -173,7 +178,13 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             logger,
         } = dataplane::bring_up(&plan, &mut |maps| {
             maps.reset_routes(&reclaimed)?;
-            apply(maps, &effective, indices, &BTreeMap::new())
+            apply(
+                maps,
+                &effective,
+                indices,
+                &BTreeMap::new(),
+                &crowdsec::Layer::default(),
+            )
         })?;
         state.attachments = modes;
         let guard = guard::Guard::new(&file.pin_dir, pin_lock, &file.interfaces, file.mode)?;
@@ -195,6 +206,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         }
         let allowed = file.allow_uids.clone();
         let cluster = file.cluster.clone();
+        let crowdsec_cfg = file.crowdsec.clone();
         if cluster.is_none()
             && let Some(t) = effective.tiers.iter().find(|t| t.has_global_limits())
         {
@@ -222,6 +234,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             started: Instant::now(),
             samples: Samples::default(),
             pinned: BTreeMap::new(),
+            crowdsec: crowdsec::Layer::default(),
             reloads: 0,
             reload_failures: 0,
             usage: vec![Usage::default(); MAX_TIERS as usize],
@@ -245,6 +258,9 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             next_scan: Mutex::new(Instant::now()),
             stop: tokio_util::sync::CancellationToken::new(),
             cluster: cluster.as_ref().map(|c| Arc::new(cluster::Status::new(c))),
+            crowdsec: crowdsec_cfg
+                .as_ref()
+                .map(|c| Arc::new(crowdsec::Status::new(c))),
             inventory_file,
             drops: Mutex::new(crate::droplog::DropLog::default()),
             events: tokio::sync::broadcast::channel(1024).0,
@@ -270,7 +286,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             }
             Err(e) => error!(address = %metrics_address, error = %e, "cannot serve metrics (the daemon goes on without them)"),
         }
-        serve(shared, listener, allowed, cluster).await
+        serve(shared, listener, allowed, cluster, crowdsec_cfg).await
     }
     .await;
     let _ = std::fs::remove_file(&socket_path);

@@ -81,6 +81,7 @@ impl Daemon {
             &self.effective,
             Indices::of(&self.state),
             &BTreeMap::new(),
+            &self.crowdsec,
         ) {
             warn!(error = %format!("{e:#}"), "clearing API key pins left by a previous daemon");
         }

@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 use super::{Daemon, error::CommandError};
 use crate::{
     config::{self, Config, Effective, Published, Subscription},
+    crowdsec,
     datapath::{kernel::Maps, routes::RoutePrefix},
     spec,
     state::{self, Overlay},
@@ -60,6 +61,7 @@ pub(super) fn desired(
     cfg: &Config,
     all: Indices<'_>,
     pinned: &BTreeMap<IpNet, RuleValue>,
+    bans: &crowdsec::Layer,
 ) -> Result<KernelState> {
     let indices = all.tiers;
     let index = |name: &str| {
@@ -95,6 +97,8 @@ pub(super) fn desired(
             }
         }
     }
+    // CrowdSec bans on top (their precedence: `crowdsec::layer`).
+    bans.overlay(&mut rules, cfg, default_tier);
     let mut routes = BTreeMap::new();
     let mut split_head_cost = 1;
     for r in &cfg.routes {
@@ -139,8 +143,9 @@ pub(super) fn apply(
     cfg: &Config,
     indices: Indices<'_>,
     pinned: &BTreeMap<IpNet, RuleValue>,
+    bans: &crowdsec::Layer,
 ) -> Result<()> {
-    let want = desired(cfg, indices, pinned)?;
+    let want = desired(cfg, indices, pinned, bans)?;
     // The program counts request heads only while some tier limits requests;
     // switched on before such a tier is written, off after it is gone.
     let count_requests = want.tiers.iter().flatten().any(TierConfig::limits_requests);
@@ -265,6 +270,7 @@ impl Daemon {
             &effective,
             Indices::of(&state),
             &self.pinned,
+            &self.crowdsec,
         ) {
             self.rollback();
             return Err(CommandError::Kernel(e));
@@ -297,6 +303,7 @@ impl Daemon {
             &self.effective,
             Indices::of(&self.state),
             &self.pinned,
+            &self.crowdsec,
         ) {
             error!(error = %format!("{e:#}"), "rolling back a failed change also failed: the kernel may hold a partial change");
         }
@@ -310,6 +317,7 @@ impl Daemon {
     /// generation. Only [`Daemon::commit`] and [`Daemon::rollback`] call it,
     /// once the kernel holds exactly this configuration.
     fn publish(&mut self) {
+        self.bans_rewritten();
         let generation = self.published.borrow().generation + 1;
         self.published.send_replace(Arc::new(Effective::new(
             generation,
@@ -355,6 +363,7 @@ impl Daemon {
             ("state_file", new_file.state_file != self.file.state_file),
             ("allow_uids", new_file.allow_uids != self.file.allow_uids),
             ("[cluster]", new_file.cluster != self.file.cluster),
+            ("[crowdsec]", new_file.crowdsec != self.file.crowdsec),
         ] {
             if changed {
                 warn!("reload: {what} changed in the config; restart the daemon to apply it");
@@ -368,6 +377,7 @@ impl Daemon {
         new_file.state_file = self.file.state_file.clone();
         new_file.allow_uids = self.file.allow_uids.clone();
         new_file.cluster = self.file.cluster.clone();
+        new_file.crowdsec = self.file.crowdsec.clone();
         let overlay = self.state.overlay.clone();
         let hidden = crate::overrides::overridden(&self.file, &new_file, &overlay);
         self.commit(Some(new_file), overlay)
@@ -455,7 +465,13 @@ action = "deny"
     #[test]
     fn tiers_land_at_their_indices_and_other_slots_are_inactive() {
         let cfg = config();
-        let k = desired(&cfg, ix(&indices()), &BTreeMap::new()).unwrap();
+        let k = desired(
+            &cfg,
+            ix(&indices()),
+            &BTreeMap::new(),
+            &crowdsec::Layer::default(),
+        )
+        .unwrap();
         assert_eq!(k.default_tier, 3);
         assert_eq!(k.tiers.len(), MAX_TIERS as usize);
         // A tier without `new_sources` gets the budget derived from the maps.
@@ -472,7 +488,13 @@ action = "deny"
 
     #[test]
     fn rules_map_to_kernel_values_with_the_default_tier_for_allow_and_deny() {
-        let k = desired(&config(), ix(&indices()), &BTreeMap::new()).unwrap();
+        let k = desired(
+            &config(),
+            ix(&indices()),
+            &BTreeMap::new(),
+            &crowdsec::Layer::default(),
+        )
+        .unwrap();
         let v = |action, tier| RuleValue {
             action,
             tier,
@@ -497,17 +519,69 @@ action = "deny"
             (net("203.0.113.7/32"), pin),
         ]
         .into();
-        let k = desired(&config(), ix(&indices()), &pinned).unwrap();
+        let k = desired(
+            &config(),
+            ix(&indices()),
+            &pinned,
+            &crowdsec::Layer::default(),
+        )
+        .unwrap();
         assert_eq!(k.rules[&net("10.0.0.0/8")], pin);
         assert_eq!(k.rules[&net("198.51.100.0/24")].action, RULE_DENY);
         assert_eq!(k.rules[&net("203.0.113.7/32")], pin);
     }
 
     #[test]
+    fn crowdsec_bans_are_a_layer_over_pins_and_tier_rules_but_never_over_allow() {
+        use crate::{config::DecisionScope, crowdsec};
+        let ban = crowdsec::Ban {
+            id: 7,
+            scope: DecisionScope::Ip,
+            origin: "cscli".into(),
+            scenario: "manual".into(),
+            expires_ns: 5_000,
+        };
+        let mut bans = crowdsec::Layer::default();
+        bans.update(&crowdsec::Change {
+            upsert: vec![
+                (net("203.0.113.7/32"), ban.clone()),
+                (net("192.0.2.1/32"), ban.clone()),
+                (net("10.1.1.1/32"), ban.clone()),
+            ],
+            remove: vec![],
+        });
+        let pin = RuleValue {
+            action: RULE_TIER,
+            tier: 0,
+            expires_ns: 0,
+        };
+        let pinned: BTreeMap<IpNet, RuleValue> = [(net("203.0.113.7/32"), pin)].into();
+        let k = desired(&config(), ix(&indices()), &pinned, &bans).unwrap();
+        let deny = |tier| RuleValue {
+            action: RULE_DENY,
+            tier,
+            expires_ns: 5_000,
+        };
+        // Over the pin, falling back to the pin's tier when it ends.
+        assert_eq!(k.rules[&net("203.0.113.7/32")], deny(0));
+        // Inside the gold /8: denies, then gold.
+        assert_eq!(k.rules[&net("10.1.1.1/32")], deny(0));
+        // The allow rule stays.
+        assert_eq!(k.rules[&net("192.0.2.1/32")].action, RULE_ALLOW);
+        assert_eq!(k.rules.len(), 5);
+    }
+
+    #[test]
     fn a_tier_without_an_index_is_an_error() {
         let mut ix = indices();
         ix.remove("gold");
-        let e = desired(&config(), self::ix(&ix), &BTreeMap::new()).unwrap_err();
+        let e = desired(
+            &config(),
+            self::ix(&ix),
+            &BTreeMap::new(),
+            &crowdsec::Layer::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "tier gold has no index");
     }
 
@@ -553,7 +627,13 @@ mode = "shadow"
             tiers: &tiers,
             routes: &routes,
         };
-        let k = desired(&routed(), all, &BTreeMap::new()).unwrap();
+        let k = desired(
+            &routed(),
+            all,
+            &BTreeMap::new(),
+            &crowdsec::Layer::default(),
+        )
+        .unwrap();
         let search = RouteValue {
             index: 7,
             cost: 20,
@@ -574,7 +654,13 @@ mode = "shadow"
         // The dearest enforced route: a shadow route's cost is not charged.
         assert_eq!(k.split_head_cost, 20);
         // No routes: nothing in the trie, split heads cost 1.
-        let k = desired(&config(), ix(&indices()), &BTreeMap::new()).unwrap();
+        let k = desired(
+            &config(),
+            ix(&indices()),
+            &BTreeMap::new(),
+            &crowdsec::Layer::default(),
+        )
+        .unwrap();
         assert!(k.routes.is_empty());
         assert_eq!(k.split_head_cost, 1);
     }
@@ -582,7 +668,13 @@ mode = "shadow"
     #[test]
     fn a_route_without_an_index_is_an_error() {
         let tiers: BTreeMap<String, u32> = [("default".to_owned(), 0)].into();
-        let e = desired(&routed(), ix(&tiers), &BTreeMap::new()).unwrap_err();
+        let e = desired(
+            &routed(),
+            ix(&tiers),
+            &BTreeMap::new(),
+            &crowdsec::Layer::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "route search has no index");
     }
 }

@@ -360,6 +360,7 @@ impl Daemon {
             cli_changes: self.state.overlay.len(),
             // Filled in by Shared::handle, which owns the cluster state.
             cluster: None,
+            crowdsec: None,
         }
     }
 }
