@@ -472,7 +472,9 @@ pub struct ExplainRule {
     pub action: String,
     /// Where the rule comes from: "file", "cli", "api-key pin" (an API
     /// key's tier, until the pin expires), "cluster deny" (over a global
-    /// limit, until the window ends) or "kernel" (none of these).
+    /// limit, until the window ends), "crowdsec decision ID (...)" (a
+    /// CrowdSec ban: scope, prefix, origin, scenario, time left) or "kernel"
+    /// (none of these).
     pub origin: String,
 }
 
