@@ -196,6 +196,12 @@ pub struct CrowdsecStatus {
     /// Bans applied and ended since the daemon started.
     pub applied_total: u64,
     pub removed_total: u64,
+    /// The last pull that changed something: its answer's time (request to
+    /// parsed JSON), the time to apply it (view, layer, kernel writes), and
+    /// the prefixes it changed.
+    pub last_pull_ms: f64,
+    pub last_apply_ms: f64,
+    pub last_changed: u64,
     /// Decisions not applied, by reason (`type`, `scope`, `value`).
     pub ignored: Vec<(String, u64)>,
     pub last_error: Option<String>,

@@ -249,3 +249,111 @@ poll_interval = "500ms"
     assert_eq!(probe(&env, &rx, allowed), PROBE);
     assert_eq!(env.json(&["status"])["crowdsec"]["allow_listed"], 1);
 }
+
+/// `count` Ip decisions in `cscli decisions import`'s CSV: 100.64.0.0/10
+/// addresses from `first` on (never a test address), plus `extra`.
+fn decisions_csv(first: u32, count: u32, extra: &[Ipv4Addr]) -> String {
+    let mut csv = String::from("duration,scope,value\n");
+    let base = u32::from(Ipv4Addr::new(100, 64, 0, 0));
+    for i in first..first + count {
+        csv.push_str(&format!("1h,ip,{}\n", Ipv4Addr::from(base + i)));
+    }
+    for a in extra {
+        csv.push_str(&format!("1h,ip,{a}\n"));
+    }
+    csv
+}
+
+/// Waits (bounded) until the bouncer holds `want` banned prefixes; returns
+/// the time it took and the status then.
+fn until_banned(env: &Env, want: u64, within: Duration) -> (Duration, serde_json::Value) {
+    let start = Instant::now();
+    loop {
+        let s = env.json(&["status"]);
+        if s["crowdsec"]["banned_prefixes"] == want {
+            return (start.elapsed(), s["crowdsec"].clone());
+        }
+        assert!(
+            start.elapsed() < within,
+            "{want} bans not applied within {within:?}: {}",
+            s["crowdsec"]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn report(what: &str, n: u64, waited: Duration, c: &serde_json::Value) {
+    let pull = c["last_pull_ms"].as_f64().unwrap();
+    let apply = c["last_apply_ms"].as_f64().unwrap();
+    let changed = c["last_changed"].as_u64().unwrap();
+    eprintln!(
+        "| {what} | {n} | {pull:.0} ms | {apply:.0} ms | {:.0} | {:.1} s |",
+        changed as f64 / (apply / 1000.0),
+        waited.as_secs_f64()
+    );
+}
+
+/// The rate of applying decisions: startup answers of 10,000 and 100,000
+/// Ip decisions, and deltas of 1,000 new and 101,001 deleted, against the
+/// real local API. Prints a BENCHMARKS.md table (`--ignored --nocapture`).
+#[test]
+#[ignore = "a benchmark: cargo test -p tollgate-tests --test crowdsec -- --ignored --nocapture"]
+fn crowdsec_apply_rate() {
+    if !privileged("crowdsec_apply_rate") || !crowdsec::required("crowdsec_apply_rate") {
+        return;
+    }
+    let lapi = Lapi::start().unwrap();
+    let env = Env::new();
+    let key_file = env.dir.join("crowdsec.key");
+    std::fs::write(&key_file, lapi.bouncer_key("tollgate").unwrap()).unwrap();
+    env.write_config(&format!(
+        r#"[[tier]]
+name = "default"
+packets = "100000/s"
+[maps]
+rules_v4 = 262144
+[crowdsec]
+lapi_url = "{}"
+api_key_file = "{}"
+poll_interval = "1s"
+"#,
+        lapi.url(),
+        key_file.display()
+    ));
+    let rx = Receiver::bind(SocketAddr::from((env.veth.host_ip, 0))).unwrap();
+    let peer = env.veth.peer_ip;
+    let import = |csv: String| {
+        let file = lapi.dir.join("import.csv");
+        std::fs::write(&file, csv).unwrap();
+        let t = Instant::now();
+        lapi.cscli(&["decisions", "import", "-i", file.to_str().unwrap()])
+            .unwrap();
+        eprintln!("(cscli decisions import took {:.1} s)", t.elapsed().as_secs_f64());
+    };
+    eprintln!("| step | decisions | pull (HTTP + JSON) | apply (view, layer, kernel) | decisions/s applied | daemon start or import → all applied |");
+    eprintln!("|---|---|---|---|---|---|");
+    // Startup with 10,000 (the peer among them: enforcement is checked).
+    import(decisions_csv(0, 9_999, &[peer]));
+    let mut daemon = env.start();
+    let (waited, c) = until_banned(&env, 10_000, Duration::from_secs(120));
+    report("startup", 10_000, waited, &c);
+    assert_eq!(probe(&env, &rx, peer), 0, "the peer is banned");
+    daemon.terminate(Duration::from_secs(10));
+    // Startup with 100,000.
+    import(decisions_csv(9_999, 90_000, &[]));
+    let _daemon = env.start();
+    let (waited, c) = until_banned(&env, 100_000, Duration::from_secs(300));
+    report("startup", 100_000, waited, &c);
+    assert_eq!(probe(&env, &rx, peer), 0, "the peer is banned");
+    // A delta of 1,000 new decisions on top of 100,000.
+    import(decisions_csv(99_999, 1_000, &[]));
+    let (waited, c) = until_banned(&env, 101_000, Duration::from_secs(120));
+    report("delta: new", 1_000, waited, &c);
+    // A delta deleting them all.
+    let t = Instant::now();
+    lapi.cscli(&["decisions", "delete", "--all"]).unwrap();
+    eprintln!("(cscli decisions delete --all took {:.1} s)", t.elapsed().as_secs_f64());
+    let (waited, c) = until_banned(&env, 0, Duration::from_secs(120));
+    report("delta: deleted", 101_000, waited, &c);
+    assert_eq!(probe(&env, &rx, peer), PROBE, "the peer passes again");
+}

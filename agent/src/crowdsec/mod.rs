@@ -20,7 +20,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use tokio_util::sync::CancellationToken;
@@ -58,6 +58,11 @@ pub struct Status {
     removed_total: AtomicU64,
     /// By [`Ignored`] reason: type, scope, value.
     ignored: [AtomicU64; 3],
+    /// Of the last pull that changed something: pull and apply times (µs),
+    /// prefixes changed.
+    last_pull_us: AtomicU64,
+    last_apply_us: AtomicU64,
+    last_changed: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -73,6 +78,9 @@ impl Status {
             applied_total: AtomicU64::new(0),
             removed_total: AtomicU64::new(0),
             ignored: Default::default(),
+            last_pull_us: AtomicU64::new(0),
+            last_apply_us: AtomicU64::new(0),
+            last_changed: AtomicU64::new(0),
             last_error: Mutex::new(None),
         }
     }
@@ -96,6 +104,9 @@ impl Status {
             banned_prefixes: 0,
             allow_listed: 0,
             applied_total: self.applied_total.load(Ordering::Relaxed),
+            last_pull_ms: self.last_pull_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            last_apply_ms: self.last_apply_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            last_changed: self.last_changed.load(Ordering::Relaxed),
             removed_total: self.removed_total.load(Ordering::Relaxed),
             ignored: [Ignored::Type, Ignored::Scope, Ignored::Value]
                 .iter()
@@ -169,10 +180,13 @@ pub async fn run(
     let mut backoff = BACKOFF_MIN;
     let mut down_logged = false;
     loop {
+        let pull_start = Instant::now();
         let pulled = match Client::new(&cfg.lapi_url, &cfg.api_key_file) {
             Ok(c) => c.stream(startup).await,
             Err(e) => Err(e),
         };
+        let pulled_in = pull_start.elapsed();
+        let apply_start = Instant::now();
         let now = kernel::clock_ns();
         let wait = match pulled {
             Ok(answer) => {
@@ -201,11 +215,22 @@ pub async fn run(
                     Ok(()) => {
                         status.count(&change);
                         if !change.is_empty() {
+                            let us = |d: Duration| d.as_micros() as u64;
+                            status.last_pull_us.store(us(pulled_in), Ordering::Relaxed);
+                            status
+                                .last_apply_us
+                                .store(us(apply_start.elapsed()), Ordering::Relaxed);
+                            status.last_changed.store(
+                                (change.upsert.len() + change.remove.len()) as u64,
+                                Ordering::Relaxed,
+                            );
                             info!(
                                 applied = change.upsert.len(),
                                 removed = change.remove.len(),
                                 banned = view.len(),
                                 startup,
+                                pull_ms = pulled_in.as_millis() as u64,
+                                apply_ms = apply_start.elapsed().as_millis() as u64,
                                 "crowdsec: decisions applied"
                             );
                             for (net, ban) in change.upsert.iter().take(5) {
