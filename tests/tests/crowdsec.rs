@@ -328,9 +328,14 @@ poll_interval = "1s"
         let t = Instant::now();
         lapi.cscli(&["decisions", "import", "-i", file.to_str().unwrap()])
             .unwrap();
-        eprintln!("(cscli decisions import took {:.1} s)", t.elapsed().as_secs_f64());
+        eprintln!(
+            "(cscli decisions import took {:.1} s)",
+            t.elapsed().as_secs_f64()
+        );
     };
-    eprintln!("| step | decisions | pull (HTTP + JSON) | apply (view, layer, kernel) | decisions/s applied | daemon start or import → all applied |");
+    eprintln!(
+        "| step | decisions | pull (HTTP + JSON) | apply (view, layer, kernel) | decisions/s applied | daemon start or import → all applied |"
+    );
     eprintln!("|---|---|---|---|---|---|");
     // Startup with 10,000 (the peer among them: enforcement is checked).
     import(decisions_csv(0, 9_999, &[peer]));
@@ -352,7 +357,10 @@ poll_interval = "1s"
     // A delta deleting them all.
     let t = Instant::now();
     lapi.cscli(&["decisions", "delete", "--all"]).unwrap();
-    eprintln!("(cscli decisions delete --all took {:.1} s)", t.elapsed().as_secs_f64());
+    eprintln!(
+        "(cscli decisions delete --all took {:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
     let (waited, c) = until_banned(&env, 0, Duration::from_secs(120));
     report("delta: deleted", 101_000, waited, &c);
     assert_eq!(probe(&env, &rx, peer), PROBE, "the peer passes again");

@@ -208,7 +208,10 @@ fn prepare_crowdsec() -> Result<()> {
          # run their own local API, offline). Delete this file and run\n\
          # `cscli capi register` to register.\n",
     )?;
-    println!("crowdsec: Central API registration disabled ({})", capi.display());
+    println!(
+        "crowdsec: Central API registration disabled ({})",
+        capi.display()
+    );
     Ok(())
 }
 

@@ -211,7 +211,13 @@ pub async fn run(
                 } else {
                     change.clone()
                 };
-                match host.apply_bans(&whole, reset) {
+                // Nothing new (the usual poll): the daemon is not disturbed.
+                let applied = if !reset && whole.is_empty() {
+                    Ok(())
+                } else {
+                    apply(&host, whole, reset).await
+                };
+                match applied {
                     Ok(()) => {
                         status.count(&change);
                         if !change.is_empty() {
@@ -267,7 +273,7 @@ pub async fn run(
                 }
                 // Bans still lapse while the API is down.
                 let lapsed = view.expire(now);
-                if !lapsed.is_empty() && host.apply_bans(&lapsed, false).is_ok() {
+                if !lapsed.is_empty() && apply(&host, lapsed.clone(), false).await.is_ok() {
                     status.count(&lapsed);
                 }
                 startup = true;
@@ -279,6 +285,15 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Hands a change to the daemon off the async threads (it takes the
+/// daemon's lock and writes the kernel: seconds for 100,000 bans).
+async fn apply(host: &Arc<dyn Host>, change: Change, reset: bool) -> anyhow::Result<()> {
+    let host = host.clone();
+    tokio::task::spawn_blocking(move || host.apply_bans(&change, reset))
+        .await
+        .map_err(|e| anyhow::anyhow!("the apply task failed: {e}"))?
 }
 
 fn fail(status: &Status, error: String) {

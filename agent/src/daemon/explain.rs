@@ -124,9 +124,12 @@ impl Daemon {
     pub(super) fn explain(&self, addr: IpAddr) -> Result<ExplainData, CommandError> {
         let settings = self.maps.settings().map_err(CommandError::ReadMaps)?;
         let rule = self.kernel_rule(addr)?;
+        let now = kernel::clock_ns();
         let (action, tier_index) = match rule {
             Some((_, v)) if v.action == RULE_ALLOW => ("allowed", v.tier),
-            Some((_, v)) if v.action == RULE_DENY => ("denied", v.tier),
+            // A deny that has ended (a CrowdSec ban or cluster deny the
+            // daemon has not removed yet) no longer applies: its tier does.
+            Some((_, v)) if v.denies_at(now) => ("denied", v.tier),
             Some((_, v)) => ("limited", v.tier),
             None => ("limited", settings.default_tier),
         };
@@ -142,7 +145,6 @@ impl Daemon {
             SourceKey::V4(k) => self.maps.sources_v4.get(&k, 0).ok(),
             SourceKey::V6(k) => self.maps.sources_v6.get(&k, 0).ok(),
         };
-        let now = kernel::clock_ns();
         let limited = action == "limited";
         let mut buckets = Vec::new();
         for kind in LimitKind::ALL {
