@@ -264,13 +264,20 @@ fn decisions_csv(first: u32, count: u32, extra: &[Ipv4Addr]) -> String {
     csv
 }
 
-/// Waits (bounded) until the bouncer holds `want` banned prefixes; returns
-/// the time it took and the status then.
-fn until_banned(env: &Env, want: u64, within: Duration) -> (Duration, serde_json::Value) {
+/// Waits (bounded) until the bouncer holds `want` banned prefixes and has
+/// recorded the timings of a pull that changed `changed` prefixes (they are
+/// stored just after the kernel write); returns the time it took and the
+/// status then.
+fn until_banned(
+    env: &Env,
+    want: u64,
+    changed: u64,
+    within: Duration,
+) -> (Duration, serde_json::Value) {
     let start = Instant::now();
     loop {
         let s = env.json(&["status"]);
-        if s["crowdsec"]["banned_prefixes"] == want {
+        if s["crowdsec"]["banned_prefixes"] == want && s["crowdsec"]["last_changed"] == changed {
             return (start.elapsed(), s["crowdsec"].clone());
         }
         assert!(
@@ -340,19 +347,19 @@ poll_interval = "1s"
     // Startup with 10,000 (the peer among them: enforcement is checked).
     import(decisions_csv(0, 9_999, &[peer]));
     let mut daemon = env.start();
-    let (waited, c) = until_banned(&env, 10_000, Duration::from_secs(120));
+    let (waited, c) = until_banned(&env, 10_000, 10_000, Duration::from_secs(120));
     report("startup", 10_000, waited, &c);
     assert_eq!(probe(&env, &rx, peer), 0, "the peer is banned");
     daemon.terminate(Duration::from_secs(10));
     // Startup with 100,000.
     import(decisions_csv(9_999, 90_000, &[]));
     let _daemon = env.start();
-    let (waited, c) = until_banned(&env, 100_000, Duration::from_secs(300));
+    let (waited, c) = until_banned(&env, 100_000, 100_000, Duration::from_secs(300));
     report("startup", 100_000, waited, &c);
     assert_eq!(probe(&env, &rx, peer), 0, "the peer is banned");
     // A delta of 1,000 new decisions on top of 100,000.
     import(decisions_csv(99_999, 1_000, &[]));
-    let (waited, c) = until_banned(&env, 101_000, Duration::from_secs(120));
+    let (waited, c) = until_banned(&env, 101_000, 1_000, Duration::from_secs(120));
     report("delta: new", 1_000, waited, &c);
     // A delta deleting them all.
     let t = Instant::now();
@@ -361,7 +368,7 @@ poll_interval = "1s"
         "(cscli decisions delete --all took {:.1} s)",
         t.elapsed().as_secs_f64()
     );
-    let (waited, c) = until_banned(&env, 0, Duration::from_secs(120));
+    let (waited, c) = until_banned(&env, 0, 101_000, Duration::from_secs(120));
     report("delta: deleted", 101_000, waited, &c);
     assert_eq!(probe(&env, &rx, peer), PROBE, "the peer passes again");
 }

@@ -741,6 +741,35 @@ fn chrono_free_time(unix: f64) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
+/// `status`'s CrowdSec line.
+fn crowdsec_line(c: &crate::proto::CrowdsecStatus) -> String {
+    let ago = c
+        .last_sync_secs_ago
+        .map_or("never".to_owned(), |s| format!("{s:.0} s ago"));
+    let allow = if c.allow_listed > 0 {
+        format!(" ({} allow-listed, not denied)", c.allow_listed)
+    } else {
+        String::new()
+    };
+    if c.up {
+        format!(
+            "up: {}, every {} ms, last pull {ago}; {} prefix{} banned{allow}",
+            c.lapi_url,
+            c.poll_interval_ms,
+            c.banned_prefixes,
+            if c.banned_prefixes == 1 { "" } else { "es" },
+        )
+    } else {
+        format!(
+            "DOWN: {} ({}); last pull {ago}, enforcing its {} ban{}{allow}",
+            c.lapi_url,
+            c.last_error.as_deref().unwrap_or("not pulled yet"),
+            c.banned_prefixes,
+            if c.banned_prefixes == 1 { "" } else { "s" },
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -816,34 +845,5 @@ mod tests {
             line,
             "01:01:01 source 192.0.2.7 started being limited: tier default, packets bucket full (4 sources of the tier limited)"
         );
-    }
-}
-
-/// `status`'s CrowdSec line.
-fn crowdsec_line(c: &crate::proto::CrowdsecStatus) -> String {
-    let ago = c
-        .last_sync_secs_ago
-        .map_or("never".to_owned(), |s| format!("{s:.0} s ago"));
-    let allow = if c.allow_listed > 0 {
-        format!(" ({} allow-listed, not denied)", c.allow_listed)
-    } else {
-        String::new()
-    };
-    if c.up {
-        format!(
-            "up: {}, every {} ms, last pull {ago}; {} prefix{} banned{allow}",
-            c.lapi_url,
-            c.poll_interval_ms,
-            c.banned_prefixes,
-            if c.banned_prefixes == 1 { "" } else { "es" },
-        )
-    } else {
-        format!(
-            "DOWN: {} ({}); last pull {ago}, enforcing its {} ban{}{allow}",
-            c.lapi_url,
-            c.last_error.as_deref().unwrap_or("not pulled yet"),
-            c.banned_prefixes,
-            if c.banned_prefixes == 1 { "" } else { "s" },
-        )
     }
 }

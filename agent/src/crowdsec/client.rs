@@ -48,14 +48,24 @@ pub enum ClientError {
     Json(#[from] serde_json::Error),
 }
 
-/// Where and how to ask.
-#[derive(Clone, Debug)]
+/// Where and how to ask. Its `Debug` leaves the key out.
+#[derive(Clone)]
 pub struct Client {
     /// `host:port` to connect to.
     authority: String,
     /// The base path, ending in `/`.
     base_path: String,
     key: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("authority", &self.authority)
+            .field("base_path", &self.base_path)
+            .field("key", &"(hidden)")
+            .finish()
+    }
 }
 
 impl Client {

@@ -150,7 +150,7 @@ pub fn decisions(
     cfg: &CrowdsecConfig,
     now_ns: u64,
     ignored: &mut [u64; 3],
-) -> (Vec<Decision>, Vec<(Option<i64>, Option<ipnet::IpNet>)>) {
+) -> (Vec<Decision>, Vec<view::Deletion>) {
     let mut new = Vec::new();
     for raw in answer.new.unwrap_or_default() {
         match raw.to_decision(&cfg.scopes, now_ns) {

@@ -47,6 +47,10 @@ impl Change {
     }
 }
 
+/// A deletion as the stream names it: the decision's id, and its prefix
+/// (used when the id is missing).
+pub type Deletion = (Option<i64>, Option<IpNet>);
+
 #[derive(Debug, Default)]
 pub struct View {
     by_id: HashMap<i64, Decision>,
@@ -114,12 +118,7 @@ impl View {
 
     /// A delta: new decisions, then deleted ones (by id; a deletion without
     /// an id ends every ban of its prefix).
-    pub fn delta(
-        &mut self,
-        new: Vec<Decision>,
-        deleted: &[(Option<i64>, Option<IpNet>)],
-        now_ns: u64,
-    ) -> Change {
+    pub fn delta(&mut self, new: Vec<Decision>, deleted: &[Deletion], now_ns: u64) -> Change {
         let mut touched = BTreeSet::new();
         let before = |v: &View, t: &BTreeSet<IpNet>| -> BTreeMap<IpNet, Option<Ban>> {
             t.iter().map(|n| (*n, v.ban(n))).collect()
