@@ -536,6 +536,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn crowdsec_series_render_with_bounded_labels() {
+        let s = Snapshot {
+            crowdsec: Some(CrowdsecSnapshot {
+                status: crate::proto::CrowdsecStatus {
+                    up: true,
+                    last_sync_unix: 1_700_000_000.5,
+                    failures: 2,
+                    pulls: 9,
+                    ignored: vec![("type".into(), 3), ("scope".into(), 1)],
+                    ..Default::default()
+                },
+                decisions: vec![
+                    ("Ip".into(), "cscli".into(), 4),
+                    ("Range".into(), "CAPI".into(), 2),
+                ],
+            }),
+            ..Default::default()
+        };
+        let text = render(&s).unwrap();
+        for line in [
+            "tollgate_crowdsec_decisions{origin=\"cscli\",scope=\"Ip\"} 4",
+            "tollgate_crowdsec_decisions{origin=\"CAPI\",scope=\"Range\"} 2",
+            "tollgate_crowdsec_up 1",
+            "tollgate_crowdsec_last_sync_timestamp_seconds 1700000000.5",
+            "tollgate_crowdsec_sync_failures_total 2",
+            "tollgate_crowdsec_pulls_total 9",
+            "tollgate_crowdsec_decisions_ignored_total{reason=\"type\"} 3",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        // Without [crowdsec], no series.
+        assert!(!render(&Snapshot::default()).unwrap().contains("crowdsec"));
+    }
+
+    #[test]
     fn renders_every_family_with_bounded_labels() {
         let mut counters = vec![Counter::default(); VERDICT_COUNT as usize];
         counters[Verdict::Passed as usize] = Counter {

@@ -19,6 +19,7 @@ use crate::{
     talkers::TopBy,
 };
 
+mod bouncer;
 mod operator;
 mod render;
 pub use render::*;

@@ -185,7 +185,7 @@ pub fn render_status(s: &StatusData) -> String {
         ]);
     }
     if let Some(c) = &s.crowdsec {
-        kv.row(vec!["crowdsec".into(), crowdsec_line(c)]);
+        kv.row(vec!["crowdsec".into(), super::bouncer::status_line(c)]);
     }
     // Skip the empty header line of the key/value table.
     out.push_str(kv.render().split_once('\n').map_or("", |(_, rest)| rest));
@@ -739,35 +739,6 @@ pub fn render_drop_event(e: &proto::DropEvent) -> String {
 fn chrono_free_time(unix: f64) -> String {
     let s = unix as u64 % 86_400;
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-}
-
-/// `status`'s CrowdSec line.
-fn crowdsec_line(c: &crate::proto::CrowdsecStatus) -> String {
-    let ago = c
-        .last_sync_secs_ago
-        .map_or("never".to_owned(), |s| format!("{s:.0} s ago"));
-    let allow = if c.allow_listed > 0 {
-        format!(" ({} allow-listed, not denied)", c.allow_listed)
-    } else {
-        String::new()
-    };
-    if c.up {
-        format!(
-            "up: {}, every {} ms, last pull {ago}; {} prefix{} banned{allow}",
-            c.lapi_url,
-            c.poll_interval_ms,
-            c.banned_prefixes,
-            if c.banned_prefixes == 1 { "" } else { "es" },
-        )
-    } else {
-        format!(
-            "DOWN: {} ({}); last pull {ago}, enforcing its {} ban{}{allow}",
-            c.lapi_url,
-            c.last_error.as_deref().unwrap_or("not pulled yet"),
-            c.banned_prefixes,
-            if c.banned_prefixes == 1 { "" } else { "s" },
-        )
-    }
 }
 
 #[cfg(test)]
