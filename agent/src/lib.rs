@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod crowdsec;
 pub mod daemon;
 pub mod datapath;
 pub mod droplog;

@@ -84,6 +84,8 @@ pub(crate) struct Snapshot {
     pub bans_active: BTreeMap<String, u64>,
     /// What the automated response did since the daemon started.
     pub bans: BanTotals,
+    /// `Some` when `[crowdsec]` is configured.
+    pub crowdsec: Option<CrowdsecSnapshot>,
 }
 
 /// What the automated response did (`[[response]]`, `tollgate ban`).
@@ -100,6 +102,75 @@ pub(crate) struct BanTotals {
     pub unconfirmed: u64,
     /// Bans lifted (expired or removed).
     pub lifted: u64,
+}
+
+/// The CrowdSec bouncer: its state and the active bans by (scope, origin).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CrowdsecSnapshot {
+    pub status: crate::proto::CrowdsecStatus,
+    pub decisions: Vec<(String, String, u64)>,
+}
+
+/// `tollgate_crowdsec_*`: bounded labels (2 scopes, a few origins, 3 reasons).
+fn render_crowdsec(r: &Registry, c: &CrowdsecSnapshot) -> Result<(), prometheus::Error> {
+    let decisions = IntGaugeVec::new(
+        Opts::new(
+            "tollgate_crowdsec_decisions",
+            "CrowdSec ban decisions held as kernel denies, by scope (Ip, Range) and origin (cscli, crowdsec, CAPI, lists).",
+        ),
+        &["scope", "origin"],
+    )?;
+    for (scope, origin, n) in &c.decisions {
+        decisions.with_label_values(&[scope, origin]).set(*n as i64);
+    }
+    r.register(Box::new(decisions))?;
+    let gauge = |name: &str, help: &str, v: f64| -> Result<(), prometheus::Error> {
+        let g = Gauge::new(name, help)?;
+        g.set(v);
+        r.register(Box::new(g))
+    };
+    let counter = |name: &str, help: &str, v: u64| -> Result<(), prometheus::Error> {
+        let g = IntCounter::new(name, help)?;
+        g.inc_by(v);
+        r.register(Box::new(g))
+    };
+    let s = &c.status;
+    gauge(
+        "tollgate_crowdsec_up",
+        "1 when the last pull from the CrowdSec local API succeeded (0: the last decisions still enforce).",
+        s.up as u8 as f64,
+    )?;
+    gauge(
+        "tollgate_crowdsec_last_sync_timestamp_seconds",
+        "Unix time of the last successful pull from the local API (0: none yet).",
+        s.last_sync_unix,
+    )?;
+    gauge(
+        "tollgate_crowdsec_allow_listed",
+        "Banned prefixes a configured allow rule keeps from being denied.",
+        s.allow_listed as f64,
+    )?;
+    counter(
+        "tollgate_crowdsec_pulls_total",
+        "Successful pulls of the decisions stream.",
+        s.pulls,
+    )?;
+    counter(
+        "tollgate_crowdsec_sync_failures_total",
+        "Failed pulls of the decisions stream (or kernel writes).",
+        s.failures,
+    )?;
+    let ignored = IntCounterVec::new(
+        Opts::new(
+            "tollgate_crowdsec_decisions_ignored_total",
+            "Decisions not applied: reason type (not a ban), scope (not configured) or value (unparsable).",
+        ),
+        &["reason"],
+    )?;
+    for (reason, n) in &s.ignored {
+        ignored.with_label_values(&[reason]).inc_by(*n);
+    }
+    r.register(Box::new(ignored))
 }
 
 fn verdict_reason(v: Verdict) -> (&'static str, &'static str) {
@@ -519,6 +590,9 @@ pub(crate) fn render(s: &Snapshot) -> Result<String, prometheus::Error> {
         g.set(up as i64);
         r.register(Box::new(g))?;
     }
+    if let Some(c) = &s.crowdsec {
+        render_crowdsec(&r, c)?;
+    }
 
     let mut out = Vec::new();
     TextEncoder::new().encode(&r.gather(), &mut out)?;
@@ -565,6 +639,41 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crowdsec_series_render_with_bounded_labels() {
+        let s = Snapshot {
+            crowdsec: Some(CrowdsecSnapshot {
+                status: crate::proto::CrowdsecStatus {
+                    up: true,
+                    last_sync_unix: 1_700_000_000.5,
+                    failures: 2,
+                    pulls: 9,
+                    ignored: vec![("type".into(), 3), ("scope".into(), 1)],
+                    ..Default::default()
+                },
+                decisions: vec![
+                    ("Ip".into(), "cscli".into(), 4),
+                    ("Range".into(), "CAPI".into(), 2),
+                ],
+            }),
+            ..Default::default()
+        };
+        let text = render(&s).unwrap();
+        for line in [
+            "tollgate_crowdsec_decisions{origin=\"cscli\",scope=\"Ip\"} 4",
+            "tollgate_crowdsec_decisions{origin=\"CAPI\",scope=\"Range\"} 2",
+            "tollgate_crowdsec_up 1",
+            "tollgate_crowdsec_last_sync_timestamp_seconds 1700000000.5",
+            "tollgate_crowdsec_sync_failures_total 2",
+            "tollgate_crowdsec_pulls_total 9",
+            "tollgate_crowdsec_decisions_ignored_total{reason=\"type\"} 3",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        // Without [crowdsec], no series.
+        assert!(!render(&Snapshot::default()).unwrap().contains("crowdsec"));
+    }
 
     #[test]
     fn renders_every_family_with_bounded_labels() {

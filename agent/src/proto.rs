@@ -222,6 +222,9 @@ pub struct StatusData {
     /// Adaptive tiers: each one's factor and signal.
     #[serde(default)]
     pub adaptive: Vec<AdaptiveRow>,
+    /// The CrowdSec bouncer, when `[crowdsec]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<CrowdsecStatus>,
 }
 
 /// An adaptive tier's state (`status`, `tier list`).
@@ -241,6 +244,38 @@ pub struct AdaptiveRow {
     pub threshold: f64,
     pub recover: f64,
     pub min: f64,
+}
+
+/// `status`: the CrowdSec bouncer (see `crowdsec`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CrowdsecStatus {
+    /// Whether the last pull from the local API succeeded (false: the kernel
+    /// keeps the last view, bans still end at their time).
+    pub up: bool,
+    pub lapi_url: String,
+    pub poll_interval_ms: u64,
+    /// Successful and failed pulls since the daemon started.
+    pub pulls: u64,
+    pub failures: u64,
+    pub last_sync_secs_ago: Option<f64>,
+    /// Unix time (s) of the last successful pull (0: none yet).
+    pub last_sync_unix: f64,
+    /// Banned prefixes in the daemon's rule layer.
+    pub banned_prefixes: u64,
+    /// Of those, prefixes a configured allow rule covers (not enforced).
+    pub allow_listed: u64,
+    /// Bans applied and ended since the daemon started.
+    pub applied_total: u64,
+    pub removed_total: u64,
+    /// The last pull that changed something: its answer's time (request to
+    /// parsed JSON), the time to apply it (view, layer, kernel writes), and
+    /// the prefixes it changed.
+    pub last_pull_ms: f64,
+    pub last_apply_ms: f64,
+    pub last_changed: u64,
+    /// Decisions not applied, by reason (`type`, `scope`, `value`).
+    pub ignored: Vec<(String, u64)>,
+    pub last_error: Option<String>,
 }
 
 /// `status`: the cluster sync (see `cluster`).
@@ -521,7 +556,9 @@ pub struct ExplainRule {
     pub action: String,
     /// Where the rule comes from: "file", "cli", "api-key pin" (an API
     /// key's tier, until the pin expires), "cluster deny" (over a global
-    /// limit, until the window ends) or "kernel" (none of these).
+    /// limit, until the window ends), "crowdsec decision ID (...)" (a
+    /// CrowdSec ban: scope, prefix, origin, scenario, time left) or "kernel"
+    /// (none of these).
     pub origin: String,
 }
 

@@ -5,6 +5,7 @@
 //! drops, which also happens while a failing test unwinds.
 
 pub mod cgroup;
+pub mod crowdsec;
 pub mod daemon;
 pub mod flood;
 pub mod fuzz;

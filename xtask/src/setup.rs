@@ -32,6 +32,9 @@ const APT_PACKAGES: &[&str] = &[
     "iptables",
     "redis-server",
     "prometheus",
+    // The CrowdSec local API for tests/tests/crowdsec.rs (see
+    // `prepare_crowdsec`: no Central API registration, nothing online).
+    "crowdsec",
     "ethtool",
     "curl",
     "stress-ng",
@@ -189,6 +192,30 @@ fn probe_bpffs() -> Result<String, String> {
     }
 }
 
+/// The package's postinst registers with CrowdSec's Central API (online)
+/// unless `/etc/crowdsec/online_api_credentials.yaml` exists and is not
+/// empty (README.Debian: the way to opt out), and fails the install when
+/// the machine has no Internet access. The tests run their own local API
+/// with the Central API off, so setup opts out before installing.
+fn prepare_crowdsec() -> Result<()> {
+    let capi = Path::new("/etc/crowdsec/online_api_credentials.yaml");
+    if fs::metadata(capi).is_ok_and(|m| m.len() > 0) {
+        return Ok(());
+    }
+    fs::create_dir_all("/etc/crowdsec")?;
+    fs::write(
+        capi,
+        "# Central API registration disabled by `cargo xtask setup` (tollgate's tests\n\
+         # run their own local API, offline). Delete this file and run\n\
+         # `cscli capi register` to register.\n",
+    )?;
+    println!(
+        "crowdsec: Central API registration disabled ({})",
+        capi.display()
+    );
+    Ok(())
+}
+
 /// Probe every item, print `ok: ...` or `missing: ...`, return the missing ones.
 fn report(items: &[Item]) -> Vec<Item> {
     let mut missing = Vec::new();
@@ -225,6 +252,9 @@ fn install(missing: &[Item]) -> Result<()> {
             bail!("apt-get is not on PATH: install {} by hand", apt.join(" "));
         }
         println!("installing: {} ...", apt.join(" "));
+        if apt.contains(&"crowdsec") {
+            prepare_crowdsec()?;
+        }
         util::run(Command::new("apt-get").arg("update"))?;
         util::run(
             Command::new("apt-get")
@@ -232,6 +262,15 @@ fn install(missing: &[Item]) -> Result<()> {
                 .args(["install", "-y", "--no-install-recommends"])
                 .args(&apt),
         )?;
+        // A crowdsec left half-configured by an earlier install (its
+        // postinst failed registering online) configures now.
+        if apt.contains(&"crowdsec") && probe_apt("crowdsec").is_err() {
+            util::run(
+                Command::new("dpkg")
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .args(["--configure", "crowdsec"]),
+            )?;
+        }
     }
     for &item in missing {
         match item {

@@ -21,6 +21,7 @@ use crate::{
 
 mod adaptive;
 mod bans;
+mod bouncer;
 mod operator;
 mod render;
 pub use render::*;
@@ -984,6 +985,7 @@ mod tests {
             bans: 0,
             cluster: None,
             adaptive: vec![],
+            crowdsec: None,
         };
         let out = render_status(&st);
         assert!(out.contains("running for 1m 15s"), "{out}");

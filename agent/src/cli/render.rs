@@ -190,6 +190,9 @@ pub fn render_status(s: &StatusData) -> String {
             },
         ]);
     }
+    if let Some(c) = &s.crowdsec {
+        kv.row(vec!["crowdsec".into(), super::bouncer::status_line(c)]);
+    }
     // Skip the empty header line of the key/value table.
     out.push_str(kv.render().split_once('\n').map_or("", |(_, rest)| rest));
     out.push('\n');

@@ -40,6 +40,7 @@ pub enum Section {
     Maps,
     Http,
     Cluster,
+    Crowdsec,
     ApiKeys,
     /// The `index`th `[[api_keys.key]]`.
     ApiKey {
@@ -208,6 +209,12 @@ pub enum Problem {
          list the ports your HTTP servers listen on (e.g. ports = [80, 8080])"
     )]
     ResponseNeedsHttpPorts,
+    #[error("not a local API URL ({0}); write e.g. \"http://127.0.0.1:8080/\"")]
+    LapiUrl(String),
+    #[error("must be between 200ms and 600s")]
+    PollInterval,
+    #[error("not a decision scope tollgate enforces: write \"Ip\" or \"Range\"")]
+    DecisionScope,
     /// The OpenAPI document (`[http] openapi`): its file and the JSON path
     /// of the bad node.
     #[error(transparent)]
@@ -259,6 +266,7 @@ impl Invalid {
             Section::Maps => Some("maps".to_owned()),
             Section::Http => Some("http".to_owned()),
             Section::Cluster => Some("cluster".to_owned()),
+            Section::Crowdsec => Some("crowdsec".to_owned()),
             Section::ApiKeys => Some("api_keys".to_owned()),
             Section::ApiKey { .. } => Some("api_keys.key".to_owned()),
         };

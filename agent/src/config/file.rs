@@ -53,6 +53,7 @@ struct RawConfig {
     cluster: Option<RawCluster>,
     #[serde(default)]
     response: Vec<RawResponse>,
+    crowdsec: Option<super::crowdsec::RawCrowdsec>,
 }
 
 /// `[[response]]` as written; lowered by [`lower_response`].
@@ -175,6 +176,7 @@ impl<'a> Ctx<'a> {
             Section::Http => vec![Seg::Key("http")],
             Section::Cluster => vec![Seg::Key("cluster")],
             Section::Response { index, .. } => vec![Seg::Key("response"), Seg::Index(*index)],
+            Section::Crowdsec => vec![Seg::Key("crowdsec")],
             Section::ApiKeys => vec![Seg::Key("api_keys")],
             Section::ApiKey { index } => {
                 vec![Seg::Key("api_keys"), Seg::Key("key"), Seg::Index(*index)]
@@ -482,6 +484,10 @@ fn lower(raw: RawConfig, source: ConfigSource) -> Result<Config, Invalid> {
             .enumerate()
             .map(|(i, r)| lower_response(i, r))
             .collect::<Result<_, _>>()?,
+        crowdsec: raw
+            .crowdsec
+            .map(super::crowdsec::lower_crowdsec)
+            .transpose()?,
         builtin_tiers,
     };
     for (name, path) in [

@@ -7,6 +7,7 @@
 //! `tollgate.toml:7: tier "gold": packets = "100/x": unknown period "x" (use /s, /min or /h)`.
 //! See `deploy/tollgate.toml` for a commented example.
 
+mod crowdsec;
 mod effective;
 mod error;
 mod file;
@@ -16,6 +17,7 @@ use std::{fmt, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use ipnet::IpNet;
 
+pub use crowdsec::{CrowdsecConfig, DEFAULT_POLL_INTERVAL, DecisionScope};
 pub use effective::{Effective, Published, Publisher, Subscription, TierNames};
 pub use error::{ConfigError, FieldPath, InterfaceNameError, Invalid, Problem, Section};
 pub use file::{embedded_default, load_file, parse};
@@ -96,6 +98,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// `[[response]]`: when sources that keep being refused are banned.
     pub responses: Vec<ResponseRule>,
+    /// `[crowdsec]`: ban decisions from a CrowdSec local API.
+    pub crowdsec: Option<CrowdsecConfig>,
     /// The file has no `[[tier]]`: its tiers are the embedded default's
     /// (see [`Config::notice`]).
     pub builtin_tiers: bool,

@@ -750,3 +750,52 @@ fn response_errors_name_file_line_field_and_value() {
         ],
     );
 }
+
+#[test]
+fn crowdsec_section_defaults_and_values() {
+    use crate::config::{DEFAULT_POLL_INTERVAL, DecisionScope};
+    let c = parse_str(
+        "[crowdsec]\nlapi_url = \"http://127.0.0.1:8080\"\napi_key_file = \"/etc/tollgate/crowdsec.key\"\n",
+    )
+    .unwrap()
+    .crowdsec
+    .unwrap();
+    assert_eq!(c.lapi_url, "http://127.0.0.1:8080/");
+    assert_eq!(c.poll_interval, DEFAULT_POLL_INTERVAL);
+    assert_eq!(c.scopes, vec![DecisionScope::Ip, DecisionScope::Range]);
+    let c = parse_str(
+        "[crowdsec]\nlapi_url = \"http://lapi:8080/\"\napi_key_file = \"/k\"\npoll_interval = \"1s\"\nscopes = [\"ip\"]\n",
+    )
+    .unwrap()
+    .crowdsec
+    .unwrap();
+    assert_eq!(c.poll_interval, Duration::from_secs(1));
+    assert_eq!(c.scopes, vec![DecisionScope::Ip]);
+    assert!(parse_str(GOOD).unwrap().crowdsec.is_none());
+}
+
+#[test]
+fn crowdsec_errors_name_file_line_field_and_value() {
+    assert_err(
+        "[crowdsec]\nlapi_url = \"https://127.0.0.1:8080/\"\napi_key_file = \"/k\"\n",
+        &[
+            "tollgate.toml:2: crowdsec: lapi_url = \"https://127.0.0.1:8080/\": not a local API URL (https is not supported",
+        ],
+    );
+    assert_err(
+        "[crowdsec]\nlapi_url = \"http://h/\"\napi_key_file = \"key\"\n",
+        &["tollgate.toml:3: crowdsec: api_key_file = \"key\": must be an absolute path"],
+    );
+    assert_err(
+        "[crowdsec]\nlapi_url = \"http://h/\"\napi_key_file = \"/k\"\npoll_interval = \"3600s\"\n",
+        &["tollgate.toml:4: crowdsec: poll_interval = \"3600s\": must be between 200ms and 600s"],
+    );
+    assert_err(
+        "[crowdsec]\nlapi_url = \"http://h/\"\napi_key_file = \"/k\"\nscopes = [\"Ip\", \"Country\"]\n",
+        &["tollgate.toml:4: crowdsec: scopes: \"Country\": not a decision scope tollgate enforces"],
+    );
+    assert_err(
+        "[crowdsec]\nlapi_url = \"http://h/\"\n",
+        &["missing field `api_key_file`"],
+    );
+}

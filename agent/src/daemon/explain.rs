@@ -87,10 +87,17 @@ impl Daemon {
         Ok(lpm.lookup(addr).copied())
     }
 
-    fn rule_origin(&self, net: &IpNet, value: &RuleValue) -> &'static str {
+    fn rule_origin(&self, net: &IpNet, value: &RuleValue) -> String {
         if self.banned.get(net) == Some(value) {
-            return "ban";
+            return "ban".to_owned();
         }
+        if let Some(ban) = self.ban_origin(net, value) {
+            return ban;
+        }
+        self.config_origin(net, value).to_owned()
+    }
+
+    fn config_origin(&self, net: &IpNet, value: &RuleValue) -> &'static str {
         if self.pinned.get(net) == Some(value) {
             return "api-key pin";
         }
@@ -120,9 +127,12 @@ impl Daemon {
     pub(super) fn explain(&self, addr: IpAddr) -> Result<ExplainData, CommandError> {
         let settings = self.maps.settings().map_err(CommandError::ReadMaps)?;
         let rule = self.kernel_rule(addr)?;
+        let now = kernel::clock_ns();
         let (action, tier_index) = match rule {
             Some((_, v)) if v.action == RULE_ALLOW => ("allowed", v.tier),
-            Some((_, v)) if v.action == RULE_DENY => ("denied", v.tier),
+            // A deny that has ended (a CrowdSec ban or cluster deny the
+            // daemon has not removed yet) no longer applies: its tier does.
+            Some((_, v)) if v.denies_at(now) => ("denied", v.tier),
             Some((_, v)) => ("limited", v.tier),
             None => ("limited", settings.default_tier),
         };
@@ -138,7 +148,6 @@ impl Daemon {
             SourceKey::V4(k) => self.maps.sources_v4.get(&k, 0).ok(),
             SourceKey::V6(k) => self.maps.sources_v6.get(&k, 0).ok(),
         };
-        let now = kernel::clock_ns();
         let limited = action == "limited";
         let mut buckets = Vec::new();
         for kind in LimitKind::ALL {

@@ -6,6 +6,7 @@
 //! attached and pinned: enforcement never stops. `tollgate detach` removes it.
 
 mod bans;
+mod bouncer;
 mod commands;
 mod error;
 mod explain;
@@ -40,6 +41,7 @@ use crate::{
     adaptive::Adaptive,
     cluster,
     config::{Config, Effective, Publisher},
+    crowdsec,
     datapath::kernel::Maps,
     metrics::{self, Usage},
     monitor::Monitor,
@@ -89,6 +91,9 @@ pub struct Daemon {
     banned: BTreeMap<IpNet, RuleValue>,
     /// What the responses did, for `/metrics`.
     ban_counters: metrics::BanTotals,
+    /// CrowdSec ban decisions (kernel denies not in the config), a rule layer
+    /// every commit includes.
+    crowdsec: crowdsec::Layer,
     reloads: u64,
     reload_failures: u64,
     /// Per-tier usage over the last period, by tier index.
@@ -203,6 +208,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
                 transaction::Layers {
                     pinned: &BTreeMap::new(),
                     banned: &banned,
+                    crowdsec: &crowdsec::Layer::default(),
                 },
                 &Factors::new(),
             )
@@ -227,6 +233,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         }
         let allowed = file.allow_uids.clone();
         let cluster = file.cluster.clone();
+        let crowdsec_cfg = file.crowdsec.clone();
         if cluster.is_none()
             && let Some(t) = effective.tiers.iter().find(|t| t.has_global_limits())
         {
@@ -256,6 +263,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             pinned: BTreeMap::new(),
             banned,
             ban_counters: metrics::BanTotals::default(),
+            crowdsec: crowdsec::Layer::default(),
             reloads: 0,
             reload_failures: 0,
             usage: vec![Usage::default(); MAX_TIERS as usize],
@@ -281,6 +289,9 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             next_scan: Mutex::new(Instant::now()),
             stop: tokio_util::sync::CancellationToken::new(),
             cluster: cluster.as_ref().map(|c| Arc::new(cluster::Status::new(c))),
+            crowdsec: crowdsec_cfg
+                .as_ref()
+                .map(|c| Arc::new(crowdsec::Status::new(c))),
             inventory_file,
             drops: Mutex::new(crate::droplog::DropLog::default()),
             events: tokio::sync::broadcast::channel(1024).0,
@@ -307,7 +318,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             }
             Err(e) => error!(address = %metrics_address, error = %e, "cannot serve metrics (the daemon goes on without them)"),
         }
-        serve(shared, listener, allowed, cluster).await
+        serve(shared, listener, allowed, cluster, crowdsec_cfg).await
     }
     .await;
     let _ = std::fs::remove_file(&socket_path);

@@ -94,6 +94,7 @@ impl Daemon {
             Layers {
                 pinned: &BTreeMap::new(),
                 banned: &self.banned,
+                crowdsec: &self.crowdsec,
             },
             &self.factors,
         ) {

@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     pub(super) cluster: Option<Arc<cluster::Status>>,
     /// The automated response's engine (`[[response]]`).
     pub(super) response: Mutex<super::response::ResponseState>,
+    /// The CrowdSec bouncer's state, when `[crowdsec]` is configured.
+    pub(super) crowdsec: Option<Arc<crate::crowdsec::Status>>,
     /// Where the API inventory is kept (next to the state file).
     pub(super) inventory_file: PathBuf,
     /// Which sources are limited, for the drop log.
@@ -110,6 +112,7 @@ impl Shared {
             Request::Status {} => {
                 let mut s = d.status();
                 s.cluster = self.cluster.as_ref().map(|c| c.report());
+                s.crowdsec = self.crowdsec.as_ref().map(|c| d.bouncer_report(c));
                 Ok(Response::success(s))
             }
             Request::TierList {} => Ok(Response::success(d.tier_rows())),
@@ -475,7 +478,9 @@ impl Shared {
     pub(crate) fn snapshot(&self) -> Snapshot {
         let mut s = {
             let d = lock(&self.daemon);
-            d.snapshot()
+            let mut s = d.snapshot();
+            s.crowdsec = self.crowdsec.as_ref().map(|c| d.bouncer_metrics(c));
+            s
         };
         {
             let m = lock(&self.monitor);
@@ -518,6 +523,12 @@ impl cluster::Host for Shared {
         d.maps
             .update_rules(&upsert, &remove)
             .map_err(anyhow::Error::from)
+    }
+}
+
+impl crate::crowdsec::Host for Shared {
+    fn apply_bans(&self, change: &crate::crowdsec::Change, reset: bool) -> Result<()> {
+        lock(&self.daemon).apply_bans(change, reset)
     }
 }
 

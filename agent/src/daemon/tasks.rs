@@ -22,6 +22,7 @@ pub(super) async fn serve(
     listener: tokio::net::UnixListener,
     allowed: Vec<u32>,
     cluster: Option<config::ClusterConfig>,
+    crowdsec: Option<config::CrowdsecConfig>,
 ) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
@@ -86,6 +87,19 @@ pub(super) async fn serve(
         }
         _ => None,
     };
+
+    // The CrowdSec bouncer: its bans are a rule layer of the daemon's.
+    if let (Some(cfg), Some(status)) = (crowdsec, &shared.crowdsec) {
+        info!(lapi = %cfg.lapi_url, every = ?cfg.poll_interval,
+            "crowdsec: applying ban decisions from the local API");
+        let host: Arc<dyn crate::crowdsec::Host> = shared.clone();
+        tasks.spawn(crate::crowdsec::run(
+            cfg,
+            host,
+            status.clone(),
+            stop.clone(),
+        ));
+    }
 
     loop {
         tokio::select! {

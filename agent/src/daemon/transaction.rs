@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 use super::{Daemon, error::CommandError};
 use crate::{
     config::{self, Config, Effective, Published, Subscription},
+    crowdsec,
     datapath::{kernel::Maps, routes::RoutePrefix},
     spec,
     state::{self, Overlay},
@@ -32,14 +33,22 @@ pub(super) struct Layers<'a> {
     pub pinned: &'a BTreeMap<IpNet, RuleValue>,
     /// Banned sources: expiring denies (`daemon/bans.rs`).
     pub banned: &'a BTreeMap<IpNet, RuleValue>,
+    /// CrowdSec's ban decisions (`crowdsec::layer`).
+    pub crowdsec: &'a crowdsec::Layer,
 }
 
 #[cfg(test)]
 impl Layers<'_> {
-    pub(super) const NONE: Layers<'static> = Layers {
-        pinned: &BTreeMap::new(),
-        banned: &BTreeMap::new(),
-    };
+    /// No rules besides the configuration's.
+    pub(super) fn none() -> Layers<'static> {
+        type Empty = (BTreeMap<IpNet, RuleValue>, crowdsec::Layer);
+        static EMPTY: std::sync::LazyLock<Empty> = std::sync::LazyLock::new(Default::default);
+        Layers {
+            pinned: &EMPTY.0,
+            banned: &EMPTY.0,
+            crowdsec: &EMPTY.1,
+        }
+    }
 }
 
 /// What the kernel's tier table and rule tries should hold for a
@@ -140,6 +149,8 @@ pub(super) fn desired(
             }
         }
     }
+    // CrowdSec bans on top (their precedence: `crowdsec::layer`).
+    layers.crowdsec.overlay(&mut rules, cfg, default_tier);
     let mut routes = BTreeMap::new();
     let mut split_head_cost = 1;
     for r in &cfg.routes {
@@ -313,6 +324,7 @@ impl Daemon {
             Layers {
                 pinned: &self.pinned,
                 banned: &self.banned,
+                crowdsec: &self.crowdsec,
             },
             &self.factors,
         ) {
@@ -349,6 +361,7 @@ impl Daemon {
             Layers {
                 pinned: &self.pinned,
                 banned: &self.banned,
+                crowdsec: &self.crowdsec,
             },
             &self.factors,
         ) {
@@ -364,6 +377,7 @@ impl Daemon {
     /// generation. Only [`Daemon::commit`] and [`Daemon::rollback`] call it,
     /// once the kernel holds exactly this configuration.
     fn publish(&mut self) {
+        self.bans_rewritten();
         let generation = self.published.borrow().generation + 1;
         self.published.send_replace(Arc::new(Effective::new(
             generation,
@@ -387,6 +401,7 @@ impl Daemon {
             Layers {
                 pinned: &self.pinned,
                 banned: &self.banned,
+                crowdsec: &self.crowdsec,
             },
             &self.factors,
         ) {
@@ -433,6 +448,7 @@ impl Daemon {
             ("state_file", new_file.state_file != self.file.state_file),
             ("allow_uids", new_file.allow_uids != self.file.allow_uids),
             ("[cluster]", new_file.cluster != self.file.cluster),
+            ("[crowdsec]", new_file.crowdsec != self.file.crowdsec),
         ] {
             if changed {
                 warn!("reload: {what} changed in the config; restart the daemon to apply it");
@@ -446,6 +462,7 @@ impl Daemon {
         new_file.state_file = self.file.state_file.clone();
         new_file.allow_uids = self.file.allow_uids.clone();
         new_file.cluster = self.file.cluster.clone();
+        new_file.crowdsec = self.file.crowdsec.clone();
         let overlay = self.state.overlay.clone();
         let hidden = crate::overrides::overridden(&self.file, &new_file, &overlay);
         self.commit(Some(new_file), overlay)
@@ -548,8 +565,8 @@ action = "deny"
             t.adaptive = Some(adaptive(None));
         }
         let factors: Factors = [("free".to_owned(), 0.5)].into();
-        let plain = desired(&cfg, ix(&indices()), Layers::NONE, &Factors::new()).unwrap();
-        let scaled = desired(&cfg, ix(&indices()), Layers::NONE, &factors).unwrap();
+        let plain = desired(&cfg, ix(&indices()), Layers::none(), &Factors::new()).unwrap();
+        let scaled = desired(&cfg, ix(&indices()), Layers::none(), &factors).unwrap();
         let free = indices()["free"] as usize;
         for (i, (a, b)) in plain.tiers.iter().zip(&scaled.tiers).enumerate() {
             if i == free {
@@ -565,14 +582,14 @@ action = "deny"
         for t in &mut cfg.tiers {
             t.adaptive = Some(adaptive(Some(spec::TierMode::Shadow)));
         }
-        let shadow = desired(&cfg, ix(&indices()), Layers::NONE, &factors).unwrap();
+        let shadow = desired(&cfg, ix(&indices()), Layers::none(), &factors).unwrap();
         assert_eq!(shadow.tiers, plain.tiers);
     }
 
     #[test]
     fn tiers_land_at_their_indices_and_other_slots_are_inactive() {
         let cfg = config();
-        let k = desired(&cfg, ix(&indices()), Layers::NONE, &Factors::new()).unwrap();
+        let k = desired(&cfg, ix(&indices()), Layers::none(), &Factors::new()).unwrap();
         assert_eq!(k.default_tier, 3);
         assert_eq!(k.tiers.len(), MAX_TIERS as usize);
         // A tier without `new_sources` gets the budget derived from the maps.
@@ -589,7 +606,17 @@ action = "deny"
 
     #[test]
     fn rules_map_to_kernel_values_with_the_default_tier_for_allow_and_deny() {
-        let k = desired(&config(), ix(&indices()), Layers::NONE, &Factors::new()).unwrap();
+        let k = desired(&config(), ix(&indices()), Layers::none(), &Factors::new()).unwrap();
+    }
+
+    #[test]
+        let k = desired(
+            &config(),
+            ix(&indices()),
+            &BTreeMap::new(),
+            &crowdsec::Layer::default(),
+        )
+        .unwrap();
         let v = |action, tier| RuleValue {
             action,
             tier,
@@ -620,6 +647,7 @@ action = "deny"
             Layers {
                 pinned: &pinned,
                 banned: &BTreeMap::new(),
+                crowdsec: &crowdsec::Layer::default(),
             },
             &Factors::new(),
         )
@@ -657,6 +685,7 @@ action = "deny"
             Layers {
                 pinned: &pinned,
                 banned: &banned,
+                crowdsec: &crowdsec::Layer::default(),
             },
             &Factors::new(),
         )
@@ -675,7 +704,7 @@ action = "deny"
     fn a_tier_without_an_index_is_an_error() {
         let mut ix = indices();
         ix.remove("gold");
-        let e = desired(&config(), self::ix(&ix), Layers::NONE, &Factors::new()).unwrap_err();
+        let e = desired(&config(), self::ix(&ix), Layers::none(), &Factors::new()).unwrap_err();
         assert_eq!(e.to_string(), "tier gold has no index");
     }
 
@@ -721,7 +750,7 @@ mode = "shadow"
             tiers: &tiers,
             routes: &routes,
         };
-        let k = desired(&routed(), all, Layers::NONE, &Factors::new()).unwrap();
+        let k = desired(&routed(), all, Layers::none(), &Factors::new()).unwrap();
         let search = RouteValue {
             index: 7,
             cost: 20,
@@ -742,7 +771,7 @@ mode = "shadow"
         // The dearest enforced route: a shadow route's cost is not charged.
         assert_eq!(k.split_head_cost, 20);
         // No routes: nothing in the trie, split heads cost 1.
-        let k = desired(&config(), ix(&indices()), Layers::NONE, &Factors::new()).unwrap();
+        let k = desired(&config(), ix(&indices()), Layers::none(), &Factors::new()).unwrap();
         assert!(k.routes.is_empty());
         assert_eq!(k.split_head_cost, 1);
     }
@@ -750,7 +779,7 @@ mode = "shadow"
     #[test]
     fn a_route_without_an_index_is_an_error() {
         let tiers: BTreeMap<String, u32> = [("default".to_owned(), 0)].into();
-        let e = desired(&routed(), ix(&tiers), Layers::NONE, &Factors::new()).unwrap_err();
+        let e = desired(&routed(), ix(&tiers), Layers::none(), &Factors::new()).unwrap_err();
         assert_eq!(e.to_string(), "route search has no index");
     }
 }

@@ -373,6 +373,7 @@ impl Daemon {
             // Filled in by Shared::handle, which owns the cluster state.
             cluster: None,
             adaptive: self.adaptive.rows(),
+            crowdsec: None,
         }
     }
 }
