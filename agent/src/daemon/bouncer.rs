@@ -9,7 +9,10 @@ use ipnet::IpNet;
 use tollgate_common::RuleValue;
 use tracing::warn;
 
-use super::{Daemon, Indices, transaction::desired};
+use super::{
+    Daemon, Indices,
+    transaction::{Layers, desired},
+};
 use crate::{
     crowdsec::{Change, Layer, Status},
     datapath::kernel,
@@ -35,11 +38,16 @@ impl Daemon {
     /// The ban rules the layer adds now, and the rules without them (config
     /// and pins).
     fn ban_rules(&self) -> Result<(BTreeMap<IpNet, RuleValue>, BTreeMap<IpNet, RuleValue>)> {
+        let none = Layer::default();
         let k = desired(
             &self.effective,
             Indices::of(&self.state),
-            &self.pinned,
-            &Layer::default(),
+            Layers {
+                pinned: &self.pinned,
+                banned: &self.banned,
+                crowdsec: &none,
+            },
+            &self.factors,
         )?;
         let mut rules = k.rules.clone();
         let now = self

@@ -607,16 +607,6 @@ action = "deny"
     #[test]
     fn rules_map_to_kernel_values_with_the_default_tier_for_allow_and_deny() {
         let k = desired(&config(), ix(&indices()), Layers::none(), &Factors::new()).unwrap();
-    }
-
-    #[test]
-        let k = desired(
-            &config(),
-            ix(&indices()),
-            &BTreeMap::new(),
-            &crowdsec::Layer::default(),
-        )
-        .unwrap();
         let v = |action, tier| RuleValue {
             action,
             tier,
@@ -697,6 +687,56 @@ action = "deny"
         // A configured allow or deny stays as configured (forever).
         assert_eq!(k.rules[&net("192.0.2.1/32")].action, RULE_ALLOW);
         assert_eq!(k.rules[&net("198.51.100.0/24")].expires_ns, 0);
+        assert_eq!(k.rules.len(), 5);
+    }
+
+    #[test]
+    fn crowdsec_bans_are_a_layer_over_pins_and_tier_rules_but_never_over_allow() {
+        use crate::config::DecisionScope;
+        let ban = crowdsec::Ban {
+            id: 7,
+            scope: DecisionScope::Ip,
+            origin: "cscli".into(),
+            scenario: "manual".into(),
+            expires_ns: 5_000,
+        };
+        let mut bans = crowdsec::Layer::default();
+        bans.update(&crowdsec::Change {
+            upsert: vec![
+                (net("203.0.113.7/32"), ban.clone()),
+                (net("192.0.2.1/32"), ban.clone()),
+                (net("10.1.1.1/32"), ban.clone()),
+            ],
+            remove: vec![],
+        });
+        let pin = RuleValue {
+            action: RULE_TIER,
+            tier: 0,
+            expires_ns: 0,
+        };
+        let pinned: BTreeMap<IpNet, RuleValue> = [(net("203.0.113.7/32"), pin)].into();
+        let k = desired(
+            &config(),
+            ix(&indices()),
+            Layers {
+                pinned: &pinned,
+                banned: &BTreeMap::new(),
+                crowdsec: &bans,
+            },
+            &Factors::new(),
+        )
+        .unwrap();
+        let deny = |tier| RuleValue {
+            action: RULE_DENY,
+            tier,
+            expires_ns: 5_000,
+        };
+        // Over the pin, falling back to the pin's tier when it ends.
+        assert_eq!(k.rules[&net("203.0.113.7/32")], deny(0));
+        // Inside the gold /8: denies, then gold.
+        assert_eq!(k.rules[&net("10.1.1.1/32")], deny(0));
+        // The allow rule stays.
+        assert_eq!(k.rules[&net("192.0.2.1/32")].action, RULE_ALLOW);
         assert_eq!(k.rules.len(), 5);
     }
 
