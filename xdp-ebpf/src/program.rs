@@ -700,48 +700,33 @@ extern "C" fn route_step(index: u64, data: *mut core::ffi::c_void) -> i64 {
     let words = (&raw mut key.data).cast::<u64>();
     // SAFETY: `data` is 8-aligned in `RouteLookup` and 64 bytes long.
     unsafe { words.write(head) };
-    let at = frame.data() + offset;
-    if at + ROUTE_LINE_LEN <= frame.data_end() {
-        // The usual case: the whole line window is in the frame, copied by
-        // one helper call (a kernel memcpy; the BPF backend would read it a
-        // byte at a time).
-        // SAFETY: ROUTE_LINE_LEN bytes into the key's line, inside the key.
-        let loaded = unsafe {
-            bpf_xdp_load_bytes(
-                frame.ctx as *mut _,
-                offset as u32,
-                (&raw mut key.data[ROUTE_LINE_OFFSET]).cast(),
-                ROUTE_LINE_LEN as u32,
-            )
-        } == 0;
-        if !loaded {
-            state.routes.requests = state.routes.requests.saturating_add(1);
-            return 0;
-        }
-    } else {
-        // The frame ends within the window: the bytes it has, zeros after.
-        // 1..=ROUTE_LINE_LEN bytes, in a form whose lower bound the verifier
-        // sees (`offset < frame_len` above): the minimum is taken before the +1.
-        let len = (frame_len - offset - 1).min(ROUTE_LINE_LEN - 1) + 1;
+    // The line window: ROUTE_LINE_LEN bytes, or the bytes the frame has and
+    // zeros after; 1..=ROUTE_LINE_LEN, in a form whose lower bound the
+    // verifier sees (`offset < frame_len` above): the minimum is taken
+    // before the +1.
+    let len = (frame_len - offset - 1).min(ROUTE_LINE_LEN - 1) + 1;
+    if len < ROUTE_LINE_LEN {
         let mut i = 0;
         while i < ROUTE_LINE_LEN / 8 {
-            // SAFETY: as above.
+            // SAFETY: the key has 7 words after the first.
             unsafe { words.add(1 + i).write(0) };
             i += 1;
         }
-        // SAFETY: 1..=ROUTE_LINE_LEN bytes into the key's line, inside the key.
-        let loaded = unsafe {
-            bpf_xdp_load_bytes(
-                frame.ctx as *mut _,
-                offset as u32,
-                (&raw mut key.data[ROUTE_LINE_OFFSET]).cast(),
-                len as u32,
-            )
-        } == 0;
-        if !loaded {
-            state.routes.requests = state.routes.requests.saturating_add(1);
-            return 0;
-        }
+    }
+    // One helper call (a kernel memcpy; the BPF backend would read the
+    // packet a byte at a time).
+    // SAFETY: 1..=ROUTE_LINE_LEN bytes into the key's line, inside the key.
+    let loaded = unsafe {
+        bpf_xdp_load_bytes(
+            frame.ctx as *mut _,
+            offset as u32,
+            (&raw mut key.data[ROUTE_LINE_OFFSET]).cast(),
+            len as u32,
+        )
+    } == 0;
+    if !loaded {
+        state.routes.requests = state.routes.requests.saturating_add(1);
+        return 0;
     }
     // With routes of hosts, the head's Host header first: a route of that
     // host wins over every route without one.

@@ -354,7 +354,19 @@ impl Daemon {
 
     /// Puts the kernel back as `effective` has it after a failed change.
     pub(super) fn rollback(&mut self) {
-        if let Err(e) = apply(
+        if let Err(e) = self.apply_in_force() {
+            error!(error = %format!("{e:#}"), "rolling back a failed change also failed: the kernel may hold a partial change");
+        }
+        // Never the failed change: the configuration still in force, again,
+        // because the kernel's rules were rewritten from it (which dropped
+        // the cluster sync's denies: the sync puts them back).
+        self.publish();
+    }
+
+    /// Writes what the configuration in force, every rule layer and the
+    /// adaptive factors make of the kernel's maps (only the difference).
+    fn apply_in_force(&mut self) -> Result<()> {
+        apply(
             &mut self.maps,
             &self.effective,
             Indices::of(&self.state),
@@ -364,13 +376,7 @@ impl Daemon {
                 crowdsec: &self.crowdsec,
             },
             &self.factors,
-        ) {
-            error!(error = %format!("{e:#}"), "rolling back a failed change also failed: the kernel may hold a partial change");
-        }
-        // Never the failed change: the configuration still in force, again,
-        // because the kernel's rules were rewritten from it (which dropped
-        // the cluster sync's denies: the sync puts them back).
-        self.publish();
+        )
     }
 
     /// Sends `effective` and the tier indices to every task, as the next
@@ -394,17 +400,7 @@ impl Daemon {
             return;
         }
         let old = std::mem::replace(&mut self.factors, factors);
-        if let Err(e) = apply(
-            &mut self.maps,
-            &self.effective,
-            Indices::of(&self.state),
-            Layers {
-                pinned: &self.pinned,
-                banned: &self.banned,
-                crowdsec: &self.crowdsec,
-            },
-            &self.factors,
-        ) {
+        if let Err(e) = self.apply_in_force() {
             error!(error = %format!("{e:#}"), "adaptive: writing the scaled limits failed; the previous ones stay");
             self.factors = old;
             self.rollback();
