@@ -370,21 +370,30 @@ fn an_abuser_is_banned_on_time_escalates_and_its_ban_survives_kill_9() {
     env.add_peer_address(good);
 
     // First offence, with a polite client of the same tier alongside.
-    let polite_secs = ban_bound() + 3.0;
+    // As long as the abuser can take to be banned, and over before the
+    // earliest end of the first ban (refusals in N distinct seconds take
+    // more than N - 1 s, the ban at least 0.9 × its length), which is
+    // probed after it.
+    let polite_secs = ban_bound();
+    assert!(
+        polite_secs < N - 1.0 + 0.9 * BAN_SECS,
+        "the polite client would outlast the first ban"
+    );
     let polite_client = polite(&env, good, polite_server.addr, polite_secs);
     let first = offend(&env, &abused, abuser);
     assert_eq!(first["offence"], 1);
     assert_eq!(first["rule"], "abuse");
     assert!(within_jitter(ban_length(&first), BAN_SECS), "{first}");
-    let (sent, answered) = polite_client.join().unwrap().unwrap();
-    assert_eq!(answered, sent, "the polite client lost requests");
-    assert_eq!(polite_server.requests.load(Ordering::SeqCst), sent);
-    assert!(ban_of(&env, good).is_none(), "the polite client was banned");
-    // Explain names the ban.
+    // Explain names the ban while it is in force (the polite client runs
+    // longer than the ban, and an ended ban is explained as its tier).
     let e = env.json(&["explain", &abuser.to_string()]);
     assert_eq!(e["action"], "denied", "{e}");
     assert_eq!(e["rule"]["origin"], "ban", "{e}");
     assert_eq!(e["ban"]["rule"], "abuse", "{e}");
+    let (sent, answered) = polite_client.join().unwrap().unwrap();
+    assert_eq!(answered, sent, "the polite client lost requests");
+    assert_eq!(polite_server.requests.load(Ordering::SeqCst), sent);
+    assert!(ban_of(&env, good).is_none(), "the polite client was banned");
     check_end(&env, &abused, abuser, &first);
 
     // Second offence: doubled.
