@@ -75,6 +75,11 @@ impl Layer {
         self.bans.is_empty()
     }
 
+    /// Whether the kernel holds a rule of this layer for exactly `net`.
+    pub fn holds(&self, net: &IpNet) -> bool {
+        self.written.contains_key(net)
+    }
+
     pub fn ban(&self, net: &IpNet) -> Option<&Ban> {
         self.bans.get(net)
     }

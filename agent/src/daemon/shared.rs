@@ -502,24 +502,19 @@ impl Shared {
 impl cluster::Host for Shared {
     fn update_rules(&self, upsert: &[(IpNet, RuleValue)], remove: &[IpNet]) -> Result<()> {
         let mut d = lock(&self.daemon);
-        // A banned prefix keeps its ban: the cluster's deny (shorter) and
-        // its lift (which would remove the rule) leave it alone.
-        if d.banned.is_empty() {
+        // A prefix a daemon-owned rule layer holds (a ban, a CrowdSec
+        // decision) keeps that rule: the cluster's deny (shorter) and its
+        // lift (which would remove the rule) leave it alone.
+        if d.banned.is_empty() && d.crowdsec.is_empty() {
             return d
                 .maps
                 .update_rules(upsert, remove)
                 .map_err(anyhow::Error::from);
         }
-        let upsert: Vec<(IpNet, RuleValue)> = upsert
-            .iter()
-            .filter(|(n, _)| !d.banned.contains_key(n))
-            .copied()
-            .collect();
-        let remove: Vec<IpNet> = remove
-            .iter()
-            .filter(|n| !d.banned.contains_key(n))
-            .copied()
-            .collect();
+        let held = |n: &IpNet| d.banned.contains_key(n) || d.crowdsec.holds(n);
+        let upsert: Vec<(IpNet, RuleValue)> =
+            upsert.iter().filter(|(n, _)| !held(n)).copied().collect();
+        let remove: Vec<IpNet> = remove.iter().filter(|n| !held(n)).copied().collect();
         d.maps
             .update_rules(&upsert, &remove)
             .map_err(anyhow::Error::from)
