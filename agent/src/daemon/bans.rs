@@ -11,7 +11,11 @@ use ipnet::IpNet;
 use tollgate_common::{RULE_DENY, RuleValue};
 use tracing::{info, warn};
 
-use super::{Daemon, error::CommandError};
+use super::{
+    Daemon, Indices,
+    error::CommandError,
+    transaction::{Layers, desired},
+};
 use crate::{
     datapath::kernel,
     proto::BanRow,
@@ -177,22 +181,30 @@ impl Daemon {
         Ok(())
     }
 
-    /// Puts back what the kernel holds for exactly `net` without a ban: an
-    /// API-key pin, the configured rule, or nothing.
+    /// Puts back what the kernel holds for exactly `net` without its ban:
+    /// whatever `desired` makes of the configuration and the other rule
+    /// layers for that prefix (an API-key pin, a CrowdSec decision, the
+    /// configured rule), or nothing.
     fn restore_rule(&mut self, net: IpNet) {
-        let restored = if let Some(pin) = self.pinned.get(&net) {
-            self.maps.set_rule(net, *pin)
-        } else if let Some(target) = self.effective.rule(&net).map(|r| r.target.clone()) {
-            let default = self.default_tier_index();
-            let value = target
-                .to_kernel(
-                    |t| Some(self.state.tier_indices.get(t).copied().unwrap_or(default)),
-                    default,
-                )
-                .expect("every tier has a slot here");
-            self.maps.set_rule(net, value)
-        } else {
-            self.maps.remove_rule(net).map(|_| ())
+        let want = desired(
+            &self.effective,
+            Indices::of(&self.state),
+            Layers {
+                pinned: &self.pinned,
+                banned: &self.banned,
+                crowdsec: &self.crowdsec,
+            },
+            &self.factors,
+        );
+        let restored = match want {
+            Ok(k) => match k.rules.get(&net) {
+                Some(value) => self.maps.set_rule(net, *value),
+                None => self.maps.remove_rule(net).map(|_| ()),
+            },
+            Err(e) => {
+                warn!(source = %net, error = %format!("{e:#}"), "restoring the rule after a ban failed");
+                return;
+            }
         };
         if let Err(e) = restored {
             warn!(source = %net, error = %e, "restoring the rule after a ban failed");
