@@ -17,5 +17,6 @@ pub mod maps;
 pub mod model;
 pub mod parse;
 pub mod route;
+pub mod tracked;
 
 pub use maps::*;

@@ -7,7 +7,7 @@ use crate::gcra::{INTERVAL_SHIFT, TICK_SHIFT};
 /// Bumped whenever a map's key, value or meaning changes. Stored in the
 /// `TG_META` map so a new daemon can tell a compatible pinned program from an
 /// incompatible one.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Tiers are indices into `TG_TIERS` (an array map).
 pub const MAX_TIERS: u32 = 64;
@@ -622,6 +622,8 @@ pub mod names {
     pub const ROUTE_CEILINGS: &str = "TG_ROUTE_CEILINGS";
     /// Per route, per CPU, `RouteCounter`.
     pub const ROUTE_COUNTERS: &str = "TG_ROUTE_COUNTERS";
+    /// The tracked-source filter ([`crate::tracked`]).
+    pub const TRACKED: &str = "TG_TRACKED";
     pub const PROGRAM: &str = "tollgate";
 }
 

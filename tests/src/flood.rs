@@ -1569,9 +1569,25 @@ pub fn run(cfg: &Config) -> Result<()> {
 pub fn run_spoofed(reps: usize) -> Result<()> {
     install_signal_handlers();
     ensure!((1..=20).contains(&reps), "1..=20 repetitions");
+    // Development override: `TOLLGATE_FLOOD_SPOOF=v4` or `v6` runs one flood.
+    let only = std::env::var("TOLLGATE_FLOOD_SPOOF").unwrap_or_default();
     for spoof in [Spoof::V4, Spoof::V6Prefix] {
+        match (only.as_str(), spoof) {
+            ("v4", Spoof::V6Prefix) | ("v6", Spoof::V4) => continue,
+            _ => {}
+        }
         let mut cfg = Config::spoofed(spoof);
         cfg.paths = vec![(Path::XdpFrames, reps)];
+        // Development override: `TOLLGATE_FLOOD_SYSTEMS=floor,tollgate`
+        // (the floor stays first: every ratio is against it).
+        if let Some(want) = std::env::var("TOLLGATE_FLOOD_SYSTEMS")
+            .ok()
+            .filter(|v| !v.is_empty())
+        {
+            let want: Vec<&str> = want.split(',').map(str::trim).collect();
+            cfg.systems
+                .retain(|s| *s == System::Floor || want.contains(&key(*s)));
+        }
         let bed = Bed::new(&cfg)?;
         let mut runs: Vec<(System, Vec<FloodRun>)> =
             cfg.systems.iter().map(|s| (*s, Vec::new())).collect();

@@ -1290,8 +1290,10 @@ impl Pair {
 
     /// End-of-epoch comparison of everything but counters: the tracked sources,
     /// the units held in each of their buckets, the aggregates. `kernel_base`
-    /// is the monotonic time the epoch started at.
-    fn compare_state(&self, kernel_base: u64) -> Result<Vec<String>> {
+    /// is the monotonic time the epoch started at, `coarse_base` the coarse
+    /// one (`CLOCK_MONOTONIC_COARSE`: the kernel times the untracked ceiling
+    /// and the new-source budget with `bpf_ktime_get_coarse_ns`).
+    fn compare_state(&self, kernel_base: u64, coarse_base: u64) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         let maps = &self.program.maps;
         let mut kernel = Vec::new();
@@ -1371,7 +1373,12 @@ impl Pair {
                 ),
             ];
             for (what, slot, model_tat) in ceilings {
-                let k = units_ns(maps.aggregate.get(&slot, 0)?, kernel_base, packets);
+                let base = if slot == aggregate_slot(t) {
+                    kernel_base
+                } else {
+                    coarse_base
+                };
+                let k = units_ns(maps.aggregate.get(&slot, 0)?, base, packets);
                 let m = units_ns(model_tat, MODEL_NOW, packets);
                 if k != m {
                     problems.push(format!(
@@ -1409,6 +1416,7 @@ impl Pair {
         self.clear_buckets()?;
         self.resync_counters()?;
         let base = tollgate::datapath::kernel::clock_ns();
+        let coarse_base = coarse_clock_ns();
         let mut unused = Duration::ZERO;
         for (i, f) in frames.iter().enumerate() {
             if let Some(m) = self.run(f, &mut unused)? {
@@ -1416,7 +1424,7 @@ impl Pair {
                 return Ok(Some(Found::Frame(i, m)));
             }
         }
-        let problems = self.compare_state(base)?;
+        let problems = self.compare_state(base, coarse_base)?;
         Ok((!problems.is_empty()).then_some(Found::State(problems)))
     }
 
@@ -1534,6 +1542,7 @@ pub fn run(config: &Config) -> Result<Report> {
         report.epochs += 1;
 
         let kernel_base = tollgate::datapath::kernel::clock_ns();
+        let coarse_base = coarse_clock_ns();
         let epoch_start = Instant::now();
         let mut mismatch = None;
         for _ in 0..len {
@@ -1584,7 +1593,7 @@ pub fn run(config: &Config) -> Result<Report> {
             continue;
         }
 
-        let mut problems = pair.compare_state(kernel_base)?;
+        let mut problems = pair.compare_state(kernel_base, coarse_base)?;
         problems.extend(
             pair.counter_diff()?
                 .into_iter()
@@ -1640,4 +1649,16 @@ pub fn run(config: &Config) -> Result<Report> {
         bail!("no frames run");
     }
     Ok(report)
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the kernel's `bpf_ktime_get_coarse_ns`.
+fn coarse_clock_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer; CLOCK_MONOTONIC_COARSE exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -53,3 +53,19 @@ pub fn unique_id() -> String {
     let pid = std::process::id();
     format!("{:05x}{:03x}", pid & 0xfffff, n & 0xfff)
 }
+
+/// The coarse clock's resolution in seconds (`clock_getres` of
+/// `CLOCK_MONOTONIC_COARSE`: one tick, 1/HZ). tollgate times a tier's
+/// new-source budget and untracked ceiling with `bpf_ktime_get_coarse_ns`,
+/// which lags the precise clock by less than this, so a ceiling of `rate`
+/// admits at most `rate × (t + tick) + burst` in any span `t`.
+pub fn coarse_tick_secs() -> f64 {
+    let mut res = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer; CLOCK_MONOTONIC_COARSE exists on Linux.
+    let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) };
+    assert_eq!(rc, 0, "clock_getres(CLOCK_MONOTONIC_COARSE)");
+    res.tv_sec as f64 + res.tv_nsec as f64 * 1e-9
+}

@@ -860,6 +860,7 @@ fn the_probes_load_and_return_their_verdicts() {
     assert_eq!(run(&p, probes::FLOOR_PASS), XDP_PASS);
     assert_eq!(run(&p, probes::FLOOR_DROP), XDP_DROP);
     assert_eq!(run(&p, probes::PROBE_CLOCK), XDP_PASS);
+    assert_eq!(run(&p, probes::PROBE_COARSE_CLOCK), XDP_PASS);
     assert_eq!(run(&p, probes::PROBE_JIFFIES), XDP_PASS);
     // The key is absent until the host tracks it.
     assert_eq!(run(&p, probes::PROBE_SOURCE_LOOKUP), XDP_DROP);

@@ -2,7 +2,7 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_NOEXIST, xdp_action},
     helpers::{
-        bpf_ktime_get_ns,
+        bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
         generated::{bpf_loop, bpf_xdp_load_bytes},
     },
     macros::{map, xdp},
@@ -24,6 +24,7 @@ use tollgate_common::{
         ROUTE_LINE_OFFSET, ROUTE_SHADOW, ROUTE_SLOTS, ROUTED_HEADS, RouteCounter, RouteKey,
         RouteValue, SegmentRoutes,
     },
+    tracked::{self, FilterBit, TRACKED_FILTER_ENTRIES, TRACKED_FILTER_GENERATION},
     untracked_slot,
 };
 
@@ -185,10 +186,10 @@ fn judge(
         ),
         requests: heads.requests,
     };
-    // SAFETY: a BPF helper with no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let verdict = match source_state(&packet.src, tier_index, tier, now)? {
+    let verdict = match source_state(&packet.src, tier_index, tier)? {
         Ok(state) => {
+            // SAFETY: a BPF helper with no preconditions.
+            let now = unsafe { bpf_ktime_get_ns() };
             let aggregate = TG_AGGREGATE
                 .get_ptr_mut(aggregate_slot(tier_index))
                 .ok_or(Internal)?;
@@ -206,7 +207,10 @@ fn judge(
         }
         // An untracked source's requests still go through their routes'
         // ceilings: the backend's capacity is every source's.
-        Err(Verdict::Untracked) if heads.routed && tg_route_ceilings(now) != 0 => {
+        // SAFETY: a BPF helper with no preconditions.
+        Err(Verdict::Untracked)
+            if heads.routed && tg_route_ceilings(unsafe { bpf_ktime_get_ns() }) != 0 =>
+        {
             Verdict::DroppedRouteCeiling
         }
         Err(untracked) => untracked,
@@ -1076,43 +1080,107 @@ fn lookup_rule(settings: &Settings, src: &SourceAddr) -> Option<RuleValue> {
     }
 }
 
+/// The tracked-source filter (`tollgate_common::tracked`): a clear bit in
+/// both generations means no source map holds the source, and its lookup is
+/// skipped. The daemon ages it (clears the older generation and flips the
+/// generation word).
+#[map(name = "TG_TRACKED")]
+static TG_TRACKED: Array<u64> = Array::with_max_entries(TRACKED_FILTER_ENTRIES, 0);
+
+/// The source's place in [`TG_TRACKED`]: whether either generation has its
+/// bit, and the current generation's word (where marks go).
+#[inline(always)]
+fn tracked_bit(bit: FilterBit) -> Result<(bool, *mut u64), Internal> {
+    let generation = *TG_TRACKED.get(TRACKED_FILTER_GENERATION).ok_or(Internal)?;
+    let current = TG_TRACKED
+        .get_ptr_mut(bit.index(generation))
+        .ok_or(Internal)?;
+    let older = TG_TRACKED.get(bit.index(generation ^ 1)).ok_or(Internal)?;
+    // SAFETY: a live array slot, written only through the common atomics (and
+    // the daemon's clearing of the older generation).
+    let seen = unsafe { core::ptr::read_volatile(current) } | *older;
+    Ok((seen & bit.mask != 0, current))
+}
+
+/// Sets a source's bit in the filter's current generation (`tracked::mark`:
+/// one read when it is set, a bounded compare-and-swap loop when not). A
+/// global function: the verifier checks its loop once, not at every call.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tg_mark_tracked(word: *mut u64, mask: u64) -> u32 {
+    if word.is_null() {
+        return 0;
+    }
+    // SAFETY: a non-null pointer to a `TG_TRACKED` slot (`tracked_bit`),
+    // written only through the common atomics and the daemon's clearing of
+    // the older generation.
+    unsafe { tracked::mark(word, mask) as u32 }
+}
+
+/// The clock of a source no map holds: `CLOCK_MONOTONIC` as of the last
+/// tick (`bpf_ktime_get_coarse_ns`, the same clock as `bpf_ktime_get_ns`, at
+/// most one tick behind it, for a fraction of its cost). It times the
+/// tier's new-source budget and untracked ceiling; a tracked source's
+/// buckets (a new one's included) keep the precise clock. The bound
+/// this costs is in the README ("Spoofed floods"): a ceiling of `rate` with
+/// a burst admits at most `rate × (t + tick) + burst` in any `t`.
+#[inline(always)]
+fn coarse_clock() -> u64 {
+    // SAFETY: a BPF helper with no preconditions.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
 /// The source's bucket state; a source seen for the first time is tracked
 /// (its buckets idle) if its tier admits it (`admit_new_source`), else its
-/// verdict as an untracked source. Two CPUs may race to track the same
-/// source: BPF_NOEXIST makes one insert win and both then use that entry.
-/// (One match per family: the verifier walks each arm once.)
+/// verdict as an untracked source. A source the tracked-source filter has
+/// never seen skips the map lookup; a tracked source's bit is set in the
+/// filter's current generation before its insert and kept there by its
+/// packets. Two CPUs may race to track the same source: BPF_NOEXIST makes
+/// one insert win and both then use that entry. (One match per family: the
+/// verifier walks each arm once.)
 #[inline(always)]
 fn source_state(
     src: &SourceAddr,
     tier_index: u32,
     tier: &TierConfig,
-    now: u64,
 ) -> Result<Result<*mut SourceState, Verdict>, Internal> {
     match src {
         SourceAddr::V4(addr) => {
             let key = u32::from_ne_bytes(*addr);
-            if let Some(state) = TG_SOURCES_V4.get_ptr_mut(key) {
+            let bit = FilterBit::v4(key);
+            let (seen, current) = tracked_bit(bit)?;
+            if seen && let Some(state) = TG_SOURCES_V4.get_ptr_mut(key) {
+                tg_mark_tracked(current, bit.mask);
                 return Ok(Ok(state));
             }
             if tier.admits_new_sources()
-                && let Some(verdict) = admit_new_source(tier_index, tier, now)?
+                && let Some(verdict) = admit_new_source(tier_index, tier, coarse_clock())?
             {
                 return Ok(Err(verdict));
             }
-            let _ = TG_SOURCES_V4.insert(key, limiter::fresh_state(now), BPF_NOEXIST as u64);
+            tg_mark_tracked(current, bit.mask);
+            // SAFETY: a BPF helper with no preconditions.
+            let fresh = limiter::fresh_state(unsafe { bpf_ktime_get_ns() });
+            let _ = TG_SOURCES_V4.insert(key, fresh, BPF_NOEXIST as u64);
             TG_SOURCES_V4.get_ptr_mut(key).ok_or(Internal).map(Ok)
         }
         SourceAddr::V6(addr) => {
             let key = parse::ipv6_key(addr, tier.ipv6_prefix);
-            if let Some(state) = TG_SOURCES_V6.get_ptr_mut(key) {
+            let bit = FilterBit::v6(key);
+            let (seen, current) = tracked_bit(bit)?;
+            if seen && let Some(state) = TG_SOURCES_V6.get_ptr_mut(key) {
+                tg_mark_tracked(current, bit.mask);
                 return Ok(Ok(state));
             }
             if tier.admits_new_sources()
-                && let Some(verdict) = admit_new_source(tier_index, tier, now)?
+                && let Some(verdict) = admit_new_source(tier_index, tier, coarse_clock())?
             {
                 return Ok(Err(verdict));
             }
-            let _ = TG_SOURCES_V6.insert(key, limiter::fresh_state(now), BPF_NOEXIST as u64);
+            tg_mark_tracked(current, bit.mask);
+            // SAFETY: a BPF helper with no preconditions.
+            let fresh = limiter::fresh_state(unsafe { bpf_ktime_get_ns() });
+            let _ = TG_SOURCES_V6.insert(key, fresh, BPF_NOEXIST as u64);
             TG_SOURCES_V6.get_ptr_mut(key).ok_or(Internal).map(Ok)
         }
     }

@@ -11,10 +11,11 @@ pub const PROBE_SOURCES_V4: &str = "PROBE_SOURCES_V4";
 pub const PROBE_SOURCE: u32 = u32::from_ne_bytes([100, 64, 1, 1]);
 
 /// Every program in the object.
-pub const PROGRAMS: [&str; 5] = [
+pub const PROGRAMS: [&str; 6] = [
     FLOOR_PASS,
     FLOOR_DROP,
     PROBE_CLOCK,
+    PROBE_COARSE_CLOCK,
     PROBE_JIFFIES,
     PROBE_SOURCE_LOOKUP,
 ];
@@ -25,6 +26,8 @@ pub const FLOOR_PASS: &str = "floor_pass";
 pub const FLOOR_DROP: &str = "floor_drop";
 /// One `bpf_ktime_get_ns` call.
 pub const PROBE_CLOCK: &str = "probe_clock";
+/// One `bpf_ktime_get_coarse_ns` call.
+pub const PROBE_COARSE_CLOCK: &str = "probe_coarse_clock";
 /// One `bpf_jiffies64` call.
 pub const PROBE_JIFFIES: &str = "probe_jiffies";
 /// One lookup of `PROBE_SOURCE` in `PROBE_SOURCES_V4`.

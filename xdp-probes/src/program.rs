@@ -1,6 +1,6 @@
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_jiffies64, bpf_ktime_get_ns},
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{map, xdp},
     maps::LruHashMap,
     programs::XdpContext,
@@ -37,6 +37,19 @@ pub fn floor_drop(_ctx: XdpContext) -> u32 {
 pub fn probe_clock(_ctx: XdpContext) -> u32 {
     // SAFETY: a BPF helper with no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
+    if now == 0 {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// Benchmark probe: one `bpf_ktime_get_coarse_ns` call (CLOCK_MONOTONIC as
+/// of the last tick: tollgate's clock for untracked sources).
+#[xdp]
+pub fn probe_coarse_clock(_ctx: XdpContext) -> u32 {
+    // SAFETY: a BPF helper with no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     if now == 0 {
         xdp_action::XDP_DROP
     } else {

@@ -11,7 +11,7 @@ use super::{
     ADAPT_INTERVAL, INVENTORY_SAVE_INTERVAL, SAMPLE_INTERVAL, STOP_GRACE, Shared, TALKERS_DECAY,
     lock, server,
 };
-use crate::datapath::guard;
+use crate::datapath::{guard, tracked};
 use crate::{
     cluster,
     config::{self},
@@ -64,6 +64,9 @@ pub(super) async fn serve(
     });
     every(TALKERS_DECAY, true, |s| lock(&s.talkers).decay());
     every(INVENTORY_SAVE_INTERVAL, true, |s| s.save_inventory(false));
+    every(tracked::AGING_PERIOD, true, |s| {
+        lock(&s.daemon).age_tracked_filter()
+    });
 
     // Fleet-wide limits: a task of its own, never on the packet path.
     let cluster_stop = Arc::new(tokio::sync::Notify::new());

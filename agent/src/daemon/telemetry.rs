@@ -5,10 +5,10 @@
 use std::time::{Duration, Instant};
 
 use tollgate_common::{Counter, MAX_TIERS, VERDICT_COUNT};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::Daemon;
-use crate::datapath::scan::Scan;
+use crate::datapath::{scan::Scan, tracked};
 use crate::{
     config::TierNames,
     metrics::Usage,
@@ -126,6 +126,21 @@ impl Daemon {
             }
         }
         self.check_config_file();
+    }
+
+    /// Runs every [`tracked::AGING_PERIOD`]: ages the tracked-source filter.
+    /// A failure only leaves the filter fuller (more lookups, no wrong
+    /// verdict): logged, retried at the next period.
+    pub(super) fn age_tracked_filter(&mut self) {
+        match tracked::age(&mut self.maps.tracked) {
+            Ok(aged) => debug!(
+                generation = aged.generation,
+                cleared_bits = aged.cleared_bits,
+                "aged the tracked-source filter"
+            ),
+            Err(e) => warn!(error = %e,
+                "could not age the tracked-source filter (TG_TRACKED); retrying at the next period"),
+        }
     }
 
     /// A missing or unreadable config file does not stop enforcement (the

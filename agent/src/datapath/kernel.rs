@@ -82,7 +82,7 @@ impl Default for MapSizes {
 }
 
 /// Every map the program uses, in the order they are pinned.
-pub const MAP_NAMES: [&str; 14] = [
+pub const MAP_NAMES: [&str; 15] = [
     names::SETTINGS,
     names::META,
     names::TIERS,
@@ -97,6 +97,7 @@ pub const MAP_NAMES: [&str; 14] = [
     names::ROUTES,
     names::ROUTE_CEILINGS,
     names::ROUTE_COUNTERS,
+    names::TRACKED,
 ];
 
 /// Maps the program uses within one packet only (scratch space): not pinned,
@@ -158,6 +159,8 @@ pub struct Maps {
     pub routes: LpmTrie<MapData, RouteKey, RouteValue>,
     pub route_ceilings: Array<MapData, u64>,
     pub route_counters: PerCpuArray<MapData, RouteCounter>,
+    /// The tracked-source filter (`common::tracked`): see `datapath::tracked`.
+    pub tracked: Array<MapData, u64>,
 }
 
 fn typed<T>(name: &'static str, map: Map) -> Result<T>
@@ -213,6 +216,7 @@ impl Maps {
             routes: one(&mut get, names::ROUTES)?,
             route_ceilings: one(&mut get, names::ROUTE_CEILINGS)?,
             route_counters: one(&mut get, names::ROUTE_COUNTERS)?,
+            tracked: one(&mut get, names::TRACKED)?,
         })
     }
 

@@ -12,6 +12,7 @@ pub mod kernel;
 pub mod routes;
 pub mod samples;
 pub mod scan;
+pub mod tracked;
 pub mod walk;
 
 /// The compiled XDP object, embedded at build time by build.rs.

@@ -345,6 +345,7 @@ fn micro() -> Result<()> {
     let mut operations = Vec::new();
     for (name, what) in [
         (probes::PROBE_CLOCK, "bpf_ktime_get_ns()"),
+        (probes::PROBE_COARSE_CLOCK, "bpf_ktime_get_coarse_ns()"),
         (probes::PROBE_JIFFIES, "bpf_jiffies64() (inlined)"),
         (probes::PROBE_SOURCE_LOOKUP, "LRU hash lookup, key present"),
     ] {

@@ -1,0 +1,143 @@
+//! The tracked-source filter: which sources the source maps may hold.
+//!
+//! A spoofed flood's packets come from sources no map holds, and each of
+//! them used to pay a lookup in a source map of up to millions of entries
+//! (a miss on a random bucket: a cache miss, the largest part of an
+//! untracked packet's cost under a flood). The filter answers first, from a
+//! bitmap small enough to stay in cache: a clear bit means the source is not
+//! tracked, so its lookup is skipped; a set bit means it may be (a bit is
+//! shared by many keys, and an evicted source leaves its bit set), and the
+//! lookup decides.
+//!
+//! The filter has two generations of [`TRACKED_FILTER_BITS`] bits each, one
+//! hash. A source's bit is set in the current generation before the source is
+//! inserted, and again on a later packet if that generation lacks it; a
+//! lookup tests both. The daemon ages the filter: every period it clears the
+//! older generation and makes it the current one
+//! ([`TRACKED_FILTER_GENERATION`]), so a bit lives for one to two periods
+//! after its source's last packet. A source that has sent nothing for two
+//! periods is judged as new again even if its state is still in the map
+//! (the trade-off is in the README). Between two agings the filter has no
+//! false negative: every insert and every tracked packet sets its bit first.
+//!
+//! Layout of `TG_TRACKED` (an array of `u64`): generation 0's words, then
+//! generation 1's, then one word whose low bit is the current generation.
+
+use crate::atomic;
+
+/// Bits per generation, as a power of two (2^20 bits: 128 KiB).
+pub const TRACKED_FILTER_BITS: u32 = 20;
+/// `u64` words per generation.
+pub const TRACKED_FILTER_WORDS: u32 = 1 << (TRACKED_FILTER_BITS - 6);
+/// Index of the word holding the current generation (its low bit).
+pub const TRACKED_FILTER_GENERATION: u32 = 2 * TRACKED_FILTER_WORDS;
+/// Entries of `TG_TRACKED`.
+pub const TRACKED_FILTER_ENTRIES: u32 = TRACKED_FILTER_GENERATION + 1;
+
+/// How many compare-and-swap attempts [`mark`] makes. Each failure needs
+/// another CPU to have changed the same word (64 of the 2^20 bits) between
+/// the read and the swap.
+const MARK_ATTEMPTS: u32 = 8;
+
+/// A source's bit: the word within a generation, and the bit in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FilterBit {
+    pub word: u32,
+    pub mask: u64,
+}
+
+impl FilterBit {
+    /// The bit of an IPv4 source (its `TG_SOURCES_V4` key).
+    #[inline(always)]
+    pub const fn v4(key: u32) -> FilterBit {
+        Self::of(key as u64)
+    }
+
+    /// The bit of an IPv6 source (its `TG_SOURCES_V6` key, the grouped prefix).
+    #[inline(always)]
+    pub const fn v6(key: u64) -> FilterBit {
+        // Keeps an IPv6 key whose high half is zero off the IPv4 keys' bits.
+        Self::of(key ^ 0x5bd1_e995_0000_0000)
+    }
+
+    /// Fibonacci hashing: the top bits of the key times 2^64/φ.
+    #[inline(always)]
+    const fn of(key: u64) -> FilterBit {
+        let bit = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - TRACKED_FILTER_BITS)) as u32;
+        FilterBit {
+            word: bit >> 6,
+            mask: 1 << (bit & 63),
+        }
+    }
+
+    /// Index in `TG_TRACKED` of this bit's word in `generation` (0 or 1).
+    #[inline(always)]
+    pub const fn index(self, generation: u64) -> u32 {
+        ((generation & 1) as u32) * TRACKED_FILTER_WORDS + self.word
+    }
+}
+
+/// Sets `mask` in `*word` unless it is set: one read when it is, one
+/// compare-and-swap (at most [`MARK_ATTEMPTS`]) when it is not. Returns
+/// whether the bit is set afterwards.
+///
+/// # Safety
+/// `word` must be valid and naturally aligned, and every concurrent writer
+/// must use the crate's atomics (or the daemon's whole-word writes of zero).
+#[inline(always)]
+pub unsafe fn mark(word: *mut u64, mask: u64) -> bool {
+    // SAFETY: as the caller guarantees.
+    let mut current = unsafe { atomic::load_u64(word) };
+    let mut attempt = 0;
+    while attempt < MARK_ATTEMPTS {
+        if current & mask != 0 {
+            return true;
+        }
+        match unsafe { atomic::cas_u64(word, current, current | mask) } {
+            Ok(_) => return true,
+            Err(seen) => current = seen,
+        }
+        attempt += 1;
+    }
+    current & mask != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_stay_inside_a_generation() {
+        for key in [0u64, 1, 0xffff_ffff, u64::MAX, 0x2001_0db8_0000_0001] {
+            for bit in [
+                FilterBit::of(key),
+                FilterBit::v6(key),
+                FilterBit::v4(key as u32),
+            ] {
+                assert!(bit.word < TRACKED_FILTER_WORDS);
+                assert_eq!(bit.mask.count_ones(), 1);
+                assert!(bit.index(1) < TRACKED_FILTER_GENERATION);
+                assert_eq!(bit.index(0) + TRACKED_FILTER_WORDS, bit.index(1));
+            }
+        }
+    }
+
+    #[test]
+    fn consecutive_addresses_spread_over_words() {
+        // A /16 of consecutive IPv4 keys must not pile into a few words.
+        let mut words = std::collections::HashSet::new();
+        for i in 0..65_536u32 {
+            words.insert(FilterBit::v4(0x0a00_0000 + i).word);
+        }
+        assert!(words.len() > 10_000, "{} distinct words", words.len());
+    }
+
+    #[test]
+    fn mark_sets_once_and_keeps_other_bits() {
+        let mut word = 0b1010u64;
+        assert!(unsafe { mark(&mut word, 0b0100) });
+        assert_eq!(word, 0b1110);
+        assert!(unsafe { mark(&mut word, 0b0100) });
+        assert_eq!(word, 0b1110);
+    }
+}
