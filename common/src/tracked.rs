@@ -20,8 +20,10 @@
 //! (the trade-off is in the README). Between two agings the filter has no
 //! false negative: every insert and every tracked packet sets its bit first.
 //!
-//! Layout of `TG_TRACKED` (an array of `u64`): generation 0's words, then
-//! generation 1's, then one word whose low bit is the current generation.
+//! Layout of `TG_TRACKED` (an array of `u64`): the two generations' words
+//! interleaved (word `w` of generation `g` at `2w + g`, so a lookup's two
+//! words share a cache line), then one word whose low bit is the current
+//! generation.
 
 use crate::atomic;
 
@@ -73,8 +75,14 @@ impl FilterBit {
     /// Index in `TG_TRACKED` of this bit's word in `generation` (0 or 1).
     #[inline(always)]
     pub const fn index(self, generation: u64) -> u32 {
-        ((generation & 1) as u32) * TRACKED_FILTER_WORDS + self.word
+        word_index(self.word, generation)
     }
+}
+
+/// Index in `TG_TRACKED` of word `word` of `generation` (0 or 1).
+#[inline(always)]
+pub const fn word_index(word: u32, generation: u64) -> u32 {
+    (word << 1) | (generation & 1) as u32
 }
 
 /// Sets `mask` in `*word` unless it is set: one read when it is, one
@@ -117,7 +125,9 @@ mod tests {
                 assert!(bit.word < TRACKED_FILTER_WORDS);
                 assert_eq!(bit.mask.count_ones(), 1);
                 assert!(bit.index(1) < TRACKED_FILTER_GENERATION);
-                assert_eq!(bit.index(0) + TRACKED_FILTER_WORDS, bit.index(1));
+                // Both generations' words are neighbours: one cache line.
+                assert_eq!(bit.index(0) + 1, bit.index(1));
+                assert_eq!(bit.index(0) / 8, bit.index(1) / 8);
             }
         }
     }

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use aya::maps::{Array, MapData, MapError};
-use tollgate_common::tracked::{TRACKED_FILTER_GENERATION, TRACKED_FILTER_WORDS};
+use tollgate_common::tracked::{TRACKED_FILTER_GENERATION, TRACKED_FILTER_WORDS, word_index};
 
 /// How often the daemon ages the filter. A source silent for twice this long
 /// is judged like a new one when it comes back (its state, if still in the
@@ -34,12 +34,12 @@ pub struct Aged {
 pub fn age(filter: &mut Array<MapData, u64>) -> Result<Aged, MapError> {
     let current = filter.get(&TRACKED_FILTER_GENERATION, 0)? & 1;
     let older = current ^ 1;
-    let base = older as u32 * TRACKED_FILTER_WORDS;
     let mut cleared_bits = 0;
-    for word in base..base + TRACKED_FILTER_WORDS {
-        let bits = filter.get(&word, 0)?;
+    for word in 0..TRACKED_FILTER_WORDS {
+        let index = word_index(word, older);
+        let bits = filter.get(&index, 0)?;
         if bits != 0 {
-            filter.set(word, 0, 0)?;
+            filter.set(index, 0, 0)?;
             cleared_bits += u64::from(bits.count_ones());
         }
     }
