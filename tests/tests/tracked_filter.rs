@@ -7,7 +7,10 @@
 use std::net::Ipv4Addr;
 
 use tollgate::datapath::tracked;
-use tollgate_common::{Limit, LimitKind, SourceState, Verdict, tracked::FilterBit};
+use tollgate_common::{
+    Limit, LimitKind, SourceState, Verdict,
+    tracked::{FilterBit, TRACKED_FILTER_SIZE, filter_bits},
+};
 use tollgate_tests::{
     packet::{Packet, spoofed_v4},
     privileged,
@@ -73,6 +76,14 @@ fn a_source_the_filter_has_not_seen_is_judged_without_a_lookup() {
     let passed = count(&p, Verdict::Passed);
     assert_eq!(p.run(&talker).unwrap(), XDP_PASS);
     assert_eq!(count(&p, Verdict::Passed), passed + 1);
+    // A filter whose size word is not a size is off: every source is looked
+    // up, so the state inserted from here is found.
+    p.maps.tracked.set(TRACKED_FILTER_SIZE, 0, 0).unwrap();
+    assert_eq!(
+        p.run(&Packet::from(SILENT).udp().build()).unwrap(),
+        XDP_PASS
+    );
+    assert_eq!(count(&p, Verdict::Passed), passed + 2);
 }
 
 #[test]
@@ -80,12 +91,18 @@ fn ageing_keeps_sources_seen_within_a_period_and_forgets_those_silent_for_two() 
     if !privileged("ageing_keeps_sources_seen_within_a_period_and_forgets_those_silent_for_two") {
         return;
     }
+    let mut p = program(2);
+    let bits = p.maps.tracked.get(&TRACKED_FILTER_SIZE, 0).unwrap() as u32;
+    assert_eq!(
+        bits,
+        filter_bits(4096),
+        "the loader sized the filter for TestProgram::load's 4,096-source maps"
+    );
     assert_ne!(
-        FilterBit::v4(key(TALKER)),
-        FilterBit::v4(key(SILENT)),
+        FilterBit::v4(key(TALKER), bits),
+        FilterBit::v4(key(SILENT), bits),
         "the test's two sources must not share a bit"
     );
-    let mut p = program(2);
     let talker = Packet::from(TALKER).udp().build();
     let silent = Packet::from(SILENT).udp().build();
     assert_eq!(p.run(&talker).unwrap(), XDP_PASS);

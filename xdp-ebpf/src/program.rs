@@ -24,7 +24,10 @@ use tollgate_common::{
         ROUTE_LINE_OFFSET, ROUTE_SHADOW, ROUTE_SLOTS, ROUTED_HEADS, RouteCounter, RouteKey,
         RouteValue, SegmentRoutes,
     },
-    tracked::{self, FilterBit, TRACKED_FILTER_ENTRIES, TRACKED_FILTER_GENERATION},
+    tracked::{
+        self, FilterBit, TRACKED_FILTER_GENERATION, TRACKED_FILTER_MAX_BITS,
+        TRACKED_FILTER_MIN_BITS, TRACKED_FILTER_SIZE,
+    },
     untracked_slot,
 };
 
@@ -1082,24 +1085,44 @@ fn lookup_rule(settings: &Settings, src: &SourceAddr) -> Option<RuleValue> {
 
 /// The tracked-source filter (`tollgate_common::tracked`): a clear bit in
 /// both generations means no source map holds the source, and its lookup is
-/// skipped. The daemon ages it (clears the older generation and flips the
-/// generation word).
+/// skipped. Sized by the loader from the source maps (its size word); the
+/// daemon ages it (clears the older generation and flips the generation
+/// word).
 #[map(name = "TG_TRACKED")]
-static TG_TRACKED: Array<u64> = Array::with_max_entries(TRACKED_FILTER_ENTRIES, 0);
+static TG_TRACKED: Array<u64> =
+    Array::with_max_entries(tracked::filter_entries(TRACKED_FILTER_MIN_BITS), 0);
 
 /// The source's place in [`TG_TRACKED`]: whether either generation has its
-/// bit, and the current generation's word (where marks go).
+/// bit, the current generation's word (where marks go) and the bit. A filter
+/// whose size word is not a size (a map nobody sized) is off: every source
+/// is "seen" (looked up) and nothing is marked (a null word).
 #[inline(always)]
-fn tracked_bit(bit: FilterBit) -> Result<(bool, *mut u64), Internal> {
+fn tracked_bit(bit_of: impl FnOnce(u32) -> FilterBit) -> Result<(bool, *mut u64, u64), Internal> {
+    let off = (true, core::ptr::null_mut(), 0);
     let generation = *TG_TRACKED.get(TRACKED_FILTER_GENERATION).ok_or(Internal)?;
-    let current = TG_TRACKED
-        .get_ptr_mut(bit.index(generation))
-        .ok_or(Internal)?;
-    let older = TG_TRACKED.get(bit.index(generation ^ 1)).ok_or(Internal)?;
+    let bits = *TG_TRACKED.get(TRACKED_FILTER_SIZE).ok_or(Internal)?;
+    if !(TRACKED_FILTER_MIN_BITS as u64..=TRACKED_FILTER_MAX_BITS as u64).contains(&bits) {
+        return Ok(off);
+    }
+    let bit = bit_of(bits as u32);
+    let (Some(current), Some(older)) = (
+        TG_TRACKED.get_ptr_mut(bit.index(generation)),
+        TG_TRACKED.get(bit.index(generation ^ 1)),
+    ) else {
+        return Ok(off);
+    };
     // SAFETY: a live array slot, written only through the common atomics (and
     // the daemon's clearing of the older generation).
     let seen = unsafe { core::ptr::read_volatile(current) } | *older;
-    Ok((seen & bit.mask != 0, current))
+    Ok((seen & bit.mask != 0, current, bit.mask))
+}
+
+/// Marks a source in the filter (`tg_mark_tracked`) unless the filter is off.
+#[inline(always)]
+fn mark_tracked(current: *mut u64, mask: u64) {
+    if !current.is_null() {
+        tg_mark_tracked(current, mask);
+    }
 }
 
 /// Sets a source's bit in the filter's current generation (`tracked::mark`:
@@ -1147,10 +1170,9 @@ fn source_state(
     match src {
         SourceAddr::V4(addr) => {
             let key = u32::from_ne_bytes(*addr);
-            let bit = FilterBit::v4(key);
-            let (seen, current) = tracked_bit(bit)?;
+            let (seen, current, mask) = tracked_bit(|bits| FilterBit::v4(key, bits))?;
             if seen && let Some(state) = TG_SOURCES_V4.get_ptr_mut(key) {
-                tg_mark_tracked(current, bit.mask);
+                mark_tracked(current, mask);
                 return Ok(Ok(state));
             }
             if tier.admits_new_sources()
@@ -1158,7 +1180,7 @@ fn source_state(
             {
                 return Ok(Err(verdict));
             }
-            tg_mark_tracked(current, bit.mask);
+            mark_tracked(current, mask);
             // SAFETY: a BPF helper with no preconditions.
             let fresh = limiter::fresh_state(unsafe { bpf_ktime_get_ns() });
             let _ = TG_SOURCES_V4.insert(key, fresh, BPF_NOEXIST as u64);
@@ -1166,10 +1188,9 @@ fn source_state(
         }
         SourceAddr::V6(addr) => {
             let key = parse::ipv6_key(addr, tier.ipv6_prefix);
-            let bit = FilterBit::v6(key);
-            let (seen, current) = tracked_bit(bit)?;
+            let (seen, current, mask) = tracked_bit(|bits| FilterBit::v6(key, bits))?;
             if seen && let Some(state) = TG_SOURCES_V6.get_ptr_mut(key) {
-                tg_mark_tracked(current, bit.mask);
+                mark_tracked(current, mask);
                 return Ok(Ok(state));
             }
             if tier.admits_new_sources()
@@ -1177,7 +1198,7 @@ fn source_state(
             {
                 return Ok(Err(verdict));
             }
-            tg_mark_tracked(current, bit.mask);
+            mark_tracked(current, mask);
             // SAFETY: a BPF helper with no preconditions.
             let fresh = limiter::fresh_state(unsafe { bpf_ktime_get_ns() });
             let _ = TG_SOURCES_V6.insert(key, fresh, BPF_NOEXIST as u64);

@@ -136,6 +136,7 @@ impl Daemon {
             Ok(aged) => debug!(
                 generation = aged.generation,
                 cleared_bits = aged.cleared_bits,
+                bits = aged.bits,
                 "aged the tracked-source filter"
             ),
             Err(e) => warn!(error = %e,

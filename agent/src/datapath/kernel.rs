@@ -20,6 +20,7 @@ use tollgate_common::{
     SETTINGS_RULES_V6, SamplerState, Settings, SourceState, TierConfig, VERDICT_COUNT, Verdict,
     names,
     route::{RouteCounter, RouteKey, RouteValue},
+    tracked,
 };
 
 /// Errors from the kernel side, each naming what it was doing.
@@ -120,7 +121,11 @@ pub fn load(object: &[u8], sizes: &MapSizes, pin_dir: Option<&Path>) -> Result<E
         .map_max_entries(names::SOURCES_V6, sizes.sources_v6)
         .map_max_entries(names::RULES_V4, sizes.rules_v4)
         .map_max_entries(names::RULES_V6, sizes.rules_v6)
-        .map_max_entries(names::SAMPLES, sizes.sample_ring_bytes);
+        .map_max_entries(names::SAMPLES, sizes.sample_ring_bytes)
+        .map_max_entries(
+            names::TRACKED,
+            tracked::filter_entries(tracked::filter_bits(sizes.sources_v4.max(sizes.sources_v6))),
+        );
     if let Some(dir) = pin_dir {
         std::fs::create_dir_all(dir)?;
         for name in MAP_NAMES {
@@ -201,7 +206,7 @@ impl Maps {
         ) -> Result<T> {
             typed(name, get(name)?)
         }
-        Ok(Maps {
+        let mut maps = Maps {
             settings: one(&mut get, names::SETTINGS)?,
             meta: one(&mut get, names::META)?,
             tiers: one(&mut get, names::TIERS)?,
@@ -217,7 +222,13 @@ impl Maps {
             route_ceilings: one(&mut get, names::ROUTE_CEILINGS)?,
             route_counters: one(&mut get, names::ROUTE_COUNTERS)?,
             tracked: one(&mut get, names::TRACKED)?,
-        })
+        };
+        // The filter's size word follows the map's real size.
+        super::tracked::init(&mut maps.tracked).map_err(|source| KernelError::Map {
+            name: names::TRACKED,
+            source,
+        })?;
+        Ok(maps)
     }
 
     /// Takes the consumer end of the sample ring buffer (once).

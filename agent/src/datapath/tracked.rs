@@ -12,7 +12,9 @@
 use std::time::Duration;
 
 use aya::maps::{Array, MapData, MapError};
-use tollgate_common::tracked::{TRACKED_FILTER_GENERATION, TRACKED_FILTER_WORDS, word_index};
+use tollgate_common::tracked::{
+    TRACKED_FILTER_GENERATION, TRACKED_FILTER_SIZE, bits_of_entries, word_index,
+};
 
 /// How often the daemon ages the filter. A source silent for twice this long
 /// is judged like a new one when it comes back (its state, if still in the
@@ -27,25 +29,48 @@ pub struct Aged {
     /// Bits cleared: sources (or bit-sharing groups of them) not seen for
     /// one to two periods.
     pub cleared_bits: u64,
+    /// Bits per generation.
+    pub bits: u64,
+}
+
+/// Writes the filter's size word from the map's real size (a fresh map, or
+/// a pinned one made by another build), which turns the filter on. A map
+/// whose size is not a filter size keeps the filter off (every packet looks
+/// its source up, as without a filter).
+pub fn init(filter: &mut Array<MapData, u64>) -> Result<Option<u32>, MapError> {
+    let Some(bits) = bits_of_entries(filter.len()) else {
+        return Ok(None);
+    };
+    if filter.get(&TRACKED_FILTER_SIZE, 0)? != u64::from(bits) {
+        filter.set(TRACKED_FILTER_SIZE, u64::from(bits), 0)?;
+    }
+    Ok(Some(bits))
 }
 
 /// Clears the older generation and makes it current. The kernel marks only
 /// the current generation, so nothing writes to the words being cleared.
 pub fn age(filter: &mut Array<MapData, u64>) -> Result<Aged, MapError> {
+    let bits = filter.get(&TRACKED_FILTER_SIZE, 0)?;
+    let words = match bits_of_entries(filter.len()) {
+        Some(b) if u64::from(b) == bits => 1u32 << (b - 6),
+        // Off: nothing to age.
+        _ => 0,
+    };
     let current = filter.get(&TRACKED_FILTER_GENERATION, 0)? & 1;
     let older = current ^ 1;
     let mut cleared_bits = 0;
-    for word in 0..TRACKED_FILTER_WORDS {
+    for word in 0..words {
         let index = word_index(word, older);
-        let bits = filter.get(&index, 0)?;
-        if bits != 0 {
+        let set = filter.get(&index, 0)?;
+        if set != 0 {
             filter.set(index, 0, 0)?;
-            cleared_bits += u64::from(bits.count_ones());
+            cleared_bits += u64::from(set.count_ones());
         }
     }
     filter.set(TRACKED_FILTER_GENERATION, older, 0)?;
     Ok(Aged {
         generation: older,
         cleared_bits,
+        bits: u64::from(words) * 64,
     })
 }
