@@ -48,7 +48,7 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
-fn install_signal_handlers() {
+pub fn install_signal_handlers() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic (async-signal-safe).
         unsafe {
@@ -60,7 +60,7 @@ fn install_signal_handlers() {
     }
 }
 
-fn check_stop() -> Result<()> {
+pub fn check_stop() -> Result<()> {
     if STOP.load(Ordering::Relaxed) {
         bail!("interrupted");
     }
@@ -1025,7 +1025,7 @@ fn user_hz() -> f64 {
 }
 
 /// Scheduler CPU time of a task in ns (`/proc/<tid>/schedstat`, exact).
-fn schedstat_ns(tid: i32) -> Result<u64> {
+pub fn schedstat_ns(tid: i32) -> Result<u64> {
     let s = std::fs::read_to_string(format!("/proc/{tid}/schedstat"))
         .with_context(|| format!("/proc/{tid}/schedstat"))?;
     Ok(s.split_whitespace().next().context("schedstat")?.parse()?)
@@ -1905,7 +1905,7 @@ fn print_report(
     println!("\nTotal bench time {:.0} s.", elapsed.as_secs_f64());
 }
 
-fn loadavg() -> String {
+pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()

@@ -7,9 +7,11 @@
 pub mod cgroup;
 pub mod crowdsec;
 pub mod daemon;
+pub mod ddos;
 pub mod flood;
 pub mod fuzz;
 pub mod generator;
+pub mod http_load;
 pub mod httpd;
 pub mod net;
 pub mod packet;

@@ -10,6 +10,11 @@
 //!   sample ingest rate on one core.
 //! * `control`: `/metrics`, `status` and control requests with 1,000,000
 //!   tracked sources (the real daemon on a throwaway veth).
+//! * `ddos`: a real service under attack: nginx on the host side of a veth,
+//!   wrk in a legitimate client's namespace (requests/s, p99 latency), a
+//!   spoofed random-source flood from another namespace at the generator's
+//!   full rate; no protection, nftables and tollgate, each with and without
+//!   the flood. Needs nginx, wrk, nft, ethtool.
 
 use anyhow::{Result, ensure};
 
@@ -27,6 +32,10 @@ pub enum Suite {
     /// Scrape, status and control-request latency with 1,000,000 tracked
     /// sources.
     Control,
+    /// nginx under a spoofed flood, wrk as the legitimate client: no
+    /// protection vs nftables vs tollgate, each with and without the flood
+    /// (about 4 minutes).
+    Ddos,
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,6 +63,16 @@ pub fn run(args: Args) -> Result<()> {
                 );
             }
             ("tollgate-bench", Some("flood"))
+        }
+        Suite::Ddos => {
+            for tool in ["nginx", "wrk", "nft", "ethtool", "ip"] {
+                ensure!(
+                    util::have(tool),
+                    "the ddos benchmark needs `{tool}` on PATH (nginx and wrk are \
+                     Debian packages: run `cargo xtask setup`)"
+                );
+            }
+            ("tollgate-bench", Some("ddos"))
         }
         Suite::Http => ("tollgate-bench-http", None),
         Suite::Control => ("tollgate-bench-control", None),

@@ -7,7 +7,8 @@
 //! * `cargo xtask test [--no-lint] [-- <cargo test args>]`: setup, the whole
 //!   test suite, then fmt and clippy (host crates and the eBPF crate).
 //! * `cargo xtask demo`: the limiter at work on a throwaway veth, ~20 s.
-//! * `cargo xtask bench micro`: data-path ns/packet in the real kernel.
+//! * `cargo xtask bench micro|flood|http|control|ddos`: benchmarks in the real
+//!   kernel (see `bench.rs`; `ddos`: nginx under a spoofed flood).
 //! * `cargo xtask fuzz [--packets N] [--seed S]`: a long packet-fuzzing run
 //!   against the reference model in the real kernel.
 //! * `cargo xtask soak [--minutes N] [--seed S] [--restart-every SECS]`: the

@@ -38,6 +38,12 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "curl",
     "stress-ng",
+    // `cargo xtask bench ddos`: the service under attack and the legitimate
+    // client. The bench runs its own nginx as a child process (private
+    // prefix, host veth address only); the package's system service must
+    // not run (see `install_quietly`).
+    "nginx",
+    "wrk",
 ];
 
 const NIGHTLY: &str = "nightly";
@@ -216,6 +222,73 @@ fn prepare_crowdsec() -> Result<()> {
     Ok(())
 }
 
+/// A service policy that forbids every start: `invoke-rc.d` (which package
+/// maintainer scripts call, with or without systemd) asks
+/// `/usr/sbin/policy-rc.d` first and does nothing when it exits 101.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+const POLICY_DENY_ALL: &str = "#!/bin/sh\n# Written by `cargo xtask setup` while it installs packages: no service\n# starts (removed afterwards).\nexit 101\n";
+
+/// `apt-get install` of `apt` without starting any service. The Debian
+/// nginx package's postinst would otherwise start a system nginx on
+/// 0.0.0.0:80 (systemd is not running on these machines, so `invoke-rc.d`
+/// falls back to the sysv script and really starts it), where it would
+/// collide with the tests' own HTTP servers and nobody would stop it. So:
+/// a `policy-rc.d` that denies every start for the duration of the install
+/// (an existing one, e.g. a container's, is left as it is), then the
+/// package's service disabled for future boots and a system nginx that is
+/// running anyway (started by an earlier install) stopped. The benchmark
+/// runs its own nginx as a child process on the veth address only.
+fn install_quietly(apt: &[&str]) -> Result<()> {
+    let policy = Path::new(POLICY_RC_D);
+    let ours = !policy.exists();
+    if ours {
+        fs::write(policy, POLICY_DENY_ALL)?;
+        fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let result = util::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(apt),
+    );
+    if ours {
+        let _ = fs::remove_file(policy);
+    }
+    result?;
+    if apt.contains(&"nginx") {
+        quiet_system_nginx();
+    }
+    Ok(())
+}
+
+/// The package's nginx service disabled (sysv links and systemd unit; both
+/// best effort, as either may be absent) and a running system nginx (the
+/// package's pid file) told to quit.
+fn quiet_system_nginx() {
+    let quiet = |cmd: &mut Command| {
+        let _ = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    };
+    if have("update-rc.d") {
+        quiet(Command::new("update-rc.d").args(["nginx", "disable"]));
+    }
+    if have("systemctl") {
+        quiet(Command::new("systemctl").args(["disable", "nginx.service"]));
+    }
+    if let Ok(pid) = fs::read_to_string("/run/nginx.pid")
+        && !pid.trim().is_empty()
+        && Path::new(&format!("/proc/{}", pid.trim())).exists()
+    {
+        println!(
+            "nginx: stopping the system nginx (pid {}) the package started",
+            pid.trim()
+        );
+        quiet(Command::new("nginx").args(["-s", "quit"]));
+    }
+}
+
 /// Probe every item, print `ok: ...` or `missing: ...`, return the missing ones.
 fn report(items: &[Item]) -> Vec<Item> {
     let mut missing = Vec::new();
@@ -256,12 +329,7 @@ fn install(missing: &[Item]) -> Result<()> {
             prepare_crowdsec()?;
         }
         util::run(Command::new("apt-get").arg("update"))?;
-        util::run(
-            Command::new("apt-get")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .args(["install", "-y", "--no-install-recommends"])
-                .args(&apt),
-        )?;
+        install_quietly(&apt)?;
         // A crowdsec left half-configured by an earlier install (its
         // postinst failed registering online) configures now.
         if apt.contains(&"crowdsec") && probe_apt("crowdsec").is_err() {

@@ -7,6 +7,10 @@
 //! an nftables meter and iptables hashlimit in turn (receive CPU per packet,
 //! drop rate, legitimate sources' losses), then each limiter's admitted rate
 //! at 2x and 10x its limit (see `tollgate_tests::flood`).
+//!
+//! `ddos`: nginx on the host side of a veth, wrk from a legitimate client's
+//! namespace, a spoofed flood from another: no protection, nftables and
+//! tollgate, each with and without the flood (see `tollgate_tests::ddos`).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -60,7 +64,20 @@ fn main() -> Result<()> {
                 tollgate_tests::flood::run(&tollgate_tests::flood::Config::from_env()?)
             }
         }
-        _ => bail!("usage: tollgate-bench micro|requests|flood [--spoofed]"),
+        "ddos" => {
+            if !tollgate_tests::privileged("tollgate-bench ddos") {
+                bail!("the ddos benchmark needs root");
+            }
+            // Development override; the published numbers use 3.
+            let reps = match std::env::var("TOLLGATE_DDOS_REPS") {
+                Ok(v) => v
+                    .parse()
+                    .with_context(|| format!("TOLLGATE_DDOS_REPS={v:?} is not a count"))?,
+                Err(_) => 3,
+            };
+            tollgate_tests::ddos::run(reps)
+        }
+        _ => bail!("usage: tollgate-bench micro|requests|flood [--spoofed]|ddos"),
     }
 }
 
