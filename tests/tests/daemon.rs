@@ -917,7 +917,15 @@ fn http_tail_fails_when_the_daemon_dies_and_logs_to_a_file_are_plain() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300)); // let tail subscribe
+    // Tail has subscribed once it waits for the stream's first line: its
+    // request written, a thread blocked reading the socket. (Killing the
+    // daemon earlier, while tail's connection waits in the listen backlog,
+    // is another case: tail's write gets EPIPE.)
+    let subscribed = Instant::now() + Duration::from_secs(10);
+    while !blocked_reading(tail.id()) {
+        assert!(Instant::now() < subscribed, "http tail never subscribed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     d.kill9();
     let deadline = Instant::now() + Duration::from_secs(5);
     let status = loop {
@@ -997,4 +1005,16 @@ fn status_without_a_daemon_says_what_is_still_enforcing() {
         text.contains("daemon not running; nothing attached"),
         "{text}"
     );
+}
+
+/// Whether a thread of `pid` is blocked in `read` or `recvfrom` (x86_64
+/// syscall numbers 0 and 45, from `/proc/<pid>/task/<tid>/syscall`).
+fn blocked_reading(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("syscall"))
+            .is_ok_and(|s| matches!(s.split_whitespace().next(), Some("0" | "45")))
+    })
 }

@@ -439,8 +439,10 @@ fn the_drop_log_stays_bounded_under_a_100000_source_flood() {
             })
             .sum::<u64>()
     };
+    // A liveness bound, not a timing target: the daemon scans 100,000
+    // sources a second on a shared 2-vCPU machine.
     env.eventually(
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         "every source accounted for",
         || {
             let p = flood_passed();
