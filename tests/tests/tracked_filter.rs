@@ -162,3 +162,23 @@ fn a_forgotten_source_admitted_again_keeps_its_buckets() {
     );
     assert_eq!(p.maps.tracked_sources(), (1, 0));
 }
+
+/// At the default map size (1,048,576 sources) the loader sizes the filter at
+/// 2^23 bits a generation, and ageing walks all of it (the time it takes is
+/// printed: the daemon does it in chunks, its lock released between them).
+#[test]
+fn a_default_sized_filter_ages_whole() {
+    if !privileged("a_default_sized_filter_ages_whole") {
+        return;
+    }
+    let mut p =
+        TestProgram::load_sized(&tollgate::datapath::kernel::MapSizes::default()).expect("load");
+    let start = std::time::Instant::now();
+    let aged = tracked::age(&mut p.maps.tracked).unwrap();
+    let took = start.elapsed();
+    eprintln!(
+        "aged a filter of {} bits a generation in {took:?}",
+        aged.bits
+    );
+    assert_eq!(aged.bits, 1 << filter_bits(1 << 20));
+}

@@ -64,8 +64,12 @@ pub(super) async fn serve(
     });
     every(TALKERS_DECAY, true, |s| lock(&s.talkers).decay());
     every(INVENTORY_SAVE_INTERVAL, true, |s| s.save_inventory(false));
+    // In chunks, the daemon's lock released between them.
     every(tracked::AGING_PERIOD, true, |s| {
-        lock(&s.daemon).age_tracked_filter()
+        let (mut from, mut cleared) = (0, 0);
+        while let Some(next) = lock(&s.daemon).age_tracked_filter(from, &mut cleared) {
+            from = next;
+        }
     });
 
     // Fleet-wide limits: a task of its own, never on the packet path.
