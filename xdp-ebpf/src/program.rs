@@ -132,7 +132,7 @@ fn try_tollgate(ctx: &XdpContext) -> Result<u32, Internal> {
                 _ => (false, Heads::NONE),
             };
             let judged = judge(settings, &packet, len, heads)?;
-            if heads.routed {
+            if heads.counted {
                 tg_route_count(judged.1.drops() as u32);
             }
             sample(ctx, settings, &packet, judged, len, request);
@@ -494,9 +494,9 @@ fn write_http<const N: usize>(
 const SCAN_MAX: u32 = 4096;
 
 /// The LPM key of a route lookup: padded so the key's bytes are 8-aligned
-/// (zeroed a word at a time); `prefix_len` and `data` are laid out as aya's
+/// (written a word at a time); `prefix_len` and `data` are laid out as aya's
 /// `lpm_trie::Key<RouteKey>`.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
 struct RouteLookup {
     _pad: u32,
@@ -550,18 +550,23 @@ static TG_ROUTE_CEILINGS: Array<u64> = Array::with_max_entries(MAX_ROUTES, 0);
 static TG_ROUTE_COUNTERS: PerCpuArray<RouteCounter> = PerCpuArray::with_max_entries(MAX_ROUTES, 0);
 
 /// What a segment's request heads charge: `requests` for the source's
-/// requests bucket; `routed` when some head has a route, whose ceilings and
-/// counters then take the segment (`TG_SCAN`'s `routes`).
+/// requests bucket; `routed` when some head's route has a ceiling (or a
+/// ceiling found no slot), whose ceilings then take the segment; `counted`
+/// when some head has a route, whose counters then take it (`TG_SCAN`'s
+/// `routes`). Routes without a ceiling skip the ceiling steps: they would
+/// charge and refund nothing.
 #[derive(Clone, Copy)]
 struct Heads {
     requests: u32,
     routed: bool,
+    counted: bool,
 }
 
 impl Heads {
     const NONE: Heads = Heads {
         requests: 0,
         routed: false,
+        counted: false,
     };
 }
 
@@ -597,7 +602,7 @@ fn request_heads(
     unsafe {
         (*state).offset = payload;
         (*state).end = end;
-        (*state).heads = HeadEnds::segment_start();
+        (*state).heads.reset();
     }
     let mut scan = ScanContext { ctx: ctx.ctx };
     let len = end - payload;
@@ -618,6 +623,7 @@ fn request_heads(
         return Ok(Heads {
             requests: ends,
             routed: false,
+            counted: false,
         });
     }
     let first = starts_request as u32;
@@ -648,12 +654,20 @@ fn request_heads(
     // SAFETY: as above.
     let state = unsafe { &mut *state };
     let unrouted = ends.saturating_sub(state.routed_heads);
-    state
-        .routes
-        .add_unrouted(unrouted, settings.split_head_cost);
+    let routes = &mut state.routes;
+    routes.add_unrouted(unrouted, settings.split_head_cost);
+    let mut ceilings = routes.overflow != 0;
+    let mut i = 0;
+    while i < ROUTE_SLOTS {
+        if (i as u32) < routes.used && !routes.slots[i].ceiling.is_unlimited() {
+            ceilings = true;
+        }
+        i += 1;
+    }
     Ok(Heads {
-        requests: state.routes.requests,
-        routed: state.routes.used != 0 || state.routes.overflow != 0,
+        requests: routes.requests,
+        routed: ceilings,
+        counted: routes.used != 0 || routes.overflow != 0,
     })
 }
 
