@@ -512,12 +512,14 @@ struct ScanState {
     end: u32,
     heads: HeadEnds,
     /// Route pass: the payload's offset, whether it begins with a request
-    /// line (1) or inside a head (0), the destination port, and the heads
-    /// routed so far.
+    /// line (1) or inside a head (0), the destination port, the heads
+    /// routed so far, and the heads routed before the pass's `bpf_loop`
+    /// (its index 0 is head `skip`).
     payload: u32,
     first: u32,
     port: u32,
     routed_heads: u32,
+    skip: u32,
     /// Whether some route names a host; the Host header search of the head
     /// being routed: where it stands, where it stops, its state, the tag.
     hosts: u32,
@@ -581,8 +583,11 @@ struct ScanContext {
 /// (`common::route`): what the segment charges a requests limit and the
 /// routes' ceilings. The scan runs in a `bpf_loop` callback, which the
 /// verifier checks as one loop body rather than per iteration: 32 bytes a
-/// step, then eight, then the last few one at a time. The route pass is a
-/// second `bpf_loop`, one step per head whose request line is in the segment.
+/// step, then eight, then the last few one at a time. The route of a
+/// segment's first request, when the segment begins with one and no route
+/// names a host, is one global function call ([`tg_route_first`]); the
+/// other heads are a second `bpf_loop`, one step per head whose request
+/// line is in the segment.
 #[inline(always)]
 fn request_heads(
     ctx: &XdpContext,
@@ -635,15 +640,24 @@ fn request_heads(
     state.routes.overflow = 0;
     state.routes.requests = 0;
     state.routed_heads = 0;
-    if routable != 0 {
+    let hosts = settings.flags & SETTINGS_ROUTE_HOSTS != 0;
+    // The common case: the segment begins with a request line; without
+    // routes of hosts its route is one lookup, without a loop.
+    let skip = if first != 0 && !hosts {
+        tg_route_first(ctx.ctx, payload, port as u32)
+    } else {
+        0
+    };
+    if routable > skip {
         state.payload = payload;
         state.first = first;
         state.port = port as u32;
-        state.hosts = (settings.flags & SETTINGS_ROUTE_HOSTS != 0) as u32;
+        state.hosts = hosts as u32;
+        state.skip = skip;
         // SAFETY: as the scan above.
         unsafe {
             bpf_loop(
-                routable,
+                routable - skip,
                 route_step as *mut core::ffi::c_void,
                 (&raw mut scan).cast(),
                 0,
@@ -671,6 +685,58 @@ fn request_heads(
     })
 }
 
+/// The route of a segment's first head when the segment begins with its
+/// request line and the frame holds the key's whole line window: the
+/// line's words copied into the key and one lookup. Returns the heads it
+/// routed (1), or 0 when it left the head to the route pass. A global
+/// function: the verifier checks it once, not once per path to it.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tg_route_first(
+    ctx: *mut aya_ebpf::bindings::xdp_md,
+    payload: u32,
+    port: u32,
+) -> u32 {
+    let frame = XdpContext::new(ctx);
+    if payload > SCAN_MAX {
+        return 0;
+    }
+    let at = frame.data() + payload as usize;
+    if at + ROUTE_LINE_LEN > frame.data_end() {
+        return 0;
+    }
+    let Some(state) = TG_SCAN.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scan slot, written by `request_heads`.
+    let state = unsafe { &mut *state };
+    let key = &mut state.key;
+    key.prefix_len = (ROUTE_KEY_LEN * 8) as u32;
+    let words = (&raw mut key.data).cast::<u64>();
+    // The port, a zero host tag and padding in one word (see `route_step`),
+    // then the line window.
+    // SAFETY: `data` is 8-aligned in `RouteLookup` and 64 bytes long.
+    unsafe { words.write((port as u16).to_be() as u64) };
+    let mut i = 0;
+    while i < ROUTE_LINE_LEN / 8 {
+        // SAFETY: bounds checked above; words 1..=7 of the key.
+        unsafe {
+            words
+                .add(1 + i)
+                .write(core::ptr::read_unaligned((at + i * 8) as *const u64))
+        };
+        i += 1;
+    }
+    state.routed_heads += 1;
+    // SAFETY: as in `route_step`.
+    let lookup = unsafe { &*((&raw const state.key.prefix_len).cast::<Key<RouteKey>>()) };
+    match TG_ROUTES.get(lookup) {
+        Some(route) => state.routes.add(route),
+        None => state.routes.requests = state.routes.requests.saturating_add(1),
+    }
+    1
+}
+
 /// One step of the route pass: the route of head `index` (by its end) of
 /// the segment, whose request line begins at the payload's first byte
 /// (`first`, head 0) or at the start the scan noted after the head before.
@@ -682,6 +748,7 @@ extern "C" fn route_step(index: u64, data: *mut core::ffi::c_void) -> i64 {
     };
     // SAFETY: this CPU's slot, written by `request_heads` before the loop.
     let state = unsafe { &mut *state };
+    let index = index + state.skip as u64;
     let noted = if state.first != 0 {
         if index == 0 {
             None
