@@ -123,6 +123,27 @@ impl HeadEnds {
         }
     }
 
+    /// Sets `self` to [`HeadEnds::segment_start`] a field at a time. In the
+    /// kernel `self` lives in a map, and LLVM's BPF backend turns the store
+    /// of a whole `HeadEnds` into a call to a byte-at-a-time `memset` (about
+    /// 25 ns a segment); twelve stores cost a few.
+    #[inline(always)]
+    pub fn reset(&mut self) {
+        // SAFETY: fields of `self` (volatile so that LLVM does not join
+        // them back into a `memset`).
+        unsafe {
+            core::ptr::write_volatile(&mut self.state, LINE_START);
+            core::ptr::write_volatile(&mut self.ends, 0);
+            core::ptr::write_volatile(&mut self.pos, 0);
+            core::ptr::write_volatile(&mut self.starts, 0);
+            let mut i = 0;
+            while i < ROUTED_HEADS {
+                core::ptr::write_volatile(&mut self.start_at[i], 0);
+                i += 1;
+            }
+        }
+    }
+
     /// The state, read from memory every time: in the kernel `HeadEnds`
     /// lives in a map, and a volatile load makes the verifier see the state
     /// as any value at every byte instead of following each constant through
@@ -245,6 +266,17 @@ mod tests {
                 String::from_utf8_lossy(s)
             );
         }
+    }
+
+    #[test]
+    fn reset_is_the_segment_start() {
+        let mut h = HeadEnds::segment_start();
+        for &b in b"GET / HTTP/1.1\r\n\r\nPOST /x HTTP/1.1\r\nHost: a\r\n\r\nGET" {
+            h.byte(b);
+        }
+        assert_ne!(h, HeadEnds::segment_start());
+        h.reset();
+        assert_eq!(h, HeadEnds::segment_start());
     }
 
     fn count(segment: &[u8]) -> u32 {

@@ -136,7 +136,7 @@ fn try_tollgate(ctx: &XdpContext) -> Result<u32, Internal> {
                 _ => (false, Heads::NONE),
             };
             let judged = judge(settings, &packet, len, heads)?;
-            if heads.routed {
+            if heads.counted {
                 tg_route_count(judged.1.drops() as u32);
             }
             sample(ctx, settings, &packet, judged, len, request);
@@ -501,9 +501,9 @@ fn write_http<const N: usize>(
 const SCAN_MAX: u32 = 4096;
 
 /// The LPM key of a route lookup: padded so the key's bytes are 8-aligned
-/// (zeroed a word at a time); `prefix_len` and `data` are laid out as aya's
+/// (written a word at a time); `prefix_len` and `data` are laid out as aya's
 /// `lpm_trie::Key<RouteKey>`.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
 struct RouteLookup {
     _pad: u32,
@@ -519,12 +519,14 @@ struct ScanState {
     end: u32,
     heads: HeadEnds,
     /// Route pass: the payload's offset, whether it begins with a request
-    /// line (1) or inside a head (0), the destination port, and the heads
-    /// routed so far.
+    /// line (1) or inside a head (0), the destination port, the heads
+    /// routed so far, and the heads routed before the pass's `bpf_loop`
+    /// (its index 0 is head `skip`).
     payload: u32,
     first: u32,
     port: u32,
     routed_heads: u32,
+    skip: u32,
     /// Whether some route names a host; the Host header search of the head
     /// being routed: where it stands, where it stops, its state, the tag.
     hosts: u32,
@@ -557,18 +559,23 @@ static TG_ROUTE_CEILINGS: Array<u64> = Array::with_max_entries(MAX_ROUTES, 0);
 static TG_ROUTE_COUNTERS: PerCpuArray<RouteCounter> = PerCpuArray::with_max_entries(MAX_ROUTES, 0);
 
 /// What a segment's request heads charge: `requests` for the source's
-/// requests bucket; `routed` when some head has a route, whose ceilings and
-/// counters then take the segment (`TG_SCAN`'s `routes`).
+/// requests bucket; `routed` when some head's route has a ceiling (or a
+/// ceiling found no slot), whose ceilings then take the segment; `counted`
+/// when some head has a route, whose counters then take it (`TG_SCAN`'s
+/// `routes`). Routes without a ceiling skip the ceiling steps: they would
+/// charge and refund nothing.
 #[derive(Clone, Copy)]
 struct Heads {
     requests: u32,
     routed: bool,
+    counted: bool,
 }
 
 impl Heads {
     const NONE: Heads = Heads {
         requests: 0,
         routed: false,
+        counted: false,
     };
 }
 
@@ -583,8 +590,11 @@ struct ScanContext {
 /// (`common::route`): what the segment charges a requests limit and the
 /// routes' ceilings. The scan runs in a `bpf_loop` callback, which the
 /// verifier checks as one loop body rather than per iteration: 32 bytes a
-/// step, then eight, then the last few one at a time. The route pass is a
-/// second `bpf_loop`, one step per head whose request line is in the segment.
+/// step, then eight, then the last few one at a time. The route of a
+/// segment's first request, when the segment begins with one and no route
+/// names a host, is one global function call ([`tg_route_first`]); the
+/// other heads are a second `bpf_loop`, one step per head whose request
+/// line is in the segment.
 #[inline(always)]
 fn request_heads(
     ctx: &XdpContext,
@@ -604,7 +614,7 @@ fn request_heads(
     unsafe {
         (*state).offset = payload;
         (*state).end = end;
-        (*state).heads = HeadEnds::segment_start();
+        (*state).heads.reset();
     }
     let mut scan = ScanContext { ctx: ctx.ctx };
     let len = end - payload;
@@ -625,6 +635,7 @@ fn request_heads(
         return Ok(Heads {
             requests: ends,
             routed: false,
+            counted: false,
         });
     }
     let first = starts_request as u32;
@@ -636,15 +647,24 @@ fn request_heads(
     state.routes.overflow = 0;
     state.routes.requests = 0;
     state.routed_heads = 0;
-    if routable != 0 {
+    let hosts = settings.flags & SETTINGS_ROUTE_HOSTS != 0;
+    // The common case: the segment begins with a request line; without
+    // routes of hosts its route is one lookup, without a loop.
+    let skip = if first != 0 && !hosts {
+        tg_route_first(ctx.ctx, payload, port as u32)
+    } else {
+        0
+    };
+    if routable > skip {
         state.payload = payload;
         state.first = first;
         state.port = port as u32;
-        state.hosts = (settings.flags & SETTINGS_ROUTE_HOSTS != 0) as u32;
+        state.hosts = hosts as u32;
+        state.skip = skip;
         // SAFETY: as the scan above.
         unsafe {
             bpf_loop(
-                routable,
+                routable - skip,
                 route_step as *mut core::ffi::c_void,
                 (&raw mut scan).cast(),
                 0,
@@ -655,13 +675,73 @@ fn request_heads(
     // SAFETY: as above.
     let state = unsafe { &mut *state };
     let unrouted = ends.saturating_sub(state.routed_heads);
-    state
-        .routes
-        .add_unrouted(unrouted, settings.split_head_cost);
+    let routes = &mut state.routes;
+    routes.add_unrouted(unrouted, settings.split_head_cost);
+    let mut ceilings = routes.overflow != 0;
+    let mut i = 0;
+    while i < ROUTE_SLOTS {
+        if (i as u32) < routes.used && !routes.slots[i].ceiling.is_unlimited() {
+            ceilings = true;
+        }
+        i += 1;
+    }
     Ok(Heads {
-        requests: state.routes.requests,
-        routed: state.routes.used != 0 || state.routes.overflow != 0,
+        requests: routes.requests,
+        routed: ceilings,
+        counted: routes.used != 0 || routes.overflow != 0,
     })
+}
+
+/// The route of a segment's first head when the segment begins with its
+/// request line and the frame holds the key's whole line window: the
+/// line's words copied into the key and one lookup. Returns the heads it
+/// routed (1), or 0 when it left the head to the route pass. A global
+/// function: the verifier checks it once, not once per path to it.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tg_route_first(
+    ctx: *mut aya_ebpf::bindings::xdp_md,
+    payload: u32,
+    port: u32,
+) -> u32 {
+    let frame = XdpContext::new(ctx);
+    if payload > SCAN_MAX {
+        return 0;
+    }
+    let at = frame.data() + payload as usize;
+    if at + ROUTE_LINE_LEN > frame.data_end() {
+        return 0;
+    }
+    let Some(state) = TG_SCAN.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scan slot, written by `request_heads`.
+    let state = unsafe { &mut *state };
+    let key = &mut state.key;
+    key.prefix_len = (ROUTE_KEY_LEN * 8) as u32;
+    let words = (&raw mut key.data).cast::<u64>();
+    // The port, a zero host tag and padding in one word (see `route_step`),
+    // then the line window.
+    // SAFETY: `data` is 8-aligned in `RouteLookup` and 64 bytes long.
+    unsafe { words.write((port as u16).to_be() as u64) };
+    let mut i = 0;
+    while i < ROUTE_LINE_LEN / 8 {
+        // SAFETY: bounds checked above; words 1..=7 of the key.
+        unsafe {
+            words
+                .add(1 + i)
+                .write(core::ptr::read_unaligned((at + i * 8) as *const u64))
+        };
+        i += 1;
+    }
+    state.routed_heads += 1;
+    // SAFETY: as in `route_step`.
+    let lookup = unsafe { &*((&raw const state.key.prefix_len).cast::<Key<RouteKey>>()) };
+    match TG_ROUTES.get(lookup) {
+        Some(route) => state.routes.add(route),
+        None => state.routes.requests = state.routes.requests.saturating_add(1),
+    }
+    1
 }
 
 /// One step of the route pass: the route of head `index` (by its end) of
@@ -675,6 +755,7 @@ extern "C" fn route_step(index: u64, data: *mut core::ffi::c_void) -> i64 {
     };
     // SAFETY: this CPU's slot, written by `request_heads` before the loop.
     let state = unsafe { &mut *state };
+    let index = index + state.skip as u64;
     let noted = if state.first != 0 {
         if index == 0 {
             None
