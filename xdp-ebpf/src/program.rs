@@ -1173,52 +1173,60 @@ fn lookup_rule(settings: &Settings, src: &SourceAddr) -> Option<RuleValue> {
 static TG_TRACKED: Array<u64> =
     Array::with_max_entries(tracked::filter_entries(TRACKED_FILTER_MIN_BITS), 0);
 
-/// The source's place in [`TG_TRACKED`]: whether either generation has its
-/// bit, the current generation's word (where marks go) and the bit. A filter
-/// whose size word is not a size (a map nobody sized) is off: every source
-/// is "seen" (looked up) and nothing is marked (a null word).
+/// A source's bit in [`TG_TRACKED`] and the current generation, or `None`
+/// while the filter is off (its size word is not a size: a map nobody sized).
 #[inline(always)]
-fn tracked_bit(bit_of: impl FnOnce(u32) -> FilterBit) -> Result<(bool, *mut u64, u64), Internal> {
-    let off = (true, core::ptr::null_mut(), 0);
-    let generation = *TG_TRACKED.get(TRACKED_FILTER_GENERATION).ok_or(Internal)?;
-    let bits = *TG_TRACKED.get(TRACKED_FILTER_SIZE).ok_or(Internal)?;
+fn tracked_slot(key: u64, v6: u32) -> Option<(FilterBit, u64)> {
+    let generation = *TG_TRACKED.get(TRACKED_FILTER_GENERATION)?;
+    let bits = *TG_TRACKED.get(TRACKED_FILTER_SIZE)?;
     if !(TRACKED_FILTER_MIN_BITS as u64..=TRACKED_FILTER_MAX_BITS as u64).contains(&bits) {
-        return Ok(off);
+        return None;
     }
-    let bit = bit_of(bits as u32);
+    let bit = if v6 != 0 {
+        FilterBit::v6(key, bits as u32)
+    } else {
+        FilterBit::v4(key as u32, bits as u32)
+    };
+    Some((bit, generation))
+}
+
+/// Whether a source may be tracked (1): its bit is set in either generation,
+/// or the filter is off. 0: no source map holds it. A global function (as
+/// is [`tg_mark_tracked`]): the verifier checks the filter once, not on
+/// every path through the parser.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tg_tracked_seen(key: u64, v6: u32) -> u32 {
+    let Some((bit, generation)) = tracked_slot(key, v6) else {
+        return 1;
+    };
     let (Some(current), Some(older)) = (
         TG_TRACKED.get_ptr_mut(bit.index(generation)),
         TG_TRACKED.get(bit.index(generation ^ 1)),
     ) else {
-        return Ok(off);
+        return 1;
     };
     // SAFETY: a live array slot, written only through the common atomics (and
     // the daemon's clearing of the older generation).
     let seen = unsafe { core::ptr::read_volatile(current) } | *older;
-    Ok((seen & bit.mask != 0, current, bit.mask))
-}
-
-/// Marks a source in the filter (`tg_mark_tracked`) unless the filter is off.
-#[inline(always)]
-fn mark_tracked(current: *mut u64, mask: u64) {
-    if !current.is_null() {
-        tg_mark_tracked(current, mask);
-    }
+    (seen & bit.mask != 0) as u32
 }
 
 /// Sets a source's bit in the filter's current generation (`tracked::mark`:
-/// one read when it is set, a bounded compare-and-swap loop when not). A
-/// global function: the verifier checks its loop once, not at every call.
+/// one read when it is set, a bounded compare-and-swap loop when not);
+/// nothing while the filter is off.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn tg_mark_tracked(word: *mut u64, mask: u64) -> u32 {
-    if word.is_null() {
+pub extern "C" fn tg_mark_tracked(key: u64, v6: u32) -> u32 {
+    let Some((bit, generation)) = tracked_slot(key, v6) else {
         return 0;
-    }
-    // SAFETY: a non-null pointer to a `TG_TRACKED` slot (`tracked_bit`),
-    // written only through the common atomics and the daemon's clearing of
-    // the older generation.
-    unsafe { tracked::mark(word, mask) as u32 }
+    };
+    let Some(current) = TG_TRACKED.get_ptr_mut(bit.index(generation)) else {
+        return 0;
+    };
+    // SAFETY: a live `TG_TRACKED` slot, written only through the common
+    // atomics and the daemon's clearing of the older generation.
+    unsafe { tracked::mark(current, bit.mask) as u32 }
 }
 
 /// The clock of a source no map holds: `CLOCK_MONOTONIC` as of the last
@@ -1251,9 +1259,10 @@ fn source_state(
     match src {
         SourceAddr::V4(addr) => {
             let key = u32::from_ne_bytes(*addr);
-            let (seen, current, mask) = tracked_bit(|bits| FilterBit::v4(key, bits))?;
-            if seen && let Some(state) = TG_SOURCES_V4.get_ptr_mut(key) {
-                mark_tracked(current, mask);
+            if tg_tracked_seen(key as u64, 0) != 0
+                && let Some(state) = TG_SOURCES_V4.get_ptr_mut(key)
+            {
+                tg_mark_tracked(key as u64, 0);
                 return Ok(Ok(state));
             }
             if tier.admits_new_sources()
@@ -1261,7 +1270,7 @@ fn source_state(
             {
                 return Ok(Err(verdict));
             }
-            mark_tracked(current, mask);
+            tg_mark_tracked(key as u64, 0);
             // SAFETY: a BPF helper with no preconditions.
             let fresh = limiter::fresh_state(unsafe { bpf_ktime_get_ns() });
             let _ = TG_SOURCES_V4.insert(key, fresh, BPF_NOEXIST as u64);
@@ -1269,9 +1278,10 @@ fn source_state(
         }
         SourceAddr::V6(addr) => {
             let key = parse::ipv6_key(addr, tier.ipv6_prefix);
-            let (seen, current, mask) = tracked_bit(|bits| FilterBit::v6(key, bits))?;
-            if seen && let Some(state) = TG_SOURCES_V6.get_ptr_mut(key) {
-                mark_tracked(current, mask);
+            if tg_tracked_seen(key, 1) != 0
+                && let Some(state) = TG_SOURCES_V6.get_ptr_mut(key)
+            {
+                tg_mark_tracked(key, 1);
                 return Ok(Ok(state));
             }
             if tier.admits_new_sources()
@@ -1279,7 +1289,7 @@ fn source_state(
             {
                 return Ok(Err(verdict));
             }
-            mark_tracked(current, mask);
+            tg_mark_tracked(key, 1);
             // SAFETY: a BPF helper with no preconditions.
             let fresh = limiter::fresh_state(unsafe { bpf_ktime_get_ns() });
             let _ = TG_SOURCES_V6.insert(key, fresh, BPF_NOEXIST as u64);
