@@ -11,7 +11,7 @@
 //! host veth address that is never read (no reply goes anywhere: replies to
 //! spoofed sources would leave the machine), either at the generator's full
 //! rate or paced ([`generator::paced_blast`]) at the rate chosen by
-//! [`calibrate`]: the highest of [`PACED_LADDER`] that the XDP_DROP floor on
+//! [`calibrate`]: the highest of [`crate::ddos_pacing::PACED_LADDER`] that the XDP_DROP floor on
 //! the same veth takes off its ring in full with its receive CPU at most half
 //! busy.
 //!
@@ -47,7 +47,10 @@ use crate::{
     unique_id,
 };
 
-pub use crate::ddos_report::print_report;
+pub use crate::{
+    ddos_pacing::{Calibration, calibrate},
+    ddos_report::print_report,
+};
 
 /// CPU of the "outside world": the flood generator and the wrk client.
 pub const CLIENT_CPU: usize = 0;
@@ -71,19 +74,6 @@ pub const FLOOD_LEAD: Duration = Duration::from_millis(500);
 /// veth (a quarter of its 256-entry ring).
 pub const PACE_CHUNK: u32 = 1 << 19;
 pub const PACE_BATCH: u32 = 64;
-/// Paced rates tried by [`calibrate`], frames/s, highest first.
-pub const PACED_LADDER: [u64; 4] = [2_000_000, 1_000_000, 500_000, 250_000];
-/// Each calibration step's flood.
-pub const CALIBRATION_SECS: f64 = 1.5;
-/// The rule: the floor takes at least this share of the offered frames off
-/// the ring...
-pub const RULE_TAKEN: f64 = 0.99;
-/// ...with its NAPI thread at most this busy (the cheapest possible filter
-/// takes at most a quarter of the server CPU, leaving the rest for a real
-/// filter and nginx)...
-pub const RULE_NAPI_BUSY: f64 = 0.25;
-/// ...and the generator offers at least this share of the rate tried.
-pub const RULE_OFFERED: f64 = 0.9;
 
 /// The limiters' policy. nginx alone answers at most ~40,000 requests/s here
 /// and wrk sends ~1.05 packets per request, so the ceiling for all sources
@@ -336,7 +326,7 @@ type Generator = std::thread::JoinHandle<Result<Result<generator::Blasted>>>;
 /// Starts the flood generator in the bed's namespace on [`CLIENT_CPU`]
 /// (None for [`Flood::Off`]): full rate, or paced at `paced_pps`, for at most
 /// `limit`; `started` is set once it runs, `stop` ends it.
-fn start_flood(
+pub(crate) fn start_flood(
     bed: &Bed,
     sink: &UdpSocket,
     flood: Flood,
@@ -385,7 +375,7 @@ fn start_flood(
 }
 
 /// Waits (at most 5 s) for a started generator to run.
-fn wait_started(started: &AtomicBool) -> Result<()> {
+pub(crate) fn wait_started(started: &AtomicBool) -> Result<()> {
     let t = Instant::now();
     while !started.load(Ordering::Relaxed) {
         ensure!(
@@ -398,7 +388,7 @@ fn wait_started(started: &AtomicBool) -> Result<()> {
 }
 
 /// Stops and joins a generator: frames offered per second over its run.
-fn join_flood(stop: &AtomicBool, blaster: Option<Generator>) -> Result<(f64, u64)> {
+pub(crate) fn join_flood(stop: &AtomicBool, blaster: Option<Generator>) -> Result<(f64, u64)> {
     stop.store(true, Ordering::Relaxed);
     match blaster {
         Some(b) => {
@@ -412,109 +402,6 @@ fn join_flood(stop: &AtomicBool, blaster: Option<Generator>) -> Result<(f64, u64
         }
         None => Ok((0.0, 0)),
     }
-}
-
-/// One step of [`calibrate`].
-#[derive(Clone, Debug)]
-pub struct Rung {
-    pub rate: u64,
-    pub offered_pps: f64,
-    /// Share of the offered frames the floor took off the ring.
-    pub taken: f64,
-    /// Share of the flood's run the NAPI thread ran.
-    pub napi_busy: f64,
-}
-
-impl Rung {
-    pub fn qualifies(&self) -> bool {
-        self.offered_pps >= RULE_OFFERED * self.rate as f64
-            && self.taken >= RULE_TAKEN
-            && self.napi_busy <= RULE_NAPI_BUSY
-    }
-}
-
-/// The paced rate: the highest qualifying rung, else (flagged) the lowest tried.
-pub fn choose_paced_rate(rungs: &[Rung]) -> (u64, bool) {
-    match rungs.iter().filter(|r| r.qualifies()).map(|r| r.rate).max() {
-        Some(rate) => (rate, true),
-        None => (rungs.iter().map(|r| r.rate).min().unwrap_or(0), false),
-    }
-}
-
-/// The paced flood's rate, from a measurement: the XDP_DROP floor on the
-/// bed's veth, each rate of [`PACED_LADDER`] from the highest down until one
-/// qualifies ([`Rung::qualifies`]).
-pub fn calibrate(bed: &Bed, sink: &UdpSocket) -> Result<Calibration> {
-    let floor = bed.install(System::Floor, 0, 0)?;
-    bed.set_threaded(true)?;
-    let napi = bed.napi_thread(SERVER_CPU)?;
-    set_nice(napi, 0)?;
-    let mut rungs = Vec::new();
-    for rate in PACED_LADDER {
-        flood::check_stop()?;
-        let (stop, started) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let secs = Duration::from_secs_f64(CALIBRATION_SECS);
-        let taken0 = bed.veth_stat("rx_queue_0_xdp_packets")?;
-        let napi0 = flood::schedstat_ns(napi)?;
-        let t0 = Instant::now();
-        let blaster = start_flood(bed, sink, Flood::Paced, rate, secs, &stop, &started)?;
-        let waited = wait_started(&started);
-        if waited.is_ok() {
-            std::thread::sleep(secs);
-        }
-        let joined = join_flood(&stop, blaster);
-        waited?;
-        let (offered_pps, frames) = joined?;
-        // The ring's last frames.
-        std::thread::sleep(Duration::from_millis(20));
-        let wall = t0.elapsed().as_nanos() as f64;
-        let taken = (bed.veth_stat("rx_queue_0_xdp_packets")? - taken0) as f64;
-        let rung = Rung {
-            rate,
-            offered_pps,
-            taken: taken / frames.max(1) as f64,
-            napi_busy: (flood::schedstat_ns(napi)? - napi0) as f64 / wall,
-        };
-        eprintln!(
-            "  calibration, floor: paced {:.2} Mpps: offered {:.3} Mpps, taken off the ring {:.2}%, NAPI {:.0}% busy: {}",
-            rate as f64 / 1e6,
-            offered_pps / 1e6,
-            rung.taken * 100.0,
-            rung.napi_busy * 100.0,
-            if rung.qualifies() {
-                "qualifies"
-            } else {
-                "does not qualify"
-            }
-        );
-        let done = rung.qualifies();
-        rungs.push(rung);
-        if done {
-            break;
-        }
-    }
-    drop(floor);
-    let (rate, qualified) = choose_paced_rate(&rungs);
-    Ok(Calibration {
-        rate,
-        qualified,
-        rungs,
-        overridden: false,
-    })
-}
-
-/// The paced rate and how it was found.
-#[derive(Clone, Debug)]
-pub struct Calibration {
-    pub rate: u64,
-    /// Whether a rung met the rule (else the lowest rung is used).
-    pub qualified: bool,
-    pub rungs: Vec<Rung>,
-    /// Set by `TOLLGATE_DDOS_PACED_PPS` (development), not measured.
-    pub overridden: bool,
 }
 
 /// One cell: warm-up, then (with the flood started first) the measured run.
@@ -818,29 +705,5 @@ mod tests {
         assert!(parse_cells(Some("tollgate")).is_err());
         assert!(parse_cells(Some("tollgate-slow")).is_err());
         assert!(parse_cells(Some("iptables-on")).is_err());
-    }
-
-    #[test]
-    fn paced_rate_is_the_highest_rung_meeting_the_rule() {
-        let rung = |rate: u64, offered: f64, taken: f64, napi: f64| Rung {
-            rate,
-            offered_pps: offered,
-            taken,
-            napi_busy: napi,
-        };
-        let rungs = [
-            rung(2_000_000, 1_950_000.0, 0.93, 0.45), // ring drops
-            rung(1_000_000, 990_000.0, 0.999, 0.30),
-            rung(500_000, 499_000.0, 1.0, 0.15),
-        ];
-        assert_eq!(choose_paced_rate(&rungs), (1_000_000, true));
-        // Too busy, or the generator could not hold the rate.
-        assert!(!rung(1_000_000, 990_000.0, 1.0, 0.6).qualifies());
-        assert!(!rung(1_000_000, 800_000.0, 1.0, 0.3).qualifies());
-        assert_eq!(
-            choose_paced_rate(&rungs[..1]),
-            (2_000_000, false),
-            "none qualifies: the lowest tried, flagged"
-        );
     }
 }

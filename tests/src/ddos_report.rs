@@ -5,10 +5,12 @@ use std::{process::Command, time::Duration};
 use crate::{
     ddos::{
         AGGREGATE, CLIENT_CPU, CONNECTIONS, Calibration, Cell, FLOOD_LEAD, Flood, MEASURE_SECS,
-        NEW_SOURCES, PACED_LADDER, PER_SOURCE, Protection, RULE_NAPI_BUSY, RULE_OFFERED,
-        RULE_TAKEN, SERVER_CPU, SERVER_NICE, WARMUP_SECS,
+        NEW_SOURCES, PACE_BATCH, PACE_CHUNK, PER_SOURCE, Protection, SERVER_CPU, SERVER_NICE,
+        WARMUP_SECS,
     },
+    ddos_pacing::{CALIBRATION_SECS, PACED_LADDER, RULE_NAPI_BUSY, RULE_OFFERED, RULE_TAKEN},
     flood::{self, Bed, spread},
+    generator::THIN_RUN_RATE,
 };
 
 fn fmt_duration(d: f64) -> String {
@@ -207,10 +209,10 @@ fn print_calibration(c: &Calibration) {
         RULE_TAKEN * 100.0,
         RULE_NAPI_BUSY * 100.0,
         RULE_OFFERED * 100.0,
-        crate::ddos::CALIBRATION_SECS,
-        crate::generator::THIN_RUN_RATE as f64 / 1e6,
-        crate::ddos::PACE_CHUNK,
-        crate::ddos::PACE_BATCH,
+        CALIBRATION_SECS,
+        THIN_RUN_RATE as f64 / 1e6,
+        PACE_CHUNK,
+        PACE_BATCH,
     );
     for r in &c.rungs {
         println!(
