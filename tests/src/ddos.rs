@@ -7,13 +7,18 @@
 //! flood's namespace, so its packets enter the host through the same veth
 //! ring as the flood, as a real client's and an attacker's packets share a
 //! NIC. The flood is the spoofed bench's live-frames generator: UDP
-//! datagrams with a random 32-bit IPv4 source each, at the generator's full
-//! rate, to a UDP socket on the host veth address that is never read (no
-//! reply goes anywhere: replies to spoofed sources would leave the machine).
+//! datagrams with a random 32-bit IPv4 source each, to a UDP socket on the
+//! host veth address that is never read (no reply goes anywhere: replies to
+//! spoofed sources would leave the machine), either at the generator's full
+//! rate or paced ([`generator::paced_blast`]) at the rate chosen by
+//! [`calibrate`]: the highest of [`crate::ddos_pacing::PACED_LADDER`] that the XDP_DROP floor on
+//! the same veth takes off its ring in full with its receive CPU at most half
+//! busy.
 //!
 //! Rows: no protection, nftables (per-source meter plus a global limit, as in
-//! the spoofed bench) and tollgate (native XDP), each without and with the
-//! flood, interleaved in every repetition; median (min–max).
+//! the spoofed bench) and tollgate (native XDP), each without the flood, with
+//! the paced flood and with the full-rate flood, interleaved in every
+//! repetition; median (min–max). The report is [`crate::ddos_report`].
 //!
 //! Everything created (namespaces, veths, the nginx process and its prefix
 //! directory `/tmp/tg-ddos-<id>`) is named `tg-…` and removed on drop, also
@@ -34,7 +39,7 @@ use anyhow::{Context, Result, bail, ensure};
 use tollgate_common::Verdict;
 
 use crate::{
-    flood::{self, Bed, Config, Installed, System, spread},
+    flood::{self, Bed, Config, Installed, System},
     generator,
     http_load::{Nginx, WrkReport, parse_wrk, set_nice},
     net::{Netns, pin_to_cpu, sh},
@@ -42,23 +47,33 @@ use crate::{
     unique_id,
 };
 
+pub use crate::{
+    ddos_pacing::{Calibration, calibrate},
+    ddos_report::print_report,
+};
+
 /// CPU of the "outside world": the flood generator and the wrk client.
-const CLIENT_CPU: usize = 0;
+pub const CLIENT_CPU: usize = 0;
 /// CPU of the server: the host veth's receive (threaded NAPI) and nginx.
-const SERVER_CPU: usize = 1;
+pub const SERVER_CPU: usize = 1;
 /// Nice of the server's two tasks, nginx and the NAPI thread: equal, so they
 /// share the server CPU fairly as softirq work under sustained load does with
 /// a server's processes (in ksoftirqd); -20, so other users' work on this
 /// shared machine (nice ≥ 0) barely delays either.
-const SERVER_NICE: i32 = -20;
+pub const SERVER_NICE: i32 = -20;
 /// wrk connections (one thread).
-const CONNECTIONS: u32 = 16;
+pub const CONNECTIONS: u32 = 16;
 /// Measured wrk run, seconds.
-const MEASURE_SECS: u64 = 5;
+pub const MEASURE_SECS: u64 = 5;
 /// wrk run before each measurement: the client is established (tracked).
-const WARMUP_SECS: u64 = 1;
+pub const WARMUP_SECS: u64 = 1;
 /// The flood runs this long before the measured wrk run starts.
-const FLOOD_LEAD: Duration = Duration::from_millis(500);
+pub const FLOOD_LEAD: Duration = Duration::from_millis(500);
+/// Paced flood: frames run per `test_run` call (about 45 ms of them, with
+/// [`generator::thin_keep`]'s share sent), and per redirect flush into the
+/// veth (a quarter of its 256-entry ring).
+pub const PACE_CHUNK: u32 = 1 << 19;
+pub const PACE_BATCH: u32 = 64;
 
 /// The limiters' policy. nginx alone answers at most ~40,000 requests/s here
 /// and wrk sends ~1.05 packets per request, so the ceiling for all sources
@@ -69,6 +84,20 @@ const FLOOD_LEAD: Duration = Duration::from_millis(500);
 pub const PER_SOURCE: (u64, u64) = (100_000, 10_000);
 pub const AGGREGATE: (u64, u64) = (100_000, 10_000);
 pub const NEW_SOURCES: (u64, u64) = (2_000, 200);
+
+/// The flood in a cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flood {
+    Off,
+    /// At the calibrated paced rate.
+    Paced,
+    /// At the generator's full rate.
+    Full,
+}
+
+impl Flood {
+    pub const ALL: [Flood; 3] = [Flood::Off, Flood::Paced, Flood::Full];
+}
 
 /// The protection in front of nginx.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,10 +226,14 @@ impl Drop for ClientNet {
 #[derive(Clone, Debug)]
 pub struct Cell {
     pub protection: Protection,
-    pub flood: bool,
+    pub flood: Flood,
     pub wrk: WrkReport,
     /// Flood frames the generator produced per second over its run.
     pub offered_pps: f64,
+    /// Frames the host veth took off its ring (veth `xdp_packets`: flood and
+    /// client) per second of the measured window; the rest of the offered
+    /// flood was dropped by veth at the full ring.
+    pub taken_pps: f64,
     /// Flood datagrams that reached the host's UDP socket, per second of the
     /// measured window.
     pub admitted_pps: f64,
@@ -288,6 +321,89 @@ fn client_tcp(client: &ClientNet) -> Result<(u64, u64)> {
     Ok((get("OutSegs")?, get("RetransSegs")?))
 }
 
+type Generator = std::thread::JoinHandle<Result<Result<generator::Blasted>>>;
+
+/// Starts the flood generator in the bed's namespace on [`CLIENT_CPU`]
+/// (None for [`Flood::Off`]): full rate, or paced at `paced_pps`, for at most
+/// `limit`; `started` is set once it runs, `stop` ends it.
+pub(crate) fn start_flood(
+    bed: &Bed,
+    sink: &UdpSocket,
+    flood: Flood,
+    paced_pps: u64,
+    limit: Duration,
+    stop: &Arc<AtomicBool>,
+    started: &Arc<AtomicBool>,
+) -> Result<Option<Generator>> {
+    if flood == Flood::Off {
+        return Ok(None);
+    }
+    let peer = bed.veth.peer.clone();
+    let template = generator::udp_frame(
+        bed.host_mac,
+        bed.peer_mac,
+        Ipv4Addr::new(198, 51, 100, 1), // rewritten per frame
+        bed.veth.host_ip,
+        40000,
+        sink.local_addr()?.port(),
+    );
+    let (stop, started) = (stop.clone(), started.clone());
+    Ok(Some(bed.ns.run(move || -> Result<generator::Blasted> {
+        pin_to_cpu(CLIENT_CPU)?;
+        set_nice(0, 0)?;
+        if flood == Flood::Paced {
+            let keep = generator::thin_keep(paced_pps);
+            let redirector = generator::Redirector::load_thinned(&peer, Spoof::V4, keep)?;
+            started.store(true, Ordering::Relaxed);
+            generator::paced_blast(
+                &redirector,
+                keep,
+                &template,
+                paced_pps,
+                PACE_CHUNK,
+                PACE_BATCH,
+                limit,
+                u64::MAX,
+                &stop,
+            )
+        } else {
+            let redirector = generator::Redirector::load(&peer, Spoof::V4)?;
+            started.store(true, Ordering::Relaxed);
+            generator::blast(&redirector, &template, limit, u64::MAX, &stop)
+        }
+    })))
+}
+
+/// Waits (at most 5 s) for a started generator to run.
+pub(crate) fn wait_started(started: &AtomicBool) -> Result<()> {
+    let t = Instant::now();
+    while !started.load(Ordering::Relaxed) {
+        ensure!(
+            t.elapsed() < Duration::from_secs(5),
+            "the flood generator did not start within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Stops and joins a generator: frames offered per second over its run.
+pub(crate) fn join_flood(stop: &AtomicBool, blaster: Option<Generator>) -> Result<(f64, u64)> {
+    stop.store(true, Ordering::Relaxed);
+    match blaster {
+        Some(b) => {
+            let blasted = b
+                .join()
+                .map_err(|_| anyhow::anyhow!("flood generator panicked"))???;
+            Ok((
+                blasted.frames as f64 / blasted.wall.as_secs_f64(),
+                blasted.frames,
+            ))
+        }
+        None => Ok((0.0, 0)),
+    }
+}
+
 /// One cell: warm-up, then (with the flood started first) the measured run.
 fn cell(
     bed: &Bed,
@@ -295,8 +411,10 @@ fn cell(
     nginx: &Nginx,
     sink: &UdpSocket,
     protection: Protection,
-    flood_on: bool,
+    flood_kind: Flood,
+    paced_pps: u64,
 ) -> Result<Cell> {
+    let flood_on = flood_kind != Flood::Off;
     flood::check_stop()?;
     let url = format!("http://{}/", nginx.addr);
     let installed: Option<Installed> = match protection {
@@ -331,38 +449,11 @@ fn cell(
 
     let stop = Arc::new(AtomicBool::new(false));
     let started = Arc::new(AtomicBool::new(false));
-    let blaster = if flood_on {
-        let peer = bed.veth.peer.clone();
-        let template = generator::udp_frame(
-            bed.host_mac,
-            bed.peer_mac,
-            Ipv4Addr::new(198, 51, 100, 1), // rewritten per frame
-            bed.veth.host_ip,
-            40000,
-            sink.local_addr()?.port(),
-        );
-        let (stop, started) = (stop.clone(), started.clone());
-        let limit = FLOOD_LEAD + Duration::from_secs(MEASURE_SECS + 10);
-        Some(bed.ns.run(move || -> Result<generator::Blasted> {
-            pin_to_cpu(CLIENT_CPU)?;
-            set_nice(0, 0)?;
-            let redirector = generator::Redirector::load(&peer, Spoof::V4)?;
-            started.store(true, Ordering::Relaxed);
-            generator::blast(&redirector, &template, limit, u64::MAX, &stop)
-        }))
-    } else {
-        None
-    };
-    let result = (|| -> Result<(WrkReport, f64, f64, f64, f64)> {
+    let limit = FLOOD_LEAD + Duration::from_secs(MEASURE_SECS + 10);
+    let blaster = start_flood(bed, sink, flood_kind, paced_pps, limit, &stop, &started)?;
+    let result = (|| -> Result<(WrkReport, f64, f64, f64, f64, f64)> {
         if flood_on {
-            let t = Instant::now();
-            while !started.load(Ordering::Relaxed) {
-                ensure!(
-                    t.elapsed() < Duration::from_secs(5),
-                    "the flood generator did not start within 5 s"
-                );
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            wait_started(&started)?;
             std::thread::sleep(FLOOD_LEAD);
         }
         let pids = nginx.pids();
@@ -373,9 +464,11 @@ fn cell(
         };
         let (napi0, nginx0, drops0) = (cpu(&[napi]), cpu(&pids), udp_drops(sink.local_addr()?)?);
         let tcp0 = client_tcp(client)?;
+        let taken0 = bed.veth_stat("rx_queue_0_xdp_packets")?;
         let t0 = Instant::now();
         let report = wrk(client, &url, MEASURE_SECS)?;
         let wall = t0.elapsed().as_nanos() as f64;
+        let taken = bed.veth_stat("rx_queue_0_xdp_packets")? - taken0;
         let admitted = udp_drops(sink.local_addr()?)? - drops0;
         let tcp1 = client_tcp(client)?;
         let retrans = (tcp1.1 - tcp0.1) as f64 / (tcp1.0 - tcp0.0).max(1) as f64;
@@ -385,18 +478,10 @@ fn cell(
             (cpu(&pids) - nginx0) / wall,
             admitted as f64 / (wall / 1e9),
             retrans,
+            taken as f64 / (wall / 1e9),
         ))
     })();
-    stop.store(true, Ordering::Relaxed);
-    let offered_pps = match blaster {
-        Some(b) => {
-            let blasted = b
-                .join()
-                .map_err(|_| anyhow::anyhow!("flood generator panicked"))???;
-            blasted.frames as f64 / blasted.wall.as_secs_f64()
-        }
-        None => 0.0,
-    };
+    let joined = join_flood(&stop, blaster);
     if let Some(Installed::Xdp {
         maps: Some(maps), ..
     }) = &installed
@@ -413,24 +498,26 @@ fn cell(
         );
     }
     drop(installed);
-    let (wrk, napi_busy, nginx_busy, admitted_pps, retrans) = result?;
+    let (wrk, napi_busy, nginx_busy, admitted_pps, retrans, taken_pps) = result?;
+    let (offered_pps, _) = joined?;
     let cell = Cell {
         protection,
-        flood: flood_on,
+        flood: flood_kind,
         wrk,
         offered_pps,
+        taken_pps,
         admitted_pps,
         retrans,
         napi_busy,
         nginx_busy,
     };
     eprintln!(
-        "  {protection:?} flood {}: {:.0} req/s, p99 {:?}, errors {:?}, offered {:.2} Mpps, admitted {:.0}/s, client retransmits {:.1}% of its segments, NAPI {:.0}%, nginx {:.0}%",
-        if flood_on { "on" } else { "off" },
+        "  {protection:?} flood {flood_kind:?}: {:.0} req/s, p99 {:?}, errors {:?}, offered {:.3} Mpps, taken off the ring {:.3} Mpps, admitted {:.0}/s, client retransmits {:.1}% of its segments, NAPI {:.0}%, nginx {:.0}%",
         cell.wrk.requests_per_sec,
         cell.wrk.p99,
         cell.wrk.errors,
         offered_pps / 1e6,
+        taken_pps / 1e6,
         admitted_pps,
         retrans * 100.0,
         napi_busy * 100.0,
@@ -485,34 +572,97 @@ pub fn run(reps: usize) -> Result<()> {
         bed.veth.host
     );
     let order = cells_from_env()?;
+    let calibration = match paced_pps_from_env()? {
+        Some(rate) => Calibration {
+            rate,
+            qualified: false,
+            rungs: Vec::new(),
+            overridden: true,
+        },
+        None if order.iter().any(|(_, f)| *f == Flood::Paced) => calibrate(&bed, &sink)?,
+        None => Calibration {
+            rate: 0,
+            qualified: false,
+            rungs: Vec::new(),
+            overridden: false,
+        },
+    };
+    if order.iter().any(|(_, f)| *f == Flood::Paced) {
+        eprintln!(
+            "paced flood: {:.2} Mpps ({})",
+            calibration.rate as f64 / 1e6,
+            if calibration.overridden {
+                "TOLLGATE_DDOS_PACED_PPS"
+            } else if calibration.qualified {
+                "calibrated"
+            } else {
+                "no rate qualified: the lowest tried"
+            }
+        );
+    }
     let mut cells: Vec<Cell> = Vec::new();
     for rep in 0..reps {
         eprintln!("ddos repetition {}/{reps}", rep + 1);
-        for &(protection, flood_on) in &order {
-            cells.push(cell(&bed, &client, &nginx, &sink, protection, flood_on)?);
+        for &(protection, flood) in &order {
+            cells.push(cell(
+                &bed,
+                &client,
+                &nginx,
+                &sink,
+                protection,
+                flood,
+                calibration.rate,
+            )?);
         }
     }
-    print_report(&bed, &cells, reps, started.elapsed(), &load_before);
+    print_report(
+        &bed,
+        &cells,
+        &calibration,
+        reps,
+        started.elapsed(),
+        &load_before,
+    );
     Ok(())
 }
 
-/// The cells of a repetition, in order: every protection without then with
-/// the flood, or (development override) `TOLLGATE_DDOS_CELLS`, e.g.
-/// `none-off,tollgate-on`.
-fn cells_from_env() -> Result<Vec<(Protection, bool)>> {
-    let Some(v) = std::env::var("TOLLGATE_DDOS_CELLS")
-        .ok()
-        .filter(|v| !v.is_empty())
-    else {
+/// `TOLLGATE_DDOS_PACED_PPS` (development override): the paced flood's
+/// rate in frames/s, instead of [`calibrate`]'s.
+fn paced_pps_from_env() -> Result<Option<u64>> {
+    match std::env::var("TOLLGATE_DDOS_PACED_PPS") {
+        Ok(v) if !v.is_empty() => {
+            let rate: u64 = v
+                .trim()
+                .parse()
+                .with_context(|| format!("TOLLGATE_DDOS_PACED_PPS: {v:?} is not frames/s"))?;
+            ensure!(rate > 0, "TOLLGATE_DDOS_PACED_PPS: 0 frames/s");
+            Ok(Some(rate))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The cells of a repetition, in order: every protection without the flood,
+/// with the paced flood and with the full-rate flood, or (development
+/// override) `TOLLGATE_DDOS_CELLS`, e.g. `none-off,tollgate-paced,nft-on`.
+fn cells_from_env() -> Result<Vec<(Protection, Flood)>> {
+    parse_cells(std::env::var("TOLLGATE_DDOS_CELLS").ok().as_deref())
+}
+
+/// [`cells_from_env`] of the variable's value: `<protection>-<flood>`,
+/// comma-separated; protection `none`, `nft` or `tollgate`; flood `off`,
+/// `paced`, or `on` (also `full`: the generator's full rate).
+pub fn parse_cells(v: Option<&str>) -> Result<Vec<(Protection, Flood)>> {
+    let Some(v) = v.filter(|v| !v.is_empty()) else {
         return Ok(Protection::ALL
             .into_iter()
-            .flat_map(|p| [(p, false), (p, true)])
+            .flat_map(|p| Flood::ALL.map(|f| (p, f)))
             .collect());
     };
     v.split(',')
         .map(|c| {
             let (p, f) = c.trim().split_once('-').with_context(|| {
-                format!("TOLLGATE_DDOS_CELLS: {c:?} is not <protection>-<off|on>")
+                format!("TOLLGATE_DDOS_CELLS: {c:?} is not <protection>-<off|paced|on>")
             })?;
             let p = match p {
                 "none" => Protection::None,
@@ -521,165 +671,39 @@ fn cells_from_env() -> Result<Vec<(Protection, bool)>> {
                 _ => bail!("TOLLGATE_DDOS_CELLS: unknown protection {p:?} in {c:?}"),
             };
             let f = match f {
-                "off" => false,
-                "on" => true,
-                _ => bail!("TOLLGATE_DDOS_CELLS: {f:?} in {c:?} is not off or on"),
+                "off" => Flood::Off,
+                "paced" => Flood::Paced,
+                "on" | "full" => Flood::Full,
+                _ => bail!("TOLLGATE_DDOS_CELLS: {f:?} in {c:?} is not off, paced or on"),
             };
             Ok((p, f))
         })
         .collect()
 }
 
-fn fmt_duration(d: f64) -> String {
-    if d >= 1.0 {
-        format!("{d:.2} s")
-    } else if d >= 1e-3 {
-        format!("{:.2} ms", d * 1e3)
-    } else {
-        format!("{:.0} µs", d * 1e6)
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn print_report(bed: &Bed, cells: &[Cell], reps: usize, elapsed: Duration, load_before: &str) {
-    let of = |p: Protection, flood: bool| -> Vec<&Cell> {
-        cells
-            .iter()
-            .filter(|c| c.protection == p && c.flood == flood)
-            .collect()
-    };
-    // (NaN for a cell left out by TOLLGATE_DDOS_CELLS.)
-    let med = |cs: &[&Cell], f: &dyn Fn(&Cell) -> f64| {
-        if cs.is_empty() {
-            (f64::NAN, f64::NAN, f64::NAN)
-        } else {
-            spread(cs.iter().map(|c| f(c)).collect())
-        }
-    };
-    // A run with no completed request has no p99: it counts as its timeout.
-    let p99 = |c: &Cell| c.wrk.p99.map_or(2.0, |d| d.as_secs_f64());
-    println!(
-        "### `cargo xtask bench ddos`: nginx under a spoofed flood ({MEASURE_SECS} s wrk runs, {reps} runs, median (min–max))\n"
-    );
-    println!(
-        "| protection | flood | requests/s | p99 latency | requests/s vs no flood | p99 × no flood | flood offered, Mpps | flood reaching the UDP socket/s | client TCP segments retransmitted | server CPU: receive (NAPI) / nginx | wrk errors (connect/read/write/timeout), non-2xx |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    let mut verdicts = Vec::new();
-    for p in Protection::ALL {
-        let base = of(p, false);
-        let (base_rps, _, _) = med(&base, &|c| c.wrk.requests_per_sec);
-        let (base_p99, _, _) = med(&base, &p99);
-        for flood in [false, true] {
-            let cs = of(p, flood);
-            if cs.is_empty() {
-                continue;
-            }
-            let (rps, rlo, rhi) = med(&cs, &|c| c.wrk.requests_per_sec);
-            let (l, llo, lhi) = med(&cs, &p99);
-            let (share, slo, shi) = med(&cs, &|c| c.wrk.requests_per_sec / base_rps * 100.0);
-            let (times, tlo, thi) = med(&cs, &|c| p99(c) / base_p99);
-            let (offered, _, _) = med(&cs, &|c| c.offered_pps / 1e6);
-            let (admitted, _, _) = med(&cs, &|c| c.admitted_pps);
-            let (retrans, _, _) = med(&cs, &|c| c.retrans * 100.0);
-            let (napi, _, _) = med(&cs, &|c| c.napi_busy * 100.0);
-            let (ngx, _, _) = med(&cs, &|c| c.nginx_busy * 100.0);
-            let mut errors = [0u64; 4];
-            let mut non_2xx = 0;
-            for c in &cs {
-                for (e, n) in errors.iter_mut().zip(c.wrk.errors) {
-                    *e += n;
-                }
-                non_2xx += c.wrk.non_2xx;
-            }
-            let (vs, x) = if flood {
-                (
-                    format!("{share:.0}% ({slo:.0}–{shi:.0}%)"),
-                    format!("{times:.2}x ({tlo:.2}–{thi:.2}x)"),
-                )
-            } else {
-                ("100%".into(), "1.00x".into())
-            };
-            println!(
-                "| {} | {} | {rps:.0} ({rlo:.0}–{rhi:.0}) | {} ({}–{}) | {vs} | {x} | {} | {} | {retrans:.1}% | {napi:.0}% / {ngx:.0}% | {}, {non_2xx} |",
-                p.label(bed),
-                if flood { "on" } else { "off" },
-                fmt_duration(l),
-                fmt_duration(llo),
-                fmt_duration(lhi),
-                if flood {
-                    format!("{offered:.2}")
-                } else {
-                    "—".into()
-                },
-                if flood {
-                    format!("{admitted:.0}")
-                } else {
-                    "—".into()
-                },
-                errors.map(|e| e.to_string()).join("/"),
-            );
-            if flood && p == Protection::Tollgate {
-                verdicts.push((share, times));
-            }
-        }
-    }
-    println!();
-    for (share, times) in verdicts {
-        let ok = |b: bool| if b { "met" } else { "missed" };
-        println!(
-            "- tollgate under the flood: {share:.0}% of its no-flood requests/s (target ≥ 90%: {}), p99 {times:.2}× its no-flood p99 (target ≤ 2×: {}).",
-            ok(share >= 90.0),
-            ok(times <= 2.0)
+    #[test]
+    fn cells_parse_with_the_paced_flood() {
+        let all = parse_cells(None).unwrap();
+        assert_eq!(all.len(), 9);
+        assert_eq!(all[0], (Protection::None, Flood::Off));
+        assert_eq!(all[1], (Protection::None, Flood::Paced));
+        assert_eq!(all[8], (Protection::Tollgate, Flood::Full));
+        assert_eq!(parse_cells(Some("")).unwrap(), all);
+        assert_eq!(
+            parse_cells(Some("none-off, tollgate-paced,nft-on,tollgate-full")).unwrap(),
+            vec![
+                (Protection::None, Flood::Off),
+                (Protection::Tollgate, Flood::Paced),
+                (Protection::Nftables, Flood::Full),
+                (Protection::Tollgate, Flood::Full),
+            ]
         );
+        assert!(parse_cells(Some("tollgate")).is_err());
+        assert!(parse_cells(Some("tollgate-slow")).is_err());
+        assert!(parse_cells(Some("iptables-on")).is_err());
     }
-    println!(
-        "\nSetup: nginx {} (1 worker, `return 200 \"ok\\n\"`, keep-alive) on the host veth {}; wrk {} (`-t1 -c{CONNECTIONS} --latency --timeout 2s`, {WARMUP_SECS} s warm-up before every run, so the client is established before any flood) from its own namespace, routed through the flood's namespace into the same host veth ring as the flood. Flood: UDP datagrams with a random 32-bit IPv4 source each (the live-frames XDP generator at its full rate, started {:.1} s before the measured run and stopped after it) to a UDP socket on the host that is never read. CPUs: generator and wrk (nice -20) on CPU {CLIENT_CPU}; the host veth's threaded NAPI and nginx on CPU {SERVER_CPU}, both at nice {SERVER_NICE} (equal, so they share that CPU as softirq work and a server do under sustained load; the generator runs at nice 0).",
-        nginx_version(),
-        bed.veth.host,
-        wrk_version(),
-        FLOOD_LEAD.as_secs_f64(),
-    );
-    println!(
-        "Policy (nftables and tollgate): {}/s burst {} packets per source (the legitimate client is one source sending about one packet per request), {}/s burst {} for all sources together (tollgate: the tier aggregate, with the untracked ceiling at the same rate; nftables: `limit rate over` after the meter); tollgate's new-source budget {}/s burst {}. nftables hook: {}.",
-        PER_SOURCE.0,
-        PER_SOURCE.1,
-        AGGREGATE.0,
-        AGGREGATE.1,
-        NEW_SOURCES.0,
-        NEW_SOURCES.1,
-        bed.nft_hook.describe()
-    );
-    println!(
-        "Machine: {}. Load average before / after: {load_before} / {}. Total {:.0} s.",
-        flood::machine(),
-        flood::loadavg(),
-        elapsed.as_secs_f64()
-    );
-}
-
-fn nginx_version() -> String {
-    // `nginx -v` prints to stderr.
-    Command::new("nginx")
-        .arg("-v")
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stderr)
-                .trim()
-                .replace("nginx version: ", "")
-        })
-        .unwrap_or_else(|_| "nginx".into())
-}
-
-fn wrk_version() -> String {
-    Command::new("wrk")
-        .arg("-v")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .nth(1)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "?".into())
 }

@@ -351,9 +351,18 @@ pub struct Redirector {
 impl Redirector {
     /// Loads the program for `ifname` in the calling thread's namespace.
     pub fn load(ifname: &str, spoof: rawbpf::Spoof) -> Result<Redirector> {
+        Redirector::load_thinned(ifname, spoof, rawbpf::THIN_ALL)
+    }
+
+    /// A redirector that sends on only `keep` in 65,536 of the frames it
+    /// runs ([`rawbpf::redirect_program_thinned`]).
+    pub fn load_thinned(ifname: &str, spoof: rawbpf::Spoof, keep: u32) -> Result<Redirector> {
         let ifindex = ifindex(ifname)?;
         Ok(Redirector {
-            prog: rawbpf::load_xdp(&rawbpf::redirect_program(ifindex, spoof), "tg_flood_gen")?,
+            prog: rawbpf::load_xdp(
+                &rawbpf::redirect_program_thinned(ifindex, spoof, keep),
+                "tg_flood_gen",
+            )?,
         })
     }
 
@@ -361,6 +370,11 @@ impl Redirector {
     /// out of the interface). Returns the kernel's mean ns per frame.
     pub fn run(&self, frame: &[u8], repeat: u32) -> Result<u32> {
         rawbpf::test_run_live(&self.prog, frame, repeat)
+    }
+
+    /// [`Redirector::run`] flushing every `batch` frames into the interface.
+    pub fn run_batched(&self, frame: &[u8], repeat: u32, batch: u32) -> Result<u32> {
+        rawbpf::test_run_live_batched(&self.prog, frame, repeat, batch)
     }
 }
 
@@ -424,9 +438,166 @@ pub fn blast(
     Ok(out)
 }
 
+/// What a paced generator does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Run this many frames now.
+    Run(u32),
+    /// Nothing is due: sleep this long first.
+    Sleep(Duration),
+}
+
+/// Pacing arithmetic for [`paced_blast`]: a token bucket of frames filled at
+/// `rate` per second, spent a `chunk` at a time. The bucket holds at most two
+/// chunks, so a late wake-up is not made up by a burst (frames not sent in
+/// time are not sent: the offered rate is measured, not assumed).
+#[derive(Clone, Debug)]
+pub struct Pacer {
+    rate: f64,
+    chunk: u32,
+    credit: f64,
+    last_ns: u64,
+}
+
+impl Pacer {
+    /// A pacer whose first chunk is due at `now_ns`.
+    pub fn new(rate: u64, chunk: u32, now_ns: u64) -> Pacer {
+        assert!(rate > 0 && chunk > 0);
+        Pacer {
+            rate: rate as f64,
+            chunk,
+            credit: chunk as f64,
+            last_ns: now_ns,
+        }
+    }
+
+    /// The next step at `now_ns` (monotonic; earlier times count as `now`).
+    pub fn step(&mut self, now_ns: u64) -> Step {
+        let dt = now_ns.saturating_sub(self.last_ns) as f64;
+        self.last_ns = self.last_ns.max(now_ns);
+        let chunk = self.chunk as f64;
+        self.credit = (self.credit + dt * self.rate / 1e9).min(2.0 * chunk);
+        if self.credit >= chunk {
+            self.credit -= chunk;
+            Step::Run(self.chunk)
+        } else {
+            let ns = ((chunk - self.credit) * 1e9 / self.rate).ceil() as u64;
+            Step::Sleep(Duration::from_nanos(ns.max(1)))
+        }
+    }
+}
+
+/// Frames per second the thinned generator is assumed to run through its
+/// program (redirected and dropped together): [`thin_keep`] redirects about
+/// `rate` of them, so the frames sent are spread over the call.
+pub const THIN_RUN_RATE: u64 = 5_000_000;
+
+/// The thinned redirector's `keep` (of 65,536) for `rate` frames/s sent:
+/// `rate / THIN_RUN_RATE`, at least 1, at most all.
+pub fn thin_keep(rate: u64) -> u32 {
+    let keep = (rate as u128 * 65_536).div_ceil(THIN_RUN_RATE as u128);
+    keep.clamp(1, rawbpf::THIN_ALL as u128) as u32
+}
+
+/// Like [`blast`], but holding `rate` frames sent per second on average.
+/// `redirector` sends on `keep` in 65,536 of the frames it runs
+/// ([`Redirector::load_thinned`]), so within a call the frames sent are
+/// spread out; calls run `chunk` frames (flushed into the interface every
+/// `batch`), with sleeps between calls when ahead of the rate. Each live
+/// `test_run` call also waits ~25 ms in the kernel after its frames (on this
+/// VM), which is why calls are long and thinned rather than short. The
+/// result's `frames` are the frames sent (run × keep / 65,536, expected
+/// value). Bounded by `duration`, `max_frames` (sent) and `stop`.
+#[allow(clippy::too_many_arguments)]
+pub fn paced_blast(
+    redirector: &Redirector,
+    keep: u32,
+    frame: &[u8],
+    rate: u64,
+    chunk: u32,
+    batch: u32,
+    duration: Duration,
+    max_frames: u64,
+    stop: &AtomicBool,
+) -> Result<Blasted> {
+    let share = keep as f64 / rawbpf::THIN_ALL as f64;
+    let run_rate = ((rate as f64 / share).round() as u64).max(1);
+    let mut ran = 0u64;
+    // Sleeps of ~100 µs: the default 50 µs timer slack would be half of one.
+    // SAFETY: prctl with integer arguments, affecting the calling thread.
+    let slack = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) };
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000, 0, 0, 0) };
+    let mut out = Blasted::default();
+    let cpu0 = thread_cpu_time();
+    let start = Instant::now();
+    let mut pacer = Pacer::new(run_rate, chunk, 0);
+    let result = (|| -> Result<()> {
+        while start.elapsed() < duration && out.frames < max_frames && !stop.load(Ordering::Relaxed)
+        {
+            match pacer.step(start.elapsed().as_nanos() as u64) {
+                Step::Run(n) => {
+                    let t = Instant::now();
+                    let ns = redirector.run_batched(frame, n, batch)?;
+                    ran += n as u64;
+                    out.frames = (ran as f64 * share).round() as u64;
+                    out.calls += 1;
+                    out.kernel_ns += ns as u64 * n as u64;
+                    out.call_ns += t.elapsed().as_nanos() as u64;
+                }
+                Step::Sleep(d) => std::thread::sleep(d),
+            }
+        }
+        Ok(())
+    })();
+    out.wall = start.elapsed();
+    out.thread_cpu = thread_cpu_time() - cpu0;
+    if slack > 0 {
+        // SAFETY: as above.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, slack as libc::c_ulong, 0, 0, 0) };
+    }
+    result.map(|()| out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thinning_share_follows_the_rate() {
+        assert_eq!(thin_keep(1_000_000), 13_108); // 20.0%
+        assert_eq!(thin_keep(2_500_000), 32_768);
+        assert_eq!(thin_keep(5_000_000), rawbpf::THIN_ALL);
+        assert_eq!(thin_keep(50_000_000), rawbpf::THIN_ALL);
+        assert_eq!(thin_keep(1), 1);
+    }
+
+    #[test]
+    fn pacer_holds_the_rate_without_bursts() {
+        // 1 M frames/s in chunks of 250: one chunk due every 250 µs.
+        let mut p = Pacer::new(1_000_000, 250, 0);
+        assert_eq!(p.step(0), Step::Run(250));
+        assert_eq!(p.step(0), Step::Sleep(Duration::from_micros(250)));
+        assert_eq!(p.step(100_000), Step::Sleep(Duration::from_micros(150)));
+        assert_eq!(p.step(250_000), Step::Run(250));
+        // An exact simulation: waking when told, 10 ms hold 10,000 frames.
+        let (mut now, mut frames) = (250_000u64, 250u64 * 2);
+        while now < 10_000_000 {
+            match p.step(now) {
+                Step::Run(n) => frames += n as u64,
+                Step::Sleep(d) => now += d.as_nanos() as u64,
+            }
+        }
+        assert!((10_000..=10_250).contains(&frames), "{frames}");
+        // A 5 ms late wake-up earns at most two chunks, not twenty.
+        let mut p = Pacer::new(1_000_000, 250, 0);
+        assert_eq!(p.step(0), Step::Run(250));
+        assert_eq!(p.step(5_000_000), Step::Run(250));
+        assert_eq!(p.step(5_000_000), Step::Run(250));
+        assert!(matches!(p.step(5_000_000), Step::Sleep(_)));
+        // Time going backwards is treated as no time.
+        assert!(matches!(p.step(1_000), Step::Sleep(_)));
+    }
 
     #[test]
     fn checksum_of_a_known_header() {

@@ -8,6 +8,8 @@ pub mod cgroup;
 pub mod crowdsec;
 pub mod daemon;
 pub mod ddos;
+pub mod ddos_pacing;
+pub mod ddos_report;
 pub mod flood;
 pub mod fuzz;
 pub mod generator;

@@ -43,6 +43,7 @@ const STXH: u8 = 0x6b;
 const STH: u8 = 0x6a;
 const JGT_REG: u8 = 0x2d;
 const JEQ_IMM: u8 = 0x15;
+const JGE_IMM: u8 = 0x35;
 const CALL: u8 = 0x85;
 const EXIT: u8 = 0x95;
 const GET_PRANDOM_U32: i32 = 7;
@@ -91,11 +92,27 @@ pub enum Spoof {
 /// [`Spoof`]), rewrites the IPv4 header checksum for IPv4, and redirects the
 /// frame out of `ifindex`.
 pub fn redirect_program(ifindex: u32, spoof: Spoof) -> Vec<u64> {
-    let mut p = vec![
-        insn(MOV64_REG, 6, 1, 0, 0),          // r6 = ctx
+    redirect_program_thinned(ifindex, spoof, THIN_ALL)
+}
+
+/// [`redirect_program_thinned`]'s `keep` that keeps every frame.
+pub const THIN_ALL: u32 = 1 << 16;
+
+/// [`redirect_program`] redirecting a random `keep` in 65,536 of the frames
+/// it runs on and dropping the rest (dropped frames never reach the
+/// interface): the redirected frames are spread evenly over the run.
+pub fn redirect_program_thinned(ifindex: u32, spoof: Spoof, keep: u32) -> Vec<u64> {
+    let mut p = vec![insn(MOV64_REG, 6, 1, 0, 0)]; // r6 = ctx
+    let thin = (keep < THIN_ALL).then(|| {
+        p.push(insn(CALL, 0, 0, 0, GET_PRANDOM_U32)); // r0 = random
+        p.push(insn(AND64_IMM, 0, 0, 0, 0xffff)); // r0 &= 0xffff
+        p.push(insn(JGE_IMM, 0, 0, 0, keep as i32)); // if r0 >= keep goto out (patched)
+        p.len() - 1
+    });
+    p.extend([
         insn(CALL, 0, 0, 0, GET_PRANDOM_U32), // r0 = random
         insn(MOV64_REG, 7, 0, 0, 0),          // r7 = r0
-    ];
+    ]);
     let jump = match spoof {
         Spoof::LastOctet | Spoof::V4 => {
             let jump = bounds(&mut p, 6, 34); // Ethernet + IPv4
@@ -136,6 +153,9 @@ pub fn redirect_program(ifindex: u32, spoof: Spoof) -> Vec<u64> {
     p.push(insn(MOV64_IMM, 0, 0, 0, XDP_DROP));
     p.push(insn(EXIT, 0, 0, 0, 0));
     patch_jump(&mut p, jump, out);
+    if let Some(thin) = thin {
+        patch_jump(&mut p, thin, out);
+    }
     p
 }
 
@@ -243,13 +263,24 @@ pub fn load_xdp(insns: &[u64], name: &str) -> Result<OwnedFd> {
 /// (BPF_F_TEST_XDP_LIVE_FRAMES, batches of 256). Returns the kernel's mean ns
 /// per frame.
 pub fn test_run_live(prog: &OwnedFd, frame: &[u8], repeat: u32) -> Result<u32> {
+    test_run_live_batched(prog, frame, repeat, 256)
+}
+
+/// [`test_run_live`] with `batch_size` frames per redirect flush (the kernel
+/// hands each flush to the target device at once).
+pub fn test_run_live_batched(
+    prog: &OwnedFd,
+    frame: &[u8],
+    repeat: u32,
+    batch_size: u32,
+) -> Result<u32> {
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
         data_size_in: frame.len() as u32,
         data_in: frame.as_ptr() as u64,
         repeat,
         flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-        batch_size: 256,
+        batch_size,
         ..Default::default()
     };
     bpf(
@@ -302,6 +333,16 @@ mod tests {
         let p = redirect_program(7, Spoof::V6Prefix);
         assert!(p.contains(&insn(STXW, 2, 7, 22, 0)) && p.contains(&insn(STXW, 2, 7, 26, 0)));
         assert!(p.contains(&insn(XOR64_IMM, 7, 0, 0, -1)));
+        // Thinned: a first random draw jumps to the same drop exit.
+        assert_eq!(
+            redirect_program_thinned(7, Spoof::V4, THIN_ALL),
+            redirect_program(7, Spoof::V4)
+        );
+        let p = redirect_program_thinned(7, Spoof::V4, 4096);
+        let at = p.iter().position(|i| i & 0xff == JGE_IMM as u64).unwrap();
+        assert_eq!(at, 3);
+        assert_eq!(p[at] >> 32, 4096);
+        assert_eq!(jump_target(&p, at), p.len() - 2);
     }
 
     #[test]

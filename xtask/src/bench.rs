@@ -13,8 +13,9 @@
 //! * `ddos`: a real service under attack: nginx on the host side of a veth,
 //!   wrk in a legitimate client's namespace (requests/s, p99 latency), a
 //!   spoofed random-source flood from another namespace at the generator's
-//!   full rate; no protection, nftables and tollgate, each with and without
-//!   the flood. Needs nginx, wrk, nft, ethtool.
+//!   full rate, and paced at a rate calibrated on an XDP_DROP floor; no
+//!   protection, nftables and tollgate, each without the flood, paced and at
+//!   full rate. Needs nginx, wrk, nft, ethtool.
 
 use anyhow::{Result, ensure};
 

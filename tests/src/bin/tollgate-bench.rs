@@ -10,7 +10,8 @@
 //!
 //! `ddos`: nginx on the host side of a veth, wrk from a legitimate client's
 //! namespace, a spoofed flood from another: no protection, nftables and
-//! tollgate, each with and without the flood (see `tollgate_tests::ddos`).
+//! tollgate, each without the flood, with a paced flood and with the flood at
+//! the generator's full rate (see `tollgate_tests::ddos`).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
