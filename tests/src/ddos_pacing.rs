@@ -41,6 +41,22 @@ pub struct Rung {
 }
 
 impl Rung {
+    /// One line: the rate, what was offered and taken, and the verdict.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:.2} Mpps: offered {:.3} Mpps, floor took {:.2}% off the ring, NAPI {:.0}% busy: {}",
+            self.rate as f64 / 1e6,
+            self.offered_pps / 1e6,
+            self.taken * 100.0,
+            self.napi_busy * 100.0,
+            if self.qualifies() {
+                "qualifies"
+            } else {
+                "does not qualify"
+            }
+        )
+    }
+
     pub fn qualifies(&self) -> bool {
         self.offered_pps >= RULE_OFFERED * self.rate as f64
             && self.taken >= RULE_TAKEN
@@ -93,18 +109,7 @@ pub fn calibrate(bed: &Bed, sink: &UdpSocket) -> Result<Calibration> {
             taken: taken / frames.max(1) as f64,
             napi_busy: (flood::schedstat_ns(napi)? - napi0) as f64 / wall,
         };
-        eprintln!(
-            "  calibration, floor: paced {:.2} Mpps: offered {:.3} Mpps, taken off the ring {:.2}%, NAPI {:.0}% busy: {}",
-            rate as f64 / 1e6,
-            offered_pps / 1e6,
-            rung.taken * 100.0,
-            rung.napi_busy * 100.0,
-            if rung.qualifies() {
-                "qualifies"
-            } else {
-                "does not qualify"
-            }
-        );
+        eprintln!("  calibration, floor: paced {}", rung.describe());
         let done = rung.qualifies();
         rungs.push(rung);
         if done {

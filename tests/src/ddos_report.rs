@@ -215,18 +215,7 @@ fn print_calibration(c: &Calibration) {
         PACE_BATCH,
     );
     for r in &c.rungs {
-        println!(
-            "- {:.2} Mpps: offered {:.3} Mpps, floor took {:.2}% off the ring, NAPI {:.0}% busy: {}",
-            r.rate as f64 / 1e6,
-            r.offered_pps / 1e6,
-            r.taken * 100.0,
-            r.napi_busy * 100.0,
-            if r.qualifies() {
-                "qualifies"
-            } else {
-                "does not qualify"
-            }
-        );
+        println!("- {}", r.describe());
     }
     if !c.qualified {
         println!("- no rate qualified: the lowest tried is used.");
