@@ -188,16 +188,8 @@ impl Config {
             cfg.flood_secs = 2.0;
             cfg.acc_secs = 2;
         }
-        if let Some(v) = var("TOLLGATE_FLOOD_SYSTEMS") {
-            cfg.systems = v
-                .split(',')
-                .map(|k| {
-                    System::FLOOD
-                        .into_iter()
-                        .find(|s| key(*s) == k.trim())
-                        .with_context(|| format!("unknown system {k:?}"))
-                })
-                .collect::<Result<_>>()?;
+        if let Some(systems) = systems_from_env()? {
+            cfg.systems = systems;
         }
         if let Some(v) = var("TOLLGATE_FLOOD_REPS") {
             let reps: usize = v.parse().context("TOLLGATE_FLOOD_REPS")?;
@@ -1580,13 +1572,9 @@ pub fn run_spoofed(reps: usize) -> Result<()> {
         cfg.paths = vec![(Path::XdpFrames, reps)];
         // Development override: `TOLLGATE_FLOOD_SYSTEMS=floor,tollgate`
         // (the floor stays first: every ratio is against it).
-        if let Some(want) = std::env::var("TOLLGATE_FLOOD_SYSTEMS")
-            .ok()
-            .filter(|v| !v.is_empty())
-        {
-            let want: Vec<&str> = want.split(',').map(str::trim).collect();
+        if let Some(want) = systems_from_env()? {
             cfg.systems
-                .retain(|s| *s == System::Floor || want.contains(&key(*s)));
+                .retain(|s| *s == System::Floor || want.contains(s));
         }
         let bed = Bed::new(&cfg)?;
         let mut runs: Vec<(System, Vec<FloodRun>)> =
@@ -1668,6 +1656,26 @@ pub fn run_spoofed(reps: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `TOLLGATE_FLOOD_SYSTEMS=floor,tollgate,...`, if set: an unknown name is
+/// an error naming it.
+fn systems_from_env() -> Result<Option<Vec<System>>> {
+    let Some(v) = std::env::var("TOLLGATE_FLOOD_SYSTEMS")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    v.split(',')
+        .map(|k| {
+            System::FLOOD
+                .into_iter()
+                .find(|s| key(*s) == k.trim())
+                .with_context(|| format!("TOLLGATE_FLOOD_SYSTEMS: unknown system {k:?}"))
+        })
+        .collect::<Result<_>>()
+        .map(Some)
 }
 
 fn key(s: System) -> &'static str {

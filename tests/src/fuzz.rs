@@ -1416,7 +1416,7 @@ impl Pair {
         self.clear_buckets()?;
         self.resync_counters()?;
         let base = tollgate::datapath::kernel::clock_ns();
-        let coarse_base = coarse_clock_ns();
+        let coarse_base = crate::coarse_clock_ns();
         let mut unused = Duration::ZERO;
         for (i, f) in frames.iter().enumerate() {
             if let Some(m) = self.run(f, &mut unused)? {
@@ -1542,7 +1542,7 @@ pub fn run(config: &Config) -> Result<Report> {
         report.epochs += 1;
 
         let kernel_base = tollgate::datapath::kernel::clock_ns();
-        let coarse_base = coarse_clock_ns();
+        let coarse_base = crate::coarse_clock_ns();
         let epoch_start = Instant::now();
         let mut mismatch = None;
         for _ in 0..len {
@@ -1649,16 +1649,4 @@ pub fn run(config: &Config) -> Result<Report> {
         bail!("no frames run");
     }
     Ok(report)
-}
-
-/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the kernel's `bpf_ktime_get_coarse_ns`.
-fn coarse_clock_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer; CLOCK_MONOTONIC_COARSE exists on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE)");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

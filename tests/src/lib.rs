@@ -64,12 +64,25 @@ pub fn unique_id() -> String {
 /// which lags the precise clock by less than this, so a ceiling of `rate`
 /// admits at most `rate × (t + tick) + burst` in any span `t`.
 pub fn coarse_tick_secs() -> f64 {
-    let mut res = libc::timespec {
+    coarse_clock(libc::clock_getres) as f64 * 1e-9
+}
+
+/// `CLOCK_MONOTONIC_COARSE` now, in nanoseconds: what the kernel's
+/// `bpf_ktime_get_coarse_ns` reads.
+pub fn coarse_clock_ns() -> u64 {
+    coarse_clock(libc::clock_gettime)
+}
+
+/// `clock_getres` or `clock_gettime` of `CLOCK_MONOTONIC_COARSE`, in ns.
+fn coarse_clock(
+    call: unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int,
+) -> u64 {
+    let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: a valid out-pointer; CLOCK_MONOTONIC_COARSE exists on Linux.
-    let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) };
-    assert_eq!(rc, 0, "clock_getres(CLOCK_MONOTONIC_COARSE)");
-    res.tv_sec as f64 + res.tv_nsec as f64 * 1e-9
+    let rc = unsafe { call(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    assert_eq!(rc, 0, "CLOCK_MONOTONIC_COARSE");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -66,10 +66,8 @@ pub(super) async fn serve(
     every(INVENTORY_SAVE_INTERVAL, true, |s| s.save_inventory(false));
     // In chunks, the daemon's lock released between them.
     every(tracked::AGING_PERIOD, true, |s| {
-        let (mut from, mut cleared) = (0, 0);
-        while let Some(next) = lock(&s.daemon).age_tracked_filter(from, &mut cleared) {
-            from = next;
-        }
+        let mut ageing = tracked::Ageing::default();
+        while lock(&s.daemon).age_tracked_filter(&mut ageing) {}
     });
 
     // Fleet-wide limits: a task of its own, never on the packet path.

@@ -129,32 +129,28 @@ impl Daemon {
     }
 
     /// One step of ageing the tracked-source filter (every
-    /// [`tracked::AGING_PERIOD`], `Shared::age_tracked_filter`): clears the
-    /// older generation's words from `from` (a chunk) and, past the last,
-    /// makes it current. Returns the next chunk's start, or `None` when done
-    /// (or on a failure, which only leaves the filter fuller: more lookups,
-    /// no wrong verdict; logged, retried at the next period).
-    pub(super) fn age_tracked_filter(&mut self, from: u32, cleared: &mut u64) -> Option<u32> {
-        let mut step = || -> Result<Option<u32>, aya::maps::MapError> {
-            let words = tracked::words(&self.maps.tracked)?;
-            if from < words {
-                *cleared += tracked::clear_older(&mut self.maps.tracked, from, words)?;
-                return Ok(Some(from + tracked::AGING_CHUNK));
+    /// [`tracked::AGING_PERIOD`], in steps with the daemon's lock released
+    /// between them: `tasks::serve`). Returns whether there are steps left.
+    /// A failure ends the ageing: it only leaves the filter fuller (more
+    /// lookups, no wrong verdict); logged, retried at the next period.
+    pub(super) fn age_tracked_filter(&mut self, ageing: &mut tracked::Ageing) -> bool {
+        match ageing.step(&mut self.maps.tracked) {
+            Ok(None) => true,
+            Ok(Some(aged)) => {
+                debug!(
+                    generation = aged.generation,
+                    cleared_bits = aged.cleared_bits,
+                    bits = aged.bits,
+                    "aged the tracked-source filter"
+                );
+                false
             }
-            let generation = tracked::flip(&mut self.maps.tracked)?;
-            debug!(
-                generation,
-                cleared_bits = *cleared,
-                bits = u64::from(words) * 64,
-                "aged the tracked-source filter"
-            );
-            Ok(None)
-        };
-        step().unwrap_or_else(|e| {
-            warn!(error = %e,
-                "could not age the tracked-source filter (TG_TRACKED); retrying at the next period");
-            None
-        })
+            Err(e) => {
+                warn!(error = %e,
+                    "could not age the tracked-source filter (TG_TRACKED); retrying at the next period");
+                false
+            }
+        }
     }
 
     /// A missing or unreadable config file does not stop enforcement (the

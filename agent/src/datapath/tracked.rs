@@ -47,62 +47,65 @@ pub fn init(filter: &mut Array<MapData, u64>) -> Result<Option<u32>, MapError> {
     Ok(Some(bits))
 }
 
-/// Words cleared per call of [`clear_older`]: the daemon ages the filter
-/// in chunks, releasing its lock between them (a whole default-sized filter,
-/// 131,072 words a generation, takes about 0.1–0.2 s of map syscalls).
+/// Words cleared per [`Ageing::step`]: the daemon ages the filter in
+/// chunks, releasing its lock between them (a whole default-sized filter,
+/// 131,072 words a generation, takes about 0.1–0.6 s of map syscalls).
 pub const AGING_CHUNK: u32 = 4096;
 
-/// Words per generation of a filter that is on, else 0.
-pub fn words(filter: &Array<MapData, u64>) -> Result<u32, MapError> {
+/// An ageing in progress: the older generation cleared a chunk at a time,
+/// then made current. The kernel marks only the current generation, so
+/// nothing writes to the words being cleared meanwhile.
+#[derive(Debug, Default)]
+pub struct Ageing {
+    next_word: u32,
+    cleared_bits: u64,
+}
+
+impl Ageing {
+    /// One step: the next [`AGING_CHUNK`] words of the older generation, or,
+    /// past the last, the flip that makes it current (`Some`: done).
+    pub fn step(&mut self, filter: &mut Array<MapData, u64>) -> Result<Option<Aged>, MapError> {
+        let words = words(filter)?;
+        let older = (filter.get(&TRACKED_FILTER_GENERATION, 0)? & 1) ^ 1;
+        if self.next_word < words {
+            let end = self.next_word.saturating_add(AGING_CHUNK).min(words);
+            for word in self.next_word..end {
+                let index = word_index(word, older);
+                let set = filter.get(&index, 0)?;
+                if set != 0 {
+                    filter.set(index, 0, 0)?;
+                    self.cleared_bits += u64::from(set.count_ones());
+                }
+            }
+            self.next_word = end;
+            return Ok(None);
+        }
+        filter.set(TRACKED_FILTER_GENERATION, older, 0)?;
+        Ok(Some(Aged {
+            generation: older,
+            cleared_bits: self.cleared_bits,
+            bits: u64::from(words) * 64,
+        }))
+    }
+}
+
+/// Words per generation of a filter that is on, else 0 (off: nothing to
+/// clear, only the flip).
+fn words(filter: &Array<MapData, u64>) -> Result<u32, MapError> {
     let bits = filter.get(&TRACKED_FILTER_SIZE, 0)?;
     Ok(match bits_of_entries(filter.len()) {
         Some(b) if u64::from(b) == bits => 1u32 << (b - 6),
-        // Off: nothing to age.
         _ => 0,
     })
 }
 
-/// Clears words `from..from + AGING_CHUNK` (at most `words`) of the older
-/// generation: bits cleared. The kernel marks only the current generation,
-/// so nothing writes to these words meanwhile.
-pub fn clear_older(
-    filter: &mut Array<MapData, u64>,
-    from: u32,
-    words: u32,
-) -> Result<u64, MapError> {
-    let older = (filter.get(&TRACKED_FILTER_GENERATION, 0)? & 1) ^ 1;
-    let mut cleared_bits = 0;
-    for word in from..from.saturating_add(AGING_CHUNK).min(words) {
-        let index = word_index(word, older);
-        let set = filter.get(&index, 0)?;
-        if set != 0 {
-            filter.set(index, 0, 0)?;
-            cleared_bits += u64::from(set.count_ones());
+/// Clears the older generation and makes it current, in one go (the daemon
+/// takes the same steps with its lock released between them).
+pub fn age(filter: &mut Array<MapData, u64>) -> Result<Aged, MapError> {
+    let mut ageing = Ageing::default();
+    loop {
+        if let Some(aged) = ageing.step(filter)? {
+            return Ok(aged);
         }
     }
-    Ok(cleared_bits)
-}
-
-/// Makes the older generation (cleared by [`clear_older`]) the current one.
-pub fn flip(filter: &mut Array<MapData, u64>) -> Result<u64, MapError> {
-    let older = (filter.get(&TRACKED_FILTER_GENERATION, 0)? & 1) ^ 1;
-    filter.set(TRACKED_FILTER_GENERATION, older, 0)?;
-    Ok(older)
-}
-
-/// Clears the older generation and makes it current, in one go (the daemon
-/// does the same in chunks: [`clear_older`], then [`flip`]).
-pub fn age(filter: &mut Array<MapData, u64>) -> Result<Aged, MapError> {
-    let words = words(filter)?;
-    let mut cleared_bits = 0;
-    let mut from = 0;
-    while from < words {
-        cleared_bits += clear_older(filter, from, words)?;
-        from += AGING_CHUNK;
-    }
-    Ok(Aged {
-        generation: flip(filter)?,
-        cleared_bits,
-        bits: u64::from(words) * 64,
-    })
 }
