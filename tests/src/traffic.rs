@@ -45,17 +45,56 @@ pub fn send_udp_paced_until(
     duration: Duration,
     stop: &AtomicBool,
 ) -> Sent {
+    paced(socket, dst, rate, duration, stop, u64::MAX)
+}
+
+/// [`send_udp_paced`] that never bursts to catch up: after a stall (a
+/// starved sender thread) the slots it missed beyond 10 ms' worth are
+/// skipped, not sent late, so the client's rate stays under `rate` in every
+/// window of the run, however loaded the machine. It may send fewer than
+/// `rate × duration` (its [`Sent`] says how many).
+pub fn send_udp_paced_smooth(
+    socket: &UdpSocket,
+    dst: SocketAddr,
+    rate: u64,
+    duration: Duration,
+) -> Sent {
+    let catch_up = (rate / 100).max(1);
+    paced(
+        socket,
+        dst,
+        rate,
+        duration,
+        &AtomicBool::new(false),
+        catch_up,
+    )
+}
+
+/// The paced sender: at most `catch_up` late slots are sent at once; older
+/// ones are skipped.
+fn paced(
+    socket: &UdpSocket,
+    dst: SocketAddr,
+    rate: u64,
+    duration: Duration,
+    stop: &AtomicBool,
+    catch_up: u64,
+) -> Sent {
     let total = (rate as f64 * duration.as_secs_f64()).round() as u64;
     let payload = [0x5au8; 32];
     let start = Instant::now();
     let mut sent = 0u64;
+    // Slots taken: sent, or skipped after a stall.
+    let mut slots = 0u64;
     let mut last = start;
-    while sent < total && !stop.load(Ordering::Relaxed) {
+    while slots < total && !stop.load(Ordering::Relaxed) {
         let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(total);
-        while sent < due {
+        slots = slots.max(due.saturating_sub(catch_up));
+        while slots < due {
             // ENOBUFS/EAGAIN from a full qdisc is not a send; try again next tick.
             if socket.send_to(&payload, dst).is_ok() {
                 sent += 1;
+                slots += 1;
                 last = Instant::now();
             } else {
                 break;

@@ -25,7 +25,7 @@ use tollgate_tests::{
     daemon::{Daemon, Env},
     privileged,
     redis::{self, RedisServer},
-    traffic::{Sent, TimedReceiver, send_udp_paced, unix_ns},
+    traffic::{Sent, TimedReceiver, send_udp_paced_smooth, unix_ns},
 };
 
 /// The tier every test client is in: local limit and global limit.
@@ -93,7 +93,12 @@ fn sender(
 ) -> std::thread::JoinHandle<anyhow::Result<anyhow::Result<Sent>>> {
     node.env.ns.run(move || -> anyhow::Result<Sent> {
         let s = UdpSocket::bind((source, 0))?;
-        send_udp_paced(&s, dst, rate, Duration::from_secs(secs))
+        Ok(send_udp_paced_smooth(
+            &s,
+            dst,
+            rate,
+            Duration::from_secs(secs),
+        ))
     })
 }
 
