@@ -17,6 +17,7 @@ pub mod maps;
 pub mod model;
 pub mod parse;
 pub mod route;
+pub mod route_table;
 pub mod tracked;
 
 pub use maps::*;

@@ -7,7 +7,7 @@ use crate::gcra::{INTERVAL_SHIFT, TICK_SHIFT};
 /// Bumped whenever a map's key, value or meaning changes. Stored in the
 /// `TG_META` map so a new daemon can tell a compatible pinned program from an
 /// incompatible one.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Tiers are indices into `TG_TIERS` (an array map).
 pub const MAX_TIERS: u32 = 64;
@@ -586,11 +586,14 @@ pub const SETTINGS_RULES_V6: u32 = 1 << 1;
 /// HTTP ports (some tier limits requests; the scan costs nothing otherwise).
 pub const SETTINGS_COUNT_REQUESTS: u32 = 1 << 2;
 /// `Settings::flags`: look up the route of every request head on the HTTP
-/// ports in `TG_ROUTES` (some route is configured).
+/// ports in the route table (some route is configured).
 pub const SETTINGS_ROUTES: u32 = 1 << 3;
 /// `Settings::flags`: some route names a host: find each routed request's
 /// Host header ([`crate::route::ROUTE_HOST`]).
 pub const SETTINGS_ROUTE_HOSTS: u32 = 1 << 4;
+/// `Settings::flags`: the route table's generation in use (0 or this bit:
+/// generation 1; [`crate::route_table`]).
+pub const SETTINGS_ROUTE_TABLE: u32 = 1 << 5;
 
 /// Layout identification (single entry of `TG_META`), written by the daemon that
 /// loaded the program.
@@ -616,8 +619,13 @@ pub mod names {
     pub const META: &str = "TG_META";
     /// The request-head scan's per-CPU scratch state: lives for one packet.
     pub const SCAN: &str = "TG_SCAN";
-    /// Routes: LPM trie of port, host tag and request line to `RouteValue`.
+    /// Routes ([`crate::route_table`]): the entries (port, host tag,
+    /// request-line prefix and `RouteValue`), both generations.
     pub const ROUTES: &str = "TG_ROUTES";
+    /// The route table's headers (seed, length lists), per generation.
+    pub const ROUTE_HEADERS: &str = "TG_ROUTE_HEADERS";
+    /// The route table's buckets, both generations.
+    pub const ROUTE_BUCKETS: &str = "TG_ROUTE_BUCKETS";
     /// Per route (by `RouteValue::index`), the TAT of its ceiling.
     pub const ROUTE_CEILINGS: &str = "TG_ROUTE_CEILINGS";
     /// Per route, per CPU, `RouteCounter`.

@@ -10,19 +10,22 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use tollgate_common::{
-    AGGREGATE_SLOTS, COUNTER_SLOTS, Counter, HttpSample, MAX_HTTP_PORTS, MAX_SNAP_LEN, MAX_TIERS,
-    Meta, RULE_ALLOW, RULE_DENY, RuleValue, SAMPLE_FLAG_REQUEST, SAMPLE_HTTP, SAMPLE_VERDICT,
-    SETTINGS_COUNT_REQUESTS, SETTINGS_ROUTE_HOSTS, SETTINGS_ROUTES, SETTINGS_RULES_V4,
-    SETTINGS_RULES_V6, SampleHeader, SamplerState, Settings, SourceState, TierConfig, Verdict,
-    aggregate_slot, gcra,
+    AGGREGATE_SLOTS, COUNTER_SLOTS, Counter, HttpSample, MAX_SNAP_LEN, MAX_TIERS, Meta, RULE_ALLOW,
+    RULE_DENY, RuleValue, SAMPLE_FLAG_REQUEST, SAMPLE_HTTP, SAMPLE_VERDICT,
+    SETTINGS_COUNT_REQUESTS, SETTINGS_ROUTE_HOSTS, SETTINGS_ROUTE_TABLE, SETTINGS_ROUTES,
+    SETTINGS_RULES_V4, SETTINGS_RULES_V6, SampleHeader, SamplerState, Settings, SourceState,
+    TierConfig, Verdict, aggregate_slot, gcra,
     http::HeadEnds,
     limiter::{self, Costs, NewSource},
     new_sources_slot,
     parse::{self, IpPacket, PacketReader, Parsed, SourceAddr, Transport},
     route::{
-        HOST_SCAN_MAX, HostTag, MAX_ROUTES, ROUTE_HOST, ROUTE_KEY_LEN, ROUTE_LINE_LEN,
-        ROUTE_LINE_OFFSET, ROUTE_SHADOW, ROUTE_SLOTS, ROUTED_HEADS, RouteCounter, RouteKey,
-        RouteValue, SegmentRoutes,
+        HOST_SCAN_MAX, HostTag, MAX_ROUTES, ROUTE_LINE_LEN, ROUTE_SHADOW, ROUTE_SLOTS,
+        ROUTED_HEADS, RouteCounter, SegmentRoutes,
+    },
+    route_table::{
+        self, ROUTE_BUCKET_SLOTS, ROUTE_BUCKETS, ROUTE_CLASSES, ROUTE_ENTRIES, ROUTE_GENERATIONS,
+        ROUTE_KEY_WORDS, ROUTE_LENGTHS, RouteBucket, RouteEntry, RouteHeader,
     },
     tracked::{
         self, FilterBit, TRACKED_FILTER_GENERATION, TRACKED_FILTER_MAX_BITS,
@@ -500,17 +503,6 @@ fn write_http<const N: usize>(
 /// most a page), and a bound the verifier can check packet offsets against.
 const SCAN_MAX: u32 = 4096;
 
-/// The LPM key of a route lookup: padded so the key's bytes are 8-aligned
-/// (written a word at a time); `prefix_len` and `data` are laid out as aya's
-/// `lpm_trie::Key<RouteKey>`.
-#[repr(C, align(8))]
-#[derive(Clone, Copy)]
-struct RouteLookup {
-    _pad: u32,
-    prefix_len: u32,
-    data: RouteKey,
-}
-
 /// Where the head scan and the route pass stand between `bpf_loop` steps.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -520,13 +512,14 @@ struct ScanState {
     heads: HeadEnds,
     /// Route pass: the payload's offset, whether it begins with a request
     /// line (1) or inside a head (0), the destination port, the heads
-    /// routed so far, and the heads routed before the pass's `bpf_loop`
-    /// (its index 0 is head `skip`).
+    /// routed so far, the heads routed before the pass's `bpf_loop` (its
+    /// index 0 is head `skip`), and the route table's generation in use.
     payload: u32,
     first: u32,
     port: u32,
     routed_heads: u32,
     skip: u32,
+    table: u32,
     /// Whether some route names a host; the Host header search of the head
     /// being routed: where it stands, where it stops, its state, the tag.
     hosts: u32,
@@ -534,7 +527,11 @@ struct ScanState {
     host_end: u32,
     host_state: u32,
     tag: HostTag,
-    key: RouteLookup,
+    /// The route key of the head being routed (`common::route`: the port,
+    /// the host tag, then the request line's first bytes), and its prefix
+    /// hashes (`route_table::prefix_hashes_into`).
+    key: [u64; ROUTE_KEY_WORDS],
+    prefix: [u64; ROUTE_KEY_WORDS],
     routes: SegmentRoutes,
 }
 
@@ -545,11 +542,17 @@ struct ScanState {
 #[map(name = "TG_SCAN")]
 static TG_SCAN: PerCpuArray<ScanState> = PerCpuArray::with_max_entries(1, 0);
 
-/// Routes: port, host tag and request line to what a request costs
-/// (`common::route`). A route without a port is written once per HTTP port.
+/// The route table (`common::route_table`), two generations: per
+/// generation a header (hash seed, the length lists), the buckets, and the
+/// routes (port, host tag and request-line prefix to what a request costs;
+/// a route without a port is written once per HTTP port).
+#[map(name = "TG_ROUTE_HEADERS")]
+static TG_ROUTE_HEADERS: Array<RouteHeader> = Array::with_max_entries(ROUTE_GENERATIONS, 0);
+#[map(name = "TG_ROUTE_BUCKETS")]
+static TG_ROUTE_BUCKETS: Array<RouteBucket> =
+    Array::with_max_entries(ROUTE_GENERATIONS * ROUTE_BUCKETS, 0);
 #[map(name = "TG_ROUTES")]
-static TG_ROUTES: LpmTrie<RouteKey, RouteValue> =
-    LpmTrie::with_max_entries(MAX_ROUTES * MAX_HTTP_PORTS as u32, 0);
+static TG_ROUTES: Array<RouteEntry> = Array::with_max_entries(ROUTE_GENERATIONS * ROUTE_ENTRIES, 0);
 /// Per route, the TAT of its ceiling (all sources together), apart from the
 /// routes so reloads keep it.
 #[map(name = "TG_ROUTE_CEILINGS")]
@@ -648,10 +651,12 @@ fn request_heads(
     state.routes.requests = 0;
     state.routed_heads = 0;
     let hosts = settings.flags & SETTINGS_ROUTE_HOSTS != 0;
+    let table = (settings.flags & SETTINGS_ROUTE_TABLE != 0) as u32;
+    state.table = table;
     // The common case: the segment begins with a request line; without
     // routes of hosts its route is one lookup, without a loop.
     let skip = if first != 0 && !hosts {
-        tg_route_first(ctx.ctx, payload, port as u32)
+        tg_route_first(ctx.ctx, payload, port as u32, table)
     } else {
         0
     };
@@ -694,8 +699,8 @@ fn request_heads(
 
 /// The route of a segment's first head when the segment begins with its
 /// request line and the frame holds the key's whole line window: the
-/// line's words copied into the key and one lookup. Returns the heads it
-/// routed (1), or 0 when it left the head to the route pass. A global
+/// line's words copied into the key and one route lookup. Returns the heads
+/// it routed (1), or 0 when it left the head to the route pass. A global
 /// function: the verifier checks it once, not once per path to it.
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -703,6 +708,7 @@ pub extern "C" fn tg_route_first(
     ctx: *mut aya_ebpf::bindings::xdp_md,
     payload: u32,
     port: u32,
+    table: u32,
 ) -> u32 {
     let frame = XdpContext::new(ctx);
     if payload > SCAN_MAX {
@@ -715,33 +721,87 @@ pub extern "C" fn tg_route_first(
     let Some(state) = TG_SCAN.get_ptr_mut(0) else {
         return 0;
     };
-    // SAFETY: this CPU's scan slot, written by `request_heads`.
-    let state = unsafe { &mut *state };
-    let key = &mut state.key;
-    key.prefix_len = (ROUTE_KEY_LEN * 8) as u32;
-    let words = (&raw mut key.data).cast::<u64>();
     // The port, a zero host tag and padding in one word (see `route_step`),
     // then the line window.
-    // SAFETY: `data` is 8-aligned in `RouteLookup` and 64 bytes long.
-    unsafe { words.write((port as u16).to_be() as u64) };
-    let mut i = 0;
-    while i < ROUTE_LINE_LEN / 8 {
-        // SAFETY: bounds checked above; words 1..=7 of the key.
-        unsafe {
-            words
-                .add(1 + i)
-                .write(core::ptr::read_unaligned((at + i * 8) as *const u64))
-        };
-        i += 1;
+    // SAFETY: this CPU's scan slot, written by `request_heads`; the packet
+    // bounds are checked above. The borrow ends before the lookup, which
+    // takes the slot itself.
+    unsafe {
+        let key = &mut (*state).key;
+        key[0] = (port as u16).to_be() as u64;
+        let mut i = 0;
+        while i < ROUTE_LINE_LEN / 8 {
+            key[1 + i] = core::ptr::read_unaligned((at + i * 8) as *const u64);
+            i += 1;
+        }
+        (*state).routed_heads += 1;
     }
-    state.routed_heads += 1;
-    // SAFETY: as in `route_step`.
-    let lookup = unsafe { &*((&raw const state.key.prefix_len).cast::<Key<RouteKey>>()) };
-    match TG_ROUTES.get(lookup) {
-        Some(route) => state.routes.add(route),
-        None => state.routes.requests = state.routes.requests.saturating_add(1),
+    if tg_route_lookup(table, 0) == 0 {
+        // SAFETY: as above.
+        unsafe { (*state).routes.requests = (*state).routes.requests.saturating_add(1) };
     }
     1
+}
+
+/// Finds the route of the key in `TG_SCAN` (`common::route_table`): the
+/// lengths of its class's list (of routes of hosts with `hosted`), longest
+/// first, one bucket each, until an entry matches the key; notes that route
+/// in the segment's routes and returns 1, else 0. A global function: the
+/// verifier checks the probe loop once.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tg_route_lookup(table: u32, hosted: u32) -> u32 {
+    let generation = table & 1;
+    let Some(state) = TG_SCAN.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scan slot; the caller wrote its key.
+    let state = unsafe { &mut *state };
+    let Some(header) = TG_ROUTE_HEADERS.get(generation) else {
+        return 0;
+    };
+    let class = route_table::class_of(state.key[1]) as usize & (ROUTE_CLASSES - 1);
+    let list = &header.lengths[(hosted as usize & 1) * ROUTE_CLASSES + class];
+    let count = list.count;
+    if count == 0 {
+        return 0;
+    }
+    route_table::prefix_hashes_into(header.seed, &state.key, &mut state.prefix);
+    let mut i = 0;
+    while i < ROUTE_LENGTHS {
+        if i as u32 >= count {
+            break;
+        }
+        // 64 bits wide, so the verifier bounds the word index taken from it.
+        let len = list.lengths[i] as u64;
+        if len > ROUTE_LINE_LEN as u64 {
+            break;
+        }
+        let len = len as u32;
+        let hash = route_table::key_probe_hash(&state.key, &state.prefix, len);
+        if let Some(bucket) =
+            TG_ROUTE_BUCKETS.get(generation * ROUTE_BUCKETS + route_table::bucket_of(hash))
+        {
+            let mut s = 0;
+            while s < ROUTE_BUCKET_SLOTS {
+                // Only an entry the header counts: a bucket a crashed
+                // writer left behind can name nothing removed.
+                if bucket.checks[s] == hash
+                    && bucket.entries[s] < header.entries.min(ROUTE_ENTRIES)
+                    && let Some(entry) =
+                        TG_ROUTES.get(generation * ROUTE_ENTRIES + bucket.entries[s])
+                    && entry.len == len
+                    && route_table::entry_matches(entry, &state.key)
+                {
+                    state.routes.add(&entry.value);
+                    return 1;
+                }
+                s += 1;
+            }
+        }
+        i += 1;
+    }
+    0
 }
 
 /// One step of the route pass: the route of head `index` (by its end) of
@@ -750,11 +810,11 @@ pub extern "C" fn tg_route_first(
 extern "C" fn route_step(index: u64, data: *mut core::ffi::c_void) -> i64 {
     // SAFETY: `data` is the `ScanContext` that `request_heads` passed.
     let frame = XdpContext::new(unsafe { (*data.cast::<ScanContext>()).ctx });
-    let Some(state) = TG_SCAN.get_ptr_mut(0) else {
+    let Some(state_ptr) = TG_SCAN.get_ptr_mut(0) else {
         return 1;
     };
     // SAFETY: this CPU's slot, written by `request_heads` before the loop.
-    let state = unsafe { &mut *state };
+    let state = unsafe { &mut *state_ptr };
     let index = index + state.skip as u64;
     let noted = if state.first != 0 {
         if index == 0 {
@@ -780,35 +840,30 @@ extern "C" fn route_step(index: u64, data: *mut core::ffi::c_void) -> i64 {
     // A bound the verifier sees on the packet offset (a frame is one page at
     // most, so the mask changes nothing).
     let offset = offset & 0x3fff;
-    let key = &mut state.key;
-    key.prefix_len = (ROUTE_KEY_LEN * 8) as u32;
     // The port, a zero host tag and padding in one word (little-endian
     // memory: the port's big-endian bytes first).
     let head = (state.port as u16).to_be() as u64;
-    let words = (&raw mut key.data).cast::<u64>();
-    // SAFETY: `data` is 8-aligned in `RouteLookup` and 64 bytes long.
-    unsafe { words.write(head) };
+    state.key[0] = head;
     // The line window: ROUTE_LINE_LEN bytes, or the bytes the frame has and
     // zeros after; 1..=ROUTE_LINE_LEN, in a form whose lower bound the
     // verifier sees (`offset < frame_len` above): the minimum is taken
     // before the +1.
     let len = (frame_len - offset - 1).min(ROUTE_LINE_LEN - 1) + 1;
     if len < ROUTE_LINE_LEN {
-        let mut i = 0;
-        while i < ROUTE_LINE_LEN / 8 {
-            // SAFETY: the key has 7 words after the first.
-            unsafe { words.add(1 + i).write(0) };
+        let mut i = 1;
+        while i < ROUTE_KEY_WORDS {
+            state.key[i] = 0;
             i += 1;
         }
     }
     // One helper call (a kernel memcpy; the BPF backend would read the
     // packet a byte at a time).
-    // SAFETY: 1..=ROUTE_LINE_LEN bytes into the key's line, inside the key.
+    // SAFETY: 1..=ROUTE_LINE_LEN bytes into the key's line words.
     let loaded = unsafe {
         bpf_xdp_load_bytes(
             frame.ctx as *mut _,
             offset as u32,
-            (&raw mut key.data[ROUTE_LINE_OFFSET]).cast(),
+            (&raw mut state.key[1]).cast(),
             len as u32,
         )
     } == 0;
@@ -820,26 +875,22 @@ extern "C" fn route_step(index: u64, data: *mut core::ffi::c_void) -> i64 {
     // host wins over every route without one.
     if state.hosts != 0 && host_tag(data, state, offset as u32, frame_len as u32) {
         let tag = state.tag.finish();
-        // SAFETY: the key's first word: port, host tag, padding.
-        unsafe { words.write(head | ((tag.to_be() as u64) << 16)) };
-        // SAFETY: as below.
-        let lookup = unsafe { &*((&raw const state.key.prefix_len).cast::<Key<RouteKey>>()) };
-        let hosted = TG_ROUTES.get(lookup).copied();
-        // SAFETY: as above.
-        unsafe { words.write(head) };
-        if let Some(route) = hosted
-            && route.flags & ROUTE_HOST != 0
-        {
-            state.routes.add(&route);
+        state.key[0] = head | ((tag.to_be() as u64) << 16);
+        let table = state.table;
+        let found = tg_route_lookup(table, 1);
+        // SAFETY: the slot again, after the lookup that used it.
+        let state = unsafe { &mut *state_ptr };
+        state.key[0] = head;
+        if found != 0 {
             return 0;
         }
     }
-    // SAFETY: `RouteLookup` from `prefix_len` on is laid out as aya's
-    // packed `Key<RouteKey>`: a u32 and the key bytes.
-    let lookup = unsafe { &*((&raw const state.key.prefix_len).cast::<Key<RouteKey>>()) };
-    match TG_ROUTES.get(lookup) {
-        Some(route) => state.routes.add(route),
-        None => state.routes.requests = state.routes.requests.saturating_add(1),
+    // SAFETY: as above.
+    let state = unsafe { &mut *state_ptr };
+    if tg_route_lookup(state.table, 0) == 0 {
+        // SAFETY: as above.
+        let state = unsafe { &mut *state_ptr };
+        state.routes.requests = state.routes.requests.saturating_add(1);
     }
     0
 }

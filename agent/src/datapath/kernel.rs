@@ -19,7 +19,8 @@ use tollgate_common::{
     COUNTER_SLOTS, Counter, LAYOUT_VERSION, MAX_TIERS, Meta, RuleValue, SETTINGS_RULES_V4,
     SETTINGS_RULES_V6, SamplerState, Settings, SourceState, TierConfig, VERDICT_COUNT, Verdict,
     names,
-    route::{RouteCounter, RouteKey, RouteValue},
+    route::RouteCounter,
+    route_table::{RouteBucket, RouteEntry, RouteHeader},
     tracked,
 };
 
@@ -46,6 +47,8 @@ pub enum KernelError {
     TierIndex(u32),
     #[error("route index {0} is out of range (0..{MAX_ROUTES})", MAX_ROUTES = tollgate_common::route::MAX_ROUTES)]
     RouteIndex(u32),
+    #[error("route table: {0}")]
+    RouteTable(#[from] super::route_table::RouteTableError),
     #[error("pinned maps in {dir} have layout version {found}, this build uses {LAYOUT_VERSION}")]
     LayoutMismatch { dir: PathBuf, found: u32 },
     #[error("{0}")]
@@ -83,7 +86,7 @@ impl Default for MapSizes {
 }
 
 /// Every map the program uses, in the order they are pinned.
-pub const MAP_NAMES: [&str; 15] = [
+pub const MAP_NAMES: [&str; 17] = [
     names::SETTINGS,
     names::META,
     names::TIERS,
@@ -95,6 +98,8 @@ pub const MAP_NAMES: [&str; 15] = [
     names::COUNTERS,
     names::SAMPLES,
     names::SAMPLER,
+    names::ROUTE_HEADERS,
+    names::ROUTE_BUCKETS,
     names::ROUTES,
     names::ROUTE_CEILINGS,
     names::ROUTE_COUNTERS,
@@ -160,8 +165,10 @@ pub struct Maps {
     /// takes it with [`Maps::take_samples`].
     samples: Option<RingBuf<MapData>>,
     pub sampler: PerCpuArray<MapData, SamplerState>,
-    /// Routes (`common::route`): see `datapath::routes`.
-    pub routes: LpmTrie<MapData, RouteKey, RouteValue>,
+    /// The route table (`common::route_table`): see `datapath::routes`.
+    pub route_headers: Array<MapData, RouteHeader>,
+    pub route_buckets: Array<MapData, RouteBucket>,
+    pub routes: Array<MapData, RouteEntry>,
     pub route_ceilings: Array<MapData, u64>,
     pub route_counters: PerCpuArray<MapData, RouteCounter>,
     /// The tracked-source filter (`common::tracked`): see `datapath::tracked`.
@@ -218,6 +225,8 @@ impl Maps {
             counters: one(&mut get, names::COUNTERS)?,
             samples: Some(one(&mut get, names::SAMPLES)?),
             sampler: one(&mut get, names::SAMPLER)?,
+            route_headers: one(&mut get, names::ROUTE_HEADERS)?,
+            route_buckets: one(&mut get, names::ROUTE_BUCKETS)?,
             routes: one(&mut get, names::ROUTES)?,
             route_ceilings: one(&mut get, names::ROUTE_CEILINGS)?,
             route_counters: one(&mut get, names::ROUTE_COUNTERS)?,

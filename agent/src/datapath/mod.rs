@@ -9,6 +9,7 @@ pub mod caps;
 pub mod dataplane;
 pub mod guard;
 pub mod kernel;
+pub mod route_table;
 pub mod routes;
 pub mod samples;
 pub mod scan;

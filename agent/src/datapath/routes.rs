@@ -1,99 +1,112 @@
-//! The kernel's routes (`TG_ROUTES`, `TG_ROUTE_CEILINGS`, `TG_ROUTE_COUNTERS`):
-//! writing the route trie and reading the per-route counters. What a route
-//! is and how its key is built lives in `tollgate_common::route`; which
-//! routes to write is the configuration's business.
+//! The kernel's routes (`TG_ROUTE_HEADERS`, `TG_ROUTE_BUCKETS`, `TG_ROUTES`,
+//! `TG_ROUTE_CEILINGS`, `TG_ROUTE_COUNTERS`): writing the route table and
+//! reading the per-route counters. What a route is and how its key is built
+//! lives in `tollgate_common::route`, how the table is laid out in
+//! `tollgate_common::route_table`, how a generation is built in
+//! `datapath::route_table`; which routes to write is the configuration's
+//! business.
 
-use aya::maps::{MapError, PerCpuValues, lpm_trie::Key};
+use aya::maps::PerCpuValues;
 use tollgate_common::{
-    SETTINGS_ROUTE_HOSTS, SETTINGS_ROUTES, names,
-    route::{MAX_ROUTES, ROUTE_HOST, RouteCounter, RouteKey, RouteValue},
+    SETTINGS_ROUTE_HOSTS, SETTINGS_ROUTE_TABLE, SETTINGS_ROUTES, names,
+    route::{MAX_ROUTES, ROUTE_HOST, RouteCounter, RouteValue},
+    route_table::{ROUTE_BUCKETS, ROUTE_ENTRIES},
 };
 
-use super::kernel::{KernelError, Maps, Result};
-
-/// One entry of the route trie: prefix length in bits, key bytes.
-pub type RoutePrefix = (u32, RouteKey);
-
-fn absent(e: &MapError) -> bool {
-    match e {
-        MapError::KeyNotFound => true,
-        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
-        _ => false,
-    }
-}
+pub use super::route_table::RoutePrefix;
+use super::{
+    kernel::{KernelError, Maps, Result},
+    route_table::{self, prefix_of},
+};
 
 impl Maps {
-    /// Every entry of the route trie.
-    pub fn routes(&self) -> Result<Vec<(RoutePrefix, RouteValue)>> {
-        let mut out = Vec::new();
-        for entry in self.routes.iter() {
-            let (key, value) = entry.map_err(|source| KernelError::Map {
-                name: names::ROUTES,
-                source,
-            })?;
-            out.push(((key.prefix_len(), key.data()), value));
-        }
-        Ok(out)
+    /// The route table's generation in use (`SETTINGS_ROUTE_TABLE`).
+    fn route_generation(&self) -> Result<u32> {
+        Ok((self.settings()?.flags & SETTINGS_ROUTE_TABLE != 0) as u32)
     }
 
-    /// Inserts or replaces every entry of `upsert`, removes every prefix of
-    /// `remove` (absent ones are ignored), and keeps the program's "look up
-    /// routes" flag in step with whether the trie has entries. A route whose
-    /// index is new to the trie starts with an idle ceiling.
+    /// Every route of the table in use.
+    pub fn routes(&self) -> Result<Vec<(RoutePrefix, RouteValue)>> {
+        let map = |name| move |source| KernelError::Map { name, source };
+        let generation = self.route_generation()?;
+        let header = self
+            .route_headers
+            .get(&generation, 0)
+            .map_err(map(names::ROUTE_HEADERS))?;
+        (0..header.entries.min(ROUTE_ENTRIES))
+            .map(|i| {
+                let entry = self
+                    .routes
+                    .get(&(generation * ROUTE_ENTRIES + i), 0)
+                    .map_err(map(names::ROUTES))?;
+                Ok((prefix_of(&entry), entry.value))
+            })
+            .collect()
+    }
+
+    /// Inserts or replaces every entry of `upsert` and removes every prefix
+    /// of `remove` (absent ones are ignored): the whole table is built anew
+    /// in the generation not in use, then one settings write switches the
+    /// program to it, with the "look up routes" flags in step with what it
+    /// holds. A route whose index is new to the table starts with an idle
+    /// ceiling.
     pub fn update_routes(
         &mut self,
         upsert: &[(RoutePrefix, RouteValue)],
         remove: &[RoutePrefix],
     ) -> Result<()> {
-        let known: std::collections::BTreeSet<u32> =
-            self.routes()?.iter().map(|(_, v)| v.index).collect();
-        for ((bits, key), value) in upsert {
+        let map = |name| move |source| KernelError::Map { name, source };
+        let mut want: std::collections::BTreeMap<RoutePrefix, RouteValue> =
+            self.routes()?.into_iter().collect();
+        let known: std::collections::BTreeSet<u32> = want.values().map(|v| v.index).collect();
+        for (prefix, value) in upsert {
             if value.index >= MAX_ROUTES {
                 return Err(KernelError::RouteIndex(value.index));
             }
+            want.insert(*prefix, *value);
+        }
+        for prefix in remove {
+            want.remove(prefix);
+        }
+        let entries: Vec<(RoutePrefix, RouteValue)> = want.into_iter().collect();
+        let table = route_table::build(&entries)?;
+        for (_, value) in upsert {
             if !known.contains(&value.index) {
                 self.route_ceilings
                     .set(value.index, 0, 0)
-                    .map_err(|source| KernelError::Map {
-                        name: names::ROUTE_CEILINGS,
-                        source,
-                    })?;
-            }
-            self.routes
-                .insert(&Key::new(*bits, *key), value, 0)
-                .map_err(|source| KernelError::Map {
-                    name: names::ROUTES,
-                    source,
-                })?;
-        }
-        for (bits, key) in remove {
-            match self.routes.remove(&Key::new(*bits, *key)) {
-                Ok(()) => {}
-                Err(e) if absent(&e) => {}
-                Err(source) => {
-                    return Err(KernelError::Map {
-                        name: names::ROUTES,
-                        source,
-                    });
-                }
+                    .map_err(map(names::ROUTE_CEILINGS))?;
             }
         }
-        // The flags follow the trie: "look up routes" while it has entries,
-        // "find the Host header" while one of them names a host.
         let mut settings = self.settings()?;
-        let entries = self.routes()?;
-        let mut flags = settings.flags & !(SETTINGS_ROUTES | SETTINGS_ROUTE_HOSTS);
+        let next = (settings.flags & SETTINGS_ROUTE_TABLE == 0) as u32;
+        for (i, entry) in table.entries.iter().enumerate() {
+            self.routes
+                .set(next * ROUTE_ENTRIES + i as u32, entry, 0)
+                .map_err(map(names::ROUTES))?;
+        }
+        for (i, bucket) in table.buckets.iter().enumerate() {
+            self.route_buckets
+                .set(next * ROUTE_BUCKETS + i as u32, bucket, 0)
+                .map_err(map(names::ROUTE_BUCKETS))?;
+        }
+        self.route_headers
+            .set(next, table.header, 0)
+            .map_err(map(names::ROUTE_HEADERS))?;
+        // The flags follow the table: "look up routes" while it has entries,
+        // "find the Host header" while one of them names a host.
+        let mut flags =
+            settings.flags & !(SETTINGS_ROUTES | SETTINGS_ROUTE_HOSTS | SETTINGS_ROUTE_TABLE);
+        if next == 1 {
+            flags |= SETTINGS_ROUTE_TABLE;
+        }
         if !entries.is_empty() {
             flags |= SETTINGS_ROUTES;
         }
         if entries.iter().any(|(_, v)| v.flags & ROUTE_HOST != 0) {
             flags |= SETTINGS_ROUTE_HOSTS;
         }
-        if flags != settings.flags {
-            settings.flags = flags;
-            self.set_settings(settings)?;
-        }
-        Ok(())
+        settings.flags = flags;
+        self.set_settings(settings)
     }
 
     /// Gives `indices` an idle ceiling and zero counters: for an index taken

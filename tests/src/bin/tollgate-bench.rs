@@ -28,6 +28,10 @@ use tollgate_tests::{
 const REPEAT: u32 = 1_000_000;
 const ROUNDS: usize = 7;
 const NEW_SOURCES: u32 = 200_000;
+/// Rounds and repetitions of the request-counting rows: short rounds, each
+/// setting back to back (see `request_counting`).
+const COUNTING_ROUNDS: usize = 41;
+const COUNTING_REPEAT: u32 = 150_000;
 
 /// The request-counting rows' program settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -407,13 +411,20 @@ fn micro() -> Result<()> {
     Ok(())
 }
 
-/// One row of the request-counting table: segment, mode, ns/packet.
-type CountingRow = (&'static str, Counting, f64);
+/// One segment of the request-counting table: its name and, per round,
+/// ns/packet counting off, on, and on with routes (the three measured back
+/// to back in every round).
+type CountingRow = (&'static str, Vec<[f64; 3]>);
 
 /// Request counting (issue 14): TCP segments to an HTTP port from a known
 /// source under `generous` (requests allowed without bound here, so a
 /// million repetitions stay under the limit), counting off, on, and on with
-/// routes.
+/// routes. The three settings take turns within every round (a settings
+/// write each: the routes stay in the table, and without the "look up
+/// routes" flag the program does not look at them), and rounds are short,
+/// so a drift of the machine's speed (this VM's floor moves 6–30 ns within
+/// seconds) falls on all three alike; the costs are medians of each round's
+/// differences.
 fn request_counting(p: &mut TestProgram, generous: TierSpec) -> Result<Vec<CountingRow>> {
     p.maps.set_tier(
         0,
@@ -435,67 +446,84 @@ fn request_counting(p: &mut TestProgram, generous: TierSpec) -> Result<Vec<Count
     let pipelined =
         segment(&b"GET /api/v1/items?id=7 HTTP/1.1\r\nHost: api.test\r\n\r\n".repeat(10));
     let body = segment(&[b'a'; 1400]);
-    // Counting off, counting on, then counting with routes (issue 14): 24
-    // routes on port 80, one of which the requests match.
-    let mut counting = Vec::new();
-    for mode in [Counting::Off, Counting::On, Counting::Routes] {
-        let mut settings = p.maps.settings()?;
-        settings.http_ports[0] = 80;
-        if mode == Counting::Off {
-            settings.flags &= !tollgate_common::SETTINGS_COUNT_REQUESTS;
-        } else {
-            settings.flags |= tollgate_common::SETTINGS_COUNT_REQUESTS;
-        }
-        p.maps.set_settings(settings)?;
-        if mode == Counting::Routes {
-            for (i, path) in ROUTE_PATHS.iter().enumerate() {
-                for (j, method) in ["GET", "POST", "DELETE"].iter().enumerate() {
-                    let index = (i * 3 + j) as u32;
-                    p.add_route(
-                        80,
-                        &format!("{method} {path}"),
-                        tollgate_tests::program::route(index, 1 + index % 3, None, false),
-                    )?;
-                }
-            }
-        }
-        let xdp = p.xdp_ref();
-        for (what, frame) in [
-            ("request segment, 90 B payload", &request),
-            ("10 pipelined requests, 510 B payload", &pipelined),
-            ("body segment, 1400 B payload", &body),
-        ] {
-            counting.push((what, mode, repeated(xdp, frame, XDP_PASS)?.0));
+    let segments = [
+        ("request segment, 90 B payload", &request),
+        ("10 pipelined requests, 510 B payload", &pipelined),
+        ("body segment, 1400 B payload", &body),
+    ];
+    // 24 routes on port 80, one of which the requests match.
+    let mut routes = Vec::new();
+    for (i, path) in ROUTE_PATHS.iter().enumerate() {
+        for (j, method) in ["GET", "POST", "DELETE"].iter().enumerate() {
+            let index = (i * 3 + j) as u32;
+            let prefix =
+                tollgate_common::route::route_key(80, format!("{method} {path}").as_bytes())
+                    .context("route line too long")?;
+            routes.push((
+                prefix,
+                tollgate_tests::program::route(index, 1 + index % 3, None, false),
+            ));
         }
     }
-
-    Ok(counting)
+    p.maps.update_routes(&routes, &[])?;
+    let mut rows: Vec<CountingRow> = segments
+        .iter()
+        .map(|(what, _)| (*what, Vec::new()))
+        .collect();
+    for _ in 0..COUNTING_ROUNDS {
+        let mut round = [[0.0f64; 3]; 3];
+        for (m, mode) in [Counting::Off, Counting::On, Counting::Routes]
+            .into_iter()
+            .enumerate()
+        {
+            use tollgate_common::{SETTINGS_COUNT_REQUESTS, SETTINGS_ROUTES};
+            let mut settings = p.maps.settings()?;
+            settings.http_ports[0] = 80;
+            settings.flags &= !(SETTINGS_COUNT_REQUESTS | SETTINGS_ROUTES);
+            settings.flags |= match mode {
+                Counting::Off => 0,
+                Counting::On => SETTINGS_COUNT_REQUESTS,
+                Counting::Routes => SETTINGS_COUNT_REQUESTS | SETTINGS_ROUTES,
+            };
+            p.maps.set_settings(settings)?;
+            let xdp = p.xdp_ref();
+            for (k, (_, frame)) in segments.iter().enumerate() {
+                let (action, ns) = run(xdp, frame, COUNTING_REPEAT)?;
+                if action != XDP_PASS {
+                    bail!("expected action {XDP_PASS}, got {action}");
+                }
+                round[k][m] = ns;
+            }
+        }
+        for (row, ns) in rows.iter_mut().zip(round) {
+            row.1.push(ns);
+        }
+    }
+    Ok(rows)
 }
 
 fn print_counting(counting: &[CountingRow]) {
     println!("\nRequest counting on an HTTP port (known IPv4 source, full policy):\n");
     println!(
-        "| segment | counting off ns/pkt | counting on ns/pkt | with 24 routes ns/pkt | cost of counting | cost of the route lookups |"
+        "| segment | counting off ns/pkt | counting on ns/pkt | with 24 routes ns/pkt | cost of counting (on − off) | cost of the route pass (routes − on) | added in all (routes − off) |"
     );
-    println!("|---|---|---|---|---|---|");
-    let at = |what: &str, mode: Counting| {
-        counting
-            .iter()
-            .find(|(w, m, _)| *w == what && *m == mode)
-            .map(|(_, _, t)| *t)
-            .unwrap_or(f64::NAN)
-    };
-    for (what, mode, off) in counting {
-        if *mode != Counting::Off {
-            continue;
-        }
-        let (on, routes) = (at(what, Counting::On), at(what, Counting::Routes));
+    println!("|---|---|---|---|---|---|---|");
+    for (what, rounds) in counting {
+        let column = |f: &dyn Fn(&[f64; 3]) -> f64| median(rounds.iter().map(f).collect());
+        let cell = |(m, lo, hi): (f64, f64, f64)| format!("{m:.1} ({lo:.1}–{hi:.1})");
         println!(
-            "| {what} | {off:.1} | {on:.1} | {routes:.1} | {:.1} ns | {:.1} ns |",
-            on - off,
-            routes - on
+            "| {what} | {} | {} | {} | {} ns | {} ns | {} ns |",
+            cell(column(&|r| r[0])),
+            cell(column(&|r| r[1])),
+            cell(column(&|r| r[2])),
+            cell(column(&|r| r[1] - r[0])),
+            cell(column(&|r| r[2] - r[1])),
+            cell(column(&|r| r[2] - r[0])),
         );
     }
+    println!(
+        "\n(medians of {COUNTING_ROUNDS} rounds, min–max; in every round the three settings run back to back, {COUNTING_REPEAT} repetitions each, and the costs are medians of each round's differences)"
+    );
 }
 
 /// `tollgate-bench requests`: the request-counting rows alone.
