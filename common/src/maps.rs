@@ -496,6 +496,12 @@ pub struct Settings {
     /// heads of a segment: [`crate::route`]): the dearest enforced route's
     /// cost, at least 1.
     pub split_head_cost: u32,
+    /// Nanoseconds of one jiffy (`clock_getres(CLOCK_MONOTONIC_COARSE)`:
+    /// 1/HZ), written by the daemon with every settings write: the
+    /// new-source budget and the untracked ceiling are timed by
+    /// `bpf_jiffies64() × jiffy_ns`. 0 (never written): they are timed by
+    /// `bpf_ktime_get_coarse_ns` instead, on the same tick.
+    pub jiffy_ns: u32,
 }
 
 impl Settings {

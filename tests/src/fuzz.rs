@@ -378,6 +378,8 @@ pub fn random_policy(rng: &mut StdRng) -> FuzzPolicy {
         },
         verdict_sample_every: *[0, 1, 7].choose(rng).expect("non-empty"),
         split_head_cost: policy.split_head_cost,
+        // `Maps::set_settings` writes this machine's tick.
+        jiffy_ns: 0,
     };
     policy.count_requests = settings.flags & SETTINGS_COUNT_REQUESTS != 0;
     FuzzPolicy { policy, settings }
@@ -1290,10 +1292,10 @@ impl Pair {
 
     /// End-of-epoch comparison of everything but counters: the tracked sources,
     /// the units held in each of their buckets, the aggregates. `kernel_base`
-    /// is the monotonic time the epoch started at, `coarse_base` the coarse
-    /// one (`CLOCK_MONOTONIC_COARSE`: the kernel times the untracked ceiling
-    /// and the new-source budget with `bpf_ktime_get_coarse_ns`).
-    fn compare_state(&self, kernel_base: u64, coarse_base: u64) -> Result<Vec<String>> {
+    /// is the monotonic time the epoch started at, `untracked_base` the
+    /// untracked clock's (`untracked_clock_ns`: the kernel times the
+    /// untracked ceiling and the new-source budget by jiffies × tick).
+    fn compare_state(&self, kernel_base: u64, untracked_base: u64) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         let maps = &self.program.maps;
         let mut kernel = Vec::new();
@@ -1376,7 +1378,7 @@ impl Pair {
                 let base = if slot == aggregate_slot(t) {
                     kernel_base
                 } else {
-                    coarse_base
+                    untracked_base
                 };
                 let k = units_ns(maps.aggregate.get(&slot, 0)?, base, packets);
                 let m = units_ns(model_tat, MODEL_NOW, packets);
@@ -1416,7 +1418,7 @@ impl Pair {
         self.clear_buckets()?;
         self.resync_counters()?;
         let base = tollgate::datapath::kernel::clock_ns();
-        let coarse_base = crate::coarse_clock_ns();
+        let untracked_base = crate::untracked_clock_ns();
         let mut unused = Duration::ZERO;
         for (i, f) in frames.iter().enumerate() {
             if let Some(m) = self.run(f, &mut unused)? {
@@ -1424,7 +1426,7 @@ impl Pair {
                 return Ok(Some(Found::Frame(i, m)));
             }
         }
-        let problems = self.compare_state(base, coarse_base)?;
+        let problems = self.compare_state(base, untracked_base)?;
         Ok((!problems.is_empty()).then_some(Found::State(problems)))
     }
 
@@ -1542,7 +1544,7 @@ pub fn run(config: &Config) -> Result<Report> {
         report.epochs += 1;
 
         let kernel_base = tollgate::datapath::kernel::clock_ns();
-        let coarse_base = crate::coarse_clock_ns();
+        let untracked_base = crate::untracked_clock_ns();
         let epoch_start = Instant::now();
         let mut mismatch = None;
         for _ in 0..len {
@@ -1593,7 +1595,7 @@ pub fn run(config: &Config) -> Result<Report> {
             continue;
         }
 
-        let mut problems = pair.compare_state(kernel_base, coarse_base)?;
+        let mut problems = pair.compare_state(kernel_base, untracked_base)?;
         problems.extend(
             pair.counter_diff()?
                 .into_iter()

@@ -58,31 +58,38 @@ pub fn unique_id() -> String {
     format!("{:05x}{:03x}", pid & 0xfffff, n & 0xfff)
 }
 
-/// The coarse clock's resolution in seconds (`clock_getres` of
-/// `CLOCK_MONOTONIC_COARSE`: one tick, 1/HZ). tollgate times a tier's
-/// new-source budget and untracked ceiling with `bpf_ktime_get_coarse_ns`,
-/// which lags the precise clock by less than this, so a ceiling of `rate`
-/// admits at most `rate × (t + tick) + burst` in any span `t`.
+/// One tick in seconds (`clock_getres` of `CLOCK_MONOTONIC_COARSE`: 1/HZ).
+/// tollgate times a tier's new-source budget and untracked ceiling by the
+/// tick count (`bpf_jiffies64() × tick`), which advances once a tick, so a
+/// ceiling of `rate` admits at most `rate × (t + tick) + burst` in any span
+/// `t`.
 pub fn coarse_tick_secs() -> f64 {
-    coarse_clock(libc::clock_getres) as f64 * 1e-9
+    tick_ns() as f64 * 1e-9
 }
 
-/// `CLOCK_MONOTONIC_COARSE` now, in nanoseconds: what the kernel's
-/// `bpf_ktime_get_coarse_ns` reads.
-pub fn coarse_clock_ns() -> u64 {
-    coarse_clock(libc::clock_gettime)
+/// The untracked clock now, in nanoseconds: what the program reads for the
+/// new-source budget and the untracked ceiling (`jiffies × tick`; jiffies
+/// from `/proc/timer_list`, which needs root, as every test reading it does).
+pub fn untracked_clock_ns() -> u64 {
+    let list = std::fs::read_to_string("/proc/timer_list").expect("reading /proc/timer_list");
+    let jiffies: u64 = list
+        .lines()
+        .find_map(|l| l.strip_prefix("jiffies:"))
+        .expect("/proc/timer_list has a jiffies line")
+        .trim()
+        .parse()
+        .expect("jiffies is a number");
+    jiffies * tick_ns()
 }
 
-/// `clock_getres` or `clock_gettime` of `CLOCK_MONOTONIC_COARSE`, in ns.
-fn coarse_clock(
-    call: unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int,
-) -> u64 {
+/// One tick in nanoseconds: `clock_getres` of `CLOCK_MONOTONIC_COARSE`.
+fn tick_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: a valid out-pointer; CLOCK_MONOTONIC_COARSE exists on Linux.
-    let rc = unsafe { call(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     assert_eq!(rc, 0, "CLOCK_MONOTONIC_COARSE");
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

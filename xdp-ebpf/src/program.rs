@@ -2,7 +2,7 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_NOEXIST, xdp_action},
     helpers::{
-        bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
+        bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
         generated::{bpf_loop, bpf_xdp_load_bytes},
     },
     macros::{map, xdp},
@@ -192,7 +192,7 @@ fn judge(
         ),
         requests: heads.requests,
     };
-    let verdict = match source_state(&packet.src, tier_index, tier)? {
+    let verdict = match source_state(&packet.src, tier_index, tier, settings.jiffy_ns)? {
         Ok(state) => {
             // SAFETY: a BPF helper with no preconditions.
             let now = unsafe { bpf_ktime_get_ns() };
@@ -1280,17 +1280,24 @@ pub extern "C" fn tg_mark_tracked(key: u64, v6: u32) -> u32 {
     unsafe { tracked::mark(current, bit.mask) as u32 }
 }
 
-/// The clock of a source no map holds: `CLOCK_MONOTONIC` as of the last
-/// tick (`bpf_ktime_get_coarse_ns`, the same clock as `bpf_ktime_get_ns`, at
-/// most one tick behind it, for a fraction of its cost). It times the
-/// tier's new-source budget and untracked ceiling; a tracked source's
-/// buckets (a new one's included) keep the precise clock. The bound
-/// this costs is in the README ("Spoofed floods"): a ceiling of `rate` with
-/// a burst admits at most `rate × (t + tick) + burst` in any `t`.
+/// The clock of a source no map holds: the tick count
+/// (`bpf_jiffies64`, inlined by the verifier into one load) times the
+/// tick's nanoseconds the daemon wrote (`Settings::jiffy_ns`); before any
+/// settings write, `bpf_ktime_get_coarse_ns`, which advances on the same
+/// tick. It times the tier's new-source budget and untracked ceiling, which
+/// only this clock ever charges; a tracked source's buckets (a new one's
+/// included) keep the precise clock. The bound this costs is in the README
+/// ("Spoofed floods"): a ceiling of `rate` with a burst admits at most
+/// `rate × (t + tick) + burst` in any `t`.
 #[inline(always)]
-fn coarse_clock() -> u64 {
-    // SAFETY: a BPF helper with no preconditions.
-    unsafe { bpf_ktime_get_coarse_ns() }
+fn untracked_clock(jiffy_ns: u32) -> u64 {
+    if jiffy_ns != 0 {
+        // SAFETY: a BPF helper with no preconditions.
+        unsafe { bpf_jiffies64() }.wrapping_mul(jiffy_ns as u64)
+    } else {
+        // SAFETY: a BPF helper with no preconditions.
+        unsafe { bpf_ktime_get_coarse_ns() }
+    }
 }
 
 /// The source's bucket state; a source seen for the first time is tracked
@@ -1306,6 +1313,7 @@ fn source_state(
     src: &SourceAddr,
     tier_index: u32,
     tier: &TierConfig,
+    jiffy_ns: u32,
 ) -> Result<Result<*mut SourceState, Verdict>, Internal> {
     match src {
         SourceAddr::V4(addr) => {
@@ -1317,7 +1325,8 @@ fn source_state(
                 return Ok(Ok(state));
             }
             if tier.admits_new_sources()
-                && let Some(verdict) = admit_new_source(tier_index, tier, coarse_clock())?
+                && let Some(verdict) =
+                    admit_new_source(tier_index, tier, untracked_clock(jiffy_ns))?
             {
                 return Ok(Err(verdict));
             }
@@ -1336,7 +1345,8 @@ fn source_state(
                 return Ok(Ok(state));
             }
             if tier.admits_new_sources()
-                && let Some(verdict) = admit_new_source(tier_index, tier, coarse_clock())?
+                && let Some(verdict) =
+                    admit_new_source(tier_index, tier, untracked_clock(jiffy_ns))?
             {
                 return Ok(Err(verdict));
             }

@@ -117,6 +117,14 @@ pub fn clock_ns() -> u64 {
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
+/// Nanoseconds of one jiffy, 1/HZ: the resolution of
+/// `CLOCK_MONOTONIC_COARSE`, which advances once a tick as `jiffies` does.
+pub fn jiffy_ns() -> u32 {
+    let res = nix::time::clock_getres(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .expect("CLOCK_MONOTONIC_COARSE is always available");
+    (res.tv_sec() as u64 * 1_000_000_000 + res.tv_nsec() as u64) as u32
+}
+
 /// Loads the embedded XDP object. With `pin_dir`, every map is pinned there, and
 /// maps already pinned there are reused (their state survives the reload).
 pub fn load(object: &[u8], sizes: &MapSizes, pin_dir: Option<&Path>) -> Result<Ebpf> {
@@ -232,6 +240,11 @@ impl Maps {
             route_counters: one(&mut get, names::ROUTE_COUNTERS)?,
             tracked: one(&mut get, names::TRACKED)?,
         };
+        // The untracked clock's tick is this machine's from the start.
+        let settings = maps.settings()?;
+        if settings.jiffy_ns != jiffy_ns() {
+            maps.set_settings(settings)?;
+        }
         // The filter's size word follows the map's real size.
         super::tracked::init(&mut maps.tracked).map_err(|source| KernelError::Map {
             name: names::TRACKED,
@@ -298,7 +311,10 @@ impl Maps {
         })
     }
 
-    pub fn set_settings(&mut self, settings: Settings) -> Result<()> {
+    /// Writes the settings; `jiffy_ns` is always this machine's tick
+    /// ([`jiffy_ns`]), whatever the caller's copy holds.
+    pub fn set_settings(&mut self, mut settings: Settings) -> Result<()> {
+        settings.jiffy_ns = jiffy_ns();
         self.settings
             .set(0, settings, 0)
             .map_err(|source| KernelError::Map {
