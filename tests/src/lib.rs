@@ -63,7 +63,7 @@ pub fn unique_id() -> String {
 /// tick count (`bpf_jiffies64() × tick`), which advances once a tick, so a
 /// ceiling of `rate` admits at most `rate × (t + tick) + burst` in any span
 /// `t`.
-pub fn coarse_tick_secs() -> f64 {
+pub fn tick_secs() -> f64 {
     tick_ns() as f64 * 1e-9
 }
 

@@ -131,7 +131,7 @@ fn a_five_million_packet_spoofed_flood_stays_bounded() {
     // is inside it; +1 each for rounding the float span). Both are timed by
     // the coarse clock, up to one tick behind: rate × (t + tick) + burst.
     let budget = (SOURCES_MAX / 60) as f64;
-    let tick = tollgate_tests::coarse_tick_secs();
+    let tick = tollgate_tests::tick_secs();
     let tracked = maps.counter(0, Verdict::Passed).unwrap().packets;
     let untracked = maps.counter(0, Verdict::Untracked).unwrap().packets;
     let tracked_bound = budget * (elapsed + tick) + budget + 1.0;

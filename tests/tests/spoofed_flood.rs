@@ -53,7 +53,7 @@ fn spoofed_flood_keeps_established_clients_whole(spoof: Spoof) {
     let (agg, agg_burst) = cfg.aggregate.unwrap();
     let (budget, budget_burst) = cfg.new_sources.unwrap();
     let legit = run.legit_sent.len() as f64;
-    let tick = tollgate_tests::coarse_tick_secs();
+    let tick = tollgate_tests::tick_secs();
     let untracked_bound = agg as f64 * (span + tick) + agg_burst as f64;
     let new_bound = budget as f64 * (span + tick) + budget_burst as f64;
     let per_source = cfg.flood_rate as f64 * span + cfg.flood_burst as f64;

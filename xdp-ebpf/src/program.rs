@@ -651,12 +651,11 @@ fn request_heads(
     state.routes.requests = 0;
     state.routed_heads = 0;
     let hosts = settings.flags & SETTINGS_ROUTE_HOSTS != 0;
-    let table = (settings.flags & SETTINGS_ROUTE_TABLE != 0) as u32;
-    state.table = table;
+    state.table = (settings.flags & SETTINGS_ROUTE_TABLE != 0) as u32;
     // The common case: the segment begins with a request line; without
     // routes of hosts its route is one lookup, without a loop.
     let skip = if first != 0 && !hosts {
-        tg_route_first(ctx.ctx, payload, port as u32, table)
+        tg_route_first(ctx.ctx, payload, port as u32)
     } else {
         0
     };
@@ -708,7 +707,6 @@ pub extern "C" fn tg_route_first(
     ctx: *mut aya_ebpf::bindings::xdp_md,
     payload: u32,
     port: u32,
-    table: u32,
 ) -> u32 {
     let frame = XdpContext::new(ctx);
     if payload > SCAN_MAX {
@@ -736,27 +734,37 @@ pub extern "C" fn tg_route_first(
         }
         (*state).routed_heads += 1;
     }
-    if tg_route_lookup(table, 0) == 0 {
-        // SAFETY: as above.
-        unsafe { (*state).routes.requests = (*state).routes.requests.saturating_add(1) };
-    }
+    tg_route_lookup(0);
     1
 }
 
-/// Finds the route of the key in `TG_SCAN` (`common::route_table`): the
-/// lengths of its class's list (of routes of hosts with `hosted`), longest
-/// first, one bucket each, until an entry matches the key; notes that route
-/// in the segment's routes and returns 1, else 0. A global function: the
-/// verifier checks the probe loop once.
+/// Finds the route of the key in `TG_SCAN` (`common::route_table`, the
+/// generation `request_heads` noted): the lengths of its class's list (of
+/// routes of hosts with `hosted`), longest first, one bucket each, until an
+/// entry matches the key; notes that route in the segment's routes and
+/// returns 1. Else 0, and without `hosted` the request is charged as one of
+/// no route (1); a miss among the routes of hosts charges nothing, as the
+/// caller looks again without a host. A global function: the verifier
+/// checks the probe loop once.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn tg_route_lookup(table: u32, hosted: u32) -> u32 {
-    let generation = table & 1;
+pub extern "C" fn tg_route_lookup(hosted: u32) -> u32 {
     let Some(state) = TG_SCAN.get_ptr_mut(0) else {
         return 0;
     };
     // SAFETY: this CPU's scan slot; the caller wrote its key.
     let state = unsafe { &mut *state };
+    let found = route_lookup(state, hosted);
+    if found == 0 && hosted == 0 {
+        state.routes.requests = state.routes.requests.saturating_add(1);
+    }
+    found
+}
+
+/// The probes of [`tg_route_lookup`].
+#[inline(always)]
+fn route_lookup(state: &mut ScanState, hosted: u32) -> u32 {
+    let generation = state.table & 1;
     let Some(header) = TG_ROUTE_HEADERS.get(generation) else {
         return 0;
     };
@@ -876,8 +884,7 @@ extern "C" fn route_step(index: u64, data: *mut core::ffi::c_void) -> i64 {
     if state.hosts != 0 && host_tag(data, state, offset as u32, frame_len as u32) {
         let tag = state.tag.finish();
         state.key[0] = head | ((tag.to_be() as u64) << 16);
-        let table = state.table;
-        let found = tg_route_lookup(table, 1);
+        let found = tg_route_lookup(1);
         // SAFETY: the slot again, after the lookup that used it.
         let state = unsafe { &mut *state_ptr };
         state.key[0] = head;
@@ -885,13 +892,7 @@ extern "C" fn route_step(index: u64, data: *mut core::ffi::c_void) -> i64 {
             return 0;
         }
     }
-    // SAFETY: as above.
-    let state = unsafe { &mut *state_ptr };
-    if tg_route_lookup(state.table, 0) == 0 {
-        // SAFETY: as above.
-        let state = unsafe { &mut *state_ptr };
-        state.routes.requests = state.routes.requests.saturating_add(1);
-    }
+    tg_route_lookup(0);
     0
 }
 
