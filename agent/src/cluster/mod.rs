@@ -51,7 +51,10 @@
 //! every node keeps admitting until its next push is answered (at most one
 //! interval since its previous push, which the counter did not have yet).
 //! Usage read across a window boundary is charged to the new window, which
-//! only lowers that window's admissions. The counts are the kernel's own
+//! only lowers that window's admissions; so that this stays small, every
+//! window's last sync walks the maps just before its end ([`next_wake`]):
+//! a source under its quota is charged with at most the last [`END_LEAD`]
+//! (plus a walk) of the window before. The counts are the kernel's own
 //! (exact); a source under its quota is never denied. Nodes' clocks must
 //! agree to well within a window (NTP).
 //!
@@ -347,6 +350,25 @@ fn window_now() -> u64 {
     (now.as_nanos() / WINDOW.as_nanos()) as u64
 }
 
+/// How long before a window's end its last sync starts walking, on top of
+/// the last walk's duration (see [`next_wake`]).
+pub const END_LEAD: Duration = Duration::from_millis(10);
+
+/// How long from now the next sync runs: after `jittered`, unless the
+/// window ends (`left` from now) before then, in which case a sync runs
+/// `lead` before its end (when that is still ahead). That sync charges the
+/// window with its usage up to about `lead` before its end, so the next
+/// window is charged with at most `lead`'s worth of the previous one's
+/// (with jittered syncs alone, up to a whole interval's). Extra syncs only
+/// shorten the interval between two, so the bound of the module's
+/// documentation holds as before.
+pub fn next_wake(jittered: Duration, left: Duration, lead: Duration) -> Duration {
+    match left.checked_sub(lead) {
+        Some(before_end) if !before_end.is_zero() && before_end < jittered => before_end,
+        _ => jittered,
+    }
+}
+
 /// The time left in `window` now (zero once it is over), and the kernel's
 /// clock read right after: the two name the same instant to within the
 /// reads, so `kernel + left` is the window's end on the kernel's clock.
@@ -445,11 +467,15 @@ pub async fn run(
         unacked: Vec::new(),
         // A restarted node must not reuse a marker of its previous run.
         seq: unix_ms() << 16,
+        last_walk: Duration::ZERO,
     };
     let mut jitter = Jitter(kernel::clock_ns() | 1);
     let mut next = tokio::time::Instant::now();
     loop {
-        next += jitter.next(sync.cfg.sync_interval);
+        let now = tokio::time::Instant::now();
+        let jittered = (next + jitter.next(sync.cfg.sync_interval)).saturating_duration_since(now);
+        let left = left_in(window_now()).0;
+        next = now + next_wake(jittered, left, END_LEAD + sync.last_walk);
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             _ = stop.notified() => break,
@@ -485,6 +511,9 @@ struct Syncer {
     unacked: Vec<Batch>,
     /// The last batch's sequence number (markers are unique per node).
     seq: u64,
+    /// How long the last walk of the source maps took (capped at a quarter
+    /// window): the sync before a window's end starts that much earlier.
+    last_walk: Duration,
 }
 
 /// One scan's deltas as one push.
@@ -543,6 +572,7 @@ impl Syncer {
 
         let window = window_now();
         let (scanner, plan) = (self.scanner.clone(), self.plan.clone());
+        let walk_started = Instant::now();
         let Some((deltas, walked, tracked)) = Self::blocking(move || {
             let mut s = scanner.lock().unwrap_or_else(|p| p.into_inner());
             let (walk, usage) = &mut *s;
@@ -554,6 +584,7 @@ impl Syncer {
         else {
             return;
         };
+        self.last_walk = walk_started.elapsed().min(WINDOW / 4);
         self.status.tracked.store(tracked as u64, Ordering::Relaxed);
         match walked {
             Ok(()) if self.walk_failing => {
@@ -850,6 +881,20 @@ tier = "api"
         assert_eq!((e[0].delta, e[0].allowance), (42, 2500));
         assert_eq!(e[1].key, "tg:{99}:api:r:2001:db8:1::/48");
         assert_eq!((e[1].delta, e[1].allowance), (3, 150));
+    }
+
+    #[test]
+    fn a_sync_runs_just_before_each_window_ends() {
+        let ms = Duration::from_millis;
+        let lead = ms(15);
+        // The window ends before the jittered sync: walk `lead` before it.
+        assert_eq!(next_wake(ms(250), ms(100), lead), ms(85));
+        // The window ends after the jittered sync: the jittered one.
+        assert_eq!(next_wake(ms(250), ms(600), lead), ms(250));
+        // Too close to the end for a walk before it (the sync just ran):
+        // the jittered one, which charges the next window.
+        assert_eq!(next_wake(ms(250), ms(10), lead), ms(250));
+        assert_eq!(next_wake(ms(250), ms(15), lead), ms(250));
     }
 
     #[test]
