@@ -304,6 +304,16 @@ pub fn random_policy(rng: &mut StdRng) -> FuzzPolicy {
         }
     }
     policy.default_tier = *[0, 0, 1, 63].choose(rng).expect("non-empty");
+    // Some epochs put the default tier under a spoofed flood's conditions: a
+    // small new-source budget and a small aggregate, so that sources past
+    // the budget also overflow the untracked ceiling (left to the draws
+    // above, a whole run could miss it).
+    if rng.gen_bool(0.1) {
+        let mut tier = random_tier(rng);
+        tier.aggregate = packets_limit(small(rng, 16));
+        tier.new_sources = packets_limit(small(rng, 4));
+        policy.tiers[policy.default_tier as usize] = tier;
+    }
     if rng.gen_bool(0.6) {
         for _ in 0..rng.gen_range(1..=6) {
             let (network, prefix_len) = if rng.gen_bool(0.55) {
