@@ -60,7 +60,8 @@
 //!
 //! # Redis load
 //!
-//! One round trip per node per interval: `ceil(pushed / 1000)` EVALSHA calls
+//! One round trip per node per interval, and one more per window (the sync
+//! before its end, [`next_wake`]): `ceil(pushed / 1000)` EVALSHA calls
 //! (a PING when nothing is pushed), each counter costing about its key
 //! (`tg:{1700000000}:<tier>:p:<address>`, ~40 bytes) plus two numbers. In
 //! Redis Cluster every key of a window shares the window's hash tag, so a sync
