@@ -213,6 +213,19 @@ fn micro() -> Result<()> {
             },
         )?;
     }
+    // An IPv6 /48 in tier 3 as well: its budget and ceiling are spent below.
+    p.maps.set_rule(
+        "2001:db8:dead::/48".parse::<IpNet>()?,
+        RuleValue {
+            action: tollgate_common::RULE_TIER,
+            tier: 3,
+            expires_ns: 0,
+        },
+    )?;
+    let untracked_drop_v6 = Packet::from("2001:db8:dead:7::7".parse::<Ipv6Addr>()?)
+        .udp()
+        .payload(&[0; 18])
+        .build();
     let untracked_pass = Packet::from(Ipv4Addr::new(100, 100, 7, 7))
         .udp()
         .payload(&[0; 18])
@@ -296,6 +309,11 @@ fn micro() -> Result<()> {
             "untracked source over the new-source budget and the untracked ceiling (drop)",
             repeated(xdp, &untracked_drop, XDP_DROP)?,
             repeated(floor, &untracked_drop, XDP_PASS)?,
+        ),
+        (
+            "untracked IPv6 /64 over the new-source budget and the untracked ceiling (drop)",
+            repeated(xdp, &untracked_drop_v6, XDP_DROP)?,
+            repeated(floor, &untracked_drop_v6, XDP_PASS)?,
         ),
         (
             "malformed (IHL 3)",
