@@ -52,6 +52,11 @@ pub(crate) struct Snapshot {
     pub capacity_v6: u64,
     pub rules_v4: u64,
     pub rules_v6: u64,
+    /// The tracked-source filter's bits per generation (0: off).
+    pub tracked_filter_bits: u64,
+    /// The fill a generation reached by its last ageing (`None` before the
+    /// first, a minute after the start).
+    pub tracked_filter_fill: Option<f64>,
     pub sampler: SamplerState,
     /// Ring records the daemon could not decode.
     pub samples_undecodable: u64,
@@ -365,6 +370,20 @@ pub(crate) fn render(s: &Snapshot) -> Result<String, prometheus::Error> {
         .set(ratio(s.tracked_v4, s.capacity_v4));
     fill.with_label_values(&["ipv6"])
         .set(ratio(s.tracked_v6, s.capacity_v6));
+    let filter_bytes = IntGauge::new(
+        "tollgate_tracked_filter_bytes",
+        "Size of the tracked-source filter, both generations of one bit per slot (0: off); a source whose bit is clear skips the source-map lookup.",
+    )?;
+    filter_bytes.set((s.tracked_filter_bits / 8 * 2) as i64);
+    r.register(Box::new(filter_bytes))?;
+    if let Some(f) = s.tracked_filter_fill {
+        let fill = Gauge::new(
+            "tollgate_tracked_filter_fill_ratio",
+            "Share of a filter generation's bits set when it was last aged (what it gathered in its minute as the current one). An untracked source still pays a source-map lookup with a chance of about 1 - (1 - fill)^2 (both generations are tested); above about 0.5 the filter spares a spoofed flood little.",
+        )?;
+        fill.set(f);
+        r.register(Box::new(fill))?;
+    }
     let rules = int_gauge(
         "tollgate_rules",
         "CIDR rules installed in the kernel.",
@@ -730,6 +749,31 @@ mod tests {
         assert!(text.contains(r#"route="/users/{id}""#));
         assert!(text.contains("tollgate_cluster_up 1"));
         assert!(text.contains("# TYPE tollgate_bytes_total counter"));
+        promtool_accepts(&text);
+    }
+
+    #[test]
+    fn the_tracked_source_filter_shows_its_size_and_its_fill_once_aged() {
+        let mut s = Snapshot {
+            tracked_filter_bits: 1 << 23,
+            ..Default::default()
+        };
+        let text = render(&s).unwrap();
+        assert!(
+            text.contains("tollgate_tracked_filter_bytes 2097152"),
+            "{text}"
+        );
+        // Before the first ageing there is no fill to show.
+        assert!(
+            !text.contains("tollgate_tracked_filter_fill_ratio"),
+            "{text}"
+        );
+        s.tracked_filter_fill = Some(0.25);
+        let text = render(&s).unwrap();
+        assert!(
+            text.contains("tollgate_tracked_filter_fill_ratio 0.25"),
+            "{text}"
+        );
         promtool_accepts(&text);
     }
 

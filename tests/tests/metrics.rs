@@ -141,6 +141,18 @@ fn scraped_counters_match_the_kernel_and_the_traffic_sent() {
         );
     }
     assert!(value(&body, r#"tollgate_tracked_sources{family="ipv4"}"#) >= 1.0);
+    // The filter's size as the kernel's map has it: both generations, one
+    // bit per slot (no fill yet: the first ageing is a minute away).
+    let filter_bytes = tollgate::datapath::tracked::bits(&maps.tracked).unwrap() / 8 * 2;
+    assert!(
+        filter_bytes > 0,
+        "the filter is on at the default map sizes"
+    );
+    assert_eq!(
+        value(&body, "tollgate_tracked_filter_bytes") as u64,
+        filter_bytes
+    );
+    assert!(!body.contains("tollgate_tracked_filter_fill_ratio"));
 
     // `tollgate stats --tier default` shows the same usage numbers as /metrics
     // (both read the daemon's per-second aggregate; retried across a tick).

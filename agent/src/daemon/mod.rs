@@ -34,7 +34,7 @@ use tracing::{error, info, warn};
 
 use crate::datapath::{
     dataplane::{self, Dataplane, Plan, StartKind},
-    guard,
+    guard, tracked,
     walk::SourceWalk,
 };
 use crate::{
@@ -100,6 +100,8 @@ pub struct Daemon {
     usage: Vec<Usage>,
     /// Tracked sources per family, from the last usage scan.
     tracked: (u64, u64),
+    /// The tracked-source filter's last ageing (`None` before the first).
+    filter_aged: Option<tracked::Aged>,
     /// Per-route counters by route index, read every second (for `/metrics`).
     route_counters: BTreeMap<u32, tollgate_common::route::RouteCounter>,
     /// Re-pins removed pins and re-attaches to re-created interfaces; `None`
@@ -268,6 +270,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             reload_failures: 0,
             usage: vec![Usage::default(); MAX_TIERS as usize],
             tracked: (0, 0),
+            filter_aged: None,
             route_counters: BTreeMap::new(),
             guard: Some(guard),
             config_readable: None,

@@ -143,6 +143,7 @@ impl Daemon {
                     bits = aged.bits,
                     "aged the tracked-source filter"
                 );
+                self.filter_aged = Some(aged);
                 false
             }
             Err(e) => {

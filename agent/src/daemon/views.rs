@@ -9,6 +9,7 @@ use tollgate_common::{MAX_TIERS, Verdict, names};
 
 use super::{Daemon, error::CommandError};
 use crate::datapath::dataplane::{self, LinkState};
+use crate::datapath::tracked;
 use crate::{
     config::ConfigSource,
     metrics::{self, Snapshot, TierSnapshot},
@@ -248,6 +249,8 @@ impl Daemon {
             capacity_v6: status.as_ref().map_or(0, |s| s.sources_v6.max),
             rules_v4,
             rules_v6,
+            tracked_filter_bits: tracked::bits(&self.maps.tracked).unwrap_or(0),
+            tracked_filter_fill: self.filter_aged.map(|a| a.fill()),
             sampler: self.maps.sampler_totals().unwrap_or_default(),
             interfaces: status
                 .map(|s| {
