@@ -54,9 +54,10 @@ pub(crate) struct Snapshot {
     pub rules_v6: u64,
     /// The tracked-source filter's bits per generation (0: off).
     pub tracked_filter_bits: u64,
-    /// The fill a generation reached by its last ageing (`None` before the
-    /// first, a minute after the start).
-    pub tracked_filter_fill: Option<f64>,
+    /// The bits set in the generation its last ageing cleared: what a
+    /// generation gathers in its period as the current one (`None` before
+    /// the first ageing, a minute after the start).
+    pub tracked_filter_cleared_bits: Option<u64>,
     pub sampler: SamplerState,
     /// Ring records the daemon could not decode.
     pub samples_undecodable: u64,
@@ -376,12 +377,12 @@ pub(crate) fn render(s: &Snapshot) -> Result<String, prometheus::Error> {
     )?;
     filter_bytes.set((s.tracked_filter_bits / 8 * 2) as i64);
     r.register(Box::new(filter_bytes))?;
-    if let Some(f) = s.tracked_filter_fill {
+    if let Some(cleared) = s.tracked_filter_cleared_bits {
         let fill = Gauge::new(
             "tollgate_tracked_filter_fill_ratio",
             "Share of a filter generation's bits set when it was last aged (what it gathered in its minute as the current one). An untracked source still pays a source-map lookup with a chance of about 1 - (1 - fill)^2 (both generations are tested); above about 0.5 the filter spares a spoofed flood little.",
         )?;
-        fill.set(f);
+        fill.set(ratio(cleared, s.tracked_filter_bits));
         r.register(Box::new(fill))?;
     }
     let rules = int_gauge(
@@ -768,7 +769,7 @@ mod tests {
             !text.contains("tollgate_tracked_filter_fill_ratio"),
             "{text}"
         );
-        s.tracked_filter_fill = Some(0.25);
+        s.tracked_filter_cleared_bits = Some(1 << 21);
         let text = render(&s).unwrap();
         assert!(
             text.contains("tollgate_tracked_filter_fill_ratio 0.25"),

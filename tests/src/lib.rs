@@ -82,7 +82,10 @@ pub fn untracked_clock_ns() -> u64 {
     jiffies * tick_ns()
 }
 
-/// One tick in nanoseconds: `clock_getres` of `CLOCK_MONOTONIC_COARSE`.
+/// One tick in nanoseconds: `clock_getres` of `CLOCK_MONOTONIC_COARSE`, read
+/// here rather than through the daemon's `kernel::jiffy_ns` on purpose: the
+/// bounds and the fuzzer's base must not inherit a wrong tick the daemon
+/// wrote.
 fn tick_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

@@ -141,9 +141,10 @@ fn scraped_counters_match_the_kernel_and_the_traffic_sent() {
         );
     }
     assert!(value(&body, r#"tollgate_tracked_sources{family="ipv4"}"#) >= 1.0);
-    // The filter's size as the kernel's map has it: both generations, one
-    // bit per slot (no fill yet: the first ageing is a minute away).
-    let filter_bytes = tollgate::datapath::tracked::bits(&maps.tracked).unwrap() / 8 * 2;
+    // The filter's size as the kernel's map has it: every word of the map
+    // but the generation and size words (no fill yet: the first ageing is a
+    // minute away).
+    let filter_bytes = (u64::from(maps.tracked.len()) - 2) * 8;
     assert!(
         filter_bytes > 0,
         "the filter is on at the default map sizes"

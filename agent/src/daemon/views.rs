@@ -250,7 +250,7 @@ impl Daemon {
             rules_v4,
             rules_v6,
             tracked_filter_bits: tracked::bits(&self.maps.tracked).unwrap_or(0),
-            tracked_filter_fill: self.filter_aged.map(|a| a.fill()),
+            tracked_filter_cleared_bits: self.filter_aged.map(|a| a.cleared_bits),
             sampler: self.maps.sampler_totals().unwrap_or_default(),
             interfaces: status
                 .map(|s| {

@@ -33,23 +33,6 @@ pub struct Aged {
     pub bits: u64,
 }
 
-impl Aged {
-    /// The share of the cleared generation's bits that were set: what a
-    /// generation gathers in its period as the current one. A source no
-    /// map holds still pays a source-map lookup when its bit is set in
-    /// either generation, with a chance of about `1 − (1 − fill)²` while
-    /// both are about as full: above a fill of about a half the filter
-    /// spares a flood little (README, "Spoofed floods"). 0 for a filter
-    /// that is off.
-    pub fn fill(&self) -> f64 {
-        if self.bits == 0 {
-            0.0
-        } else {
-            self.cleared_bits as f64 / self.bits as f64
-        }
-    }
-}
-
 /// Bits per generation of the filter, 0 while it is off.
 pub fn bits(filter: &Array<MapData, u64>) -> Result<u64, MapError> {
     Ok(u64::from(words(filter)?) * 64)
@@ -129,23 +112,5 @@ pub fn age(filter: &mut Array<MapData, u64>) -> Result<Aged, MapError> {
         if let Some(aged) = ageing.step(filter)? {
             return Ok(aged);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_fill_is_the_share_of_bits_cleared() {
-        let aged = |cleared_bits, bits| Aged {
-            generation: 1,
-            cleared_bits,
-            bits,
-        };
-        assert_eq!(aged(1 << 21, 1 << 23).fill(), 0.25);
-        assert_eq!(aged(0, 1 << 23).fill(), 0.0);
-        // A filter that is off has nothing to fill.
-        assert_eq!(aged(0, 0).fill(), 0.0);
     }
 }
