@@ -111,6 +111,61 @@ pub const fn has_byte(x: u64, b: u8) -> bool {
     t.wrapping_sub(0x0101_0101_0101_0101) & !t & 0x8080_8080_8080_8080 != 0
 }
 
+/// The top bit of every byte of `x` that equals `b`, and no other bit
+/// (unlike [`has_byte`]'s mask, exact for every byte).
+#[inline(always)]
+pub const fn bytes_equal(x: u64, b: u8) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let t = x ^ (0x0101_0101_0101_0101u64 * b as u64);
+    !(((t & LOW7).wrapping_add(LOW7)) | t | LOW7)
+}
+
+/// What [`last_block`] fills a block with after a segment's end: a byte
+/// that ends no head (inside a line or at a line's start it leaves or puts
+/// the scan inside a line; between requests it notes a request line that
+/// begins there, which nothing reads, as no head ends after it).
+const FILL: u64 = 0x0101_0101_0101_0101 * b'a' as u64;
+
+/// The segment's last `left` bytes (1..=31) as a block of four words, the
+/// rest [`FILL`]: `tail` is the 32 bytes that end where the segment ends,
+/// whose first `32 - left` were fed already. One block, so the scan's last
+/// step is a block like the others.
+#[inline(always)]
+pub fn last_block(tail: [u64; 4], left: u32) -> [u64; 4] {
+    let left = left.clamp(1, 31);
+    let shift = 32 - left;
+    // Whole words first, then bytes (constant indices only: the verifier
+    // refuses a stack read at an index it cannot bound).
+    let mut w = tail;
+    if shift >= 16 {
+        w = [w[2], w[3], 0, 0];
+    }
+    if shift & 8 != 0 {
+        w = [w[1], w[2], w[3], 0];
+    }
+    let bits = (shift % 8) * 8;
+    if bits != 0 {
+        w = [
+            (w[0] >> bits) | (w[1] << (64 - bits)),
+            (w[1] >> bits) | (w[2] << (64 - bits)),
+            (w[2] >> bits) | (w[3] << (64 - bits)),
+            w[3] >> bits,
+        ];
+    }
+    let mut i = 0;
+    while i < 4 {
+        let kept = left.saturating_sub(i as u32 * 8);
+        let mask = if kept >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (kept * 8)) - 1
+        };
+        w[i] = (w[i] & mask) | (FILL & !mask);
+        i += 1;
+    }
+    w
+}
+
 impl HeadEnds {
     /// The state at the start of a segment.
     pub const fn segment_start() -> HeadEnds {
@@ -203,9 +258,27 @@ impl HeadEnds {
         let state = self.load_state();
         // Inside a line, only a `\n` can change the state.
         if state == MID_LINE {
-            if !has_byte(word, b'\n') {
+            let newlines = bytes_equal(word, b'\n');
+            if newlines == 0 {
                 self.pos += 8;
                 return;
+            }
+            // One `\n` (a line's end inside the word, as in most words of a
+            // head): the line after it begins in the word and, unless with
+            // `\r`, is not empty, so the word ends inside it; or the `\n` is
+            // the word's last byte, and the word ends at a line's start.
+            if newlines & (newlines - 1) == 0 {
+                // The lowest bit of the byte after the `\n` (0 when none).
+                let after = newlines << 1;
+                if after == 0 {
+                    self.store_state(LINE_START);
+                    self.pos += 8;
+                    return;
+                }
+                if word & after.wrapping_mul(0xff) != after.wrapping_mul(b'\r' as u64) {
+                    self.pos += 8;
+                    return;
+                }
             }
         } else if !has_byte(word, b'\n') && !has_byte(word, b'\r') {
             if state == IDLE || state == IDLE_CR {
@@ -220,6 +293,39 @@ impl HeadEnds {
             self.byte((word >> (i * 8)) as u8);
             i += 1;
         }
+    }
+
+    /// Whether the 32 bytes of `words` (each as [`HeadEnds::word`] takes
+    /// it) leave the state as it is: inside a line, a block without `\n`,
+    /// which is most of a body. One test for the block; [`HeadEnds::skip`]
+    /// then moves past it.
+    #[inline(always)]
+    pub fn skips(&self, words: &[u64; 4]) -> bool {
+        self.load_state() == MID_LINE
+            && !(has_byte(words[0], b'\n')
+                || has_byte(words[1], b'\n')
+                || has_byte(words[2], b'\n')
+                || has_byte(words[3], b'\n'))
+    }
+
+    /// Moves past `n` bytes that [`HeadEnds::skips`] said leave the state.
+    #[inline(always)]
+    pub fn skip(&mut self, n: u32) {
+        self.pos += n;
+    }
+
+    /// Feeds 32 bytes as four words: skipped with one test when
+    /// [`HeadEnds::skips`] says so, else a word at a time.
+    #[inline(always)]
+    pub fn block(&mut self, words: [u64; 4]) {
+        if self.skips(&words) {
+            self.skip(32);
+            return;
+        }
+        self.word(words[0]);
+        self.word(words[1]);
+        self.word(words[2]);
+        self.word(words[3]);
     }
 }
 
@@ -358,13 +464,14 @@ mod tests {
     #[test]
     fn words_and_bytes_agree() {
         // Every 8-byte pattern over a small alphabet, from every state.
-        let alphabet = [b'\r', b'\n', b'a'];
-        for n in 0..3usize.pow(8) {
+        // (0x0b is `\n` ^ 1, the byte a has-zero test can mistake.)
+        let alphabet = [b'\r', b'\n', b'a', 0x0b];
+        for n in 0..4usize.pow(8) {
             let mut word = [0u8; 8];
             let mut k = n;
             for w in &mut word {
-                *w = alphabet[k % 3];
-                k /= 3;
+                *w = alphabet[k % 4];
+                k /= 4;
             }
             for state in [MID_LINE, LINE_START, LINE_START_CR, IDLE, IDLE_CR] {
                 let mut by_word = HeadEnds {
@@ -377,6 +484,110 @@ mod tests {
                     by_byte.byte(b);
                 }
                 assert_eq!(by_word, by_byte, "{word:?} from {state}");
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_equal_marks_exactly_the_equal_bytes() {
+        for word in [
+            *b"\n\x0b\n\x0b\x0b\n\x00\xff",
+            *b"\x0b\x0b\x0b\x0b\x0b\x0b\x0b\n",
+            [b'\n'; 8],
+            [0x8a; 8],
+        ] {
+            let expected = word
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .fold(0u64, |m, (i, _)| m | 0x80 << (i * 8));
+            assert_eq!(
+                bytes_equal(u64::from_le_bytes(word), b'\n'),
+                expected,
+                "{word:x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_last_block_is_the_last_bytes_then_fill() {
+        let tail: Vec<u8> = (0..32u8).map(|b| b + 0x30).collect();
+        let words = |b: &[u8]| -> [u64; 4] {
+            core::array::from_fn(|i| u64::from_le_bytes(b[i * 8..][..8].try_into().unwrap()))
+        };
+        for left in 1..32usize {
+            let mut expected = tail[32 - left..].to_vec();
+            expected.resize(32, b'a');
+            assert_eq!(
+                last_block(words(&tail), left as u32),
+                words(&expected),
+                "{left}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_segment_ending_in_a_filled_block_counts_as_fed_whole() {
+        // Every cut of heads, pipelined and with empty lines between them,
+        // fed whole and fed with its last bytes as a filled block: the same
+        // head ends, and the same starts where a head ends after them.
+        let payload =
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\r\nPOST /b HTTP/1.1\n\nGET /c HTTP/1.1\r\n\r\n\n";
+        for len in 1..=payload.len() {
+            let segment = &payload[..len];
+            let whole = scan(segment);
+            let left = len % 32;
+            if left == 0 {
+                continue;
+            }
+            let mut h = scan(&segment[..len - left]);
+            let mut tail = [b'a'; 32];
+            let from = len.saturating_sub(32);
+            tail[32 - (len - from)..].copy_from_slice(&segment[from..]);
+            let words: [u64; 4] = core::array::from_fn(|i| {
+                u64::from_le_bytes(tail[i * 8..][..8].try_into().unwrap())
+            });
+            h.block(last_block(words, left as u32));
+            assert_eq!(h.ends, whole.ends, "{len}");
+            let used = (whole.ends as usize).min(ROUTED_HEADS);
+            assert_eq!(
+                h.start_at[..used.saturating_sub(1)],
+                whole.start_at[..used.saturating_sub(1)],
+                "{len}"
+            );
+        }
+    }
+
+    #[test]
+    fn blocks_and_words_agree() {
+        // A block of one line-end pattern word among plain words, at each
+        // of the four places, from every state; and a block of none.
+        let plain = u64::from_le_bytes(*b"abcdefgh");
+        let mut blocks = vec![[plain; 4]];
+        for pattern in [
+            *b"abc\r\nxyz",
+            *b"\r\n\r\nabcd",
+            *b"abcdefg\n",
+            *b"\nbcdefgh",
+        ] {
+            for at in 0..4 {
+                let mut block = [plain; 4];
+                block[at] = u64::from_le_bytes(pattern);
+                blocks.push(block);
+            }
+        }
+        for block in blocks {
+            for state in [MID_LINE, LINE_START, LINE_START_CR, IDLE, IDLE_CR] {
+                let mut by_block = HeadEnds {
+                    state,
+                    ..HeadEnds::segment_start()
+                };
+                let mut by_word = by_block;
+                by_block.block(block);
+                for w in block {
+                    by_word.word(w);
+                }
+                assert_eq!(by_block, by_word, "{block:x?} from {state}");
             }
         }
     }

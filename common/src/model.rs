@@ -1160,8 +1160,9 @@ mod tests {
 
     proptest::proptest! {
         /// The kernel's word-at-a-time scan (`http::HeadEnds`, fed as the
-        /// program feeds it: 64-byte chunks, eight bytes at a time, then the
-        /// tail) and this line-by-line restatement agree on any payload.
+        /// program feeds it: blocks of 32 bytes, then the last 1 to 31 as a
+        /// filled block, `http::last_block`) and this line-by-line
+        /// restatement agree on any payload.
         #[test]
         fn the_head_scan_agrees_with_the_restatement(
             payload in proptest::collection::vec(
@@ -1171,15 +1172,22 @@ mod tests {
                 0..400,
             )
         ) {
+            let words = |b: &[u8]| -> [u64; 4] {
+                core::array::from_fn(|i| u64::from_le_bytes(b[i * 8..][..8].try_into().unwrap()))
+            };
             let mut scan = crate::http::HeadEnds::segment_start();
-            for chunk in payload.chunks(64) {
-                let mut words = chunk.chunks_exact(8);
-                for w in &mut words {
-                    scan.word(u64::from_le_bytes(w.try_into().unwrap()));
-                }
-                for &b in words.remainder() {
-                    scan.byte(b);
-                }
+            let mut blocks = payload.chunks_exact(32);
+            for block in &mut blocks {
+                scan.block(words(block));
+            }
+            let left = blocks.remainder().len();
+            if left != 0 {
+                // The 32 bytes that end the segment (headers before it in
+                // the kernel; any bytes here).
+                let mut tail = [0xee; 32];
+                let from = payload.len().saturating_sub(32);
+                tail[32 - (payload.len() - from)..].copy_from_slice(&payload[from..]);
+                scan.block(crate::http::last_block(words(&tail), left as u32));
             }
             proptest::prop_assert_eq!(scan.ends, request_heads(&payload));
             // And on where the request lines after head ends begin: the

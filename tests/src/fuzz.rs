@@ -1013,6 +1013,21 @@ fn tcp_payload(r: &mut StdRng) -> Vec<u8> {
             line.as_bytes()[..r.gen_range(0..8)].to_vec()
         }
         66..74 => Vec::new(),
+        // A body of any length inside a line (the scan skips it 32 bytes at
+        // a time, up to 128 a step), then heads: the skip's last block, the
+        // block a word at a time after it and the segment's filled last
+        // block fall anywhere.
+        74..82 => {
+            let mut all = vec![b'b'; r.gen_range(0..600)];
+            for _ in 0..r.gen_range(0..3) {
+                all.extend_from_slice(b"\r\n\r\nGET /p HTTP/1.1\r\nHost: x");
+                all.extend(std::iter::repeat_n(b'c', r.gen_range(0..200)));
+            }
+            if r.gen_bool(0.5) {
+                all.extend_from_slice(b"\r\n\r\n");
+            }
+            all
+        }
         _ => random_bytes(r, 1, 300),
     }
 }

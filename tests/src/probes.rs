@@ -1,6 +1,7 @@
 //! The benchmark and test probes: two reference programs (`floor_pass`, a bare
 //! XDP_PASS, and `floor_drop`, a bare XDP_DROP) and single-operation probes
-//! (`probe_clock`, `probe_coarse_clock`, `probe_jiffies`, `probe_source_lookup`). They live in their
+//! (`probe_clock`, `probe_coarse_clock`, `probe_jiffies`, `probe_source_lookup`,
+//! `probe_call`, `probe_loop_1`, `probe_loop_8`). They live in their
 //! own eBPF object, built from `xdp-probes/` by this crate's build script, so
 //! the object the agent ships holds only the `tollgate` program and its maps.
 
@@ -9,8 +10,8 @@ use aya::{Ebpf, EbpfLoader, maps::HashMap, programs::Xdp};
 use tollgate_common::SourceState;
 
 pub use tollgate_probes::{
-    FLOOR_DROP, FLOOR_PASS, PROBE_CLOCK, PROBE_COARSE_CLOCK, PROBE_JIFFIES, PROBE_SOURCE,
-    PROBE_SOURCE_LOOKUP, PROBE_SOURCES_V4, PROGRAMS,
+    FLOOR_DROP, FLOOR_PASS, PROBE_CALL, PROBE_CLOCK, PROBE_COARSE_CLOCK, PROBE_JIFFIES,
+    PROBE_LOOP_1, PROBE_LOOP_8, PROBE_SOURCE, PROBE_SOURCE_LOOKUP, PROBE_SOURCES_V4, PROGRAMS,
 };
 
 /// The compiled probes object, embedded at build time by build.rs.

@@ -862,6 +862,11 @@ fn the_probes_load_and_return_their_verdicts() {
     assert_eq!(run(&p, probes::PROBE_CLOCK), XDP_PASS);
     assert_eq!(run(&p, probes::PROBE_COARSE_CLOCK), XDP_PASS);
     assert_eq!(run(&p, probes::PROBE_JIFFIES), XDP_PASS);
+    // The call returns its argument; the loops pass only if every
+    // iteration ran.
+    assert_eq!(run(&p, probes::PROBE_CALL), XDP_PASS);
+    assert_eq!(run(&p, probes::PROBE_LOOP_1), XDP_PASS);
+    assert_eq!(run(&p, probes::PROBE_LOOP_8), XDP_PASS);
     // The key is absent until the host tracks it.
     assert_eq!(run(&p, probes::PROBE_SOURCE_LOOKUP), XDP_DROP);
     p.track_probe_source().unwrap();

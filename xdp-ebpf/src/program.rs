@@ -15,7 +15,7 @@ use tollgate_common::{
     SETTINGS_COUNT_REQUESTS, SETTINGS_ROUTE_HOSTS, SETTINGS_ROUTE_TABLE, SETTINGS_ROUTES,
     SETTINGS_RULES_V4, SETTINGS_RULES_V6, SampleHeader, SamplerState, Settings, SourceState,
     TierConfig, Verdict, aggregate_slot, gcra,
-    http::HeadEnds,
+    http::{self, HeadEnds},
     limiter::{self, Costs, NewSource},
     new_sources_slot,
     parse::{self, IpPacket, PacketReader, Parsed, SourceAddr, Transport},
@@ -503,6 +503,11 @@ fn write_http<const N: usize>(
 /// most a page), and a bound the verifier can check packet offsets against.
 const SCAN_MAX: u32 = 4096;
 
+/// Payload bytes one step of the head scan skips at most, 32 at a time
+/// ([`scan_step`]): every four more cost the verifier about 18,000
+/// instructions (256 verifies in 720,405, 512 in 793,717).
+const SCAN_STEP: u32 = 256;
+
 /// Where the head scan and the route pass stand between `bpf_loop` steps.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -592,8 +597,8 @@ struct ScanContext {
 /// (`HeadEnds`), and with routes configured what they charge
 /// (`common::route`): what the segment charges a requests limit and the
 /// routes' ceilings. The scan runs in a `bpf_loop` callback, which the
-/// verifier checks as one loop body rather than per iteration: 32 bytes a
-/// step, then eight, then the last few one at a time. The route of a
+/// verifier checks as one loop body rather than per iteration: up to 128
+/// bytes a step (see [`scan_step`]). The route of a
 /// segment's first request, when the segment begins with one and no route
 /// names a host, is one global function call ([`tg_route_first`]); the
 /// other heads are a second `bpf_loop`, one step per head whose request
@@ -620,8 +625,8 @@ fn request_heads(
         (*state).heads.reset();
     }
     let mut scan = ScanContext { ctx: ctx.ctx };
-    let len = end - payload;
-    let steps = len / 32 + len % 32 / 8 + 1;
+    // Every step but the last takes 32 bytes at least.
+    let steps = (end - payload) / 32 + 1;
     // SAFETY: `scan` outlives the call; the callback only reads it.
     unsafe {
         bpf_loop(
@@ -1138,8 +1143,16 @@ pub extern "C" fn tg_route_count(dropped: u32) -> u32 {
     0
 }
 
-/// One step of [`request_heads`]: the next 32 payload bytes, or the next 8
-/// when fewer are left, or the last 1 to 7 (then it returns 1: stop).
+/// One step of [`request_heads`]: the next blocks of 32 bytes that leave
+/// the state as it is (inside a line, no `\n`: most of a body), one test
+/// each, up to [`SCAN_STEP`] bytes; then the first block that does not, a
+/// word at a time, or, when fewer than 32 bytes are left, the last 1 to 31
+/// as a filled block (`http::last_block`; then it returns 1: stop). A step
+/// is a callback call, which costs about as much as a dozen words' tests on
+/// the benchmark machine (BENCHMARKS.md), so bodies take few steps and a
+/// head one per 32 bytes. One block fed a word at a time per step, and
+/// whether it was the last read back from the map, keep the verifier's
+/// check of the body to one pass over the four words.
 extern "C" fn scan_step(_index: u64, data: *mut core::ffi::c_void) -> i64 {
     // SAFETY: `data` is the `ScanContext` that `request_heads` passed.
     let frame = XdpContext::new(unsafe { (*data.cast::<ScanContext>()).ctx });
@@ -1152,55 +1165,68 @@ extern "C" fn scan_step(_index: u64, data: *mut core::ffi::c_void) -> i64 {
     if offset >= state.end || offset > SCAN_MAX * 2 {
         return 1;
     }
-    let at = frame.data() + offset as usize;
-    if state.end - offset >= 32 {
+    let left = state.end - offset;
+    // SAFETY (both): the caller checked the word's bounds.
+    let word = |at: usize| u64::from_le(unsafe { core::ptr::read_unaligned(at as *const u64) });
+    let words = |at: usize| [word(at), word(at + 8), word(at + 16), word(at + 24)];
+    let blocks = (left / 32).min(SCAN_STEP / 32);
+    let mut skipped = 0;
+    while skipped < SCAN_STEP / 32 {
+        if skipped >= blocks {
+            break;
+        }
+        let at = frame.data() + (offset + skipped * 32) as usize;
         if at + 32 > frame.data_end() {
             return 1;
         }
-        let word = |i: usize| {
-            // SAFETY: bounds checked above for all four words.
-            u64::from_le(unsafe { core::ptr::read_unaligned((at + i * 8) as *const u64) })
-        };
-        state.heads.word(word(0));
-        state.heads.word(word(1));
-        state.heads.word(word(2));
-        state.heads.word(word(3));
-        state.offset = offset + 32;
-    } else if state.end - offset >= 8 {
-        if at + 8 > frame.data_end() {
-            return 1;
+        if !state.heads.skips(&words(at)) {
+            break;
         }
-        // SAFETY: bounds checked above.
-        state.heads.word(u64::from_le(unsafe {
-            core::ptr::read_unaligned(at as *const u64)
-        }));
-        state.offset = offset + 8;
-    } else {
-        // The last 1 to 7 bytes: the word that ends with them (it starts
-        // inside the TCP header at worst, whose bytes are skipped), so the
-        // tail costs one read instead of a helper call per byte.
-        let tail = state.end - offset;
-        let from = state.end.wrapping_sub(8);
-        if from > SCAN_MAX * 2 {
-            return 1;
-        }
-        let at = frame.data() + from as usize;
-        if at + 8 > frame.data_end() {
-            return 1;
-        }
-        // SAFETY: bounds checked above.
-        let word = u64::from_le(unsafe { core::ptr::read_unaligned(at as *const u64) });
-        let mut i = 0;
-        while i < 8 {
-            if i >= 8 - tail {
-                state.heads.byte((word >> (i * 8)) as u8);
-            }
-            i += 1;
-        }
-        state.offset = state.end;
+        skipped += 1;
+    }
+    state.heads.skip(skipped * 32);
+    let offset = offset + skipped * 32;
+    state.offset = offset;
+    if skipped == SCAN_STEP / 32 {
+        return 0;
+    }
+    let left = left - skipped * 32;
+    if left == 0 {
         return 1;
     }
-    0
+    // Then one block a word at a time: the next 32 bytes, or the last
+    // 1 to 31 as a filled block (`http::last_block`; the 32 bytes that end
+    // the segment start inside the headers at worst).
+    let last = left < 32;
+    let from = if last {
+        state.end.wrapping_sub(32)
+    } else {
+        offset
+    };
+    if from > SCAN_MAX * 2 {
+        return 1;
+    }
+    let at = frame.data() + from as usize;
+    if at + 32 > frame.data_end() {
+        return 1;
+    }
+    let block = if last {
+        state.offset = state.end;
+        http::last_block(words(at), left)
+    } else {
+        state.offset = offset + 32;
+        words(at)
+    };
+    state.heads.word(block[0]);
+    state.heads.word(block[1]);
+    state.heads.word(block[2]);
+    state.heads.word(block[3]);
+    // Whether it was the last block, read back from the map: carried in a
+    // register, the verifier would check the four words once per value.
+    // SAFETY: fields of this CPU's slot.
+    unsafe {
+        (core::ptr::read_volatile(&state.offset) >= core::ptr::read_volatile(&state.end)) as i64
+    }
 }
 
 #[inline(always)]

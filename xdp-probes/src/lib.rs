@@ -11,13 +11,16 @@ pub const PROBE_SOURCES_V4: &str = "PROBE_SOURCES_V4";
 pub const PROBE_SOURCE: u32 = u32::from_ne_bytes([100, 64, 1, 1]);
 
 /// Every program in the object.
-pub const PROGRAMS: [&str; 6] = [
+pub const PROGRAMS: [&str; 9] = [
     FLOOR_PASS,
     FLOOR_DROP,
     PROBE_CLOCK,
     PROBE_COARSE_CLOCK,
     PROBE_JIFFIES,
     PROBE_SOURCE_LOOKUP,
+    PROBE_CALL,
+    PROBE_LOOP_1,
+    PROBE_LOOP_8,
 ];
 
 /// A bare `XDP_PASS`: the floor `cargo xtask bench micro` divides by.
@@ -32,3 +35,9 @@ pub const PROBE_COARSE_CLOCK: &str = "probe_coarse_clock";
 pub const PROBE_JIFFIES: &str = "probe_jiffies";
 /// One lookup of `PROBE_SOURCE` in `PROBE_SOURCES_V4`.
 pub const PROBE_SOURCE_LOOKUP: &str = "probe_source_lookup";
+/// One call of a global function (a BPF-to-BPF call and its return).
+pub const PROBE_CALL: &str = "probe_call";
+/// One `bpf_loop` of one empty iteration.
+pub const PROBE_LOOP_1: &str = "probe_loop_1";
+/// One `bpf_loop` of eight empty iterations.
+pub const PROBE_LOOP_8: &str = "probe_loop_8";

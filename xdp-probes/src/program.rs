@@ -1,6 +1,6 @@
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, generated::bpf_loop},
     macros::{map, xdp},
     maps::LruHashMap,
     programs::XdpContext,
@@ -78,4 +78,58 @@ pub fn probe_source_lookup(_ctx: XdpContext) -> u32 {
         Some(_) => xdp_action::XDP_PASS,
         None => xdp_action::XDP_DROP,
     }
+}
+
+/// A global function (verified on its own, called with a BPF-to-BPF call):
+/// what `probe_call` calls. It returns its argument.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn probe_global(x: u32) -> u32 {
+    // SAFETY: reads its own argument; volatile so LLVM keeps the call.
+    unsafe { core::ptr::read_volatile(&x) }
+}
+
+/// Benchmark probe: one call of a global function, to price a BPF-to-BPF
+/// call and its return (tollgate's route pass makes a few).
+#[xdp]
+pub fn probe_call(_ctx: XdpContext) -> u32 {
+    probe_global(xdp_action::XDP_PASS)
+}
+
+/// The `bpf_loop` callback of the loop probes: nothing but a return.
+extern "C" fn probe_step(_index: u64, _data: *mut core::ffi::c_void) -> i64 {
+    0
+}
+
+/// One `bpf_loop` of `n` empty iterations.
+#[inline(always)]
+fn empty_loop(n: u32) -> u32 {
+    // SAFETY: the callback takes no context.
+    let done = unsafe {
+        bpf_loop(
+            n,
+            probe_step as *mut core::ffi::c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+    if done == n as i64 {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
+}
+
+/// Benchmark probe: a `bpf_loop` of one empty iteration (the helper call
+/// and one callback: tollgate's head scan and route pass are such loops).
+#[xdp]
+pub fn probe_loop_1(_ctx: XdpContext) -> u32 {
+    empty_loop(1)
+}
+
+/// Benchmark probe: a `bpf_loop` of eight empty iterations (with
+/// `probe_loop_1`, the price of one more callback).
+#[xdp]
+pub fn probe_loop_8(_ctx: XdpContext) -> u32 {
+    empty_loop(8)
 }

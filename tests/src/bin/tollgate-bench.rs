@@ -388,6 +388,9 @@ fn micro() -> Result<()> {
         (probes::PROBE_COARSE_CLOCK, "bpf_ktime_get_coarse_ns()"),
         (probes::PROBE_JIFFIES, "bpf_jiffies64() (inlined)"),
         (probes::PROBE_SOURCE_LOOKUP, "LRU hash lookup, key present"),
+        (probes::PROBE_CALL, "a global function's call and return"),
+        (probes::PROBE_LOOP_1, "`bpf_loop`, 1 empty iteration"),
+        (probes::PROBE_LOOP_8, "`bpf_loop`, 8 empty iterations"),
     ] {
         let prog = reference.xdp(name)?;
         let t = repeated(prog, &abl_frame, XDP_PASS)?.0;
