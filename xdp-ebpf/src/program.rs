@@ -597,8 +597,9 @@ struct ScanContext {
 /// (`HeadEnds`), and with routes configured what they charge
 /// (`common::route`): what the segment charges a requests limit and the
 /// routes' ceilings. The scan runs in a `bpf_loop` callback, which the
-/// verifier checks as one loop body rather than per iteration: up to 128
-/// bytes a step (see [`scan_step`]). The route of a
+/// verifier checks as one loop body rather than per iteration: up to
+/// [`SCAN_STEP`] bytes of a body and one block of a head a step (see
+/// [`scan_step`]). The route of a
 /// segment's first request, when the segment begins with one and no route
 /// names a host, is one global function call ([`tg_route_first`]); the
 /// other heads are a second `bpf_loop`, one step per head whose request
