@@ -314,19 +314,52 @@ impl HeadEnds {
         self.pos += n;
     }
 
-    /// Feeds 32 bytes as four words: skipped with one test when
-    /// [`HeadEnds::skips`] says so, else a word at a time.
+    /// Feeds 32 bytes a word at a time.
     #[inline(always)]
-    pub fn block(&mut self, words: [u64; 4]) {
-        if self.skips(&words) {
-            self.skip(32);
-            return;
-        }
+    pub fn words(&mut self, words: [u64; 4]) {
         self.word(words[0]);
         self.word(words[1]);
         self.word(words[2]);
         self.word(words[3]);
     }
+
+    /// Feeds 32 bytes: skipped with one test when [`HeadEnds::skips`] says
+    /// so, else a word at a time.
+    #[inline(always)]
+    pub fn block(&mut self, words: [u64; 4]) {
+        if self.skips(&words) {
+            self.skip(32);
+        } else {
+            self.words(words);
+        }
+    }
+}
+
+/// Test support: 32 bytes as the four words the program reads.
+#[cfg(test)]
+pub(crate) fn block_words(bytes: &[u8]) -> [u64; 4] {
+    core::array::from_fn(|i| u64::from_le_bytes(bytes[i * 8..][..8].try_into().unwrap()))
+}
+
+/// Test support: `payload` scanned as the program scans a segment: blocks
+/// of 32 bytes, then the last 1 to 31 as a filled block ([`last_block`]),
+/// whose 32 bytes read before the segment's end start with `before` where
+/// the payload is shorter (the headers, in the program).
+#[cfg(test)]
+pub(crate) fn scan_as_the_program_does(payload: &[u8], before: u8) -> HeadEnds {
+    let mut scan = HeadEnds::segment_start();
+    let mut blocks = payload.chunks_exact(32);
+    for block in &mut blocks {
+        scan.block(block_words(block));
+    }
+    let left = blocks.remainder().len();
+    if left != 0 {
+        let mut tail = [before; 32];
+        let from = payload.len().saturating_sub(32);
+        tail[32 - (payload.len() - from)..].copy_from_slice(&payload[from..]);
+        scan.block(last_block(block_words(&tail), left as u32));
+    }
+    scan
 }
 
 #[cfg(test)]
@@ -512,15 +545,12 @@ mod tests {
     #[test]
     fn the_last_block_is_the_last_bytes_then_fill() {
         let tail: Vec<u8> = (0..32u8).map(|b| b + 0x30).collect();
-        let words = |b: &[u8]| -> [u64; 4] {
-            core::array::from_fn(|i| u64::from_le_bytes(b[i * 8..][..8].try_into().unwrap()))
-        };
         for left in 1..32usize {
             let mut expected = tail[32 - left..].to_vec();
             expected.resize(32, b'a');
             assert_eq!(
-                last_block(words(&tail), left as u32),
-                words(&expected),
+                last_block(block_words(&tail), left as u32),
+                block_words(&expected),
                 "{left}"
             );
         }
@@ -529,25 +559,14 @@ mod tests {
     #[test]
     fn a_segment_ending_in_a_filled_block_counts_as_fed_whole() {
         // Every cut of heads, pipelined and with empty lines between them,
-        // fed whole and fed with its last bytes as a filled block: the same
-        // head ends, and the same starts where a head ends after them.
+        // fed whole and fed as the program feeds it: the same head ends,
+        // and the same starts where a head ends after them.
         let payload =
             b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\r\nPOST /b HTTP/1.1\n\nGET /c HTTP/1.1\r\n\r\n\n";
         for len in 1..=payload.len() {
             let segment = &payload[..len];
             let whole = scan(segment);
-            let left = len % 32;
-            if left == 0 {
-                continue;
-            }
-            let mut h = scan(&segment[..len - left]);
-            let mut tail = [b'a'; 32];
-            let from = len.saturating_sub(32);
-            tail[32 - (len - from)..].copy_from_slice(&segment[from..]);
-            let words: [u64; 4] = core::array::from_fn(|i| {
-                u64::from_le_bytes(tail[i * 8..][..8].try_into().unwrap())
-            });
-            h.block(last_block(words, left as u32));
+            let h = scan_as_the_program_does(segment, b'a');
             assert_eq!(h.ends, whole.ends, "{len}");
             let used = (whole.ends as usize).min(ROUTED_HEADS);
             assert_eq!(

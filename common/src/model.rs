@@ -1172,23 +1172,8 @@ mod tests {
                 0..400,
             )
         ) {
-            let words = |b: &[u8]| -> [u64; 4] {
-                core::array::from_fn(|i| u64::from_le_bytes(b[i * 8..][..8].try_into().unwrap()))
-            };
-            let mut scan = crate::http::HeadEnds::segment_start();
-            let mut blocks = payload.chunks_exact(32);
-            for block in &mut blocks {
-                scan.block(words(block));
-            }
-            let left = blocks.remainder().len();
-            if left != 0 {
-                // The 32 bytes that end the segment (headers before it in
-                // the kernel; any bytes here).
-                let mut tail = [0xee; 32];
-                let from = payload.len().saturating_sub(32);
-                tail[32 - (payload.len() - from)..].copy_from_slice(&payload[from..]);
-                scan.block(crate::http::last_block(words(&tail), left as u32));
-            }
+            // (0xee for the headers before a short segment: any bytes.)
+            let scan = crate::http::scan_as_the_program_does(&payload, 0xee);
             proptest::prop_assert_eq!(scan.ends, request_heads(&payload));
             // And on where the request lines after head ends begin: the
             // kernel's noted starts are the starts of heads 1, 2, ...

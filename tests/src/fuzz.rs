@@ -1014,7 +1014,7 @@ fn tcp_payload(r: &mut StdRng) -> Vec<u8> {
         }
         66..74 => Vec::new(),
         // A body of any length inside a line (the scan skips it 32 bytes at
-        // a time, up to 128 a step), then heads: the skip's last block, the
+        // a time, up to 256 a step), then heads: the skip's last block, the
         // block a word at a time after it and the segment's filled last
         // block fall anywhere.
         74..82 => {

@@ -1218,10 +1218,7 @@ extern "C" fn scan_step(_index: u64, data: *mut core::ffi::c_void) -> i64 {
         state.offset = offset + 32;
         words(at)
     };
-    state.heads.word(block[0]);
-    state.heads.word(block[1]);
-    state.heads.word(block[2]);
-    state.heads.word(block[3]);
+    state.heads.words(block);
     // Whether it was the last block, read back from the map: carried in a
     // register, the verifier would check the four words once per value.
     // SAFETY: fields of this CPU's slot.
